@@ -1,0 +1,71 @@
+"""Truth inference: consensus labels and annotator parameters from disagreeing labels.
+
+NumPy/SciPy only; importing this package never imports torch.
+"""
+
+from enum import Enum
+
+from crowdmed.aggregation.base import BaseAggregator, argmax_ties
+from crowdmed.aggregation.classification import (
+    GLAD,
+    BinarySensSpec,
+    DawidSkene,
+    MajorityVote,
+    OneCoinDawidSkene,
+    WeightedMajorityVote,
+)
+
+__all__ = [
+    "GLAD",
+    "METHODS",
+    "BaseAggregator",
+    "BinarySensSpec",
+    "DawidSkene",
+    "MajorityVote",
+    "Method",
+    "OneCoinDawidSkene",
+    "WeightedMajorityVote",
+    "argmax_ties",
+    "make_aggregator",
+]
+
+
+class Method(str, Enum):
+    """Names of the classification aggregators (as used by the CLI)."""
+
+    MAJORITY_VOTE = "majority-vote"
+    WAWA = "wawa"
+    DAWID_SKENE = "dawid-skene"
+    ONE_COIN = "one-coin"
+    GLAD = "glad"
+    SENS_SPEC = "sens-spec"
+
+
+METHODS: dict[Method, type[BaseAggregator]] = {
+    Method.MAJORITY_VOTE: MajorityVote,
+    Method.WAWA: WeightedMajorityVote,
+    Method.DAWID_SKENE: DawidSkene,
+    Method.ONE_COIN: OneCoinDawidSkene,
+    Method.GLAD: GLAD,
+    Method.SENS_SPEC: BinarySensSpec,
+}
+
+
+def make_aggregator(method: "str | Method", **params: object) -> BaseAggregator:
+    """Build an aggregator from its CLI name.
+
+    Args:
+        method: One of ``majority-vote, wawa, dawid-skene, one-coin, glad, sens-spec``.
+        **params: Hyperparameters of that aggregator.
+
+    Returns:
+        The unfitted aggregator.
+
+    Examples:
+        >>> make_aggregator("dawid-skene", max_iter=10)
+        DawidSkene(max_iter=10)
+    """
+    from crowdmed._validation import check_option
+
+    m = check_option(method, Method, "method")
+    return METHODS[m]().set_params(**params)

@@ -1,0 +1,24 @@
+"""Label containers and I/O: COO triplets, the dense view, long/wide tables."""
+
+from crowdmed.data.io import (
+    from_long_frame,
+    read_labels,
+    read_quiz,
+    read_wide,
+    to_long,
+    to_matrix,
+    write_labels,
+)
+from crowdmed.data.labels import MISSING, CrowdLabels
+
+__all__ = [
+    "MISSING",
+    "CrowdLabels",
+    "from_long_frame",
+    "read_labels",
+    "read_quiz",
+    "read_wide",
+    "to_long",
+    "to_matrix",
+    "write_labels",
+]

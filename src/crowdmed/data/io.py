@@ -1,0 +1,493 @@
+"""Reading and writing crowd labels: long CSV/Parquet, wide CSV, gold and quiz tables.
+
+Long format (one row per annotation) is for I/O only; the library works on
+:class:`~crowdmed.data.CrowdLabels`. Accepted long layouts:
+
+* ``item, annotator, label`` (crowdmed),
+* ``task, worker, label`` (crowd-kit),
+* headerless ``worker, task, label, gold[, extra]`` (the ActiveCrowdToolkit benchmark files,
+  where ``gold = -1`` means unknown).
+
+An optional ``gold`` column (constant per item; empty or ``-1`` for unknown) gives gold
+labels, and an optional ``quiz_accuracy`` column (constant per annotator) gives each
+annotator's quiz accuracy.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from crowdmed._io import atomic_path
+from crowdmed.data.labels import MISSING, CrowdLabels, _short
+
+__all__ = [
+    "from_long_frame",
+    "read_labels",
+    "read_quiz",
+    "read_wide",
+    "to_long",
+    "to_matrix",
+    "write_labels",
+]
+
+_ALIASES = {
+    "item": ("item", "task", "item_id", "task_id", "image", "image_id", "case"),
+    "annotator": ("annotator", "worker", "annotator_id", "worker_id", "rater", "reader", "user"),
+    "label": ("label", "answer", "response", "rating"),
+}
+_KNOWN_HEADER = {name for names in _ALIASES.values() for name in names} | {
+    "gold",
+    "quiz_accuracy",
+}
+
+
+def _find_column(df: pd.DataFrame, role: str, given: str | None) -> str:
+    if given is not None:
+        if given not in df.columns:
+            raise ValueError(
+                f"Column {given!r} (the {role} column) is not in the table; columns are "
+                f"{list(df.columns)}."
+            )
+        return given
+    lower = {str(c).lower(): c for c in df.columns}
+    for alias in _ALIASES[role]:
+        if alias in lower:
+            return str(lower[alias])
+    raise ValueError(
+        f"No {role} column found; columns are {list(df.columns)}. Name it one of "
+        f"{list(_ALIASES[role][:3])} or pass `{role}=` (--{role}-col in the CLI)."
+    )
+
+
+def _encode_classes(values: pd.Series, classes: Sequence[Any] | None) -> tuple[np.ndarray, np.ndarray]:
+    if classes is not None:
+        cls = pd.Index(list(classes))
+        if cls.has_duplicates:
+            raise ValueError(f"`classes` must be unique; got {list(classes)}.")
+        codes = cls.get_indexer(values)
+        if (codes < 0).any():
+            unknown = pd.unique(values[codes < 0])
+            raise ValueError(
+                f"Labels {_short(unknown)} are not among `classes` {list(cls)}; fix the labels "
+                "or add them to the class list."
+            )
+        return codes.astype(np.int64), cls.to_numpy()
+    uniq = pd.unique(values)
+    try:
+        uniq = np.sort(uniq)
+    except TypeError as exc:
+        raise ValueError(
+            "Labels mix types that cannot be ordered (e.g. numbers and text); got "
+            f"{_short(uniq)}. Make them one type or pass `classes`."
+        ) from exc
+    cls = pd.Index(uniq)
+    return cls.get_indexer(values).astype(np.int64), cls.to_numpy()
+
+
+def from_long_frame(
+    df: pd.DataFrame,
+    *,
+    item: str | None = None,
+    annotator: str | None = None,
+    label: str | None = None,
+    gold: str | None = "gold",
+    quiz_accuracy: str | None = "quiz_accuracy",
+    classes: Sequence[Any] | None = None,
+    on_duplicate: str = "error",
+) -> CrowdLabels:
+    """Encode a long table (one row per annotation) as :class:`CrowdLabels`.
+
+    Args:
+        df: Table with item, annotator and label columns (names are detected among common
+            aliases such as ``task``/``worker`` when not given).
+        item: Name of the item column.
+        annotator: Name of the annotator column.
+        label: Name of the label column.
+        gold: Name of an optional gold-label column; empty or ``-1`` means unknown.
+        quiz_accuracy: Name of an optional per-annotator quiz-accuracy column.
+        classes: All class values in order; the sorted observed labels when omitted.
+        on_duplicate: What to do when an annotator labelled an item more than once:
+            ``"error"``, keep the ``"first"`` or ``"last"`` row, or ``"drop"`` the pair when its
+            labels conflict (keeping one row when they agree).
+
+    Returns:
+        The labels; items and annotators keep their order of first appearance.
+
+    Raises:
+        ValueError: Empty table, missing column, missing (NaN) labels, duplicated
+            ``(item, annotator)`` pairs, or inconsistent gold / quiz values.
+
+    Examples:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"task": ["a", "a", "b"], "worker": ["w1", "w2", "w1"],
+        ...                    "label": ["cat", "dog", "dog"]})
+        >>> cl = from_long_frame(df)
+        >>> cl.to_dense(), list(cl.classes)
+        (array([[0, 1],
+               [1, -1]]), ['cat', 'dog'])
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"`df` must be a pandas DataFrame; got {type(df).__name__}.")
+    if len(df) == 0:
+        raise ValueError("The label table is empty; it needs one row per annotation.")
+    c_item = _find_column(df, "item", item)
+    c_ann = _find_column(df, "annotator", annotator)
+    c_lab = _find_column(df, "label", label)
+    for role, col in (("item", c_item), ("annotator", c_ann), ("label", c_lab)):
+        na = df[col].isna()
+        if na.any():
+            rows = (np.flatnonzero(na.to_numpy())[:5] + 1).tolist()
+            raise ValueError(
+                f"Column {col!r} ({role}) has {int(na.sum())} missing values (rows {rows}); "
+                "drop those rows or fill them."
+            )
+    if on_duplicate not in ("error", "first", "last", "drop"):
+        raise ValueError(
+            "`on_duplicate` must be one of ['error', 'first', 'last', 'drop']; got "
+            f"{on_duplicate!r}."
+        )
+    dup = df.duplicated([c_item, c_ann], keep=False)
+    if dup.any():
+        if on_duplicate == "error":
+            pairs = df.loc[dup, [c_item, c_ann]].drop_duplicates().head(5)
+            raise ValueError(
+                f"Each (item, annotator) pair must occur once; got {int(dup.sum())} rows for "
+                f"{int(df.loc[dup, [c_item, c_ann]].drop_duplicates().shape[0])} repeated pairs, "
+                f"e.g. {list(pairs.itertuples(index=False, name=None))}. Pass "
+                "on_duplicate='first'|'last'|'drop' (--on-duplicate in the CLI) to resolve them."
+            )
+        if on_duplicate == "drop":
+            n_lab = df.groupby([c_item, c_ann], sort=False)[c_lab].transform("nunique")
+            df = df[n_lab == 1]
+            on_duplicate = "first"
+        df = df[~df.duplicated([c_item, c_ann], keep=on_duplicate)]
+    items, item_ids = pd.factorize(df[c_item], sort=False)
+    anns, ann_ids = pd.factorize(df[c_ann], sort=False)
+    labs, cls = _encode_classes(df[c_lab], classes)
+    n_items, n_ann = len(item_ids), len(ann_ids)
+
+    gold_arr = None
+    if gold is not None and gold in df.columns:
+        g = df[gold]
+        known = g.notna() & (g.astype(str) != "-1")
+        gold_arr = np.full(n_items, MISSING, dtype=np.int64)
+        if known.any():
+            gcodes = pd.Index(cls).get_indexer(g[known].astype(df[c_lab].dtype, errors="ignore"))
+            if (gcodes < 0).any():
+                bad = pd.unique(g[known][gcodes < 0])
+                raise ValueError(
+                    f"Gold labels {_short(bad)} are not among the classes {list(cls)}; fix the "
+                    "gold column (use -1 or leave empty for unknown)."
+                )
+            gi = items[known.to_numpy()]
+            per_item = pd.DataFrame({"i": gi, "g": gcodes}).drop_duplicates()
+            if per_item["i"].duplicated().any():
+                bad_items = item_ids[per_item["i"][per_item["i"].duplicated()].unique()[:5]]
+                raise ValueError(
+                    f"Items {_short(list(bad_items))} have more than one gold label; each item "
+                    "needs a single gold value."
+                )
+            gold_arr[per_item["i"].to_numpy()] = per_item["g"].to_numpy()
+    quiz_arr = None
+    if quiz_accuracy is not None and quiz_accuracy in df.columns:
+        q = pd.to_numeric(df[quiz_accuracy], errors="coerce")
+        per_ann = pd.DataFrame({"a": anns, "q": q}).dropna().drop_duplicates()
+        if per_ann["a"].duplicated().any():
+            bad = ann_ids[per_ann["a"][per_ann["a"].duplicated()].unique()[:5]]
+            raise ValueError(
+                f"Annotators {_short(list(bad))} have more than one quiz accuracy; give one "
+                "value per annotator."
+            )
+        quiz_arr = np.full(n_ann, np.nan)
+        quiz_arr[per_ann["a"].to_numpy()] = per_ann["q"].to_numpy()
+    return CrowdLabels.from_triplets(
+        items,
+        anns,
+        labs,
+        n_items=n_items,
+        n_annotators=n_ann,
+        n_classes=len(cls),
+        item_ids=np.asarray(item_ids),
+        annotator_ids=np.asarray(ann_ids),
+        classes=cls,
+        gold=gold_arr,
+        quiz_accuracy=quiz_arr,
+    )
+
+
+def to_matrix(
+    df: pd.DataFrame,
+    *,
+    item: str | None = None,
+    annotator: str | None = None,
+    label: str | None = None,
+    classes: Sequence[Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Convert a long table to the dense view.
+
+    Args:
+        df: Long table, one row per annotation (see :func:`from_long_frame`).
+        item: Name of the item column.
+        annotator: Name of the annotator column.
+        label: Name of the label column.
+        classes: All class values in order.
+
+    Returns:
+        ``(labels, item_ids, annotator_ids, classes)``: ``labels`` is an integer array of shape
+        ``(n_items, n_annotators)`` with ``-1`` marking a missing annotation.
+    """
+    cl = from_long_frame(df, item=item, annotator=annotator, label=label, classes=classes)
+    return cl.to_dense(), cl.item_ids, cl.annotator_ids, cl.classes
+
+
+def to_long(
+    labels: npt.ArrayLike,
+    item_ids: npt.ArrayLike | None = None,
+    annotator_ids: npt.ArrayLike | None = None,
+    classes: npt.ArrayLike | None = None,
+) -> pd.DataFrame:
+    """Convert the dense view back to a long table ``item, annotator, label``.
+
+    Args:
+        labels: Integer array of shape ``(n_items, n_annotators)``; ``-1`` marks a missing
+            annotation.
+        item_ids: Ids of the items, shape ``(n_items,)``.
+        annotator_ids: Ids of the annotators, shape ``(n_annotators,)``.
+        classes: Class values, shape ``(n_classes,)``.
+
+    Returns:
+        One row per annotation, with ids and class values decoded.
+
+    Examples:
+        >>> to_long([[0, -1], [1, 1]], item_ids=["a", "b"])
+          item  annotator  label
+        0    a          0      0
+        1    b          0      1
+        2    b          1      1
+    """
+    cl = CrowdLabels.from_dense(
+        labels,
+        item_ids=item_ids,
+        annotator_ids=annotator_ids,
+        classes=classes,
+        n_classes=None if classes is None else len(np.asarray(classes)),
+    )
+    return cl.to_long()
+
+
+def _suffix(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes[-1:] == [".gz"] and len(suffixes) > 1:
+        return suffixes[-2]
+    return suffixes[-1] if suffixes else ""
+
+
+def _read_table(path: Path, header: bool = True) -> pd.DataFrame:
+    if not path.exists():
+        raise ValueError(f"File {str(path)!r} does not exist; check the path.")
+    suffix = _suffix(path)
+    if suffix in (".parquet", ".pq"):
+        try:
+            return pd.read_parquet(path)
+        except ImportError as exc:
+            raise ImportError(
+                "Reading Parquet needs pyarrow: pip install 'crowdmed[parquet]'."
+            ) from exc
+    sep = "\t" if suffix in (".tsv", ".tab") else ","
+    try:
+        return pd.read_csv(path, sep=sep, header=0 if header else None, low_memory=False)
+    except pd.errors.EmptyDataError as exc:
+        raise ValueError(f"File {str(path)!r} is empty; it needs one row per annotation.") from exc
+    except pd.errors.ParserError as exc:
+        raise ValueError(f"File {str(path)!r} is not a valid CSV: {exc}".splitlines()[0]) from exc
+
+
+def read_labels(
+    path: str | os.PathLike[str],
+    *,
+    item: str | None = None,
+    annotator: str | None = None,
+    label: str | None = None,
+    classes: Sequence[Any] | None = None,
+    quiz: str | os.PathLike[str] | None = None,
+    on_duplicate: str = "error",
+) -> CrowdLabels:
+    """Read a long label file (CSV, TSV or Parquet).
+
+    Headerless CSVs with four or five columns are read as ActiveCrowdToolkit files
+    ``worker, task, label, gold[, extra]`` (``gold = -1``: unknown).
+
+    Args:
+        path: The file.
+        item: Name of the item column (detected when omitted).
+        annotator: Name of the annotator column (detected when omitted).
+        label: Name of the label column (detected when omitted).
+        classes: All class values in order; the sorted observed labels when omitted.
+        quiz: Optional CSV ``annotator, quiz_accuracy`` with each annotator's quiz accuracy.
+        on_duplicate: Repeated ``(item, annotator)`` pairs: ``"error"``, ``"first"``,
+            ``"last"`` or ``"drop"`` (see :func:`from_long_frame`).
+
+    Returns:
+        The labels, with gold labels and quiz accuracy when present.
+    """
+    p = Path(path)
+    df = _read_table(p)
+    if _suffix(p) not in (".parquet", ".pq") and not (
+        {str(c).strip().lower() for c in df.columns} & _KNOWN_HEADER
+    ):
+        raw = _read_table(p, header=False)
+        if raw.shape[1] in (4, 5):
+            cols = ["annotator", "item", "label", "gold", "extra"][: raw.shape[1]]
+            df = raw.set_axis(cols, axis=1)
+            df["gold"] = df["gold"].where(df["gold"].astype(str) != "-1")
+        else:
+            raise ValueError(
+                f"File {str(p)!r} has no recognised header; first row is {list(df.columns)}. "
+                "Add a header row 'item,annotator,label' (or 'task,worker,label')."
+            )
+    cl = from_long_frame(
+        df, item=item, annotator=annotator, label=label, classes=classes, on_duplicate=on_duplicate
+    )
+    if quiz is not None:
+        cl = cl.with_quiz_accuracy(read_quiz(quiz, cl.annotator_ids))
+    return cl
+
+
+def read_quiz(path: str | os.PathLike[str], annotator_ids: npt.ArrayLike) -> np.ndarray:
+    """Read per-annotator quiz accuracy from a CSV ``annotator, quiz_accuracy``.
+
+    Args:
+        path: The file.
+        annotator_ids: Annotator ids of the labels, shape ``(n_annotators,)``.
+
+    Returns:
+        Float array of shape ``(n_annotators,)``; ``NaN`` for annotators not in the file.
+    """
+    df = _read_table(Path(path))
+    c_ann = _find_column(df, "annotator", None)
+    acc_cols = [c for c in df.columns if str(c).lower() in ("quiz_accuracy", "accuracy", "gamma")]
+    if not acc_cols:
+        raise ValueError(
+            f"Quiz file {str(path)!r} needs a 'quiz_accuracy' column; columns are "
+            f"{list(df.columns)}."
+        )
+    values = pd.to_numeric(df[acc_cols[0]], errors="coerce")
+    if values.isna().any():
+        raise ValueError(
+            f"Quiz file {str(path)!r} has {int(values.isna().sum())} non-numeric accuracies; "
+            "use numbers in [0, 1]."
+        )
+    if df[c_ann].duplicated().any():
+        dup = df[c_ann][df[c_ann].duplicated()].unique()[:5].tolist()
+        raise ValueError(f"Quiz file {str(path)!r} lists annotators {dup} twice; keep one row.")
+    ids = pd.Index(np.asarray(annotator_ids))
+    key = df[c_ann]
+    if ids.dtype != key.dtype:
+        key = key.astype(str)
+        ids = ids.astype(str)
+    out = pd.Series(values.to_numpy(), index=key).reindex(ids).to_numpy(dtype=np.float64)
+    return out
+
+
+def read_wide(
+    path: str | os.PathLike[str],
+    *,
+    item: str | None = None,
+    gold: str | None = "gold",
+    classes: Sequence[Any] | None = None,
+) -> CrowdLabels:
+    """Read a wide CSV: one row per item, one column per annotator, empty cells missing.
+
+    Args:
+        path: The file.
+        item: Name of the item-id column; the first column when omitted.
+        gold: Name of an optional gold-label column.
+        classes: All class values in order; the sorted observed labels when omitted.
+
+    Returns:
+        The labels.
+    """
+    df = _read_table(Path(path))
+    if df.shape[1] < 2:
+        raise ValueError(
+            f"Wide file {str(path)!r} needs an item column and at least one annotator column; "
+            f"got columns {list(df.columns)}."
+        )
+    c_item = item if item is not None else str(df.columns[0])
+    if c_item not in df.columns:
+        raise ValueError(f"Column {c_item!r} is not in {list(df.columns)}.")
+    value_cols = [c for c in df.columns if c not in (c_item, gold)]
+    long = df.melt(id_vars=[c_item], value_vars=value_cols, var_name="annotator", value_name="label")
+    long = long.dropna(subset=["label"]).rename(columns={c_item: "item"})
+    if len(long) == 0:
+        raise ValueError(f"Wide file {str(path)!r} has no labels; every annotator cell is empty.")
+    if gold is not None and gold in df.columns:
+        long = long.merge(df[[c_item, gold]].rename(columns={c_item: "item", gold: "gold"}), on="item")
+    long["label"] = _maybe_int(long["label"])
+    if "gold" in long:
+        long["gold"] = _maybe_int(long["gold"])
+    cl = from_long_frame(long, item="item", annotator="annotator", label="label", classes=classes)
+    lost = df[c_item][~df[c_item].isin(pd.Index(cl.item_ids))]
+    if len(lost):
+        raise ValueError(
+            f"Items {_short(lost.tolist())} have no labels in {str(path)!r}; drop those rows."
+        )
+    return cl
+
+
+def _maybe_int(values: pd.Series) -> pd.Series:
+    """Turn float columns holding integers (from empty CSV cells) back into integers."""
+    if values.dtype.kind == "f":
+        v = values.dropna()
+        if len(v) and np.all(v == np.round(v)):
+            return values.astype("Int64")
+    return values
+
+
+def write_labels(labels: CrowdLabels, path: str | os.PathLike[str]) -> Path:
+    """Write labels as a long table (CSV, TSV or Parquet), atomically.
+
+    Args:
+        labels: The labels.
+        path: Destination; the format follows the suffix.
+
+    Returns:
+        The path written.
+    """
+    p = Path(path)
+    df = labels.to_long()
+    if labels.gold is not None:
+        g = labels.gold[labels.items]
+        df["gold"] = pd.Series(labels.classes[np.maximum(g, 0)]).where(g >= 0)
+    if labels.quiz_accuracy is not None:
+        df["quiz_accuracy"] = labels.quiz_accuracy[labels.annotators]
+    write_table(df, p)
+    return p
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write a table atomically; Parquet for ``.parquet``, TSV for ``.tsv``, else CSV."""
+    p = Path(path)
+    suffix = _suffix(p)
+    with atomic_path(p) as tmp:
+        if suffix in (".parquet", ".pq"):
+            try:
+                df.to_parquet(tmp, index=False)
+            except ImportError as exc:
+                raise ImportError(
+                    "Writing Parquet needs pyarrow: pip install 'crowdmed[parquet]'."
+                ) from exc
+        else:
+            df.to_csv(
+                tmp,
+                index=False,
+                sep="\t" if suffix in (".tsv", ".tab") else ",",
+                compression="gzip" if p.suffix.lower() == ".gz" else None,
+            )

@@ -1,0 +1,32 @@
+"""Annotator quality: reliability against a reference, agreement, spammers and gold filtering.
+
+* Against a reference (gold labels, a consensus or posteriors): :func:`confusion_matrices`,
+  :func:`sensitivity_specificity`, :func:`annotator_accuracy` and :func:`spammer_score`.
+* Between annotators, without a reference: :func:`cohen_kappa_matrix`, :func:`fleiss_kappa` and
+  :func:`krippendorff_alpha`.
+* Gold (honeypot) questions: :func:`gold_accuracy` and :func:`filter_annotators`.
+* Everything per annotator in one table: :func:`annotator_table`.
+"""
+
+from crowdmed.quality.agreement import cohen_kappa_matrix, fleiss_kappa, krippendorff_alpha
+from crowdmed.quality.gold import filter_annotators, gold_accuracy
+from crowdmed.quality.reliability import (
+    annotator_accuracy,
+    confusion_matrices,
+    sensitivity_specificity,
+    spammer_score,
+)
+from crowdmed.quality.table import annotator_table
+
+__all__ = [
+    "annotator_accuracy",
+    "annotator_table",
+    "cohen_kappa_matrix",
+    "confusion_matrices",
+    "filter_annotators",
+    "fleiss_kappa",
+    "gold_accuracy",
+    "krippendorff_alpha",
+    "sensitivity_specificity",
+    "spammer_score",
+]
