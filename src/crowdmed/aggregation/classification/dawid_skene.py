@@ -22,10 +22,7 @@ class Init(str, Enum):
 
 
 def _check_init(value: Any) -> str | None:
-    try:
-        check_option(value, Init, "init")
-    except ValueError as exc:
-        return str(exc).split("; got")[0].replace("`init` must be ", "")
+    check_option(value, Init, "init")  # raises with a "did you mean" hint
     return None
 
 
