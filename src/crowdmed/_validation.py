@@ -25,9 +25,7 @@ __all__ = [
 E = TypeVar("E", bound=Enum)
 
 
-def check_labels(
-    labels: Any, *, n_classes: int | None = None, min_classes: int = 2
-) -> CrowdLabels:
+def check_labels(labels: Any, *, n_classes: int | None = None, min_classes: int = 2) -> CrowdLabels:
     """Turn any accepted label input into validated :class:`CrowdLabels`.
 
     Args:
@@ -128,7 +126,7 @@ def check_option(value: Any, enum: type[E], name: str) -> E:
         >>> check_option("majority", Init, "init")
         Traceback (most recent call last):
         ...
-        ValueError: `init` must be one of ['majority_vote', 'random']; got 'majority'. Did you mean 'majority_vote'?
+        ValueError: `init` must be one of ['majority_vote', 'random']; got 'majority'. Did you ...
     """
     if isinstance(value, enum):
         return value
@@ -158,8 +156,9 @@ def interval(
             return "an integer" if integer else "a number"
         if isinstance(v, float) and np.isnan(v):
             return "a number (not NaN)"
-        lo_ok = low is None or (v >= low if closed in ("both", "left") else v > low)
-        hi_ok = high is None or (v <= high if closed in ("both", "right") else v < high)
+        x = float(v)
+        lo_ok = low is None or (x >= low if closed in ("both", "left") else x > low)
+        hi_ok = high is None or (x <= high if closed in ("both", "right") else x < high)
         if lo_ok and hi_ok:
             return None
         lb = "[" if closed in ("both", "left") else "("
@@ -201,8 +200,10 @@ def check_random_state(seed: Any) -> np.random.Generator:
     Returns:
         A Generator.
     """
-    if seed is None or isinstance(seed, (numbers.Integral, np.integer)):
-        return np.random.default_rng(seed)
+    if seed is None:
+        return np.random.default_rng()
+    if isinstance(seed, (numbers.Integral, np.integer)):
+        return np.random.default_rng(int(seed))
     if isinstance(seed, np.random.Generator):
         return seed
     raise TypeError(

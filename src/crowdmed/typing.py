@@ -29,6 +29,6 @@ LabelsLike = Union["CrowdLabels", npt.ArrayLike, "pd.DataFrame"]
 Posteriors = npt.NDArray[np.float64]
 
 #: Seed, generator, or ``None``.
-RandomState = Union[int, np.random.Generator, None]
+RandomState = int | np.random.Generator | None
 
 ArrayLike = npt.ArrayLike

@@ -78,7 +78,8 @@ def test_dawid_skene_hand_computed_first_step():
     ds = fit(DawidSkene(max_iter=1, smoothing=0.0), labels)
     # MV posteriors: [1, 0] and [.5, .5]; prior = [.75, .25].
     # Annotator 0 always says 0: its row for each class is [1, ~0].
-    # Annotator 1, class 0: counts l=0: 1, l=1: .5 -> [2/3, 1/3]; class 1: l=0: 0 -> ~0, l=1: .5 -> [~0, 1].
+    # Annotator 1, class 0: counts l=0: 1, l=1: .5 -> [2/3, 1/3];
+    #              class 1: l=0: 0 -> ~0, l=1: .5 -> [~0, 1].
     np.testing.assert_allclose(ds.confusion_[0], [[1, 0], [1, 0]], atol=1e-9)
     np.testing.assert_allclose(ds.confusion_[1], [[2 / 3, 1 / 3], [0, 1]], atol=1e-9)
     np.testing.assert_allclose(ds.priors_, [0.75, 0.25])
@@ -124,7 +125,8 @@ def test_sens_spec_reads_quiz_from_crowdlabels():
     )
     m = fit(BinarySensSpec(tau=50), cl)
     np.testing.assert_allclose(m.quiz_accuracy_, [1.0, 1.0, 0.0])
-    assert m.sensitivity_[2] < 0.2 and m.specificity_[2] < 0.2
+    assert m.sensitivity_[2] < 0.2
+    assert m.specificity_[2] < 0.2
 
 
 def test_glad_gradient_matches_finite_differences():
@@ -212,7 +214,8 @@ def test_prop_posteriors_are_distributions(mk, cls):
         return
     p = fit(cls(), m, n_classes=k).posteriors_
     assert p.shape == (m.shape[0], k)
-    assert np.all(p >= 0) and np.all(p <= 1)
+    assert np.all(p >= 0)
+    assert np.all(p <= 1)
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-9)
 
 
@@ -262,7 +265,9 @@ def test_prop_unanimous_items_keep_label(mk, cls):
         return
     # make item 0 unanimous with >= 2 labels
     m[0, :] = 0
-    m = np.hstack([m, np.zeros((m.shape[0], 1), dtype=np.int64)])  # an extra annotator says 0 always
+    m = np.hstack(
+        [m, np.zeros((m.shape[0], 1), dtype=np.int64)]
+    )  # an extra annotator says 0 always
     # a consistent majority elsewhere keeps annotators mostly reliable
     labels = fit(cls(), m, n_classes=k).labels_
     if cls in (MajorityVote, WeightedMajorityVote):
@@ -324,7 +329,9 @@ def test_prop_log_likelihood_never_decreases(mk, cls, smoothing):
 
 
 @PROP
-@given(arrays(np.int64, st.tuples(st.integers(1, 12), st.integers(1, 5)), elements=st.integers(-1, 1)))
+@given(
+    arrays(np.int64, st.tuples(st.integers(1, 12), st.integers(1, 5)), elements=st.integers(-1, 1))
+)
 def test_prop_sens_spec_monotone_and_mv_start(m):
     if not usable(m):
         return
@@ -378,7 +385,9 @@ def test_one_coin_and_glad_recover_skill_order():
     rng = np.random.default_rng(7)
     k, n_items = 4, 3000
     skills = np.array([0.9, 0.8, 0.6, 0.4, 0.3])
-    conf = np.stack([np.full((k, k), (1 - s) / (k - 1)) + np.eye(k) * (s - (1 - s) / (k - 1)) for s in skills])
+    conf = np.stack(
+        [np.full((k, k), (1 - s) / (k - 1)) + np.eye(k) * (s - (1 - s) / (k - 1)) for s in skills]
+    )
     labels, truth = simulate(conf, n_items, np.full(k, 1 / k), rng)
     oc = OneCoinDawidSkene(max_iter=200).fit(labels)
     np.testing.assert_allclose(oc.skills_, skills, atol=0.05)
@@ -394,8 +403,8 @@ def test_sens_spec_recovers_sensitivity_and_specificity():
     n_items = 30000
     sens = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
     spec = np.array([0.85, 0.9, 0.6, 0.55, 0.5])
-    conf = np.stack([[[b, 1 - b], [1 - a, a]] for a, b in zip(sens, spec)])
-    labels, truth = simulate(conf, n_items, np.array([0.7, 0.3]), rng, p_label=0.8)
+    conf = np.stack([[[b, 1 - b], [1 - a, a]] for a, b in zip(sens, spec, strict=False)])
+    labels, _truth = simulate(conf, n_items, np.array([0.7, 0.3]), rng, p_label=0.8)
     m = BinarySensSpec(max_iter=1000, tol=1e-9).fit(labels)
     np.testing.assert_allclose(m.sensitivity_, sens, atol=0.05)
     np.testing.assert_allclose(m.specificity_, spec, atol=0.05)

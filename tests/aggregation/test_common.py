@@ -158,7 +158,13 @@ def test_bad_hyperparameters(cls, param, value, match):
 
 
 def test_bad_init_suggests():
-    with pytest.raises(ValueError, match=r"`init` must be one of \['majority_vote', 'random'\]; got 'majority'. Did you mean 'majority_vote'"):
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"`init` must be one of \['majority_vote', 'random'\]; got 'majority'. "
+            r"Did you mean 'majority_vote'"
+        ),
+    ):
         DawidSkene(init="majority").fit(LABELS)
 
 
@@ -172,7 +178,9 @@ def test_make_aggregator_names():
 def test_convergence_warning_when_max_iter_reached():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, size=(40, 5))
-    with pytest.warns(ConvergenceWarning, match=r"did not converge in max_iter=2 .*Increase max_iter"):
+    with pytest.warns(
+        ConvergenceWarning, match=r"did not converge in max_iter=2 .*Increase max_iter"
+    ):
         DawidSkene(max_iter=2).fit(labels)
 
 
@@ -186,7 +194,9 @@ def test_em_bookkeeping():
 
 
 def test_bad_gold_shape():
-    with pytest.raises(ValueError, match=r"`gold` must have shape \(n_items,\) = \(6,\); got \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"`gold` must have shape \(n_items,\) = \(6,\); got \(3,\)"
+    ):
         DawidSkene().fit(LABELS, gold=[0, 1, 0])
 
 
@@ -203,7 +213,11 @@ def test_predict_rejects_other_annotators():
 
 def test_long_frame_input_uses_ids():
     df = pd.DataFrame(
-        {"item": ["x", "x", "y", "y"], "annotator": ["a", "b", "a", "b"], "label": ["no", "no", "yes", "no"]}
+        {
+            "item": ["x", "x", "y", "y"],
+            "annotator": ["a", "b", "a", "b"],
+            "label": ["no", "no", "yes", "no"],
+        }
     )
     mv = MajorityVote().fit(df)
     assert list(mv.item_ids_) == ["x", "y"]

@@ -5,7 +5,15 @@ import pandas as pd
 import pytest
 
 from crowdmed._validation import check_labels
-from crowdmed.data import CrowdLabels, from_long_frame, read_labels, read_wide, to_long, to_matrix, write_labels
+from crowdmed.data import (
+    CrowdLabels,
+    from_long_frame,
+    read_labels,
+    read_wide,
+    to_long,
+    to_matrix,
+    write_labels,
+)
 
 
 def test_dense_round_trip():
@@ -23,19 +31,28 @@ def test_triplets_and_views_agree():
     np.testing.assert_array_equal(cl.labels_per_annotator(), [1, 2, 0])
     inc = cl.incidence().toarray()
     assert inc.shape == (2, 6)
-    assert inc[0, 0 * 2 + 1] == 1 and inc[0, 1 * 2 + 0] == 1 and inc[1, 1 * 2 + 1] == 1
+    assert inc[0, 0 * 2 + 1] == 1
+    assert inc[0, 1 * 2 + 0] == 1
+    assert inc[1, 1 * 2 + 1] == 1
 
 
 def test_long_round_trip_keeps_ids_and_classes():
     df = pd.DataFrame(
-        {"item": ["c1", "c1", "c2"], "annotator": ["dr_a", "dr_b", "dr_a"], "label": ["benign", "malignant", "benign"]}
+        {
+            "item": ["c1", "c1", "c2"],
+            "annotator": ["dr_a", "dr_b", "dr_a"],
+            "label": ["benign", "malignant", "benign"],
+        }
     )
     labels, items, anns, classes = to_matrix(df)
     np.testing.assert_array_equal(labels, [[0, 1], [0, -1]])
-    assert list(items) == ["c1", "c2"] and list(anns) == ["dr_a", "dr_b"]
+    assert list(items) == ["c1", "c2"]
+    assert list(anns) == ["dr_a", "dr_b"]
     assert list(classes) == ["benign", "malignant"]
     back = to_long(labels, items, anns, classes)
-    pd.testing.assert_frame_equal(back.sort_values(["item", "annotator"]).reset_index(drop=True), df)
+    pd.testing.assert_frame_equal(
+        back.sort_values(["item", "annotator"]).reset_index(drop=True), df
+    )
 
 
 def test_conversion_does_not_modify_input():
@@ -48,7 +65,9 @@ def test_conversion_does_not_modify_input():
 
 def test_crowdkit_columns_and_explicit_classes(tmp_path):
     p = tmp_path / "ck.csv"
-    pd.DataFrame({"task": [1, 1, 2], "worker": ["w", "v", "w"], "label": [3, 1, 3]}).to_csv(p, index=False)
+    pd.DataFrame({"task": [1, 1, 2], "worker": ["w", "v", "w"], "label": [3, 1, 3]}).to_csv(
+        p, index=False
+    )
     cl = read_labels(p, classes=[1, 2, 3])
     assert cl.n_classes == 3
     np.testing.assert_array_equal(cl.to_dense(), [[2, 0], [2, -1]])
@@ -108,7 +127,9 @@ def test_wide_csv_item_without_labels(tmp_path):
 def test_write_read_round_trip(tmp_path, suffix):
     if suffix == ".parquet":
         pytest.importorskip("pyarrow")
-    cl = CrowdLabels.from_dense(np.array([[0, 1, -1], [1, 1, 0]]), gold=[1, -1], quiz_accuracy=[0.8, np.nan, 0.5])
+    cl = CrowdLabels.from_dense(
+        np.array([[0, 1, -1], [1, 1, 0]]), gold=[1, -1], quiz_accuracy=[0.8, np.nan, 0.5]
+    )
     p = write_labels(cl, tmp_path / f"labels{suffix}")
     back = read_labels(p)
     np.testing.assert_array_equal(back.to_dense(), cl.to_dense())
@@ -144,16 +165,33 @@ BAD_DENSE = [
     ("empty", np.zeros((0, 3), dtype=int), ValueError, r"at least one annotation"),
     ("all missing", np.full((2, 2), -1), ValueError, r"all entries are -1"),
     ("1-D", np.array([0, 1]), ValueError, r"2-D array of shape \(n_items, n_annotators\)"),
-    ("NaN", np.array([[0.0, np.nan], [1.0, 1.0]]), ValueError, r"must not contain NaN; mark missing annotations with -1"),
+    (
+        "NaN",
+        np.array([[0.0, np.nan], [1.0, 1.0]]),
+        ValueError,
+        r"must not contain NaN; mark missing annotations with -1",
+    ),
     ("below -1", np.array([[0, -2]]), ValueError, r"classes 0..K-1 or -1 for missing; got \[-2\]"),
     ("strings", np.array([["a", "b"]]), TypeError, r"integer array; got dtype <U1"),
     ("non-integer float", np.array([[0.5, 1.0]]), TypeError, r"integer class indices"),
-    ("item without labels", np.array([[0, 1], [-1, -1]]), ValueError, r"Items \[1\] have no labels"),
-    ("single class", np.array([[0, 0], [0, 0]]), ValueError, r"at least 2 classes .* Pass `n_classes`"),
+    (
+        "item without labels",
+        np.array([[0, 1], [-1, -1]]),
+        ValueError,
+        r"Items \[1\] have no labels",
+    ),
+    (
+        "single class",
+        np.array([[0, 0], [0, 0]]),
+        ValueError,
+        r"at least 2 classes .* Pass `n_classes`",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("desc", "labels", "exc", "match"), BAD_DENSE, ids=[c[0] for c in BAD_DENSE])
+@pytest.mark.parametrize(
+    ("desc", "labels", "exc", "match"), BAD_DENSE, ids=[c[0] for c in BAD_DENSE]
+)
 def test_bad_dense_input(desc, labels, exc, match):
     with pytest.raises(exc, match=match):
         check_labels(labels)
@@ -166,7 +204,9 @@ def test_label_out_of_declared_range():
 
 def test_duplicate_pairs_named():
     df = pd.DataFrame({"item": ["x", "x"], "annotator": ["dr1", "dr1"], "label": [0, 1]})
-    with pytest.raises(ValueError, match=r"must occur once; got 2 rows .*\('x', 'dr1'\).*on_duplicate"):
+    with pytest.raises(
+        ValueError, match=r"must occur once; got 2 rows .*\('x', 'dr1'\).*on_duplicate"
+    ):
         from_long_frame(df)
 
 
@@ -177,7 +217,9 @@ def test_duplicate_triplets_named():
 
 def test_missing_column_named():
     df = pd.DataFrame({"case": [1], "reader": ["a"], "value": [0]})
-    with pytest.raises(ValueError, match=r"No label column found; columns are \['case', 'reader', 'value'\]"):
+    with pytest.raises(
+        ValueError, match=r"No label column found; columns are \['case', 'reader', 'value'\]"
+    ):
         from_long_frame(df)
     cl = from_long_frame(df.assign(value=[1]).pipe(lambda d: d), item="case", label="value")
     assert cl.n_labels == 1
@@ -191,7 +233,9 @@ def test_wrong_explicit_column():
 
 def test_nan_label_in_table():
     df = pd.DataFrame({"item": [1, 2], "annotator": ["a", "a"], "label": [0, None]})
-    with pytest.raises(ValueError, match=r"Column 'label' \(label\) has 1 missing values \(rows \[2\]\)"):
+    with pytest.raises(
+        ValueError, match=r"Column 'label' \(label\) has 1 missing values \(rows \[2\]\)"
+    ):
         from_long_frame(df)
 
 

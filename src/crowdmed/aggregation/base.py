@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -16,9 +17,9 @@ from crowdmed._validation import check_labels, check_params, check_random_state,
 from crowdmed.data.labels import MISSING, CrowdLabels, _short
 from crowdmed.exceptions import ConvergenceWarning, NotFittedError
 
-try:  # Python >= 3.11
+if sys.version_info >= (3, 11):
     from typing import Self
-except ImportError:  # pragma: no cover - Python 3.10
+else:  # pragma: no cover - Python 3.10
     from typing_extensions import Self
 
 __all__ = ["BaseAggregator", "EMAggregator", "argmax_ties"]
@@ -67,7 +68,9 @@ class BaseAggregator(ABC):
     @classmethod
     def _param_names(cls) -> list[str]:
         sig = inspect.signature(cls.__init__)
-        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind != p.VAR_KEYWORD]
+        return [
+            p.name for p in sig.parameters.values() if p.name != "self" and p.kind != p.VAR_KEYWORD
+        ]
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """Return the hyperparameters (for ``sklearn.base.clone``)."""
@@ -153,8 +156,10 @@ class BaseAggregator(ABC):
         return self
 
     _min_classes: ClassVar[int] = 2
+    posteriors_: np.ndarray
+    labels_: np.ndarray
 
-    def _validate_data(self, cl: CrowdLabels) -> None:
+    def _validate_data(self, cl: CrowdLabels) -> None:  # noqa: B027 - optional hook
         """Model-specific checks of the labels (e.g. binary only)."""
 
     def _tie_random_state(self) -> Any:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -66,7 +66,9 @@ def _find_column(df: pd.DataFrame, role: str, given: str | None) -> str:
     )
 
 
-def _encode_classes(values: pd.Series, classes: Sequence[Any] | None) -> tuple[np.ndarray, np.ndarray]:
+def _encode_classes(
+    values: pd.Series, classes: Sequence[Any] | None
+) -> tuple[np.ndarray, np.ndarray]:
     if classes is not None:
         cls = pd.Index(list(classes))
         if cls.has_duplicates:
@@ -79,7 +81,7 @@ def _encode_classes(values: pd.Series, classes: Sequence[Any] | None) -> tuple[n
                 "or add them to the class list."
             )
         return codes.astype(np.int64), cls.to_numpy()
-    uniq = pd.unique(values)
+    uniq = np.asarray(pd.unique(values))
     try:
         uniq = np.sort(uniq)
     except TypeError as exc:
@@ -130,8 +132,8 @@ def from_long_frame(
         ...                    "label": ["cat", "dog", "dog"]})
         >>> cl = from_long_frame(df)
         >>> cl.to_dense(), list(cl.classes)
-        (array([[0, 1],
-               [1, -1]]), ['cat', 'dog'])
+        (array([[ 0,  1],
+               [ 1, -1]]), ['cat', 'dog'])
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"`df` must be a pandas DataFrame; got {type(df).__name__}.")
@@ -167,7 +169,8 @@ def from_long_frame(
             n_lab = df.groupby([c_item, c_ann], sort=False)[c_lab].transform("nunique")
             df = df[n_lab == 1]
             on_duplicate = "first"
-        df = df[~df.duplicated([c_item, c_ann], keep=on_duplicate)]
+        keep: Literal["first", "last"] = "last" if on_duplicate == "last" else "first"
+        df = df[~df.duplicated([c_item, c_ann], keep=keep)]
     items, item_ids = pd.factorize(df[c_item], sort=False)
     anns, ann_ids = pd.factorize(df[c_ann], sort=False)
     labs, cls = _encode_classes(df[c_lab], classes)
@@ -424,12 +427,16 @@ def read_wide(
     if c_item not in df.columns:
         raise ValueError(f"Column {c_item!r} is not in {list(df.columns)}.")
     value_cols = [c for c in df.columns if c not in (c_item, gold)]
-    long = df.melt(id_vars=[c_item], value_vars=value_cols, var_name="annotator", value_name="label")
+    long = df.melt(
+        id_vars=[c_item], value_vars=value_cols, var_name="annotator", value_name="label"
+    )
     long = long.dropna(subset=["label"]).rename(columns={c_item: "item"})
     if len(long) == 0:
         raise ValueError(f"Wide file {str(path)!r} has no labels; every annotator cell is empty.")
     if gold is not None and gold in df.columns:
-        long = long.merge(df[[c_item, gold]].rename(columns={c_item: "item", gold: "gold"}), on="item")
+        long = long.merge(
+            df[[c_item, gold]].rename(columns={c_item: "item", gold: "gold"}), on="item"
+        )
     long["label"] = _maybe_int(long["label"])
     if "gold" in long:
         long["gold"] = _maybe_int(long["gold"])

@@ -150,7 +150,7 @@ class CrowdLabels:
         n_items = int(it.max()) + 1 if n_items is None else int(n_items)
         n_annotators = int(an.max()) + 1 if n_annotators is None else int(n_annotators)
         if n_classes is None:
-            n_classes = len(classes) if classes is not None else int(lab.max()) + 1
+            n_classes = len(np.asarray(classes)) if classes is not None else int(lab.max()) + 1
         n_classes = int(n_classes)
         for name, arr, n in (
             ("items", it, n_items),
@@ -173,9 +173,7 @@ class CrowdLabels:
             dup = s[s.duplicated()].unique()[:5]
             item_ids_arr = _ids(item_ids, n_items, "item_ids")
             ann_ids_arr = _ids(annotator_ids, n_annotators, "annotator_ids")
-            pairs = [
-                (item_ids_arr[k // n_annotators], ann_ids_arr[k % n_annotators]) for k in dup
-            ]
+            pairs = [(item_ids_arr[k // n_annotators], ann_ids_arr[k % n_annotators]) for k in dup]
             pairs = [tuple(v.item() if isinstance(v, np.generic) else v for v in p) for p in pairs]
             raise ValueError(
                 f"Each (item, annotator) pair must occur once; got duplicates {pairs}. "
@@ -197,9 +195,8 @@ class CrowdLabels:
             gold_arr = gold_arr.astype(np.int64)
             bad = (gold_arr < -1) | (gold_arr >= n_classes)
             if bad.any():
-                raise ValueError(
-                    f"`gold` must lie in -1..{n_classes - 1}; got {_short(np.unique(gold_arr[bad]))}."
-                )
+                bad_vals = _short(np.unique(gold_arr[bad]))
+                raise ValueError(f"`gold` must lie in -1..{n_classes - 1}; got {bad_vals}.")
         quiz_arr = None
         if quiz_accuracy is not None:
             quiz_arr = np.asarray(quiz_accuracy, dtype=np.float64).copy()
@@ -266,9 +263,7 @@ class CrowdLabels:
                     f"({int(np.isnan(m).sum())} NaN found)."
                 )
             if not np.all(m == np.round(m)):
-                raise TypeError(
-                    "`labels` must hold integer class indices; got non-integer floats."
-                )
+                raise TypeError("`labels` must hold integer class indices; got non-integer floats.")
         elif not np.issubdtype(m.dtype, np.integer) and m.dtype != bool:
             raise TypeError(
                 f"`labels` must be an integer array; got dtype {m.dtype}. Encode class names "
@@ -277,8 +272,9 @@ class CrowdLabels:
         m = m.astype(np.int64)
         bad = m < MISSING
         if bad.any():
+            bad_vals = _short(np.unique(m[bad]))
             raise ValueError(
-                f"`labels` must hold classes 0..K-1 or -1 for missing; got {_short(np.unique(m[bad]))}."
+                f"`labels` must hold classes 0..K-1 or -1 for missing; got {bad_vals}."
             )
         it, an = np.nonzero(m != MISSING)
         if len(it) == 0:
@@ -372,7 +368,9 @@ class CrowdLabels:
                     "label": self.classes[self.labels],
                 }
             )
-        return pd.DataFrame({"item": self.items, "annotator": self.annotators, "label": self.labels})
+        return pd.DataFrame(
+            {"item": self.items, "annotator": self.annotators, "label": self.labels}
+        )
 
     def incidence(self) -> sp.csr_matrix:
         """Sparse incidence matrix used by the EM code.
@@ -390,12 +388,12 @@ class CrowdLabels:
             )
             self._cache[key] = mat
             self._cache["incidence_t"] = mat.T.tocsr()
-        return self._cache[key]  # type: ignore[no-any-return]
+        return self._cache[key]
 
     def incidence_t(self) -> sp.csr_matrix:
         """Transpose of :meth:`incidence`, in CSR form."""
         self.incidence()
-        return self._cache["incidence_t"]  # type: ignore[no-any-return]
+        return self._cache["incidence_t"]
 
     def vote_counts(self, weights: np.ndarray | None = None) -> np.ndarray:
         """Count the votes each item received for each class.

@@ -124,7 +124,7 @@ class WeightedMajorityVote(MajorityVote):
         >>> import numpy as np
         >>> labels = np.array([[0, 0, 1], [1, 1, 0], [0, 1, 1], [1, 0, 1]])
         >>> WeightedMajorityVote().fit(labels).skills_.round(2)
-        array([0.5 , 0.5 , 0.75])
+        array([0.75, 0.75, 0.5 ])
     """
 
     _parameter_constraints: ClassVar[dict[str, Any]] = {"min_weight": interval(0, 1)}

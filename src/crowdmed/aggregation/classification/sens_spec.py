@@ -57,7 +57,7 @@ class BinarySensSpec(DawidSkene):
         >>> m.labels_
         array([1, 0, 1, 0])
         >>> m.specificity_.round(2)
-        array([0.95, 0.95, 0.51])
+        array([0.92, 0.92, 0.5 ])
     """
 
     _parameter_constraints: ClassVar[dict[str, Any]] = {
@@ -82,7 +82,7 @@ class BinarySensSpec(DawidSkene):
     init = "majority_vote"
     smoothing = 0.0
 
-    def fit(  # type: ignore[override]
+    def fit(
         self,
         labels: Any,
         *,
