@@ -36,9 +36,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_write(
-    path: str | os.PathLike[str], mode: str = "w", **kwargs: Any
-) -> Iterator[IO[Any]]:
+def atomic_write(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
     """Open a temporary file for writing and move it onto ``path`` when the block succeeds.
 
     Args:
