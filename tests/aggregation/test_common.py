@@ -222,3 +222,12 @@ def test_long_frame_input_uses_ids():
     mv = MajorityVote().fit(df)
     assert list(mv.item_ids_) == ["x", "y"]
     assert list(mv.classes_) == ["no", "yes"]
+
+
+@pytest.mark.parametrize("cls", [DawidSkene, OneCoinDawidSkene, GLAD, BinarySensSpec])
+def test_callback_sees_every_iteration(cls):
+    seen = []
+    est = quiet_fit(cls(max_iter=4, tol=0), LABELS, callback=lambda i, ll: seen.append((i, ll)))
+    assert [i for i, _ in seen] == [1, 2, 3, 4]
+    assert [ll for _, ll in seen] == est.log_likelihoods_
+    assert not hasattr(est, "_callback")

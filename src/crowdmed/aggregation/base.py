@@ -125,6 +125,7 @@ class BaseAggregator(ABC):
         *,
         n_classes: int | None = None,
         gold: npt.ArrayLike | None = None,
+        callback: Callable[[int, float], None] | None = None,
     ) -> Self:
         """Fit the model to the annotators' labels.
 
@@ -137,11 +138,15 @@ class BaseAggregator(ABC):
                 items, ``-1`` elsewhere. Gold items are clamped to their class during EM.
                 ``labels.gold`` is *not* used implicitly, so gold kept for evaluation never
                 leaks into the fit.
+            callback: Called after every EM iteration as ``callback(iteration,
+                log_likelihood)`` (e.g. to drive a progress bar); not called by models
+                without iterations.
 
         Returns:
             The fitted estimator.
         """
         self._check_params()
+        self._callback = callback
         cl = check_labels(labels, n_classes=n_classes, min_classes=self._min_classes)
         self._validate_data(cl)
         g = self._check_gold(cl, gold)
@@ -151,7 +156,10 @@ class BaseAggregator(ABC):
         self.classes_ = cl.classes
         self.item_ids_ = cl.item_ids
         self.annotator_ids_ = cl.annotator_ids
-        self._fit(cl, g)
+        try:
+            self._fit(cl, g)
+        finally:
+            del self._callback
         self.labels_ = argmax_ties(self.posteriors_, self._tie_random_state())
         return self
 
@@ -306,6 +314,8 @@ class EMAggregator(BaseAggregator):
             self._m_step(cl, post)
             post, ll = self._e_step(cl, gold)
             history.append(ll + self._log_param_prior())
+            if self._callback is not None:
+                self._callback(n_iter, history[-1])
             if len(history) > 1 and (history[-1] - history[-2]) / cl.n_labels < self.tol:
                 converged = True
                 break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -89,6 +90,7 @@ class BinarySensSpec(DawidSkene):
         n_classes: int | None = None,
         gold: npt.ArrayLike | None = None,
         quiz_accuracy: npt.ArrayLike | None = None,
+        callback: Callable[[int, float], None] | None = None,
     ) -> BinarySensSpec:
         """Fit the model.
 
@@ -100,13 +102,15 @@ class BinarySensSpec(DawidSkene):
             quiz_accuracy: Float array of shape ``(n_annotators,)`` with each annotator's
                 quiz accuracy ``γ``; ``NaN`` marks no quiz. Defaults to
                 ``labels.quiz_accuracy`` for :class:`~crowdmed.data.CrowdLabels`.
+            callback: Called after every EM iteration as ``callback(iteration,
+                log_likelihood)``.
 
         Returns:
             The fitted estimator.
         """
         self._quiz = quiz_accuracy
         try:
-            return super().fit(labels, n_classes=n_classes, gold=gold)
+            return super().fit(labels, n_classes=n_classes, gold=gold, callback=callback)
         finally:
             del self._quiz
 
