@@ -50,6 +50,12 @@ def check_labels(labels: Any, *, n_classes: int | None = None, min_classes: int 
                     f"`n_classes` must be at least {cl.n_classes} (the classes of the labels); "
                     f"got {n_classes}."
                 )
+            if not np.array_equal(cl.classes, np.arange(cl.n_classes)):
+                raise ValueError(
+                    f"`n_classes`={n_classes} conflicts with the named classes "
+                    f"{_short(list(cl.classes))}; list every class with `classes=` when reading "
+                    "the labels instead."
+                )
             cl = CrowdLabels.from_triplets(
                 cl.items,
                 cl.annotators,

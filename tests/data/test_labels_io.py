@@ -268,3 +268,13 @@ def test_idle_annotator_warns():
 def test_repr():
     cl = CrowdLabels.from_dense(np.array([[0, 1]]), gold=[1])
     assert repr(cl) == "CrowdLabels(n_items=1, n_annotators=2, n_classes=2, n_labels=2, n_gold=1)"
+
+
+def test_n_classes_extends_integer_classes_but_not_named_ones():
+    cl = CrowdLabels.from_dense(np.array([[0, 1]]))
+    assert check_labels(cl, n_classes=4).n_classes == 4
+    named = from_long_frame(
+        pd.DataFrame({"item": [1, 1], "annotator": ["a", "b"], "label": ["no", "yes"]})
+    )
+    with pytest.raises(ValueError, match=r"conflicts with the named classes \['no', 'yes'\]"):
+        check_labels(named, n_classes=3)

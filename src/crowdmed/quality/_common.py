@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -17,10 +18,12 @@ ROW_SUM_ATOL = 1e-6
 
 
 def with_n_classes(cl: CrowdLabels, n_classes: int) -> CrowdLabels:
-    """Return ``cl`` with at least ``n_classes`` classes (classes never chosen are added)."""
+    """Return checked labels ``cl`` with at least ``n_classes`` classes (never-chosen added)."""
     if n_classes <= cl.n_classes:
         return cl
-    return check_labels(cl, n_classes=n_classes, min_classes=1)
+    with warnings.catch_warnings():  # ``cl`` was checked (and warned about) already
+        warnings.simplefilter("ignore", UserWarning)
+        return check_labels(cl, n_classes=n_classes, min_classes=1)
 
 
 def hard_reference(reference: Any, cl: CrowdLabels, name: str) -> np.ndarray:
@@ -101,14 +104,20 @@ def soft_reference(reference: Any, n_items: int, name: str) -> np.ndarray:
 def labels_and_reference(
     labels: Any, reference: Any, name: str = "reference"
 ) -> tuple[CrowdLabels, np.ndarray, bool]:
-    """Check labels together with a hard or soft reference.
+    """Check labels together with a hard or soft reference (see :func:`reference_weights`)."""
+    return reference_weights(check_labels(labels, min_classes=1), reference, name)
+
+
+def reference_weights(
+    cl: CrowdLabels, reference: Any, name: str = "reference"
+) -> tuple[CrowdLabels, np.ndarray, bool]:
+    """Check a hard or soft reference against checked labels.
 
     Returns:
         The labels (with as many classes as a soft reference has columns), the reference as
         float weights of shape ``(n_items, K)`` (one-hot for hard labels, all-zero rows for
         unknown items) and whether the reference was hard.
     """
-    cl = check_labels(labels, min_classes=1)
     ref = np.asarray(reference)
     if ref.ndim == 1:
         hard = hard_reference(ref, cl, name)

@@ -1,4 +1,4 @@
-"""Chance-corrected agreement between annotators: Cohen's kappa, Fleiss' kappa, Krippendorff's alpha.
+"""Chance-corrected agreement: Cohen's kappa, Fleiss' kappa and Krippendorff's alpha.
 
 All three work on sparse labels: an annotator who did not label an item simply does not count
 for that item. None of them needs a reference label.

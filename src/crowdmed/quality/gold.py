@@ -74,6 +74,11 @@ def gold_accuracy(labels: LabelsLike, gold: npt.ArrayLike | None = None) -> npt.
         >>> labels = np.array([[0, 1, -1], [1, 1, 0], [1, 0, 0]])  # 3 items x 3 annotators
         >>> gold_accuracy(labels, gold=np.array([0, 1, -1]))
         array([1. , 0.5, 0. ])
+
+    References:
+        Albarqouni, S. et al. (2016). AggNet: Deep learning from crowds for mitosis detection
+        in breast cancer histology images. IEEE TMI 35(5), 1313-1321.
+        https://doi.org/10.1109/TMI.2016.2528120
     """
     cl = check_labels(labels, min_classes=1)
     return ratio(*_gold_counts(cl, _required_gold(cl, gold)))

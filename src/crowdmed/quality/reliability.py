@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from crowdmed._validation import check_labels
 from crowdmed.quality._common import (
     accuracy_counts,
     check_confusion,
@@ -18,6 +19,7 @@ from crowdmed.quality._common import (
     labels_and_reference,
     normalise_rows,
     ratio,
+    reference_weights,
     with_n_classes,
 )
 from crowdmed.typing import LabelsLike
@@ -59,6 +61,7 @@ def confusion_matrices(
     Raises:
         ValueError: If ``reference`` has the wrong shape or values, or ``smoothing`` is negative
             or not finite.
+        TypeError: If ``smoothing`` is not a number or ``reference`` is not numeric.
 
     Examples:
         >>> import numpy as np
@@ -112,7 +115,8 @@ def sensitivity_specificity(
         where the annotator labelled no item of that reference class.
 
     Raises:
-        ValueError: If the labels have more than two classes, or ``positive`` is not 0 or 1.
+        ValueError: If the labels have more than two classes, ``positive`` is not 0 or 1, or
+            ``reference`` has the wrong shape or values.
 
     Examples:
         >>> import numpy as np
@@ -127,24 +131,27 @@ def sensitivity_specificity(
         Raykar, V. C. et al. (2010). Learning from crowds. JMLR 11, 1297-1322.
         https://jmlr.org/papers/v11/raykar10a.html
     """
-    if isinstance(positive, bool) or positive not in (0, 1):
+    if (
+        isinstance(positive, bool)
+        or not isinstance(positive, (int, np.integer))
+        or positive not in (0, 1)
+    ):
         raise ValueError(
             f"`positive` must be the index of the positive class, 0 or 1; got {positive!r}."
         )
-    cl, weights, hard = labels_and_reference(labels, reference)
+    cl = check_labels(labels, min_classes=1)
     if cl.n_classes > 2:
         raise ValueError(
             f"`labels` must be binary (K = 2) for sensitivity and specificity; got K = "
             f"{cl.n_classes} classes {list(cl.classes)[:5]}. Use confusion_matrices for "
             "multi-class labels."
         )
-    if cl.n_classes == 1:  # everybody chose the same class: the other one still exists
-        if not hard:
-            raise ValueError(
-                f"`reference` must have two columns for binary labels; got shape {weights.shape}."
-            )
-        cl = with_n_classes(cl, 2)
-        weights = np.concatenate([weights, np.zeros((cl.n_items, 1))], axis=1)
+    # binary is implied: if everybody chose one class, the other one still exists
+    cl, weights, _ = reference_weights(with_n_classes(cl, 2), reference)
+    if weights.shape[1] != 2:
+        raise ValueError(
+            f"`reference` must have two columns for binary labels; got shape {weights.shape}."
+        )
     conf = normalise_rows(confusion_counts(cl, weights), 0.0)
     negative = 1 - positive
     return conf[:, positive, positive].copy(), conf[:, negative, negative].copy()
@@ -189,14 +196,14 @@ def spammer_score(confusion: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """Raykar & Yu spammer score of every annotator's confusion matrix.
 
     A spammer answers independently of the true class, so all rows of their confusion matrix
-    are equal. The score is the mean squared distance between the rows,
+    are equal. The score measures how far apart the rows are,
 
     ``S_a = 1 / (K (K - 1)) * sum_{c < c'} sum_l (A[c, l] - A[c', l])^2``,
 
     which equals ``||A - 1 m^T||_F^2 / (K - 1)``, the squared Frobenius distance to the nearest
-    matrix with identical rows (``m`` the mean row) divided by ``K - 1`` (Raykar & Yu 2012,
-    Section 4). It is 0 for a spammer and 1 for a perfect annotator or any permutation of the
-    classes (a perfectly adversarial one). For ``K = 2`` it equals ``(alpha + beta - 1)^2``
+    matrix with identical rows (``m`` the mean row) divided by ``K - 1`` (Raykar & Yu 2012).
+    It is 0 for a spammer and 1 for a perfect annotator or any permutation of the classes (a
+    perfectly adversarial one). For ``K = 2`` it equals ``(alpha + beta - 1)^2``
     with sensitivity ``alpha = A[1, 1]`` and specificity ``beta = A[0, 0]`` (the constant
     ``1 / (K (K - 1)) = 1/2`` makes the two definitions coincide exactly).
 

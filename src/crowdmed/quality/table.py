@@ -6,13 +6,15 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from crowdmed._validation import check_labels
 from crowdmed.quality._common import (
     accuracy_counts,
     confusion_counts,
     hard_reference,
-    labels_and_reference,
     normalise_rows,
     ratio,
+    reference_weights,
+    soft_reference,
 )
 from crowdmed.quality.gold import _gold_counts
 from crowdmed.quality.reliability import spammer_score
@@ -60,14 +62,20 @@ def annotator_table(
         >>> labels = np.array([[0, 0, 1], [1, 1, 1], [0, 0, 0], [1, -1, 0]])  # 4 x 3
         >>> posteriors = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
         >>> table = annotator_table(labels, posteriors, gold=np.array([0, -1, -1, -1]))
+        >>> list(table.columns)  # doctest: +NORMALIZE_WHITESPACE
+        ['n_labels', 'consensus_agreement', 'soft_accuracy', 'sensitivity', 'specificity',
+         'spammer_score', 'n_gold', 'gold_accuracy']
         >>> table[["n_labels", "consensus_agreement", "spammer_score", "gold_accuracy"]]
+        ... # doctest: +NORMALIZE_WHITESPACE
                    n_labels  consensus_agreement  spammer_score  gold_accuracy
         annotator
-        0                 4             1.000000           1.00            1.0
-        1                 3             1.000000           1.00            1.0
-        2                 4             0.500000           0.00            0.0
+        0                 4                  1.0            1.0            1.0
+        1                 3                  1.0            1.0            1.0
+        2                 4                  0.5            0.0            0.0
     """
-    cl, weights, _ = labels_and_reference(labels, posteriors, name="posteriors")
+    cl = check_labels(labels, min_classes=1)
+    soft = soft_reference(posteriors, cl.n_items, "posteriors")  # hard labels are not enough
+    cl, weights, _ = reference_weights(cl, soft, "posteriors")
     n_classes = weights.shape[1]
     consensus = np.zeros_like(weights)
     consensus[np.arange(cl.n_items), np.argmax(weights, axis=1)] = 1.0
