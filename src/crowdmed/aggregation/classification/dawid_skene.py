@@ -105,7 +105,9 @@ class DawidSkene(EMAggregator):
         # keep only the smoothing pseudo-count.
         used = self._used_labels(cl)[:, None, :]
         counts = np.where(used, np.maximum(counts, EPS), 0.0) + self.smoothing
-        conf = counts / counts.sum(axis=2, keepdims=True)
+        totals = counts.sum(axis=2, keepdims=True)
+        # An annotator without labels (and no smoothing) has no evidence: uniform rows.
+        conf = np.where(totals > 0, counts / np.where(totals > 0, totals, 1.0), 1.0 / cl.n_classes)
         conf = np.maximum(conf, EPS)
         self.confusion_ = conf / conf.sum(axis=2, keepdims=True)
         self.priors_ = np.maximum(posteriors.mean(axis=0), EPS)
@@ -125,6 +127,8 @@ class DawidSkene(EMAggregator):
         return cl.incidence() @ log_conf + np.log(self.priors_)
 
     def _log_param_prior(self) -> float:
+        if self.smoothing == 0:
+            return 0.0
         return float(self.smoothing * np.log(self.confusion_).sum())
 
 

@@ -13,7 +13,43 @@ from crowdmed.aggregation.base import EPS, EMAggregator
 from crowdmed.aggregation.classification.dawid_skene import DawidSkene
 from crowdmed.data.labels import CrowdLabels
 
-__all__ = ["BinarySensSpec"]
+__all__ = ["BinarySensSpec", "sens_spec_m_step"]
+
+
+def sens_spec_m_step(
+    counts: np.ndarray, quiz_accuracy: np.ndarray, tau: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """M-step of the binary model with AggNet's trust prior.
+
+    Args:
+        counts: Float array of shape ``(n_annotators, 2, 2)``; ``counts[a, k, l]`` is the
+            soft number of items of true class ``k`` that annotator ``a`` labelled ``l``.
+        quiz_accuracy: Float array of shape ``(n_annotators,)``; ``NaN`` marks no quiz.
+        tau: Strength ``τ`` of the trust prior.
+
+    Returns:
+        ``(sensitivity, specificity)``, each of shape ``(n_annotators,)``, in ``(0, 1)``;
+        0.5 where the labels and quiz leave a value undetermined.
+
+    Examples:
+        >>> counts = np.array([[[8.0, 2.0], [1.0, 9.0]], [[0.0, 0.0], [0.0, 3.0]]])
+        >>> sens, spec = sens_spec_m_step(counts, np.array([np.nan, np.nan]), 0.0)
+        >>> sens.round(2), spec.round(2)
+        (array([0.9, 1. ]), array([0.8, 0.5]))
+    """
+    gamma = np.asarray(quiz_accuracy, dtype=np.float64)
+    has_quiz = ~np.isnan(gamma)
+    prior_hits = np.where(has_quiz, tau * np.nan_to_num(gamma), 0.0)
+    prior_n = np.where(has_quiz, tau, 0.0)
+
+    def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = np.where(den > EPS, num / np.where(den > EPS, den, 1.0), 0.5)
+        return np.clip(out, EPS, 1 - EPS)
+
+    sens = ratio(counts[:, 1, 1] + prior_hits, counts[:, 1].sum(axis=1) + prior_n)
+    spec = ratio(counts[:, 0, 0] + prior_hits, counts[:, 0].sum(axis=1) + prior_n)
+    return sens, spec
 
 
 class BinarySensSpec(DawidSkene):
@@ -136,19 +172,10 @@ class BinarySensSpec(DawidSkene):
         self.quiz_accuracy_ = q.copy()
 
     def _m_step(self, cl: CrowdLabels, posteriors: np.ndarray) -> None:
-        c = self._counts(cl, posteriors)  # c[a, k, l]
-        gamma = self.quiz_accuracy_
-        has_quiz = ~np.isnan(gamma)
-        prior_hits = np.where(has_quiz, self.tau * np.nan_to_num(gamma), 0.0)
-        prior_n = np.where(has_quiz, self.tau, 0.0)
-
-        def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out = np.where(den > EPS, num / np.where(den > EPS, den, 1.0), 0.5)
-            return np.clip(out, EPS, 1 - EPS)
-
-        self.sensitivity_ = ratio(c[:, 1, 1] + prior_hits, c[:, 1].sum(axis=1) + prior_n)
-        self.specificity_ = ratio(c[:, 0, 0] + prior_hits, c[:, 0].sum(axis=1) + prior_n)
+        counts = self._counts(cl, posteriors)  # counts[a, k, l]
+        self.sensitivity_, self.specificity_ = sens_spec_m_step(
+            counts, self.quiz_accuracy_, self.tau
+        )
         a, b = self.sensitivity_, self.specificity_
         self.confusion_ = np.stack([np.stack([b, 1 - b], -1), np.stack([1 - a, a], -1)], axis=1)
         self.prevalence_ = float(np.clip(posteriors[:, 1].mean(), EPS, 1 - EPS))
