@@ -140,7 +140,7 @@ def check_option(value: Any, enum: type[E], name: str) -> E:
     if isinstance(value, str):
         key = value.strip().lower().replace("-", "_")
         for m in enum:
-            if str(m.value).replace("-", "_") == key:
+            if str(m.value).lower().replace("-", "_") == key:
                 return m
     close = difflib.get_close_matches(str(value), [str(v) for v in valid], n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""

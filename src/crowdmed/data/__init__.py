@@ -1,5 +1,6 @@
-"""Label containers and I/O: COO triplets, the dense view, long/wide tables."""
+"""Label containers and I/O: COO triplets, the dense view, long/wide tables, bundled data."""
 
+from crowdmed.data.datasets import list_datasets, load_dataset
 from crowdmed.data.io import (
     from_long_frame,
     read_labels,
@@ -15,6 +16,8 @@ __all__ = [
     "MISSING",
     "CrowdLabels",
     "from_long_frame",
+    "list_datasets",
+    "load_dataset",
     "read_labels",
     "read_quiz",
     "read_wide",

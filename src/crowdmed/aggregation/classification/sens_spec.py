@@ -11,7 +11,7 @@ import numpy.typing as npt
 from crowdmed._validation import interval
 from crowdmed.aggregation.base import EPS, EMAggregator
 from crowdmed.aggregation.classification.dawid_skene import DawidSkene
-from crowdmed.data.labels import CrowdLabels
+from crowdmed.data.labels import CrowdLabels, _short
 
 __all__ = ["BinarySensSpec", "sens_spec_m_step"]
 
@@ -154,7 +154,7 @@ class BinarySensSpec(DawidSkene):
         if cl.n_classes != 2:
             raise ValueError(
                 f"BinarySensSpec needs binary labels (2 classes); got {cl.n_classes} classes "
-                f"{list(cl.classes)[:10]}. Use DawidSkene for more classes."
+                f"{_short(cl.classes)}. Use DawidSkene for more classes."
             )
         quiz = self._quiz if self._quiz is not None else cl.quiz_accuracy
         if quiz is None:

@@ -1,0 +1,32 @@
+"""PyTorch layers and losses for learning from many annotators.
+
+This is the only subpackage that imports torch; install it with ``pip install 'crowdmed[torch]'``.
+"""
+
+try:
+    import torch  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "crowdmed.nn needs PyTorch: pip install 'crowdmed[torch]'."
+    ) from exc
+
+from crowdmed.nn.layers import (
+    AggNetEM,
+    CrowdLayer,
+    CrowdMode,
+    CrowdRegressionLayer,
+    DawidSkeneEM,
+    RegressionMode,
+)
+from crowdmed.nn.losses import crowd_cross_entropy, crowd_mse
+
+__all__ = [
+    "AggNetEM",
+    "CrowdLayer",
+    "CrowdMode",
+    "CrowdRegressionLayer",
+    "DawidSkeneEM",
+    "RegressionMode",
+    "crowd_cross_entropy",
+    "crowd_mse",
+]

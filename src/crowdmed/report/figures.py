@@ -1,0 +1,175 @@
+"""Figures for reports. matplotlib is optional: ``pip install 'crowdmed[report]'``.
+
+Every plot function takes ``ax=None`` and returns ``(fig, ax)``; none calls ``plt.show()``.
+When ``ax`` is omitted the figure is a bare :class:`matplotlib.figure.Figure`, made without
+``pyplot``: it selects no backend, opens no window, is not kept alive by pyplot's figure
+manager (no ``plt.close`` needed) and saves with ``fig.savefig`` (PNG through Agg). Pass an
+``ax`` from ``plt.subplots()`` to draw into a pyplot figure instead.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from crowdmed._validation import check_labels
+from crowdmed.typing import LabelsLike
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["figure_to_png", "plot_accuracy", "plot_rating_spread"]
+
+
+def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Any, Any]:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError("Plotting needs matplotlib: pip install 'crowdmed[report]'.") from exc
+    if ax is None:
+        fig = Figure(figsize=figsize, layout="constrained")
+        return fig, fig.subplots()
+    return ax.figure, ax
+
+
+def figure_to_png(fig: Figure, *, dpi: int = 110) -> bytes:
+    r"""Render a figure to PNG bytes (for :class:`crowdmed.report.html.Image`).
+
+    Args:
+        fig: The figure.
+        dpi: Resolution in dots per inch.
+
+    Returns:
+        The PNG file content.
+
+    Examples:
+        >>> import pandas as pd
+        >>> fig, ax = plot_accuracy(pd.DataFrame(
+        ...     {"dataset": ["A", "A"], "method": ["mv", "ds"], "accuracy": [0.8, 0.9]}))
+        >>> figure_to_png(fig)[:4]
+        b'\x89PNG'
+    """
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def plot_accuracy(
+    accuracy: pd.DataFrame,
+    *,
+    ax: Axes | None = None,
+    value: str = "accuracy",
+) -> tuple[Figure, Axes]:
+    """Grouped bar chart of a score per data set (groups) and method (bars).
+
+    Args:
+        accuracy: Long table with columns ``dataset``, ``method`` and ``value``; one row per
+            (data set, method). Rows whose value is ``NaN`` (e.g. a method that does not apply)
+            are left out.
+        ax: Axes to draw into; a new figure when omitted.
+        value: Name of the score column.
+
+    Returns:
+        ``(fig, ax)``.
+
+    Raises:
+        ValueError: If a column is missing or no value is finite.
+        ImportError: If matplotlib is not installed.
+
+    Examples:
+        >>> import pandas as pd
+        >>> table = pd.DataFrame({"dataset": ["A", "A", "B", "B"],
+        ...                       "method": ["mv", "ds", "mv", "ds"],
+        ...                       "accuracy": [0.8, 0.9, 0.7, float("nan")]})
+        >>> fig, ax = plot_accuracy(table)
+        >>> len(ax.patches), ax.get_ylabel()
+        (3, 'accuracy')
+    """
+    missing = [c for c in ("dataset", "method", value) if c not in accuracy.columns]
+    if missing:
+        raise ValueError(
+            f"`accuracy` must have the columns ['dataset', 'method', {value!r}]; missing {missing}."
+        )
+    data = accuracy[np.isfinite(pd.to_numeric(accuracy[value], errors="coerce"))]
+    if data.empty:
+        raise ValueError(f"`accuracy` must have at least one finite {value!r}; got none.")
+    datasets = list(pd.unique(data["dataset"]))
+    methods = list(pd.unique(data["method"]))
+    width = 0.8 / len(methods)
+    fig, ax = _new_axes(ax, (max(6.0, 1.1 * len(datasets) + 2.0), 3.8))
+    x = np.arange(len(datasets))
+    for j, method in enumerate(methods):
+        rows = data[data["method"] == method].set_index("dataset")[value]
+        pos = [i for i, d in enumerate(datasets) if d in rows.index]
+        heights = [float(rows[datasets[i]]) for i in pos]
+        ax.bar(x[pos] + (j - (len(methods) - 1) / 2) * width, heights, width, label=str(method))
+    low = float(data[value].min())
+    ax.set_ylim(max(0.0, np.floor((low - 0.05) * 20) / 20), 1.0 if low <= 1 else None)
+    ax.set_xticks(x)
+    ax.set_xticklabels(datasets, rotation=20, ha="right")
+    ax.set_ylabel(value)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), title="method")
+    return fig, ax
+
+
+def plot_rating_spread(labels: LabelsLike, *, ax: Axes | None = None) -> tuple[Figure, Axes]:
+    """How far apart the ratings of each item are: counts of ``max - min`` per item.
+
+    Bars are stacked by the number of labels of the item. With numeric ``classes`` (e.g. a
+    1-5 score) the spread is in class values; otherwise in class indices. Items with a single
+    label are left out (no spread).
+
+    Args:
+        labels: A :class:`~crowdmed.data.CrowdLabels`, an integer array of shape
+            ``(n_items, n_annotators)`` with ``-1`` marking a missing annotation, or a long
+            ``DataFrame``.
+        ax: Axes to draw into; a new figure when omitted.
+
+    Returns:
+        ``(fig, ax)``.
+
+    Raises:
+        ValueError: If no item has two or more labels.
+        ImportError: If matplotlib is not installed.
+
+    Examples:
+        >>> import numpy as np
+        >>> fig, ax = plot_rating_spread(np.array([[0, 0, 1], [2, 0, -1], [1, 1, -1]]))
+        >>> ax.get_xlabel()
+        'rating spread (max - min)'
+    """
+    cl = check_labels(labels, min_classes=1)
+    classes = np.asarray(cl.classes)
+    if np.issubdtype(classes.dtype, np.number) and classes.dtype != bool:
+        values = classes.astype(np.float64)[cl.labels]
+    else:
+        values = cl.labels.astype(np.float64)
+    n = cl.n_items
+    hi = np.full(n, -np.inf)
+    lo = np.full(n, np.inf)
+    np.maximum.at(hi, cl.items, values)
+    np.minimum.at(lo, cl.items, values)
+    count = cl.labels_per_item()
+    keep = count >= 2
+    if not keep.any():
+        raise ValueError("`labels` must have at least one item with two or more labels; got none.")
+    table = pd.crosstab(pd.Series(hi[keep] - lo[keep], name="spread"), count[keep])
+    fig, ax = _new_axes(ax, (6.0, 3.6))
+    bottom = np.zeros(len(table))
+    xs = np.arange(len(table))
+    for n_labels in table.columns:
+        heights = table[n_labels].to_numpy(dtype=float)
+        ax.bar(xs, heights, 0.7, bottom=bottom, label=str(n_labels))
+        bottom += heights
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"{v:g}" for v in table.index])
+    ax.set_xlabel("rating spread (max - min)")
+    ax.set_ylabel("items")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small", title="labels per item", title_fontsize="small")
+    return fig, ax

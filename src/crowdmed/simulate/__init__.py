@@ -1,0 +1,39 @@
+"""Simulated annotators: confusion-matrix families and label, gold and quiz sampling.
+
+Build confusion matrices of shape ``(n_annotators, n_classes, n_classes)`` (rows sum to 1, see
+docs/conventions.md), stack them with ``np.concatenate``, and draw labels with
+:func:`simulate_labels` (dense view) or :func:`simulate_crowd` (:class:`~crowdmed.CrowdLabels`
+with gold items and quiz accuracies). All randomness comes from ``random_state``.
+"""
+
+from crowdmed.simulate.annotators import (
+    RODRIGUES_ACCURACIES,
+    RODRIGUES_ADVERSARIAL_STRENGTH,
+    SimulatedCrowd,
+    rodrigues_crowd,
+    simulate_crowd,
+    simulate_labels,
+    simulate_quiz,
+)
+from crowdmed.simulate.confusion import (
+    adversarial_confusion,
+    biased_confusion,
+    binary_confusion,
+    diagonal_confusion,
+    spammer_confusion,
+)
+
+__all__ = [
+    "RODRIGUES_ACCURACIES",
+    "RODRIGUES_ADVERSARIAL_STRENGTH",
+    "SimulatedCrowd",
+    "adversarial_confusion",
+    "biased_confusion",
+    "binary_confusion",
+    "diagonal_confusion",
+    "rodrigues_crowd",
+    "simulate_crowd",
+    "simulate_labels",
+    "simulate_quiz",
+    "spammer_confusion",
+]
