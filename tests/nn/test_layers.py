@@ -251,3 +251,20 @@ def test_bad_batches():
         AggNetEM(2).posteriors(torch.zeros(1, 2), torch.tensor([[1, 2]]))
     with pytest.raises(ValueError, match=r"`probs` must have shape \(B, 3\); got \(2, 4\)"):
         CrowdLayer(3, 2)(torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_forward_observed_equals_dense_forward(mode):
+    layer = CrowdLayer(4, 5, mode=mode)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    p = torch.softmax(torch.randn(6, 4), 1)
+    labels = torch.randint(-1, 4, (6, 5))
+    items, anns = torch.nonzero(labels >= 0, as_tuple=True)
+    torch.testing.assert_close(layer.forward_observed(p, items, anns), layer(p)[items, anns])
+    dense_loss = crowd_cross_entropy(layer(p), labels)
+    sparse = torch.nn.functional.cross_entropy(
+        layer.forward_observed(p, items, anns), labels[items, anns], reduction="sum"
+    ) / 6
+    torch.testing.assert_close(sparse, dense_loss)

@@ -6,9 +6,7 @@ This is the only subpackage that imports torch; install it with ``pip install 'c
 try:
     import torch  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "crowdmed.nn needs PyTorch: pip install 'crowdmed[torch]'."
-    ) from exc
+    raise ImportError("crowdmed.nn needs PyTorch: pip install 'crowdmed[torch]'.") from exc
 
 from crowdmed.nn.layers import (
     AggNetEM,
@@ -19,6 +17,7 @@ from crowdmed.nn.layers import (
     RegressionMode,
 )
 from crowdmed.nn.losses import crowd_cross_entropy, crowd_mse
+from crowdmed.nn.models import mlp_head, small_cnn, zero_last_linear
 
 __all__ = [
     "AggNetEM",
@@ -29,4 +28,7 @@ __all__ = [
     "RegressionMode",
     "crowd_cross_entropy",
     "crowd_mse",
+    "mlp_head",
+    "small_cnn",
+    "zero_last_linear",
 ]

@@ -124,13 +124,33 @@ class CrowdLayer(nn.Module):
                 f"`probs` must have shape (B, {self.n_classes}); got {tuple(probs.shape)}."
             )
         if self.mode is CrowdMode.MW:
-            assert self.weight is not None  # noqa: S101 - internal invariant
+            assert self.weight is not None
             return torch.einsum("alk,bk->bal", self.weight, probs)
         out = probs.unsqueeze(1).expand(-1, self.n_annotators, -1)
         if self.weight is not None:
             out = out * self.weight
         if self.bias is not None:
             out = out + self.bias
+        return out
+
+    def forward_observed(
+        self, probs: torch.Tensor, items: torch.Tensor, annotators: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits of the observed ``(item, annotator)`` pairs only, shape ``(n_obs, K)``.
+
+        Equal to ``self(probs)[items, annotators]`` but costs ``O(n_obs K²)`` instead of
+        ``O(B A K²)``: with sparse crowds (a few labels per item out of many annotators)
+        this keeps the crowd layer's overhead small.
+        """
+        p = probs[items]
+        if self.mode is CrowdMode.MW:
+            assert self.weight is not None
+            return torch.bmm(self.weight[annotators], p.unsqueeze(-1)).squeeze(-1)
+        out = p
+        if self.weight is not None:
+            out = out * self.weight[annotators]
+        if self.bias is not None:
+            out = out + self.bias[annotators]
         return out
 
     @torch.no_grad()
@@ -152,7 +172,11 @@ class CrowdLayer(nn.Module):
         return next(self.parameters()).dtype
 
     def extra_repr(self) -> str:
-        return f"n_classes={self.n_classes}, n_annotators={self.n_annotators}, mode={self.mode.value!r}"
+        """Sizes and mode, shown by ``repr``."""
+        return (
+            f"n_classes={self.n_classes}, n_annotators={self.n_annotators}, "
+            f"mode={self.mode.value!r}"
+        )
 
 
 class CrowdRegressionLayer(nn.Module):
@@ -294,13 +318,10 @@ class DawidSkeneEM(nn.Module):
         """E-step: posteriors ``(B, K)`` from network logits ``(B, K)`` and labels ``(B, A)``."""
         _check_label_batch(labels, self.n_annotators, self.n_classes)
         log_conf = self.log_confusion.to(logits.dtype)  # (A, K, K)
-        observed = labels >= 0
-        safe = labels.clamp_min(0)
-        # gather log P(a says y_ia | k) for every k: (B, A, K)
-        idx = safe.unsqueeze(-1).unsqueeze(-1).expand(-1, -1, self.n_classes, 1)
-        per = log_conf.unsqueeze(0).expand(labels.shape[0], -1, -1, -1).gather(3, idx).squeeze(-1)
-        per = per * observed.unsqueeze(-1)
-        log_post = torch.log_softmax(logits, dim=1) + per.sum(dim=1)
+        items, annotators = torch.nonzero(labels >= 0, as_tuple=True)
+        # log P(a says y_ia | k) for every k, for the observed pairs only: (n_obs, K)
+        per = log_conf[annotators, :, labels[items, annotators]]
+        log_post = torch.log_softmax(logits, dim=1).index_add(0, items, per)
         return torch.softmax(log_post, dim=1)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -318,7 +339,9 @@ class DawidSkeneEM(nn.Module):
         return -(posteriors * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
     @torch.no_grad()
-    def m_step(self, posteriors: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> None:
+    def m_step(
+        self, posteriors: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray
+    ) -> None:
         """Re-estimate the confusion matrices from all training posteriors and labels.
 
         Args:
@@ -406,7 +429,7 @@ class AggNetEM(nn.Module):
 
     @torch.no_grad()
     def posteriors(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """E-step: ``μ`` of shape ``(B,)`` from logits ``(B, 2)`` (or ``(B,)``) and labels ``(B, A)``."""
+        """E-step: ``μ`` ``(B,)`` from logits ``(B, 2)`` (or ``(B,)``) and labels ``(B, A)``."""
         _check_label_batch(labels, self.n_annotators, 2)
         log_p1, log_p0 = self._log_probs(logits)
         y = labels.to(log_p1.dtype)
@@ -444,8 +467,10 @@ class AggNetEM(nn.Module):
         return -(posteriors * log_p1 + (1 - posteriors) * log_p0).mean()
 
     @torch.no_grad()
-    def m_step(self, posteriors: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> None:
-        """Re-estimate α, β from the posteriors ``μ`` ``(N,)`` and labels ``(N, A)`` of the epoch."""
+    def m_step(
+        self, posteriors: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray
+    ) -> None:
+        """Re-estimate α, β from the epoch's posteriors ``μ`` ``(N,)`` and labels ``(N, A)``."""
         from crowdmed.aggregation.classification.sens_spec import sens_spec_m_step
 
         mu = np.asarray(torch.as_tensor(posteriors).double().cpu().numpy()).reshape(-1)

@@ -1,0 +1,100 @@
+"""Small networks that train on 2 CPU cores: an MLP head for features, a CNN for images."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["mlp_head", "small_cnn"]
+
+
+def mlp_head(
+    in_features: int, n_classes: int, *, hidden: int = 128, dropout: float = 0.5
+) -> nn.Module:
+    """The classifier of Rodrigues & Pereira's LabelMe experiments on fixed features.
+
+    ``Linear(in, hidden) → ReLU → Dropout → Linear(hidden, n_classes)`` (logits).
+
+    Args:
+        in_features: Feature dimension (512 for the averaged VGG16 features of LabelMe).
+        n_classes: Number of classes.
+        hidden: Width of the hidden layer.
+        dropout: Dropout probability.
+
+    Returns:
+        The network; input ``(B, in_features)``, output logits ``(B, n_classes)``.
+
+    Examples:
+        >>> import torch
+        >>> mlp_head(512, 8)(torch.zeros(2, 512)).shape
+        torch.Size([2, 8])
+    """
+    return nn.Sequential(
+        nn.Linear(in_features, hidden),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, n_classes),
+    )
+
+
+def small_cnn(
+    in_channels: int, n_classes: int, *, width: int = 16, depth: int = 4, dropout: float = 0.2
+) -> nn.Module:
+    """A small 2-D CNN for 64–256 px images, built from MONAI blocks.
+
+    ``depth`` blocks of ``Convolution(stride 2) → BatchNorm → PReLU`` (MONAI
+    :class:`~monai.networks.blocks.Convolution`) doubling the width, global average pooling,
+    dropout and a linear layer to logits.
+
+    Args:
+        in_channels: Image channels.
+        n_classes: Number of classes.
+        width: Channels of the first block.
+        depth: Number of stride-2 blocks.
+        dropout: Dropout before the linear layer.
+
+    Returns:
+        The network; input ``(B, C, H, W)``, output logits ``(B, n_classes)``.
+
+    Examples:
+        >>> import torch
+        >>> small_cnn(1, 2)(torch.zeros(3, 1, 64, 64)).shape
+        torch.Size([3, 2])
+    """
+    from monai.networks.blocks import Convolution
+
+    layers: list[nn.Module] = []
+    c = in_channels
+    for i in range(depth):
+        out = width * 2**i
+        layers.append(
+            Convolution(
+                spatial_dims=2,
+                in_channels=c,
+                out_channels=out,
+                strides=2,
+                kernel_size=3,
+                act="PRELU",
+                norm="BATCH",
+            )
+        )
+        c = out
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c, n_classes)]
+    return nn.Sequential(*layers)
+
+
+def zero_last_linear(model: nn.Module) -> None:
+    """Zero the weights and bias of the last linear layer so the network starts undecided.
+
+    A crowd layer initialised to the identity can otherwise absorb a permutation of the
+    classes when the network starts from a confident random mapping.
+    """
+    last = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            last = m
+    if last is not None:
+        with torch.no_grad():
+            last.weight.zero_()
+            if last.bias is not None:
+                last.bias.zero_()
