@@ -370,7 +370,7 @@ def _figures(accuracy: pd.DataFrame, lidc: CrowdLabels | None) -> tuple[list[Ima
         )
     if lidc is not None:
         fig, ax = plot_rating_spread(lidc)
-        ax.set_title("LIDC-IDRI malignancy: spread of the radiologists' ratings per nodule")
+        ax.set_title("LIDC-IDRI malignancy: spread of ratings per nodule")
         images.append(
             Image(
                 figure_to_png(fig),
