@@ -111,7 +111,9 @@ class CrowdClassifier:
         checkpoint_dir: Folder for ``checkpoint.pt``, written atomically after every epoch;
             a fit with the same folder resumes from it.
         device: Torch device.
-        random_state: Seed of weight initialisation, data order, dropout and tie-breaking.
+        random_state: Seed of the data order, dropout, the crowd/EM head's initialisation and
+            tie-breaking (the network's own weights are initialised when you build it: build
+            it inside ``torch.random.fork_rng()`` with a seed for a fully seeded run).
         progress: ``True`` for a rich progress bar, ``False`` for none, or a callable
             ``progress(epoch, epochs, metrics)`` called after every epoch.
 
@@ -119,6 +121,8 @@ class CrowdClassifier:
         history_ (list[dict]): One record per epoch: ``epoch, loss, seconds`` and the
             validation ``val_accuracy``/``val_auc`` when validation labels are given.
         best_epoch_ (int): Epoch whose weights were kept.
+        stopped_early_ (bool): Whether early stopping ended the fit (resuming a stopped run
+            trains no further).
         annotator_confusion_ (ndarray of shape (n_annotators, K, K) or None): Estimated
             annotator confusion matrices (crowd layer, DL-EM, AggNet); ``None`` otherwise.
         n_classes_ (int), n_annotators_ (int): Sizes seen in ``fit``.
@@ -212,8 +216,10 @@ class CrowdClassifier:
             raise ValueError(
                 f"`{name}` must have shape (N, ...) with features; got {tuple(t.shape)}."
             )
-        if bool(torch.isnan(t).any()):
-            raise ValueError(f"`{name}` contains NaN; clean the inputs before training.")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(
+                f"`{name}` contains NaN or infinite values; clean the inputs before training."
+            )
         return t
 
     def _prepare_labels(
@@ -351,6 +357,8 @@ class CrowdClassifier:
             The fitted estimator.
         """
         method = self._check_params()
+        for attr in ("history_", "best_epoch_", "annotator_confusion_", "head_", "stopped_early_"):
+            self.__dict__.pop(attr, None)
         x = self._as_tensor(X, "X")
         dense, k, a = self._prepare_labels(method, labels, len(x), n_classes)
         if quiz_accuracy is None and isinstance(labels, CrowdLabels):
@@ -364,6 +372,12 @@ class CrowdClassifier:
             yv = np.asarray(y_val).astype(np.int64)
             if yv.shape != (len(xv),):
                 raise ValueError(f"`y_val` must have shape ({len(xv)},); got {yv.shape}.")
+            bad = (yv < 0) | (yv >= k)
+            if bad.any():
+                bad_vals = np.unique(yv[bad])[:5].tolist()
+                raise ValueError(
+                    f"`y_val` must hold true classes 0..{k - 1}; got {bad_vals}."
+                )
         device = torch.device(self.device)
         self._check_network_output(x[:2].to(device), k)
 
@@ -454,13 +468,16 @@ class CrowdClassifier:
         history: list[dict[str, float]] = []
         best: dict[str, Any] = {"score": -math.inf, "epoch": 0, "state": None}
         ckpt = Path(self.checkpoint_dir) / "checkpoint.pt" if self.checkpoint_dir else None
+        config = self._run_config(method, x, targets)
+        stopped = False
         if ckpt is not None and ckpt.exists():
             state = torch.load(ckpt, map_location=device, weights_only=False)
-            if state.get("method") != method.value or state.get("n") != len(x):
+            old = state.get("config", {})
+            changed = sorted(key for key in config if old.get(key) != config[key])
+            if changed:
                 raise ValueError(
-                    f"Checkpoint {str(ckpt)!r} belongs to another run (method "
-                    f"{state.get('method')!r}, {state.get('n')} items); use another "
-                    "checkpoint_dir or delete it."
+                    f"Checkpoint {str(ckpt)!r} belongs to another run (changed: {changed}); "
+                    "use another checkpoint_dir or delete it. Only `epochs` may grow on resume."
                 )
             net.load_state_dict(state["network"])
             if head is not None and state.get("head") is not None:
@@ -469,19 +486,19 @@ class CrowdClassifier:
             gen.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
             start_epoch, history, best = state["epoch"], state["history"], state["best"]
+            stopped = bool(state.get("stopped", False))
 
         n = len(x)
         bar = self._progress_bar()
         try:
-            for epoch in range(start_epoch, self.epochs):
+            for epoch in range(start_epoch, self.epochs if not stopped else start_epoch):
                 t0 = time.perf_counter()
                 net.train()
                 perm = torch.randperm(n, generator=gen)
                 total, seen = 0.0, 0
                 em_post: list[torch.Tensor] = []
                 em_idx: list[torch.Tensor] = []
-                for s in range(0, n, self.batch_size):
-                    idx = perm[s : s + self.batch_size]
+                for idx in self._batches(perm):
                     xb = x[idx].to(device)
                     if self.augment is not None:
                         xb = self.augment(xb)
@@ -524,12 +541,13 @@ class CrowdClassifier:
                             None if head is None else copy.deepcopy(head.state_dict()),
                         ),
                     }
+                stopped = self.patience is not None and epoch + 1 - best["epoch"] >= self.patience
                 if ckpt is not None:
                     self._save_checkpoint(
-                        ckpt, method, n, epoch + 1, net, head, opt, gen, history, best
+                        ckpt, config, epoch + 1, stopped, net, head, opt, gen, history, best
                     )
                 self._report(bar, epoch + 1, record)
-                if self.patience is not None and epoch + 1 - best["epoch"] >= self.patience:
+                if stopped:
                     break
         finally:
             if bar is not None:
@@ -540,13 +558,50 @@ class CrowdClassifier:
                 head.load_state_dict(best["state"][1])
         self.history_ = history
         self.best_epoch_ = int(best["epoch"])
+        self.stopped_early_ = stopped
+
+    def _batches(self, perm: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Mini-batches of a permutation.
+
+        A last batch of a single item joins the previous one: batch normalisation cannot
+        train on one item.
+        """
+        n, b = len(perm), self.batch_size
+        starts = list(range(0, n, b))
+        if len(starts) > 1 and n - starts[-1] == 1:
+            starts.pop()
+        for i, s in enumerate(starts):
+            end = starts[i + 1] if i + 1 < len(starts) else n
+            yield perm[s:end]
+
+    def _run_config(
+        self, method: TrainMethod, x: torch.Tensor, targets: torch.Tensor
+    ) -> dict[str, Any]:
+        """Everything but ``epochs`` that must match for a checkpoint to be resumed."""
+        import hashlib
+
+        digest = hashlib.sha256(targets.cpu().numpy().tobytes()).hexdigest()[:16]
+        return {
+            "method": method.value,
+            "n": len(x),
+            "input_shape": list(x.shape[1:]),
+            "targets_sha256": digest,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "crowd_lr": self.crowd_lr,
+            "patience": self.patience,
+            "smoothing": self.smoothing,
+            "tau": self.tau,
+            "random_state": self.random_state,
+        }
 
     def _save_checkpoint(
         self,
         path: Path,
-        method: TrainMethod,
-        n: int,
+        config: dict[str, Any],
         epoch: int,
+        stopped: bool,
         net: nn.Module,
         head: nn.Module | None,
         opt: torch.optim.Optimizer,
@@ -555,9 +610,9 @@ class CrowdClassifier:
         best: dict[str, Any],
     ) -> None:
         state = {
-            "method": method.value,
-            "n": n,
+            "config": config,
             "epoch": epoch,
+            "stopped": stopped,
             "network": net.state_dict(),
             "head": None if head is None else head.state_dict(),
             "optimizer": opt.state_dict(),
@@ -573,6 +628,7 @@ class CrowdClassifier:
     def _progress_bar(self) -> Any:
         if self.progress is not True:
             return None
+        from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         bar = Progress(
@@ -581,6 +637,7 @@ class CrowdClassifier:
             TextColumn("{task.completed}/{task.total} epochs"),
             TextColumn("{task.fields[metrics]}"),
             TimeElapsedColumn(),
+            console=Console(stderr=True),
             transient=False,
         )
         bar.start()
