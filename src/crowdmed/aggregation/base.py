@@ -310,7 +310,7 @@ class EMAggregator(BaseAggregator):
         n_iter = 0
         if self.max_iter == 0:
             self._zero_iter_params(cl, post)
-        for n_iter in range(1, self.max_iter + 1):  # noqa: B007 - n_iter is used after the loop
+        for n_iter in range(1, self.max_iter + 1):
             self._m_step(cl, post)
             post, ll = self._e_step(cl, gold)
             history.append(ll + self._log_param_prior())
