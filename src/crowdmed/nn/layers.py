@@ -314,9 +314,12 @@ class DawidSkeneEM(nn.Module):
         self.log_confusion: torch.Tensor
 
     @torch.no_grad()
-    def posteriors(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def posteriors(
+        self, logits: torch.Tensor, labels: torch.Tensor, *, validate_args: bool = True
+    ) -> torch.Tensor:
         """E-step: posteriors ``(B, K)`` from network logits ``(B, K)`` and labels ``(B, A)``."""
-        _check_label_batch(labels, self.n_annotators, self.n_classes)
+        if validate_args:
+            _check_label_batch(labels, self.n_annotators, self.n_classes)
         log_conf = self.log_confusion.to(logits.dtype)  # (A, K, K)
         items, annotators = torch.nonzero(labels >= 0, as_tuple=True)
         # log P(a says y_ia | k) for every k, for the observed pairs only: (n_obs, K)
@@ -428,9 +431,12 @@ class AggNetEM(nn.Module):
         self.specificity: torch.Tensor
 
     @torch.no_grad()
-    def posteriors(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def posteriors(
+        self, logits: torch.Tensor, labels: torch.Tensor, *, validate_args: bool = True
+    ) -> torch.Tensor:
         """E-step: ``μ`` ``(B,)`` from logits ``(B, 2)`` (or ``(B,)``) and labels ``(B, A)``."""
-        _check_label_batch(labels, self.n_annotators, 2)
+        if validate_args:
+            _check_label_batch(labels, self.n_annotators, 2)
         log_p1, log_p0 = self._log_probs(logits)
         y = labels.to(log_p1.dtype)
         obs = (labels >= 0).to(log_p1.dtype)

@@ -375,9 +375,7 @@ class CrowdClassifier:
             bad = (yv < 0) | (yv >= k)
             if bad.any():
                 bad_vals = np.unique(yv[bad])[:5].tolist()
-                raise ValueError(
-                    f"`y_val` must hold true classes 0..{k - 1}; got {bad_vals}."
-                )
+                raise ValueError(f"`y_val` must hold true classes 0..{k - 1}; got {bad_vals}.")
         device = torch.device(self.device)
         self._check_network_output(x[:2].to(device), k)
 
@@ -426,22 +424,27 @@ class CrowdClassifier:
         head: nn.Module | None,
         logits: torch.Tensor,
         target: torch.Tensor,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch loss, and the E-step posteriors for the EM heads (else ``None``)."""
         if method in (TrainMethod.DL_MV, TrainMethod.DL_DS):
-            return nn.functional.cross_entropy(logits, target)
+            return nn.functional.cross_entropy(logits, target), None
         if method is TrainMethod.DL_TRUE:
-            return nn.functional.cross_entropy(logits, target.reshape(-1))
+            return nn.functional.cross_entropy(logits, target.reshape(-1)), None
         if method is TrainMethod.DL_SOFT:
-            return -(target * torch.log_softmax(logits, 1)).sum(1).mean()
+            return -(target * torch.log_softmax(logits, 1)).sum(1).mean(), None
+        if isinstance(head, (AggNetEM, DawidSkeneEM)):
+            # One E-step per batch (labels were validated before training), reused for the
+            # epoch's M-step.
+            post = head.posteriors(logits.detach(), target, validate_args=False)
+            return head.expected_nll(logits, post), post
         if isinstance(head, CrowdLayer):
             # Only the observed (item, annotator) pairs: the sum over annotators of the
             # cross-entropy, averaged over items (crowd_cross_entropy on the dense output).
             items, annotators = torch.nonzero(target >= 0, as_tuple=True)
             obs_logits = head.forward_observed(torch.softmax(logits, 1), items, annotators)
             ce = nn.functional.cross_entropy(obs_logits, target[items, annotators], reduction="sum")
-            return ce / logits.shape[0]
-        assert head is not None
-        return head(logits, target)
+            return ce / logits.shape[0], None
+        raise AssertionError(f"no loss for method {method.value!r}")  # pragma: no cover
 
     def _fit_loop(
         self,
@@ -504,14 +507,14 @@ class CrowdClassifier:
                         xb = self.augment(xb)
                     tb = targets[idx].to(device)
                     logits = net(xb)
-                    loss = self._loss(method, head, logits, tb)
+                    loss, post = self._loss(method, head, logits, tb)
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
                     total += float(loss.detach()) * len(idx)
                     seen += len(idx)
-                    if isinstance(head, (AggNetEM, DawidSkeneEM)):
-                        em_post.append(head.posteriors(logits.detach(), tb).cpu())
+                    if post is not None:
+                        em_post.append(post.cpu())
                         em_idx.append(idx)
                 if isinstance(head, (AggNetEM, DawidSkeneEM)) and em_post:
                     # M-step once per epoch on the posteriors of the whole training set
