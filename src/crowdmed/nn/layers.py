@@ -355,8 +355,12 @@ class DawidSkeneEM(nn.Module):
         y = torch.as_tensor(labels)
         _check_label_batch(y, self.n_annotators, self.n_classes)
         k = self.n_classes
-        onehot = torch.nn.functional.one_hot(y.clamp_min(0), k).double() * (y >= 0).unsqueeze(-1)
-        counts = torch.einsum("nk,nal->akl", q, onehot) + self.smoothing
+        # Accumulate the observed labels only: counts[a, k, l] += q[i, k] for y_ia = l.
+        items, annotators = torch.nonzero(y >= 0, as_tuple=True)
+        rows = annotators * k + y[items, annotators]
+        flat = torch.zeros(self.n_annotators * k, k, dtype=torch.float64)
+        flat.index_add_(0, rows, q[items])
+        counts = flat.reshape(self.n_annotators, k, k).transpose(1, 2) + self.smoothing
         conf = counts / counts.sum(dim=2, keepdim=True).clamp_min(1e-300)
         self.log_confusion.copy_(torch.log(conf.clamp_min(1e-10)))
 

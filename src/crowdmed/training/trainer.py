@@ -444,7 +444,7 @@ class CrowdClassifier:
             obs_logits = head.forward_observed(torch.softmax(logits, 1), items, annotators)
             ce = nn.functional.cross_entropy(obs_logits, target[items, annotators], reduction="sum")
             return ce / logits.shape[0], None
-        raise AssertionError(f"no loss for method {method.value!r}")  # pragma: no cover
+        raise NotImplementedError(f"no loss for method {method.value!r}")  # pragma: no cover
 
     def _fit_loop(
         self,
@@ -463,7 +463,10 @@ class CrowdClassifier:
         targets = torch.as_tensor(self._targets(method, dense, k))
         groups: list[dict[str, Any]] = [{"params": list(net.parameters())}]
         if isinstance(head, CrowdLayer):
-            groups.append({"params": list(head.parameters()), "lr": self.crowd_lr or self.lr})
+            if self.crowd_lr is None:
+                groups[0]["params"] += list(head.parameters())
+            else:
+                groups.append({"params": list(head.parameters()), "lr": self.crowd_lr})
         opt = torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
         gen = torch.Generator().manual_seed(self.random_state)
 
