@@ -552,13 +552,26 @@ def aggregate(
                     f"[yellow]Note:[/] --quiz is used by sens-spec only; {m.value} reports it "
                     "in the annotator table."
                 )
+            fit_text = f"Fitting {m.value} on {cl.n_labels:,} labels"
             with (
-                _step(progress, f"Fitting {m.value} on {cl.n_labels:,} labels"),
+                _step(progress, fit_text),
                 warnings.catch_warnings(record=True) as caught,
             ):
                 warnings.simplefilter("always")
                 fit_start = time.perf_counter()
-                agg.fit(cl, gold=cl.gold if use_gold else None)
+                max_iter = getattr(agg, "max_iter", 0)
+                task = progress.add_task("", total=max_iter or None, visible=bool(max_iter))
+
+                def on_iteration(iteration: int, log_likelihood: float) -> None:
+                    progress.update(
+                        task,
+                        completed=iteration,
+                        description=f"  EM iteration {iteration}/{max_iter}, "
+                        f"log-likelihood {log_likelihood:,.2f}",
+                    )
+
+                agg.fit(cl, gold=cl.gold if use_gold else None, callback=on_iteration)
+                progress.remove_task(task)
                 fit_seconds = time.perf_counter() - fit_start
             for w in caught:
                 console.print(f"[yellow]Warning:[/] {escape(_one_line(w.message))}", soft_wrap=True)
