@@ -100,7 +100,7 @@ class CrowdClassifier:
         epochs: Maximum number of epochs.
         batch_size: Mini-batch size.
         lr: Learning rate of Adam.
-        weight_decay: Weight decay of Adam.
+        weight_decay: Weight decay of Adam for the network (never for the crowd layer).
         crowd_lr: Learning rate of the crowd layer's parameters; ``lr`` when ``None``.
         patience: Early stopping after this many epochs without a better validation score;
             ``None`` trains all epochs and keeps the last state.
@@ -463,10 +463,18 @@ class CrowdClassifier:
         targets = torch.as_tensor(self._targets(method, dense, k))
         groups: list[dict[str, Any]] = [{"params": list(net.parameters())}]
         if isinstance(head, CrowdLayer):
-            if self.crowd_lr is None:
+            # Weight decay would pull the per-annotator transforms towards zero (a uniform
+            # confusion), not towards the identity: the crowd layer is never decayed.
+            if self.crowd_lr is None and self.weight_decay == 0:
                 groups[0]["params"] += list(head.parameters())
             else:
-                groups.append({"params": list(head.parameters()), "lr": self.crowd_lr})
+                groups.append(
+                    {
+                        "params": list(head.parameters()),
+                        "lr": self.crowd_lr or self.lr,
+                        "weight_decay": 0.0,
+                    }
+                )
         opt = torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
         gen = torch.Generator().manual_seed(self.random_state)
 
