@@ -39,7 +39,7 @@ def test_crowd_layer_gradcheck(mode):
     params = list(layer.parameters())
     assert torch.autograd.gradcheck(
         lambda *ps: torch.func.functional_call(
-            layer, dict(zip([n for n, _ in layer.named_parameters()], ps)), (x.detach(),)
+            layer, dict(zip([n for n, _ in layer.named_parameters()], ps, strict=False)), (x.detach(),)
         ),
         tuple(p.detach().clone().requires_grad_() for p in params),
     )
@@ -57,7 +57,9 @@ def test_losses_gradcheck():
     labels = torch.tensor([[0, -1, 4], [1, 2, -1], [-1, -1, 3], [0, 0, 0]])
     assert torch.autograd.gradcheck(lambda z: crowd_cross_entropy(z, labels), (logits,))
     preds = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
-    targets = torch.tensor([[1.0, float("nan")], [0.5, 2.0], [float("nan"), -1.0]], dtype=torch.float64)
+    targets = torch.tensor(
+        [[1.0, float("nan")], [0.5, 2.0], [float("nan"), -1.0]], dtype=torch.float64
+    )
     assert torch.autograd.gradcheck(lambda p: crowd_mse(p, targets), (preds,))
 
 
@@ -148,7 +150,9 @@ def test_aggnet_posterior_formula():
     mu = agg.posteriors(logits, torch.tensor([[1, 0]]))
     a = 0.9 * 0.4
     b = 0.3 * 0.8
-    torch.testing.assert_close(mu, torch.tensor([a * 0.75 / (a * 0.75 + b * 0.25)], dtype=torch.float64))
+    torch.testing.assert_close(
+        mu, torch.tensor([a * 0.75 / (a * 0.75 + b * 0.25)], dtype=torch.float64)
+    )
 
 
 # ----------------------------------------------------------------------------- recovery
@@ -195,7 +199,7 @@ def test_aggnet_layer_recovers_sensitivity_specificity():
     n = 4000
     sens = np.array([0.9, 0.75, 0.6, 0.55])
     spec = np.array([0.8, 0.9, 0.65, 0.5])
-    conf = np.stack([[[b, 1 - b], [1 - a, a]] for a, b in zip(sens, spec)])
+    conf = np.stack([[[b, 1 - b], [1 - a, a]] for a, b in zip(sens, spec, strict=False)])
     labels, truth = simulate(conf, n, np.array([0.6, 0.4]), rng, p_label=0.9)
     x = torch.tensor(truth[:, None] * 2.0 - 1 + rng.normal(0, 0.6, (n, 1)), dtype=torch.float32)
     y = torch.as_tensor(labels)
@@ -227,12 +231,16 @@ def test_dl_em_m_step_matches_dawid_skene_counts():
 
     cl = CrowdLabels.from_dense(labels, n_classes=3)
     counts = ds._counts(cl, post) + 0.5
-    np.testing.assert_allclose(em.confusion_matrices(), counts / counts.sum(2, keepdims=True), atol=1e-9)
+    np.testing.assert_allclose(
+        em.confusion_matrices(), counts / counts.sum(2, keepdims=True), atol=1e-9
+    )
 
 
 # ----------------------------------------------------------------------------- bad input
 def test_bad_construction():
-    with pytest.raises(ValueError, match=r"`mode` must be one of \['MW', 'VW', 'VB', 'VW\+B'\]; got 'MX'"):
+    with pytest.raises(
+        ValueError, match=r"`mode` must be one of \['MW', 'VW', 'VB', 'VW\+B'\]; got 'MX'"
+    ):
         CrowdLayer(3, 2, mode="MX")
     with pytest.raises(TypeError, match=r"`n_annotators` must be an int; got float"):
         CrowdLayer(3, 2.0)
@@ -243,11 +251,17 @@ def test_bad_construction():
 
 
 def test_bad_batches():
-    with pytest.raises(ValueError, match=r"`labels` must have shape \(B, A\) = \(2, 3\); got \(2, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"`labels` must have shape \(B, A\) = \(2, 3\); got \(2, 2\)"
+    ):
         crowd_cross_entropy(torch.zeros(2, 3, 4), torch.zeros(2, 2, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"`labels` must hold classes 0..3 or -1 for missing; got \[7\]"):
+    with pytest.raises(
+        ValueError, match=r"`labels` must hold classes 0..3 or -1 for missing; got \[7\]"
+    ):
         crowd_cross_entropy(torch.zeros(1, 2, 4), torch.tensor([[0, 7]]))
-    with pytest.raises(ValueError, match=r"`labels` must hold classes 0..1 or -1 for missing; got \[2\]"):
+    with pytest.raises(
+        ValueError, match=r"`labels` must hold classes 0..1 or -1 for missing; got \[2\]"
+    ):
         AggNetEM(2).posteriors(torch.zeros(1, 2), torch.tensor([[1, 2]]))
     with pytest.raises(ValueError, match=r"`probs` must have shape \(B, 3\); got \(2, 4\)"):
         CrowdLayer(3, 2)(torch.zeros(2, 4))
@@ -264,7 +278,10 @@ def test_forward_observed_equals_dense_forward(mode):
     items, anns = torch.nonzero(labels >= 0, as_tuple=True)
     torch.testing.assert_close(layer.forward_observed(p, items, anns), layer(p)[items, anns])
     dense_loss = crowd_cross_entropy(layer(p), labels)
-    sparse = torch.nn.functional.cross_entropy(
-        layer.forward_observed(p, items, anns), labels[items, anns], reduction="sum"
-    ) / 6
+    sparse = (
+        torch.nn.functional.cross_entropy(
+            layer.forward_observed(p, items, anns), labels[items, anns], reduction="sum"
+        )
+        / 6
+    )
     torch.testing.assert_close(sparse, dense_loss)

@@ -36,6 +36,7 @@ from torch import nn
 from crowdmed._io import atomic_path
 from crowdmed._validation import check_option
 from crowdmed.data.labels import CrowdLabels
+from crowdmed.metrics import roc_auc
 from crowdmed.nn.layers import AggNetEM, CrowdLayer, DawidSkeneEM
 
 __all__ = ["CrowdClassifier", "TrainMethod"]
@@ -72,18 +73,6 @@ def tta_views(x: torch.Tensor) -> Iterator[torch.Tensor]:
         r = torch.rot90(x, k, dims=(-2, -1))
         yield r
         yield torch.flip(r, dims=(-1,))
-
-
-def _auc(scores: np.ndarray, truth: np.ndarray) -> float:
-    """Area under the ROC curve (Mann–Whitney, ties counted half)."""
-    from scipy.stats import rankdata
-
-    pos = truth == 1
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(scores)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 class CrowdClassifier:
@@ -540,7 +529,7 @@ class CrowdClassifier:
                     proba = self._predict_proba_tensor(xv, device, tta=False)
                     record["val_accuracy"] = float((proba.argmax(1) == yv).mean())
                     if k == 2:
-                        record["val_auc"] = _auc(proba[:, 1], yv)
+                        record["val_auc"] = roc_auc(proba[:, 1], yv)
                     score = record.get("val_auc", record["val_accuracy"])
                     if k == 2 and math.isnan(score):
                         score = record["val_accuracy"]
