@@ -37,9 +37,10 @@ def test_crowd_layer_gradcheck(mode):
     x = torch.softmax(torch.randn(4, 3, dtype=torch.float64), 1).requires_grad_()
     assert torch.autograd.gradcheck(lambda x: layer(x), (x,))
     params = list(layer.parameters())
+    names = [n for n, _ in layer.named_parameters()]
     assert torch.autograd.gradcheck(
         lambda *ps: torch.func.functional_call(
-            layer, dict(zip([n for n, _ in layer.named_parameters()], ps, strict=False)), (x.detach(),)
+            layer, dict(zip(names, ps, strict=True)), (x.detach(),)
         ),
         tuple(p.detach().clone().requires_grad_() for p in params),
     )
