@@ -229,8 +229,11 @@ def test_prop_permutation_equivariance(mk, cls, rnd):
     cols = list(range(m.shape[1]))
     rnd.shuffle(rows)
     rnd.shuffle(cols)
-    p = fit(cls(), m, n_classes=k).posteriors_
-    q = fit(cls(), m[rows][:, cols], n_classes=k).posteriors_
+    # A fixed number of iterations: in symmetric, ambiguous cases EM drifts away from an
+    # unstable fixed point, and the stopping iteration could depend on summation order.
+    params = {} if cls in (MajorityVote, WeightedMajorityVote) else {"max_iter": 10, "tol": 0}
+    p = fit(cls(**params), m, n_classes=k).posteriors_
+    q = fit(cls(**params), m[rows][:, cols], n_classes=k).posteriors_
     np.testing.assert_allclose(q, p[rows], atol=1e-6)
 
 
@@ -256,26 +259,26 @@ def test_prop_class_relabeling(mk, cls, rnd):
 
 
 @PROP
-@given(label_matrices, st.sampled_from(ALL_MODELS))
-def test_prop_unanimous_items_keep_label(mk, cls):
-    m, k = mk
-    m = m.copy()
-    m[:, :] = np.where(m >= 0, m, -1)
-    if m.shape[0] < 2 or not usable(m):
-        return
-    # make item 0 unanimous with >= 2 labels
-    m[0, :] = 0
-    m = np.hstack(
-        [m, np.zeros((m.shape[0], 1), dtype=np.int64)]
-    )  # an extra annotator says 0 always
-    # a consistent majority elsewhere keeps annotators mostly reliable
-    labels = fit(cls(), m, n_classes=k).labels_
-    if cls in (MajorityVote, WeightedMajorityVote):
-        assert labels[0] == 0
-    else:
-        # EM models: when every annotator says 0 on an item, nothing argues for another class
-        # unless annotators are estimated as adversarial; with the majority start they are not.
-        assert labels[0] == 0
+@given(st.integers(0, 2**32 - 1), st.integers(2, 4), st.sampled_from(ALL_MODELS))
+def test_prop_unanimous_items_keep_label(seed, k, cls):
+    """Annotators better than chance (diagonal >= 0.7): an item all of them agree on keeps it.
+
+    (With a handful of items, EM can also settle in the label-swapped mode where everyone is
+    adversarial; the property is about realistic crowds, not that degenerate case.)
+    """
+    rng = np.random.default_rng(seed)
+    n_ann = 5
+    conf = np.empty((n_ann, k, k))
+    for a in range(n_ann):
+        acc = rng.uniform(0.7, 0.95)
+        conf[a] = (1 - acc) / (k - 1)
+        conf[a][np.diag_indices(k)] = acc
+    labels, _ = simulate(conf, 40, np.full(k, 1 / k), rng, p_label=0.8)
+    observed = labels >= 0
+    first = np.where(observed, labels, -1).max(axis=1)
+    unanimous = (observed.sum(axis=1) >= 2) & np.all(~observed | (labels == first[:, None]), axis=1)
+    est = fit(cls(), labels, n_classes=k)
+    np.testing.assert_array_equal(est.labels_[unanimous], first[unanimous])
 
 
 @PROP

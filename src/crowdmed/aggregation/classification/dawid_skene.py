@@ -108,16 +108,15 @@ class DawidSkene(EMAggregator):
         totals = counts.sum(axis=2, keepdims=True)
         # An annotator without labels (and no smoothing) has no evidence: uniform rows.
         conf = np.where(totals > 0, counts / np.where(totals > 0, totals, 1.0), 1.0 / cl.n_classes)
-        conf = np.maximum(conf, EPS)
-        self.confusion_ = conf / conf.sum(axis=2, keepdims=True)
+        # Labels an annotator never gave have probability 0 without smoothing; floor them so
+        # new labels in predict_proba stay finite (fitted items never use these entries).
+        self.confusion_ = np.where(conf > 0, conf, EPS)
         self.priors_ = np.maximum(posteriors.mean(axis=0), EPS)
 
     @staticmethod
     def _used_labels(cl: CrowdLabels) -> np.ndarray:
         """Boolean array ``[a, l]``: whether annotator ``a`` ever gave label ``l``."""
-        k = cl.n_classes
-        used = np.bincount(cl.annotators * k + cl.labels, minlength=cl.n_annotators * k)
-        return used.reshape(cl.n_annotators, k) > 0
+        return cl.label_counts() > 0
 
     def _log_joint(self, cl: CrowdLabels) -> np.ndarray:
         k = cl.n_classes
