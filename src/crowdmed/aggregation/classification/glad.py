@@ -114,8 +114,8 @@ class GLAD(EMAggregator):
         self.betas_ = np.full(cl.n_items, float(self.beta_prior_mean))
 
     def _fit(self, cl: CrowdLabels, gold: np.ndarray | None) -> None:
-        # EM only sums over labels, so their order is free. Sorted by item, the per-label
-        # gathers and the sums over items walk memory in order (faster M-steps at scale).
+        # EM only sums over labels, so their order is free: sort them by item once per fit for
+        # the M-step's blocks of whole items (and in-order sums over items in the E-step).
         super()._fit(_sorted_by_item(cl), gold)
 
     # --------------------------------------------------------------- model terms
