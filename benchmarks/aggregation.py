@@ -844,7 +844,7 @@ def render(
             else:
                 wall.append(r.theirs["fit_s"] / r.ours["fit_s"])
                 cpu = r.theirs["cpu_s"] / max(r.ours["cpu_s"], 1e-3)
-                parts.append(f"K={r.k}: {wall[-1]:.0f}× wall, {cpu:.0f}× CPU")
+                parts.append(f"K={r.k}: {wall[-1]:.1f}× wall, {cpu:.1f}× CPU")
         if not wall:
             return f"- {what}: not measured (`--quick`)."
         verdict = "met" if min(wall) >= target else "**not met**"
