@@ -231,3 +231,14 @@ def test_callback_sees_every_iteration(cls):
     assert [i for i, _ in seen] == [1, 2, 3, 4]
     assert [ll for _, ll in seen] == est.log_likelihoods_
     assert not hasattr(est, "_callback")
+
+
+def test_row_logsumexp_matches_scipy():
+    from scipy.special import logsumexp
+
+    from crowdmed.aggregation.base import _row_logsumexp
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(scale=300, size=(50, 4))  # large magnitudes: needs the max shift
+    x[0] = [-np.inf, 0.0, -np.inf, 1.0]
+    np.testing.assert_allclose(_row_logsumexp(x)[:, 0], logsumexp(x, axis=1), rtol=1e-12)

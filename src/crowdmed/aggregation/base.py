@@ -11,7 +11,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import logsumexp
 
 from crowdmed._validation import check_labels, check_params, check_random_state, interval
 from crowdmed.data.labels import MISSING, CrowdLabels, _short
@@ -236,13 +235,34 @@ class BaseAggregator(ABC):
         return argmax_ties(self.predict_proba(labels), self._tie_random_state())
 
 
+def _row_logsumexp(x: np.ndarray) -> np.ndarray:
+    """``log Σ_k exp(x[:, k])`` per row, shape ``(n, 1)``, shifted by the row maximum.
+
+    A plain NumPy version: ``scipy.special.logsumexp`` is several times slower on the tall,
+    narrow arrays of an E-step and dominated the time of a Dawid–Skene iteration.
+    """
+    if x.shape[1] > 16:
+        m = x.max(axis=1, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0.0)
+        return m + np.log(np.exp(x - m).sum(axis=1, keepdims=True))
+    # Few classes: element-wise passes over the columns beat a reduction along a short axis.
+    m = x[:, 0].copy()
+    for k in range(1, x.shape[1]):
+        np.maximum(m, x[:, k], out=m)
+    m[~np.isfinite(m)] = 0.0
+    total = np.zeros_like(m)
+    for k in range(x.shape[1]):
+        total += np.exp(x[:, k] - m)
+    return (m + np.log(total))[:, None]
+
+
 def normalize_log(log_joint: np.ndarray) -> tuple[np.ndarray, float]:
     """Posteriors and total log-evidence from unnormalised log joint probabilities.
 
     Works in log space: products of many probabilities underflow to zero, so each row is
     shifted by its maximum before exponentiating (the log-sum-exp trick).
     """
-    lse = logsumexp(log_joint, axis=1, keepdims=True)
+    lse = _row_logsumexp(log_joint)
     return np.exp(log_joint - lse), float(lse.sum())
 
 
@@ -295,7 +315,7 @@ class EMAggregator(BaseAggregator):
         post, _ = normalize_log(log_joint)
         post[known] = 0.0
         post[known, gold[known]] = 1.0
-        ll = float(logsumexp(log_joint[~known], axis=1).sum()) if (~known).any() else 0.0
+        ll = float(_row_logsumexp(log_joint[~known]).sum()) if (~known).any() else 0.0
         ll += float(log_joint[known, gold[known]].sum())
         return post, ll
 
