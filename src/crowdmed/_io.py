@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 from collections.abc import Iterator
+from enum import Enum
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_path", "atomic_write"]
+import numpy as np
+import pandas as pd
+
+__all__ = ["atomic_path", "atomic_write", "to_jsonable"]
 
 
 def _umask() -> int:
@@ -65,3 +70,41 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -
         raise ValueError(f"`mode` must be a write mode ('w' or 'wb'); got {mode!r}.")
     with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as fh:
         yield fh
+
+
+def to_jsonable(value: Any) -> Any:
+    """Turn run records into plain JSON values.
+
+    NumPy scalars and arrays become numbers and lists, tables become lists of records, paths
+    and enumerations become strings, and NaN, infinities and ``pd.NA`` become ``null`` (so
+    ``json.dumps(..., allow_nan=False)`` always succeeds).
+
+    Examples:
+        >>> to_jsonable({"a": np.float64("nan"), "b": np.arange(2), "c": Path("x")})
+        {'a': None, 'b': [0, 1], 'c': 'x'}
+    """
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, pd.DataFrame):
+        frame = value.reset_index() if value.index.name is not None else value
+        return [to_jsonable(r) for r in frame.to_dict(orient="records")]
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [to_jsonable(v) for v in value.tolist()]
+    if isinstance(value, Enum):
+        return to_jsonable(value.value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return v if math.isfinite(v) else None
+    if isinstance(value, str):
+        return value
+    return str(value)

@@ -40,6 +40,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from crowdmed._io import to_jsonable
 from crowdmed._validation import check_option
 from crowdmed._version import __version__
 from crowdmed.aggregation import Method, make_aggregator
@@ -206,25 +207,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _jsonable(value: Any) -> Any:
-    """Convert numpy scalars/arrays, paths and non-finite floats for ``json.dumps``."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, Path):
-        return str(value)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)
+def _environment(**versions: str) -> dict[str, str]:
+    """Python, NumPy and platform versions for a run record, plus the given ones."""
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        **versions,
+        "platform": platform.platform(),
+    }
 
 
 # ---------------------------------------------------------------------- global options
@@ -623,12 +613,7 @@ def aggregate(
                         "annotators": None if annotators is None else annotators.resolve(),
                         "json": json_out.resolve(),
                     },
-                    "environment": {
-                        "python": platform.python_version(),
-                        "numpy": np.__version__,
-                        "pandas": pd.__version__,
-                        "platform": platform.platform(),
-                    },
+                    "environment": _environment(pandas=pd.__version__),
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 }
                 with _staged_outputs() as stage:
@@ -637,7 +622,7 @@ def aggregate(
                         write_table(annotator_df, stage(annotators))
                     record["elapsed_seconds"] = time.perf_counter() - started
                     stage(json_out).write_text(
-                        json.dumps(_jsonable(record), indent=2) + "\n", encoding="utf-8"
+                        json.dumps(to_jsonable(record), indent=2) + "\n", encoding="utf-8"
                     )
 
     _print_summary(console, cl, agg, m, accuracy, n_gold, use_gold, record, outputs)
@@ -1082,7 +1067,7 @@ def _check_resume(config_path: Path, settings: dict[str, Any]) -> int | None:
             f"The checkpoint in '{config_path.parent}' has no readable config.json; pass "
             "--no-resume to start over."
         )
-    wanted = _jsonable(settings)
+    wanted = to_jsonable(settings)
     changed = [k for k in wanted if saved.get(k) != wanted[k]]
     if changed:
         shown = ", ".join(f"{k} {saved.get(k)!r} -> {wanted[k]!r}" for k in changed[:3])
@@ -1483,7 +1468,7 @@ def train(
 
                     checkpoint_dir.mkdir(parents=True, exist_ok=True)
                     config_path.write_text(
-                        json.dumps(_jsonable(settings), indent=2) + "\n", encoding="utf-8"
+                        json.dumps(to_jsonable(settings), indent=2) + "\n", encoding="utf-8"
                     )
                 fit_start = time.perf_counter()
                 with warnings.catch_warnings(record=True) as caught:
@@ -1556,7 +1541,7 @@ def train(
                     "epochs_run": len(clf.history_),
                     "resumed_from_epoch": len(clf.history_) - len(new_epochs) if resumed else None,
                     "best_epoch": clf.best_epoch_,
-                    "stopped_early": len(clf.history_) < epochs,
+                    "stopped_early": clf.stopped_early_,
                     "best": best,
                     "seconds": fit_seconds,
                     "warnings": [_one_line(w.message) for w in caught],
@@ -1568,12 +1553,7 @@ def train(
                     "run": run_path.resolve(),
                     "checkpoint": checkpoint_file.resolve(),
                 },
-                "environment": {
-                    "python": platform.python_version(),
-                    "numpy": np.__version__,
-                    "torch": torch.__version__,
-                    "platform": platform.platform(),
-                },
+                "environment": _environment(torch=torch.__version__),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
             with _staged_outputs() as stage:
@@ -1582,15 +1562,15 @@ def train(
                 write_table(_annotators_from_fit(cl, confusion), stage(annotators_path))
                 record["elapsed_seconds"] = time.perf_counter() - started
                 stage(run_path).write_text(
-                    json.dumps(_jsonable(record), indent=2) + "\n", encoding="utf-8"
+                    json.dumps(to_jsonable(record), indent=2) + "\n", encoding="utf-8"
                 )
-                # Early stopping is final: a rerun must not train past it (the trainer
-                # would resume an early-stopped checkpoint like an interrupted one).
+                # Early stopping is final: a rerun reports it instead of loading the data and
+                # network again (the trainer would also train no further).
                 settings["stopped_early_at"] = (
                     len(clf.history_) if record["fit"]["stopped_early"] else None
                 )
                 stage(config_path).write_text(
-                    json.dumps(_jsonable(settings), indent=2) + "\n", encoding="utf-8"
+                    json.dumps(to_jsonable(settings), indent=2) + "\n", encoding="utf-8"
                 )
 
     table = Table(title="crowdmed train", show_header=False, title_justify="left")
@@ -1803,18 +1783,14 @@ def predict(
                 "n_items": len(items),
                 "classes": classes,
                 "outputs": {"predictions": out.resolve(), "json": json_out.resolve()},
-                "environment": {
-                    "python": platform.python_version(),
-                    "torch": torch.__version__,
-                    "platform": platform.platform(),
-                },
+                "environment": _environment(torch=torch.__version__),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
             with _staged_outputs() as stage:
                 write_table(pd.DataFrame(frame), stage(out))
                 record["elapsed_seconds"] = time.perf_counter() - started
                 stage(json_out).write_text(
-                    json.dumps(_jsonable(record), indent=2) + "\n", encoding="utf-8"
+                    json.dumps(to_jsonable(record), indent=2) + "\n", encoding="utf-8"
                 )
     console.print(f"Predicted {len(items):,} items with {payload.get('method')}: {out}")
 

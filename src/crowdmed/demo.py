@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crowdmed._io import atomic_write
+from crowdmed._io import atomic_write, to_jsonable
 from crowdmed._validation import check_option
 from crowdmed._version import __version__
 from crowdmed.aggregation import METHODS, BaseAggregator, Method, make_aggregator
@@ -185,33 +185,6 @@ def _fit(agg: BaseAggregator, cl: CrowdLabels) -> tuple[float, list[str]]:
     return seconds, messages
 
 
-def _jsonable(value: Any) -> Any:
-    """Turn tables and NumPy scalars into JSON values; NaN, inf and ``pd.NA`` become ``null``."""
-    if value is None or value is pd.NA:
-        return None
-    if isinstance(value, pd.DataFrame):
-        frame = value.reset_index() if value.index.name is not None else value
-        return [_jsonable(r) for r in frame.to_dict(orient="records")]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    if isinstance(value, str):
-        return value
-    return str(value)
-
-
 def _fmt(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
@@ -336,7 +309,7 @@ def _lidc_analysis(
         "mean_abs_mv_minus_ds": float((per_item["mv"] - per_item["ds"]).abs().mean()),
         "share_suspicious_mv": float((per_item["mv"] >= 4).mean()),
         "share_suspicious_ds": float((per_item["ds"] >= 4).mean()),
-        "consensus_distribution": _jsonable(dist),
+        "consensus_distribution": to_jsonable(dist),
         "caveat": LIDC_CAVEAT,
     }
     return agreement, per_item, summary
@@ -755,7 +728,7 @@ def run_demo(
         "summary": result.summary,
     }
     with atomic_write(files["results.json"], encoding="utf-8") as fh:
-        json.dump(_jsonable(payload), fh, indent=2, allow_nan=False)
+        json.dump(to_jsonable(payload), fh, indent=2, allow_nan=False)
         fh.write("\n")
     if progress is not None:
         progress("done", total, total)
