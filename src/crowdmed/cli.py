@@ -14,12 +14,9 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import platform
-import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -40,6 +37,21 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from crowdmed._cli_common import (
+    EXIT_USER_ERROR,
+    USER_ERRORS,
+    _check_outputs,
+    _environment,
+    _import_torch,
+    _one_line,
+    _progress,
+    _sha256,
+    _staged_outputs,
+    _State,
+    _stderr,
+    _step,
+    _user_errors,
+)
 from crowdmed._io import to_jsonable
 from crowdmed._validation import check_option
 from crowdmed._version import __version__
@@ -49,14 +61,7 @@ from crowdmed.data.io import read_labels, read_quiz, read_wide, write_table
 from crowdmed.data.labels import CrowdLabels, _short
 from crowdmed.quality import annotator_table
 
-__all__ = ["app", "main"]
-
-#: Exceptions reported as a one-line ``Error:`` message (exit code 2) unless ``--debug``.
-#: ``OSError`` covers a missing file, a permission problem or a full disk.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError, ImportError)
-
-#: Exit code of a user error (the same code click uses for a usage error).
-EXIT_USER_ERROR = 2
+__all__ = ["EXIT_USER_ERROR", "USER_ERRORS", "app", "main"]
 
 app = typer.Typer(
     name="crowdmed",
@@ -66,155 +71,6 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-@dataclasses.dataclass
-class _State:
-    """Global options, stored on the root context."""
-
-    debug: bool = False
-
-
-def _stderr() -> Console:
-    """A rich console on stderr (created per command so test runners can capture it)."""
-    return Console(stderr=True, highlight=False)
-
-
-def _debug(ctx: typer.Context) -> bool:
-    obj = ctx.find_root().obj
-    return isinstance(obj, _State) and obj.debug
-
-
-def _one_line(exc: BaseException | str) -> str:
-    text = str(exc)
-    if not text and isinstance(exc, OSError) and exc.filename is not None:
-        text = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
-    return " ".join(part.strip() for part in text.splitlines() if part.strip()) or (
-        type(exc).__name__
-    )
-
-
-@contextlib.contextmanager
-def _user_errors(ctx: typer.Context) -> Iterator[None]:
-    """Turn a user error into ``Error: <message>`` on stderr and exit code 2."""
-    try:
-        yield
-    except USER_ERRORS as exc:
-        if _debug(ctx):
-            raise
-        typer.echo(f"Error: {_one_line(exc)}", err=True)
-        raise typer.Exit(EXIT_USER_ERROR) from None
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,  # no spinner frames in logs or captured output
-    )
-
-
-@contextlib.contextmanager
-def _step(progress: Progress, description: str) -> Iterator[None]:
-    """Show a spinner with the elapsed time while a step runs."""
-    task = progress.add_task(escape(description), total=None)
-    try:
-        yield
-    finally:
-        progress.remove_task(task)
-
-
-# ---------------------------------------------------------------------- output files
-class _StagedOutputs:
-    """Write every output to a temporary file next to it; move them all in place at the end.
-
-    A failure while writing any output removes every temporary file (and the folders created
-    for them), so an error never leaves a partial or half-written result.
-    """
-
-    def __init__(self) -> None:
-        self._pending: list[tuple[Path, Path]] = []
-        self._made_dirs: list[Path] = []
-
-    def __call__(self, target: Path) -> Path:
-        """Return a temporary path for ``target`` that keeps its format suffixes."""
-        parent = target.parent
-        missing = [p for p in (parent, *parent.parents) if not p.exists()]
-        parent.mkdir(parents=True, exist_ok=True)
-        self._made_dirs.extend(missing)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=".tmp" + "".join(target.suffixes[-2:]), dir=parent
-        )
-        os.close(fd)
-        self._pending.append((Path(tmp), target))
-        return Path(tmp)
-
-    def commit(self) -> None:
-        # mkstemp creates files readable by the owner only; give them the usual permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        for tmp, target in self._pending:
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, target)
-        self._pending.clear()
-
-    def discard(self) -> None:
-        for tmp, _ in self._pending:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        self._pending.clear()
-        for d in self._made_dirs:  # deepest first
-            with contextlib.suppress(OSError):
-                d.rmdir()
-
-
-@contextlib.contextmanager
-def _staged_outputs() -> Iterator[_StagedOutputs]:
-    stage = _StagedOutputs()
-    try:
-        yield stage
-        stage.commit()
-    except BaseException:
-        stage.discard()
-        raise
-
-
-def _check_outputs(inputs: Sequence[Path], outputs: dict[str, Path]) -> None:
-    """Fail before any work when two outputs collide or would overwrite an input."""
-    seen: dict[Path, str] = {}
-    resolved_inputs = {p.resolve() for p in inputs}
-    for option, path in outputs.items():
-        r = path.resolve()
-        if r in seen:
-            raise ValueError(
-                f"`{option}` and `{seen[r]}` must be different files; both are '{path}'."
-            )
-        if r in resolved_inputs:
-            raise ValueError(f"`{option}` must not overwrite the input file '{path}'.")
-        if path.is_dir():
-            raise ValueError(f"`{option}` must be a file path; '{path}' is a directory.")
-        seen[r] = option
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _environment(**versions: str) -> dict[str, str]:
-    """Python, NumPy and platform versions for a run record, plus the given ones."""
-    return {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        **versions,
-        "platform": platform.platform(),
-    }
 
 
 # ---------------------------------------------------------------------- global options
@@ -772,23 +628,6 @@ _TRAIN_METHODS = (
     "crowd-layer-mw, crowd-layer-vw, crowd-layer-vb, crowd-layer-vw+b, aggnet (two classes), "
     "dl-em, dl-mv, dl-ds or dl-soft"
 )
-
-
-def _import_torch(command: str, *, images: bool = False) -> Any:
-    """Import torch (and MONAI for images) lazily so ``crowdmed --help`` works without them."""
-    try:
-        import torch
-
-        if images:
-            import monai  # noqa: F401  (small_cnn is built from MONAI blocks)
-        import crowdmed.nn.models
-        import crowdmed.training  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(
-            f"`crowdmed {command}` needs the torch extra ({_one_line(exc)}): "
-            "pip install 'crowdmed[torch]'."
-        ) from exc
-    return torch
 
 
 def _id_key(value: Any) -> str:
@@ -1793,6 +1632,13 @@ def predict(
                     json.dumps(to_jsonable(record), indent=2) + "\n", encoding="utf-8"
                 )
     console.print(f"Predicted {len(items):,} items with {payload.get('method')}: {out}")
+
+
+# The segmentation, detection and mitosis workflows keep their commands in their own modules.
+from crowdmed import _cli_boxes, _cli_masks, _cli_mitosis  # noqa: E402
+
+for _module in (_cli_masks, _cli_boxes, _cli_mitosis):
+    _module.register(app)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -37,7 +38,17 @@ import pandas as pd
 from crowdmed.data.io import from_long_frame, read_labels
 from crowdmed.data.labels import CrowdLabels
 
-__all__ = ["DatasetInfo", "dataset_info", "list_datasets", "load_dataset", "load_lidc_table"]
+__all__ = [
+    "DatasetInfo",
+    "dataset_info",
+    "list_datasets",
+    "load_dataset",
+    "load_lidc_table",
+    "shared_data_path",
+]
+
+#: Environment variable naming the folder of the larger real datasets that are not shipped.
+DATA_ENV = "CROWDMED_DATA"
 
 _ACT = "ActiveCrowdToolkit (Venanzi et al.), github.com/orchidproject/active-crowd-toolkit"
 _ACT_LICENCE = "Apache-2.0"
@@ -169,6 +180,36 @@ def dataset_info(name: str) -> DatasetInfo:
         (2040, 74, 11155, 1035)
     """
     return _resolve(name)
+
+
+def shared_data_path(folder: str) -> Path:
+    """Path of a real dataset that is too large (or too restricted) to ship with crowdmed.
+
+    The datasets live in one folder named by the ``CROWDMED_DATA`` environment variable, one
+    sub-folder per dataset (each with a README giving origin, licence and format). Nothing is
+    downloaded.
+
+    Args:
+        folder: Name of the dataset's sub-folder, e.g. ``"drive_two_observers"``.
+
+    Returns:
+        The existing folder ``$CROWDMED_DATA/<folder>``.
+
+    Raises:
+        FileNotFoundError: ``CROWDMED_DATA`` is unset or the folder does not exist.
+    """
+    root = os.environ.get(DATA_ENV)
+    if not root:
+        raise FileNotFoundError(
+            f"{folder!r} is not shipped with crowdmed; set {DATA_ENV} to the folder that holds it "
+            f"(e.g. export {DATA_ENV}=/path/to/data)."
+        )
+    path = Path(root).expanduser() / folder
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"{path} does not exist; set {DATA_ENV} to the folder that holds {folder!r}."
+        )
+    return path
 
 
 @contextlib.contextmanager

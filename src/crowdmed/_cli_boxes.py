@@ -1,0 +1,9 @@
+"""Commands of the box consensus and detection workflow."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this workflow's commands to the ``crowdmed`` application."""
