@@ -6,9 +6,12 @@
   :func:`krippendorff_alpha`.
 * Gold (honeypot) questions: :func:`gold_accuracy` and :func:`filter_annotators`.
 * Everything per annotator in one table: :func:`annotator_table`.
+* Per-item features from many annotators' scores, with their disagreement:
+  :func:`crowd_features`.
 """
 
 from crowdmed.quality.agreement import cohen_kappa_matrix, fleiss_kappa, krippendorff_alpha
+from crowdmed.quality.features import CrowdStat, crowd_features
 from crowdmed.quality.gold import filter_annotators, gold_accuracy
 from crowdmed.quality.reliability import (
     annotator_accuracy,
@@ -19,10 +22,12 @@ from crowdmed.quality.reliability import (
 from crowdmed.quality.table import annotator_table
 
 __all__ = [
+    "CrowdStat",
     "annotator_accuracy",
     "annotator_table",
     "cohen_kappa_matrix",
     "confusion_matrices",
+    "crowd_features",
     "filter_annotators",
     "fleiss_kappa",
     "gold_accuracy",
