@@ -37,6 +37,7 @@ def _strict_json(path):
 def test_outputs_exist(demo):
     out, result, _ = demo
     expected = {"results.json", "accuracy.csv", "report.md", "report.html", "lidc_consensus.csv"}
+    expected |= {"lidc_masks_nodules.csv", "lidc_masks_readers.csv"}
     expected |= {f"annotators_{n}.csv" for n in CROWD}
     assert {p.name for p in out.iterdir()} == expected  # no leftover temporary files
     assert set(result.files) == expected
@@ -141,7 +142,7 @@ def test_report_pages(demo):
     out, result, _ = demo
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>")
-    assert page.count('src="data:image/png;base64,') == 2 == len(result.figures)
+    assert page.count('src="data:image/png;base64,') == 3 == len(result.figures)
     assert "<script" not in page
     assert "http://" not in page  # self-contained: nothing to fetch
     assert "not stable across scans" in page
@@ -181,7 +182,11 @@ def test_runs_fast(demo):
 
 
 def test_same_seed_same_results(tmp_path):
-    kwargs = {"datasets": ["MS", "CF"], "methods": ["majority-vote", "dawid-skene"]}
+    kwargs = {
+        "datasets": ["MS", "CF"],
+        "methods": ["majority-vote", "dawid-skene"],
+        "parts": ["crowd"],
+    }
     a = run_demo(tmp_path / "a", random_state=3, **kwargs)
     b = run_demo(tmp_path / "b", random_state=3, **kwargs)
     pd.testing.assert_series_equal(a.accuracy["accuracy"], b.accuracy["accuracy"])
@@ -190,7 +195,7 @@ def test_same_seed_same_results(tmp_path):
 
 
 def test_annotator_ranking_without_dawid_skene_in_methods(tmp_path):
-    result = run_demo(tmp_path, datasets=["MS"], methods=["majority-vote"])
+    result = run_demo(tmp_path, datasets=["MS"], methods=["majority-vote"], parts=["crowd"])
     assert list(result.accuracy["method"]) == ["majority-vote"]
     assert (tmp_path / "annotators_MS.csv").exists()
     assert result.lidc_consensus.empty
@@ -198,15 +203,46 @@ def test_annotator_ranking_without_dawid_skene_in_methods(tmp_path):
 
 
 def test_lidc_only_without_mv_or_ds(tmp_path):
-    result = run_demo(tmp_path, datasets=["lidc_malignancy"], methods=["one-coin"])
+    result = run_demo(
+        tmp_path, datasets=["lidc_malignancy"], methods=["one-coin"], parts=["crowd"]
+    )
     assert len(result.lidc_consensus) == 1866
     assert result.least_reliable == {}
     assert "Accuracy against gold" not in result.summary
 
 
+def test_masks_part(demo):
+    out, result, _ = demo
+    m = _strict_json(out / "results.json")["masks"]
+    assert m["n_nodules"] == 100
+    assert 0.5 < m["mean_pairwise_dice_median"] < 1  # real readers disagree, but not wildly
+    readers = pd.read_csv(out / "lidc_masks_readers.csv")
+    assert len(readers) == 400
+    assert readers[["sensitivity", "specificity", "dice_vs_staple"]].stack().between(0, 1).all()
+    assert (readers["hd95_mm_vs_staple"] >= 0).all()
+    nodules = pd.read_csv(out / "lidc_masks_nodules.csv", index_col="nodule")
+    assert nodules.index.is_unique and len(nodules) == 100
+    assert "STAPLE" in (out / "report.html").read_text(encoding="utf-8")
+    assert "LIDC-IDRI nodule masks, 100 nodules" in result.summary
+
+
+def test_masks_part_alone(tmp_path):
+    result = run_demo(tmp_path, parts=["masks"])
+    assert result.accuracy.empty
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "accuracy.csv",
+        "lidc_masks_nodules.csv",
+        "lidc_masks_readers.csv",
+        "report.html",
+        "report.md",
+        "results.json",
+    ]
+
+
 def test_without_matplotlib(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     result = run_demo(tmp_path, datasets=["MS"], methods=["majority-vote"])
+    assert result.masks  # the masks part runs without matplotlib, only without its figure
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "data:image/png" not in page
     assert "matplotlib is not installed" in page
@@ -226,6 +262,9 @@ def test_without_matplotlib(tmp_path, monkeypatch):
         ({"random_state": 1.5}, TypeError, r"`random_state` must be an int or None; got float"),
         ({"min_labels": 0}, ValueError, r"`min_labels` must be a positive integer; got 0"),
         ({"progress": "bar"}, TypeError, r"`progress` must be a callable"),
+        ({"parts": ["mask"]}, ValueError, r"Unknown demo part 'mask'.*Did you mean 'masks'\?"),
+        ({"parts": "masks"}, TypeError, r"`parts` must be a list"),
+        ({"parts": []}, ValueError, r"`parts` must name at least one part"),
     ],
 )
 def test_bad_arguments(tmp_path, kwargs, error, match):

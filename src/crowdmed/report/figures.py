@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["figure_to_png", "plot_accuracy", "plot_rating_spread"]
+__all__ = ["figure_to_png", "plot_accuracy", "plot_mask_raters", "plot_rating_spread"]
 
 
 def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Any, Any]:
@@ -172,4 +172,57 @@ def plot_rating_spread(labels: LabelsLike, *, ax: Axes | None = None) -> tuple[F
     ax.set_ylabel("items")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize="small", title="labels per item", title_fontsize="small")
+    return fig, ax
+
+
+def plot_mask_raters(
+    masks: Any,
+    posterior: Any | None = None,
+    *,
+    spacing: tuple[float, float] | None = None,
+    ax: Axes | None = None,
+) -> tuple[Figure, Axes]:
+    """Outline every rater's 2-D mask, optionally over a consensus probability map.
+
+    Args:
+        masks: ``(n_raters, H, W)`` binary masks of one slice.
+        posterior: ``(H, W)`` consensus probability (e.g. STAPLE's) drawn in grey scale.
+        spacing: Pixel size ``(row, column)`` in mm, for the aspect ratio and axis units.
+        ax: Axes to draw into; a new figure when omitted.
+
+    Returns:
+        ``(fig, ax)``.
+
+    Examples:
+        >>> import numpy as np
+        >>> m = np.zeros((2, 8, 8), bool); m[0, 2:6, 2:6] = m[1, 3:7, 2:6] = True
+        >>> fig, ax = plot_mask_raters(m, m.mean(axis=0))
+        >>> len(ax.get_legend().get_texts())
+        2
+    """
+    stack = np.asarray(masks).astype(bool)
+    if stack.ndim != 3:
+        raise ValueError(f"`masks` must have shape (n_raters, H, W); got {stack.shape}.")
+    fig, ax = _new_axes(ax, (4.8, 4.2))
+    h, w = stack.shape[1:]
+    dy, dx = (1.0, 1.0) if spacing is None else (float(spacing[0]), float(spacing[1]))
+    extent = (0.0, w * dx, h * dy, 0.0)
+    if posterior is not None:
+        shown = ax.imshow(
+            np.asarray(posterior, dtype=float), cmap="gray", vmin=0, vmax=1, extent=extent
+        )
+        fig.colorbar(shown, ax=ax, label="consensus probability", shrink=0.8)
+    from matplotlib.lines import Line2D
+
+    colours = ["tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:cyan"]
+    handles = []
+    ys, xs = (np.arange(h) + 0.5) * dy, (np.arange(w) + 0.5) * dx
+    for r, mask in enumerate(stack):
+        colour = colours[r % len(colours)]
+        if mask.any() and not mask.all():
+            ax.contour(xs, ys, mask.astype(float), levels=[0.5], colors=colour, linewidths=1.5)
+        handles.append(Line2D([], [], color=colour, label=f"rater {r + 1}"))
+    ax.legend(handles=handles, loc="upper right", fontsize="small")
+    ax.set_xlabel("mm" if spacing is not None else "pixel")
+    ax.set_ylabel("mm" if spacing is not None else "pixel")
     return fig, ax
