@@ -18,6 +18,15 @@ from crowdmed.nn.layers import (
 )
 from crowdmed.nn.losses import crowd_cross_entropy, crowd_mse
 from crowdmed.nn.models import mlp_head, small_cnn, zero_last_linear
+from crowdmed.nn.segmentation import (
+    GaussianAttentionFocalLoss,
+    LabelReweightingLoss,
+    WeightingNetwork,
+    gaussian_attention,
+    masked_rater_softmax,
+    pixel_loss,
+    reweight_lambdas,
+)
 
 __all__ = [
     "AggNetEM",
@@ -25,10 +34,17 @@ __all__ = [
     "CrowdMode",
     "CrowdRegressionLayer",
     "DawidSkeneEM",
+    "GaussianAttentionFocalLoss",
+    "LabelReweightingLoss",
     "RegressionMode",
+    "WeightingNetwork",
     "crowd_cross_entropy",
     "crowd_mse",
+    "gaussian_attention",
+    "masked_rater_softmax",
     "mlp_head",
+    "pixel_loss",
+    "reweight_lambdas",
     "small_cnn",
     "zero_last_linear",
 ]

@@ -22,18 +22,28 @@ from crowdmed.simulate.confusion import (
     diagonal_confusion,
     spammer_confusion,
 )
+from crowdmed.simulate.masks import (
+    MaskRater,
+    distort_mask,
+    simulate_mask_raters,
+    varied_mask_raters,
+)
 
 __all__ = [
     "RODRIGUES_ACCURACIES",
     "RODRIGUES_ADVERSARIAL_STRENGTH",
+    "MaskRater",
     "SimulatedCrowd",
     "adversarial_confusion",
     "biased_confusion",
     "binary_confusion",
     "diagonal_confusion",
+    "distort_mask",
     "rodrigues_crowd",
     "simulate_crowd",
     "simulate_labels",
+    "simulate_mask_raters",
     "simulate_quiz",
     "spammer_confusion",
+    "varied_mask_raters",
 ]
