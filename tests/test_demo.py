@@ -221,7 +221,8 @@ def test_masks_part(demo):
     assert readers[["sensitivity", "specificity", "dice_vs_staple"]].stack().between(0, 1).all()
     assert (readers["hd95_mm_vs_staple"] >= 0).all()
     nodules = pd.read_csv(out / "lidc_masks_nodules.csv", index_col="nodule")
-    assert nodules.index.is_unique and len(nodules) == 100
+    assert nodules.index.is_unique
+    assert len(nodules) == 100
     assert "STAPLE" in (out / "report.html").read_text(encoding="utf-8")
     assert "LIDC-IDRI nodule masks, 100 nodules" in result.summary
 

@@ -926,16 +926,6 @@ def _check_model_dir(out: Path) -> None:
 @app.command()
 def train(
     ctx: typer.Context,
-    labels: Annotated[
-        Path,
-        typer.Option(
-            "--labels",
-            "-l",
-            help="Long label file (item,annotator,label; CSV/TSV/Parquet). A gold column is "
-            "not used; give true classes with --val-labels.",
-            show_default=False,
-        ),
-    ],
     out: Annotated[
         Path,
         typer.Option(
@@ -946,6 +936,69 @@ def train(
             show_default=False,
         ),
     ],
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            "--labels",
+            "-l",
+            help="Long label file (item,annotator,label; CSV/TSV/Parquet). A gold column is "
+            "not used; give true classes with --val-labels. Required for --task "
+            "classification.",
+            show_default=False,
+        ),
+    ] = None,
+    task_kind: Annotated[
+        str,
+        typer.Option(
+            "--task",
+            help="classification (crowd labels of items) or detection (boxes of several "
+            "readers; see --boxes).",
+        ),
+    ] = "classification",
+    boxes: Annotated[
+        Path | None,
+        typer.Option(
+            "--boxes",
+            help="Detection: box table of several readers (CSV/TSV image,reader,class,xmin,"
+            "ymin,xmax,ymax in pixels) or COCO JSON with a reader per annotation. Needs "
+            "--images with one image per box-table image.",
+            metavar="READERS.csv|coco.json",
+            show_default=False,
+        ),
+    ] = None,
+    variant: Annotated[
+        str,
+        typer.Option(
+            "--variant",
+            help="Detection: the boxes learnt from: all-readers (every reader's box), fused "
+            "(consensus boxes) or earl (consensus boxes, losses weighted by the readers' "
+            "agreement).",
+        ),
+    ] = "earl",
+    iou_thr: Annotated[
+        float,
+        typer.Option("--iou-thr", help="Detection: IoU at which reader boxes are fused."),
+    ] = 0.4,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            help="Detection: start from these detector weights (a model.pt of an earlier run "
+            "or a state dict) instead of a random initialisation.",
+            metavar="PT",
+            show_default=False,
+        ),
+    ] = None,
+    predict_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--predict",
+            help="Detection: after training, find boxes on the images of this folder and "
+            "write MODEL_DIR/predictions.csv (image,class,xmin,ymin,xmax,ymax,score).",
+            metavar="DIR",
+            show_default=False,
+        ),
+    ] = None,
     features: Annotated[
         Path | None,
         typer.Option(
@@ -1019,9 +1072,31 @@ def train(
             show_default=False,
         ),
     ] = None,
-    epochs: Annotated[int, typer.Option("--epochs", help="Maximum number of epochs.")] = 50,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Mini-batch size.")] = 64,
-    lr: Annotated[float, typer.Option("--lr", help="Learning rate of Adam.")] = 1e-3,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--epochs",
+            help="Maximum number of epochs [default: 50; detection 20].",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            help="Mini-batch size [default: 64; detection 16].",
+            show_default=False,
+        ),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            "--lr",
+            help="Learning rate of Adam [default: 1e-3]; of SGD with warm-up for detection "
+            "[default: 0.03].",
+            show_default=False,
+        ),
+    ] = None,
     patience: Annotated[
         int,
         typer.Option(
@@ -1082,12 +1157,77 @@ def train(
     rerunning the same command continues an interrupted run, a larger --epochs trains a
     finished run longer, and a run that stopped early is left as it is.
 
+    With --task detection, an FCOS detector (torchvision) learns from the boxes of several
+    readers (--boxes, --images): every reader's boxes, their consensus, or the consensus with
+    each box's loss weighted by the readers' agreement (EARL, Le et al. 2023). MODEL_DIR gets
+    model.pt, config.json, history.csv, targets.csv, run.json and, with --predict DIR,
+    predictions.csv.
+
     Example: crowdmed train --labels labels.csv --images imgs/ --val-labels val.csv
     --out model/ --epochs 30
+
+    Example: crowdmed train --task detection --boxes readers.csv --images imgs/
+    --variant earl --out detector/ --predict new_imgs/
     """
     started = time.perf_counter()
     console = _stderr()
     with _user_errors(ctx):
+        if task_kind not in ("classification", "detection"):
+            raise ValueError(
+                f"`--task` must be 'classification' or 'detection'; got {task_kind!r}."
+            )
+        if task_kind == "detection":
+            from crowdmed._cli_detection_train import train_detection
+
+            classification_options: tuple[tuple[str, object], ...] = (
+                ("--labels", labels),
+                ("--features", features),
+                ("--feature-ids", feature_ids),
+                ("--val-labels", val_labels),
+                ("--val-features", val_features),
+                ("--val-feature-ids", val_feature_ids),
+                ("--val-images", val_images),
+                ("--image-size", image_size),
+                ("--tta", tta or None),
+            )
+            ignored = [o for o, value in classification_options if value is not None]
+            if ignored:
+                raise ValueError(
+                    f"`{ignored[0]}` applies to --task classification only; detection reads "
+                    "--boxes and --images."
+                )
+            train_detection(
+                ctx,
+                boxes=boxes,
+                images=images,
+                out=out,
+                variant=variant,
+                epochs=20 if epochs is None else epochs,
+                batch_size=16 if batch_size is None else batch_size,
+                lr=0.03 if lr is None else lr,
+                seed=seed,
+                iou_thr=iou_thr,
+                channels=channels,
+                checkpoint=checkpoint,
+                predict=predict_dir,
+                console=console,
+            )
+            return
+        for option, path in (
+            ("--boxes", boxes),
+            ("--checkpoint", checkpoint),
+            ("--predict", predict_dir),
+        ):
+            if path is not None:
+                raise ValueError(f"`{option}` applies to --task detection only.")
+        if labels is None:
+            raise ValueError(
+                "`--labels` is required to train a classifier (--task classification)."
+            )
+        epochs = 50 if epochs is None else epochs
+        batch_size = 64 if batch_size is None else batch_size
+        lr = 1e-3 if lr is None else lr
+        ctx.params.update(epochs=epochs, batch_size=batch_size, lr=lr)
         torch = _import_torch("train", images=images is not None)
         from crowdmed.nn.models import mlp_head, small_cnn
         from crowdmed.training import CrowdClassifier, TrainMethod

@@ -1,6 +1,7 @@
 """Evaluation metrics as pure functions (NumPy/SciPy)."""
 
 from crowdmed.metrics.classification import roc_auc
+from crowdmed.metrics.detection import COCO_IOU_THRESHOLDS, mean_average_precision
 from crowdmed.metrics.segmentation import (
     dice,
     dice_per_class,
@@ -11,11 +12,13 @@ from crowdmed.metrics.segmentation import (
 )
 
 __all__ = [
+    "COCO_IOU_THRESHOLDS",
     "dice",
     "dice_per_class",
     "generalized_energy_distance",
     "hausdorff_distance",
     "iou",
+    "mean_average_precision",
     "mean_pairwise_dice",
     "roc_auc",
 ]

@@ -8,6 +8,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("crowdmed.nn needs PyTorch: pip install 'crowdmed[torch]'.") from exc
 
+from crowdmed.nn.detection import EarlFCOSHead, fcos_detector, load_detector_weights
 from crowdmed.nn.layers import (
     AggNetEM,
     CrowdLayer,
@@ -34,13 +35,16 @@ __all__ = [
     "CrowdMode",
     "CrowdRegressionLayer",
     "DawidSkeneEM",
+    "EarlFCOSHead",
     "GaussianAttentionFocalLoss",
     "LabelReweightingLoss",
     "RegressionMode",
     "WeightingNetwork",
     "crowd_cross_entropy",
     "crowd_mse",
+    "fcos_detector",
     "gaussian_attention",
+    "load_detector_weights",
     "masked_rater_softmax",
     "mlp_head",
     "pixel_loss",

@@ -28,17 +28,21 @@ from crowdmed.simulate.masks import (
     simulate_mask_raters,
     varied_mask_raters,
 )
+from crowdmed.simulate.med_mnist import MedMnist, make_med_mnist, reader_transitions
 
 __all__ = [
     "RODRIGUES_ACCURACIES",
     "RODRIGUES_ADVERSARIAL_STRENGTH",
     "MaskRater",
+    "MedMnist",
     "SimulatedCrowd",
     "adversarial_confusion",
     "biased_confusion",
     "binary_confusion",
     "diagonal_confusion",
     "distort_mask",
+    "make_med_mnist",
+    "reader_transitions",
     "rodrigues_crowd",
     "simulate_crowd",
     "simulate_labels",

@@ -1,12 +1,24 @@
 """Fit loops for networks trained on the labels of many annotators (needs PyTorch)."""
 
+from crowdmed.training.detection import (
+    DetectionVariant,
+    DetectorTrainer,
+    make_targets,
+    predict_boxes,
+    variant_targets,
+)
 from crowdmed.training.segmentation import CrowdSegmenter, SegmentationMethod
 from crowdmed.training.trainer import CrowdClassifier, TrainMethod, tta_views
 
 __all__ = [
     "CrowdClassifier",
     "CrowdSegmenter",
+    "DetectionVariant",
+    "DetectorTrainer",
     "SegmentationMethod",
     "TrainMethod",
+    "make_targets",
+    "predict_boxes",
     "tta_views",
+    "variant_targets",
 ]
