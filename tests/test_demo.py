@@ -203,9 +203,7 @@ def test_annotator_ranking_without_dawid_skene_in_methods(tmp_path):
 
 
 def test_lidc_only_without_mv_or_ds(tmp_path):
-    result = run_demo(
-        tmp_path, datasets=["lidc_malignancy"], methods=["one-coin"], parts=["crowd"]
-    )
+    result = run_demo(tmp_path, datasets=["lidc_malignancy"], methods=["one-coin"], parts=["crowd"])
     assert len(result.lidc_consensus) == 1866
     assert result.least_reliable == {}
     assert "Accuracy against gold" not in result.summary
