@@ -10,7 +10,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 demo: $(PY)
-	$(PIP) install -e ".[report]"
+	$(PIP) install -e ".[torch,report]"
 	$(VENV)/bin/crowdmed demo --out demo-output
 
 test: $(PY)

@@ -505,9 +505,22 @@ def test_demo(runner: CliRunner, tmp_path: Path) -> None:
     out = tmp_path / "demo"
     result = runner.invoke(
         app,
-        ["demo", "--out", str(out), "-m", "majority-vote,dawid-skene", "-d", "MS", "--seed", "1"],
+        [
+            "demo",
+            "--out",
+            str(out),
+            "-m",
+            "majority-vote,dawid-skene",
+            "-d",
+            "MS",
+            "--seed",
+            "1",
+            "--parts",
+            "crowd,masks",
+        ],
     )
     assert result.exit_code == 0, result.output
+    assert json.loads((out / "results.json").read_text())["params"]["parts"] == ["crowd", "masks"]
     assert (out / "report.html").exists()
     assert json.loads((out / "results.json").read_text())["summary"]
     assert "MS" in result.stdout
@@ -520,6 +533,13 @@ def test_demo_unknown_dataset(runner: CliRunner, tmp_path: Path) -> None:
     assert re.fullmatch(
         r"Error: `--datasets` must be one of .*Did you mean 'MS'\?\n", result.stderr
     )
+    assert not (tmp_path / "d").exists()
+
+
+def test_demo_unknown_part(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "d"), "--parts", "crowd,mask"])
+    assert result.exit_code == 2
+    assert re.fullmatch(r"Error: Unknown demo part 'mask'.*Did you mean 'masks'\?\n", result.stderr)
     assert not (tmp_path / "d").exists()
 
 

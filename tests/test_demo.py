@@ -3,6 +3,7 @@ import math
 import sys
 
 import matplotlib
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -38,6 +39,7 @@ def test_outputs_exist(demo):
     out, result, _ = demo
     expected = {"results.json", "accuracy.csv", "report.md", "report.html", "lidc_consensus.csv"}
     expected |= {"lidc_masks_nodules.csv", "lidc_masks_readers.csv"}
+    expected |= {"mitosis_metrics.csv", "mitosis_annotators.csv", "mitosis_maps.npz"}
     expected |= {f"annotators_{n}.csv" for n in CROWD}
     assert {p.name for p in out.iterdir()} == expected  # no leftover temporary files
     assert set(result.files) == expected
@@ -142,7 +144,7 @@ def test_report_pages(demo):
     out, result, _ = demo
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>")
-    assert page.count('src="data:image/png;base64,') == 3 == len(result.figures)
+    assert page.count('src="data:image/png;base64,') == 6 == len(result.figures)
     assert "<script" not in page
     assert "http://" not in page  # self-contained: nothing to fetch
     assert "not stable across scans" in page
@@ -225,6 +227,35 @@ def test_masks_part(demo):
     assert "LIDC-IDRI nodule masks, 100 nodules" in result.summary
 
 
+def test_mitosis_part(demo):
+    out, result, _ = demo
+    m = _strict_json(out / "results.json")["mitosis"]
+    assert m["synthetic"] is True
+    metrics = pd.read_csv(out / "mitosis_metrics.csv").set_index("model")
+    assert {"unrefined", "AM-MV", "AM-GLAD", "AM-GT", "AggNet"} <= set(metrics.index)
+    assert metrics[["f1", "auc"]].stack().between(0, 1).all()
+    annotators = pd.read_csv(out / "mitosis_annotators.csv")
+    spam = annotators.groupby("kind")["est_spammer_score"].mean()
+    assert spam["spammer"] < spam["honest"]  # the aggregation layer finds the spammers
+    with np.load(out / "mitosis_maps.npz") as maps:
+        assert len(maps.files) == m["n_test_fields"]
+        assert all(maps[k].min() >= 0 and maps[k].max() <= 1 for k in maps.files)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "Mitosis detection and the crowd loop (AggNet, synthetic)" in page
+    assert "Synthetic data" in page
+    assert "Mitosis crowd loop (synthetic fields, simulated crowd)" in result.summary
+
+
+def test_mitosis_part_without_torch(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+    with pytest.raises(ImportError, match=r"part 'mitosis' needs PyTorch"):
+        run_demo(tmp_path / "explicit", parts=["mitosis"])
+    result = run_demo(tmp_path / "default", datasets=["MS"], methods=["majority-vote"])
+    assert "mitosis" not in _strict_json(tmp_path / "default" / "results.json")["params"]["parts"]
+    assert any("needs PyTorch" in note for note in result.notes)
+    assert "needs PyTorch" in (tmp_path / "default" / "report.html").read_text(encoding="utf-8")
+
+
 def test_masks_part_alone(tmp_path):
     result = run_demo(tmp_path, parts=["masks"])
     assert result.accuracy.empty
@@ -240,7 +271,9 @@ def test_masks_part_alone(tmp_path):
 
 def test_without_matplotlib(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
-    result = run_demo(tmp_path, datasets=["MS"], methods=["majority-vote"])
+    result = run_demo(
+        tmp_path, datasets=["MS"], methods=["majority-vote"], parts=["crowd", "masks"]
+    )
     assert result.masks  # the masks part runs without matplotlib, only without its figure
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "data:image/png" not in page

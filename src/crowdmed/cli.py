@@ -562,10 +562,23 @@ def demo(
     seed: Annotated[
         int, typer.Option("--seed", help="Random state of every method (ties, initialisation).")
     ] = 0,
+    parts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--parts",
+            "-p",
+            help=(
+                "Parts to run, comma-separated or repeated: crowd (truth inference on the "
+                "bundled label sets), masks (STAPLE on LIDC nodule masks), mitosis (the AggNet "
+                "crowd loop on synthetic fields; needs torch). All when omitted."
+            ),
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Run every method on the bundled data sets and write a comparison report.
+    """Run the demo on bundled real data (and the synthetic crowd loop); write a report.
 
-    Example: crowdmed demo --out demo-report --methods majority-vote,dawid-skene
+    Example: crowdmed demo --out demo-report --parts crowd,masks
     """
     console = _stderr()
     with _user_errors(ctx):
@@ -610,6 +623,7 @@ def demo(
                 datasets=dataset_names,
                 progress=on_progress,
                 random_state=seed,
+                parts=_split_names(parts),
             )
     summary = str(getattr(result, "summary", "") or "").rstrip()
     if summary:

@@ -11,9 +11,14 @@ aggregator of :data:`crowdmed.aggregation.METHODS` on each, and writes into ``ou
 * ``lidc_consensus.csv``: per LIDC nodule, the ratings and the MV / DS / median consensus;
 * ``lidc_masks_nodules.csv`` and ``lidc_masks_readers.csv`` (part ``masks``): STAPLE
   consensus of four radiologists' 3-D masks of 100 LIDC nodules, per nodule and per reader;
+* ``mitosis_metrics.csv``, ``mitosis_annotators.csv`` and ``mitosis_maps.npz`` (part
+  ``mitosis``): the AggNet loop on synthetic high-power fields with a simulated crowd — F1
+  and AUC of the unrefined, AM-MV, AM-GLAD, AM-GT and AggNet-refined networks, every
+  worker's estimated spammer score against their quiz accuracy, and the detection maps;
 * ``report.md`` and ``report.html`` (self-contained: tables and figures embedded).
 
-It is what ``crowdmed demo`` runs; it takes a few seconds on two cores.
+It is what ``crowdmed demo`` runs; it takes about a minute on two cores (the mitosis loop
+trains small networks; the other parts take seconds).
 """
 
 from __future__ import annotations
@@ -46,8 +51,9 @@ from crowdmed.report.html import Image, Section, render_html, render_markdown
 __all__ = ["PARTS", "DemoResult", "ProgressCallback", "run_demo"]
 
 #: Parts of the demo: ``crowd`` (truth inference on the bundled label sets), ``masks`` (STAPLE
-#: on the bundled LIDC nodule masks).
-PARTS = ("crowd", "masks")
+#: on the bundled LIDC nodule masks), ``mitosis`` (the AggNet crowd loop on synthetic fields;
+#: needs PyTorch, skipped with a note when it is missing and the part was not asked for).
+PARTS = ("crowd", "masks", "mitosis")
 
 #: ``progress(description, completed, total)``: called before each step with the number of
 #: steps done so far, and once at the end with ``completed == total``. ``total`` is the same
@@ -109,6 +115,9 @@ class DemoResult:
         lidc_summary: Headline LIDC numbers (also in ``results.json``).
         masks: Headline numbers of the ``masks`` part (empty when it did not run); the
             per-nodule and per-reader tables are in ``masks_nodules`` and ``masks_readers``.
+        mitosis: Headline numbers of the ``mitosis`` part (empty when it did not run); the
+            tables are in ``mitosis_metrics`` and ``mitosis_annotators``.
+        notes: Why a part was skipped (e.g. PyTorch missing).
         files: Name -> path of every file written.
         figures: Titles of the figures embedded in ``report.html`` (empty without
             matplotlib).
@@ -129,6 +138,11 @@ class DemoResult:
     masks_nodules: pd.DataFrame = field(default_factory=pd.DataFrame)
     masks_readers: pd.DataFrame = field(default_factory=pd.DataFrame)
     masks_images: list[Image] = field(default_factory=list)
+    mitosis: dict[str, Any] = field(default_factory=dict)
+    mitosis_metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
+    mitosis_annotators: pd.DataFrame = field(default_factory=pd.DataFrame)
+    mitosis_images: list[Image] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
     summary: str = ""
@@ -186,7 +200,9 @@ def _check_args(
 
 def _check_parts(parts: Sequence[str] | None) -> list[str]:
     if parts is None:
-        return list(PARTS)
+        from crowdmed._demo_mitosis import torch_available
+
+        return [p for p in PARTS if p != "mitosis" or torch_available()]
     if isinstance(parts, str):
         raise TypeError(
             f"`parts` must be a list of part names; got the string {parts!r}. "
@@ -202,6 +218,14 @@ def _check_parts(parts: Sequence[str] | None) -> list[str]:
             chosen.append(part)
     if not chosen:
         raise ValueError("`parts` must name at least one part; got an empty list.")
+    if "mitosis" in chosen:
+        from crowdmed._demo_mitosis import torch_available
+
+        if not torch_available():
+            raise ImportError(
+                "The demo part 'mitosis' needs PyTorch: pip install 'crowdmed[torch]' "
+                "(or leave 'mitosis' out of `parts`)."
+            )
     return chosen
 
 
@@ -530,6 +554,10 @@ def _sections(
                 ],
             )
         )
+    if result.mitosis:
+        sections.append(_mitosis_section(result))
+    if result.notes:
+        sections.append(Section("Skipped", list(result.notes)))
     if figure_note:
         sections.append(Section("Figures", [figure_note]))
     sections.append(
@@ -544,6 +572,50 @@ def _sections(
         )
     )
     return sections
+
+
+def _mitosis_section(result: DemoResult) -> Section:
+    m = result.mitosis
+    st = m["settings"]
+    metrics = result.mitosis_metrics.set_index("model")
+    ann = result.mitosis_annotators
+    by_kind = ann.groupby("kind")[
+        [
+            "sensitivity",
+            "specificity",
+            "est_sensitivity",
+            "est_specificity",
+            "est_spammer_score",
+            "quiz_accuracy",
+            "n_votes",
+        ]
+    ].mean()
+    by_kind.insert(0, "workers", ann.groupby("kind").size())
+    return Section(
+        "Mitosis detection and the crowd loop (AggNet, synthetic)",
+        [
+            "Note: " + m["note"],
+            f"The loop of Albarqouni et al. (2016): a three-scale AggNet detector is trained on "
+            f"{st['n_train']} fields with reference points; its candidates on {st['n_crowd']} "
+            f"more fields (above {st['candidate_threshold']}) become {m['n_tasks']} crowd tasks "
+            f"({m['n_gold_tasks']} of them gold questions); {m['n_annotators']} simulated "
+            f"workers vote ({st['votes_per_task']} votes per task); the aggregation layer "
+            "refines the 0.33-scale network while inferring the truth. Baselines fine-tune "
+            "the same network on majority-vote (AM-MV), GLAD (AM-GLAD) and reference (AM-GT) "
+            f"labels. All are scored on the candidates of {m['n_test_fields']} held-out fields "
+            f"(F1 at probability 0.5, a detection within {st['radius']:g} px of a reference "
+            "point is a true positive; AUC over candidates), like the paper's Table IV.",
+            metrics,
+            "`truth_accuracy`: accuracy of the labels each model was trained on, over the "
+            f"crowd tasks (majority vote of the raw votes: {m['truth_accuracy_mv']:.3f}). One "
+            "seed; BENCHMARKS.md (`aggnet_loop`) repeats it over seeds.",
+            "Workers by kind (means): true and estimated sensitivity/specificity, AggNet's "
+            "spammer score (0 = votes independent of the truth) and accuracy on the gold "
+            "questions. Full table: `mitosis_annotators.csv`.",
+            by_kind,
+            *result.mitosis_images,
+        ],
+    )
 
 
 def _summary(result: DemoResult, params: dict[str, Any], out_dir: Path) -> str:
@@ -597,6 +669,18 @@ def _summary(result: DemoResult, params: dict[str, Any], out_dir: Path) -> str:
             f"{m['reader_hd95_mm_median']:.1f} mm (medians); STAPLE batch "
             f"{m['staple_seconds']:.2f} s."
         )
+    if result.mitosis:
+        m = result.mitosis
+        sp = m["est_spammer_score_by_kind"]
+        lines.append(
+            f"Mitosis crowd loop (synthetic fields, simulated crowd): AUC {m['auc_unrefined']:.3f} "
+            f"-> {m['auc_aggnet']:.3f} and F1 {m['f1_unrefined']:.2f} -> {m['f1_aggnet']:.2f} "
+            f"after AggNet refinement; inferred truth {m['truth_accuracy_aggnet']:.1%} correct "
+            f"(majority vote {m['truth_accuracy_mv']:.1%}); spammer score "
+            f"{sp.get('spammer', float('nan')):.2f} for spammers vs "
+            f"{sp.get('honest', float('nan')):.2f} for honest workers."
+        )
+    lines += list(result.notes)
     if not result.figures and "report.html" in result.files:
         lines.append("matplotlib is not installed: report.html has no figures.")
     lines.append(f"Report: {out_dir / 'report.html'} (also report.md, results.json, CSVs)")
@@ -670,6 +754,11 @@ def run_demo(
         methods, datasets, random_state, min_labels, n_least_reliable, progress
     )
     run_parts = _check_parts(parts)
+    skipped_notes = (
+        ["The mitosis crowd loop was skipped: it needs PyTorch (pip install 'crowdmed[torch]')."]
+        if parts is None and "mitosis" not in run_parts
+        else []
+    )
     if "crowd" not in run_parts:
         names = []
     seed = None if random_state is None else int(random_state)
@@ -679,6 +768,7 @@ def run_demo(
         len(names) * (1 + len(chosen))
         + (1 if LIDC in names else 0)
         + (1 if "masks" in run_parts else 0)
+        + (1 if "mitosis" in run_parts else 0)
         + 1
     )
     done = 0
@@ -773,6 +863,21 @@ def run_demo(
 
         masks_part = run_masks_part(out, figures=_has_matplotlib())
 
+    mitosis_part = None
+    if "mitosis" in run_parts:
+        step("mitosis crowd loop (synthetic)")
+        from crowdmed._demo_mitosis import run_mitosis_part
+
+        done_before = done
+
+        def loop_step(name: str) -> None:
+            if progress is not None:
+                progress(f"mitosis crowd loop (synthetic): {name}", done_before, total)
+
+        mitosis_part = run_mitosis_part(
+            random_state=seed, figures=_has_matplotlib(), progress=loop_step
+        )
+
     step("write report")
     accuracy = pd.DataFrame(acc_rows, columns=_ACCURACY_COLUMNS)
     accuracy["n_iter"] = accuracy["n_iter"].astype("Int64")
@@ -795,6 +900,12 @@ def run_demo(
         result.masks_nodules = masks_part.per_nodule
         result.masks_readers = masks_part.per_reader
         result.masks_images = masks_part.images
+    if mitosis_part is not None:
+        result.mitosis = mitosis_part.summary
+        result.mitosis_metrics = mitosis_part.metrics
+        result.mitosis_annotators = mitosis_part.annotators
+        result.mitosis_images = mitosis_part.images
+    result.notes = skipped_notes
     params: dict[str, Any] = {
         "parts": run_parts,
         "methods": [m.value for m in chosen],
@@ -805,7 +916,7 @@ def run_demo(
         "aggregator_params": {m.value: _make(m, seed).get_params() for m in chosen},
     }
     images, figure_note = _figures(accuracy, lidc_labels)
-    result.figures = [i.caption for i in (*images, *result.masks_images)]
+    result.figures = [i.caption for i in (*images, *result.masks_images, *result.mitosis_images)]
 
     files = {"accuracy.csv": out / "accuracy.csv"}
     with atomic_write(files["accuracy.csv"], newline="", encoding="utf-8") as fh:
@@ -822,11 +933,18 @@ def run_demo(
     for key, table in (
         ("lidc_masks_nodules.csv", result.masks_nodules),
         ("lidc_masks_readers.csv", result.masks_readers),
+        ("mitosis_metrics.csv", result.mitosis_metrics),
+        ("mitosis_annotators.csv", result.mitosis_annotators),
     ):
         if not table.empty:
             files[key] = out / key
             with atomic_write(files[key], newline="", encoding="utf-8") as fh:
                 table.to_csv(fh, index=table.index.name is not None, lineterminator="\n")
+    if mitosis_part is not None:
+        files["mitosis_maps.npz"] = out / "mitosis_maps.npz"
+        with atomic_write(files["mitosis_maps.npz"], mode="wb") as fh:
+            maps: dict[str, Any] = dict(mitosis_part.maps)
+            np.savez_compressed(fh, **maps)
     files.update(
         {"report.md": out / "report.md", "report.html": out / "report.html"},
     )
@@ -862,6 +980,8 @@ def run_demo(
         "reliability_check": result.reliability_check,
         "lidc": {**lidc_summary, "agreement": lidc_agreement} if lidc_summary else {},
         "masks": result.masks,
+        "mitosis": result.mitosis,
+        "notes": result.notes,
         "figures": result.figures,
         "files": sorted(files),
         "summary": result.summary,

@@ -58,6 +58,8 @@ class CrowdLoopResult:
         truth: One row per crowd task: ``task, is_gold, truth``, AggNet's ``p_mitosis`` and
             the majority vote ``mv``.
         maps: Fused detection maps of the test fields (unrefined detector), keyed by name.
+        test_images: The synthetic test fields (``H x W x 3`` uint8), keyed by name.
+        test_points: Reference points ``image, x, y`` of the test fields.
         candidates: Test candidates ``image, x, y, score, tp`` with each model's probability
             in a ``p_<model>`` column.
         package: The task package (in ``workdir``; deleted with a temporary workdir).
@@ -73,6 +75,8 @@ class CrowdLoopResult:
     package: TaskPackage | None
     timings: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    test_images: dict[str, np.ndarray] = field(default_factory=dict)
+    test_points: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _tp(cands: pd.DataFrame, points: pd.DataFrame, radius: float) -> np.ndarray:
@@ -361,6 +365,8 @@ def run_crowd_loop(
             package=pkg if tmp is None else None,
             timings=timings,
             settings=settings,
+            test_images={str(k): v for k, v in test.as_dict().items()},
+            test_points=test.points.reset_index(drop=True),
         )
     finally:
         if tmp is not None:

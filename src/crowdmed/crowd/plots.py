@@ -39,12 +39,9 @@ def plot_spammer_scores(
             raise ValueError(
                 f"`annotators` needs a {col!r} column; columns are {list(annotators.columns)}."
             )
-    import matplotlib.pyplot as plt
+    from crowdmed.report.figures import _new_axes
 
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(4.5, 4))
-    else:
-        fig = ax.figure
+    fig, ax = _new_axes(ax, (4.5, 4))
     groups = (
         annotators.groupby(kind, sort=True)
         if kind is not None and kind in annotators.columns

@@ -22,7 +22,13 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["figure_to_png", "plot_accuracy", "plot_mask_raters", "plot_rating_spread"]
+__all__ = [
+    "figure_to_png",
+    "plot_accuracy",
+    "plot_detection_map",
+    "plot_mask_raters",
+    "plot_rating_spread",
+]
 
 
 def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Any, Any]:
@@ -225,4 +231,60 @@ def plot_mask_raters(
     ax.legend(handles=handles, loc="upper right", fontsize="small")
     ax.set_xlabel("mm" if spacing is not None else "pixel")
     ax.set_ylabel("mm" if spacing is not None else "pixel")
+    return fig, ax
+
+
+def plot_detection_map(
+    image: Any,
+    prob_map: Any,
+    *,
+    candidates: pd.DataFrame | None = None,
+    points: pd.DataFrame | None = None,
+    threshold: float | None = None,
+    ax: Axes | None = None,
+) -> tuple[Figure, Axes]:
+    """A field with its detection map, the candidates and the reference points.
+
+    Args:
+        image: ``(H, W, 3)`` RGB field.
+        prob_map: ``(H, W)`` detection probability, drawn semi-transparently over the field.
+        candidates: Detections with columns ``x, y, score``; those at or above ``threshold``
+            (all when ``threshold`` is None) are drawn as crosses.
+        points: Reference points with columns ``x, y`` (drawn as circles).
+        threshold: Operating point for the candidates shown.
+        ax: Axes to draw into; a new figure when omitted.
+
+    Returns:
+        ``(fig, ax)``.
+
+    Examples:
+        >>> import numpy as np, pandas as pd
+        >>> img = np.zeros((16, 16, 3), np.uint8); pm = np.zeros((16, 16)); pm[8, 8] = 1
+        >>> fig, ax = plot_detection_map(img, pm, points=pd.DataFrame({"x": [8], "y": [8]}))
+        >>> ax.get_title()
+        ''
+    """
+    fig, ax = _new_axes(ax, (4.8, 4.2))
+    field = np.asarray(image)
+    ax.imshow(field)
+    prob = np.asarray(prob_map, dtype=float)
+    # Near-zero probabilities stay transparent so the field remains visible.
+    shown = ax.imshow(np.ma.masked_less(prob, 0.02), cmap="magma", vmin=0, vmax=1, alpha=0.55)
+    fig.colorbar(shown, ax=ax, label="detection probability", shrink=0.8)
+    if points is not None and len(points):
+        ax.scatter(
+            points["x"],
+            points["y"],
+            s=120,
+            facecolors="none",
+            edgecolors="cyan",
+            linewidths=1.5,
+            label="reference",
+        )
+    if candidates is not None and len(candidates):
+        kept = candidates if threshold is None else candidates[candidates["score"] >= threshold]
+        ax.scatter(kept["x"], kept["y"], marker="x", s=40, c="white", label="detections")
+    if (points is not None and len(points)) or (candidates is not None and len(candidates)):
+        ax.legend(loc="lower right", fontsize="small")
+    ax.set_axis_off()
     return fig, ax
