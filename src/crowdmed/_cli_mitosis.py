@@ -83,6 +83,10 @@ def synthesize(
         float, typer.Option("--stain-variation", help="Per-image stain variation (0 to 0.5).")
     ] = 0.1,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the generator.")] = 0,
+    prefix: Annotated[
+        str,
+        typer.Option("--prefix", help="Fields are named <prefix>_000, <prefix>_001, ..."),
+    ] = "synthetic",
 ) -> None:
     """Write synthetic H&E high-power fields with mitoses and their points.csv.
 
@@ -100,7 +104,11 @@ def synthesize(
         if out.is_dir() and any(out.iterdir()):
             raise ValueError(f"`--out` folder '{out}' is not empty; pass a new or empty folder.")
         fields = make_synthetic_fields(
-            n_images, size=(size, size), stain_variation=stain_variation, random_state=seed
+            n_images,
+            size=(size, size),
+            stain_variation=stain_variation,
+            random_state=seed,
+            prefix=prefix,
         )
         fields.save(out)
     typer.echo(

@@ -229,6 +229,7 @@ def make_synthetic_fields(
     n_nuclei: int | tuple[int, int] = (30, 60),
     stain_variation: float = 0.1,
     random_state: int | np.random.Generator | None = None,
+    prefix: str = "synthetic",
 ) -> SyntheticFields:
     """Draw synthetic H&E high-power fields with mitotic figures and their point annotations.
 
@@ -248,6 +249,8 @@ def make_synthetic_fields(
         stain_variation: Relative standard deviation of the per-image stain colours and
             amounts; ``0`` gives identical staining.
         random_state: Seed or ``np.random.Generator``; the same seed gives the same fields.
+        prefix: Field names are ``<prefix>_000``, ``<prefix>_001``, ...; give sets that will
+            be mixed in one folder different prefixes.
 
     Returns:
         :class:`SyntheticFields` with ``uint8`` images of shape ``(H, W, 3)`` and the points.
@@ -274,10 +277,12 @@ def make_synthetic_fields(
     n_lo, n_hi = _count_range(n_nuclei, "n_nuclei")
     if not (np.isfinite(stain_variation) and 0.0 <= stain_variation <= 0.5):
         raise ValueError(f"`stain_variation` must be in [0, 0.5]; got {stain_variation!r}.")
+    if not isinstance(prefix, str) or not prefix or any(c in prefix for c in '/\\:*?"<>|'):
+        raise ValueError(f"`prefix` must be a non-empty name usable in file names; got {prefix!r}.")
     rng = check_random_state(random_state)
     images: list[np.ndarray] = []
     rows: list[tuple[str, float, float]] = []
-    names = [f"synthetic_{i:03d}" for i in range(n_images)]
+    names = [f"{prefix}_{i:03d}" for i in range(n_images)]
     for name in names:
         image, centres = _one_field(
             rng,
