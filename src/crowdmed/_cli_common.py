@@ -39,7 +39,7 @@ class _State:
 
 def _stderr() -> Console:
     """A rich console on stderr (created per command so test runners can capture it)."""
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)  # no hard wraps in logs
 
 
 def _debug(ctx: typer.Context) -> bool:
