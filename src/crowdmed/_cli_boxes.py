@@ -62,6 +62,18 @@ def _read_proficiency(path: Path) -> dict[Any, float]:
     return dict(zip(table["reader"], values.astype(float), strict=True))
 
 
+_TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".txt")
+
+
+def _check_table_path(option: str, path: Path) -> None:
+    """Fail before any work when a table output is not named as a CSV/TSV file."""
+    if path.suffix.lower() not in _TABLE_SUFFIXES:
+        raise ValueError(
+            f"`{option}` '{path}' must be a .csv or .tsv table (got suffix "
+            f"{path.suffix!r}); name it e.g. '{path.with_suffix('.csv').name}'."
+        )
+
+
 def _write(frame: pd.DataFrame, path: Path) -> None:
     sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
     frame.to_csv(path, index=False, sep=sep)
@@ -91,7 +103,7 @@ def fuse(
         ),
     ],
     iou: Annotated[
-        float, typer.Option("--iou", help="A box joins a cluster above this IoU.")
+        float, typer.Option("--iou", "--iou-thr", help="A box joins a cluster above this IoU.")
     ] = 0.4,
     proficiency: Annotated[
         Path | None,
@@ -190,6 +202,9 @@ def fuse(
             outputs["--readers-out"] = readers_out
         if pairwise_out is not None:
             outputs["--pairwise-out"] = pairwise_out
+        for option, path in outputs.items():
+            if option != "--json":
+                _check_table_path(option, path)
         outputs["--json"] = json_out
         inputs = [boxes] if proficiency is None else [boxes, proficiency]
         _check_outputs(inputs, outputs)

@@ -155,7 +155,9 @@ def _check_outputs(inputs: Sequence[Path], outputs: dict[str, Path]) -> None:
                 f"`{option}` and `{seen[r]}` must be different files; both are '{path}'."
             )
         if r in resolved_inputs:
-            raise ValueError(f"`{option}` must not overwrite the input file '{path}'.")
+            raise ValueError(
+                f"`{option}` must not overwrite the input file '{path}'; choose another path."
+            )
         if path.is_dir():
             raise ValueError(f"`{option}` must be a file path; '{path}' is a directory.")
         seen[r] = option

@@ -181,8 +181,9 @@ def train_detection(
         image_ids = list(pd.unique(frame["image"]))
         classes = sorted(pd.unique(present["class"]).tolist(), key=str)
         with _step(progress, f"Reading {len(image_ids):,} images"):
-            x = load_images(images, image_ids, channels=n_channels)
+            x = _load_same_size(load_images, images, image_ids, n_channels)
         height, width = int(x.shape[2]), int(x.shape[3])
+        _check_inside(present, boxes, images, image_ids, width, height)
         with _step(progress, f"Building {v.value} targets"):
             targets_frame = variant_targets(frame, v, iou_thr=iou_thr)
         targets = make_targets(targets_frame, image_ids, classes)
@@ -223,7 +224,7 @@ def train_detection(
                 names = list_images(predict)
                 if not names:
                     raise ValueError(f"`--predict` folder '{predict}' holds no images.")
-                xp = load_images(predict, names, channels=n_channels)
+                xp = _load_same_size(load_images, predict, names, n_channels)
                 if xp.shape[2:] != x.shape[2:]:
                     raise ValueError(
                         f"`--predict` images are {xp.shape[3]}x{xp.shape[2]} pixels; the model "
@@ -301,6 +302,48 @@ def train_detection(
     console.print(
         f"Trained FCOS ({v.value}) on {len(image_ids):,} images, {len(targets_frame):,} boxes, "
         f"{len(classes)} classes: final loss {last['loss']:.3f}; model in {escape(str(out))}"
+    )
+
+
+def _load_same_size(load_images: Any, folder: Path, names: list[Any], channels: int) -> Any:
+    """Load images; images of several sizes get a fix that applies to detection."""
+    try:
+        return load_images(folder, names, channels=channels)
+    except ValueError as exc:
+        message = str(exc)
+        if "same size" not in message:
+            raise
+        raise ValueError(
+            message.split(" Pass ")[0] + " Detection needs images of one size (boxes are pixel "
+            "coordinates): resize or pad the images and scale their boxes to match."
+        ) from exc
+
+
+def _check_inside(
+    present: pd.DataFrame,
+    boxes: Path,
+    images: Path,
+    image_ids: list[Any],
+    width: int,
+    height: int,
+) -> None:
+    """Fail when a box reaches outside its image (boxes drawn at another resolution)."""
+    coords = present[_BOX].to_numpy(dtype=float)
+    if not len(coords):
+        return
+    if (
+        (coords >= 0).all()
+        and (coords[:, [0, 2]] <= width).all()
+        and (coords[:, [1, 3]] <= height).all()
+    ):
+        return
+    from crowdmed.detection import read_boxes
+
+    sizes = pd.DataFrame({"image": image_ids, "width": width, "height": height})
+    read_boxes(boxes, images=images, image_sizes=sizes)  # raises, naming the line and box
+    raise ValueError(
+        f"`--boxes` file '{boxes}' has boxes outside the {width}x{height} images; coordinates "
+        "must be absolute pixels of the images in `--images`."
     )
 
 

@@ -146,6 +146,9 @@ def consensus(
             outputs["--raters-out"] = raters_out
         outputs["--json"] = json_out
         _check_outputs(rater_files, outputs)
+        from crowdmed.segmentation.io import check_mask_output
+
+        check_mask_output(out, what="`--out`", soft=soft)
 
         from crowdmed.metrics.segmentation import dice
         from crowdmed.segmentation import (
@@ -154,7 +157,7 @@ def consensus(
             majority_vote_masks,
             mean_masks,
         )
-        from crowdmed.segmentation.io import binarize, read_mask, write_mask
+        from crowdmed.segmentation.io import binarize, check_same_grid, read_mask, write_mask
 
         caught: list[warnings.WarningMessage] = []
         with _progress(console) as progress:
@@ -168,6 +171,7 @@ def consensus(
                             f"('{rater_files[0]}') has shape {shapes[0]}; all masks must share "
                             "one grid."
                         )
+                check_same_grid(files, [f"Rater {i} ('{p}')" for i, p in enumerate(rater_files)])
             params: dict[str, Any] = {}
             fit: dict[str, Any] = {}
             rows: dict[str, Any] = {"rater": list(range(len(files))), "file": rater_files}

@@ -209,3 +209,19 @@ def test_read_boxes_coco_json(tmp_path: Path) -> None:
     path.write_text(json.dumps(coco))
     with pytest.raises(ValueError, match="Reader 'r2' is listed for image 3"):
         read_boxes(path)
+
+
+@pytest.mark.parametrize("column", ["class", "image", "reader"])
+def test_ids_that_differ_only_in_type_are_an_error(column: str) -> None:
+    # 0 and "0" print the same but would silently become two classes (or images, readers).
+    values = {"class": [0, "0", 1], "image": [1, "1", 2], "reader": [7, "7", 7]}[column]
+    with pytest.raises(ValueError, match=rf"{column}.*'0'|{column}.*'1'|{column}.*'7'") as info:
+        check_boxes(_frame(**{column: values}))
+    message = str(info.value)
+    assert "\n" not in message
+    assert "one type" in message
+
+
+def test_float_and_int_ids_of_one_value_are_one_class() -> None:
+    out = check_boxes(_frame(**{"class": [1.0, 1.0, 2.0]}))
+    assert out["class"].tolist() == [1, 1, 2]

@@ -136,3 +136,26 @@ def test_subprocess(boxes_csv: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "consensus boxes" in proc.stderr
     assert len(pd.read_csv(out)) == 2
+
+
+@pytest.mark.parametrize(
+    "option", [["-o", "fused.json"], ["-o", "f.csv", "--readers-out", "readers.parquet"]]
+)
+def test_table_outputs_must_be_csv_or_tsv(
+    runner: CliRunner, boxes_csv: Path, tmp_path: Path, option: list[str]
+) -> None:
+    # Writing CSV text into a file named .json or .parquet would mislead every later reader.
+    args = [a if a.startswith("-") else str(tmp_path / a) for a in option]
+    before = set(tmp_path.iterdir())
+    res = runner.invoke(app, ["boxes", "fuse", str(boxes_csv), *args])
+    assert res.exit_code == 2, res.output
+    assert "must be a .csv or .tsv table" in res.output.replace("\n", " ")
+    assert set(tmp_path.iterdir()) == before
+
+
+def test_iou_thr_spelling_matches_train(runner: CliRunner, boxes_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fused.csv"
+    res = runner.invoke(app, ["boxes", "fuse", str(boxes_csv), "-o", str(out), "--iou-thr", "0.5"])
+    assert res.exit_code == 0, res.output
+    record = json.loads(out.with_name("fused.csv.json").read_text())
+    assert record["params"]["iou_thr"] == 0.5

@@ -196,3 +196,39 @@ def test_real_subprocess_help() -> None:
     assert out.returncode == 0
     assert "--task" in out.stdout
     assert "--variant" in out.stdout
+
+
+def test_boxes_outside_the_images_are_an_error(data: dict[str, Path], tmp_path: Path) -> None:
+    # Boxes drawn on a larger original (e.g. DICOM before resizing to PNG) would train on
+    # nonsense; the 32 x 32 images cannot hold a box reaching x = 60.
+    bad = tmp_path / "bad.csv"
+    table = pd.read_csv(data["boxes"])
+    table.loc[1, "xmax"] = 60.0
+    table.to_csv(bad, index=False)
+    out = tmp_path / "model"
+    res = _train({**data, "boxes": bad}, out)
+    assert res.exit_code == 2, res.output
+    message = res.output.replace("\n", " ")
+    assert "Line 3 of bad.csv" in message
+    assert "outside the image" in message
+    assert "width is 32" in message
+    assert not out.exists()
+
+
+def test_images_of_different_sizes_name_a_fix_that_exists(
+    data: dict[str, Path], tmp_path: Path
+) -> None:
+    # load_images suggests --image-size, which `--task detection` rejects.
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for p in data["train"].iterdir():
+        (folder / p.name).write_bytes(p.read_bytes())
+    first = sorted(folder.iterdir())[0]
+    PIL_Image.new("L", (20, 32)).save(first)
+    out = tmp_path / "model"
+    res = _train({**data, "train": folder}, out)
+    assert res.exit_code == 2, res.output
+    message = res.output.replace("\n", " ")
+    assert "--image-size" not in message
+    assert "scale their boxes" in message
+    assert not out.exists()

@@ -248,3 +248,32 @@ def test_predict_boxes_of_an_untrained_detector_is_a_frame() -> None:
     out = predict_boxes(net, np.zeros((2, SIZE, SIZE), np.float32), image_ids=["u", "v"])
     assert list(out.columns) == ["image", "class", "xmin", "ymin", "xmax", "ymax", "score"]
     assert set(out["image"]) <= {"u", "v"}
+
+
+class _FixedDetector(torch.nn.Module):
+    """Returns the same boxes for every image (as a detector in eval mode does)."""
+
+    def __init__(self, boxes: list[list[float]]) -> None:
+        super().__init__()
+        self.boxes = torch.tensor(boxes, dtype=torch.float32)
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        n = len(self.boxes)
+        return [
+            {
+                "boxes": self.boxes.clone(),
+                "labels": torch.zeros(n, dtype=torch.int64),
+                "scores": torch.linspace(0.9, 0.5, n),
+            }
+            for _ in images
+        ]
+
+
+def test_predict_boxes_drops_degenerate_boxes() -> None:
+    # A box clipped to the image border can end with zero width: it can match nothing, and a
+    # box file holding it is rejected by read_boxes / check_boxes.
+    net = _FixedDetector([[0, 16, 0, 16], [2, 2, 10, 10], [5, 5, 5.001, 9], [60, 0, 64, 64]])
+    out = predict_boxes(net, np.zeros((2, 64, 64), np.float32), image_ids=["a", "b"])
+    assert out["image"].tolist() == ["a", "a", "b", "b"]
+    assert out["xmin"].tolist() == [2.0, 60.0, 2.0, 60.0]
+    assert ((out["xmax"] > out["xmin"]) & (out["ymax"] > out["ymin"])).all()

@@ -136,3 +136,16 @@ def test_inputs_are_not_modified() -> None:
     pred = HAND_PRED.copy()
     mean_average_precision(pred, HAND_TRUTH)
     pd.testing.assert_frame_equal(pred, HAND_PRED)
+
+
+@pytest.mark.parametrize("column", ["image", "class"])
+def test_ids_of_different_types_are_an_error(column: str) -> None:
+    # Predictions written with text ids scored against truth with integer ids scored 0 silently.
+    truth = frame([(1, 0, 0, 0, 10, 10)])
+    pred = frame([(1, 0, 0, 0, 10, 10, 0.9)], score=True)
+    pred[column] = pred[column].astype(str)
+    with pytest.raises(ValueError, match=f"{column}.*astype") as info:
+        mean_average_precision(pred, truth, iou_thresholds=0.5)
+    assert "\n" not in str(info.value)
+    pred[column] = pred[column].astype(int)
+    assert mean_average_precision(pred, truth, iou_thresholds=0.5)["map"] == pytest.approx(1.0)

@@ -127,3 +127,16 @@ def test_splits_use_disjoint_digit_samples() -> None:
 def test_bad_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         make_med_mnist(2, 0, 0, size=48, random_state=0, **kwargs)
+
+
+def test_box_iou_pairs_is_the_diagonal_of_box_iou() -> None:
+    from crowdmed.detection import box_iou
+    from crowdmed.simulate.med_mnist import box_iou_pairs
+
+    rng = np.random.default_rng(0)
+    lo = rng.uniform(0, 50, (20, 2))
+    a = np.hstack([lo, lo + rng.uniform(1, 20, (20, 2))])
+    b = a + rng.normal(0, 3, a.shape)
+    b[:, 2:] = np.maximum(b[:, 2:], b[:, :2] + 0.5)
+    np.testing.assert_allclose(box_iou_pairs(a, b), np.diag(box_iou(a, b)))
+    assert box_iou_pairs(np.zeros((0, 4)), np.zeros((0, 4))).shape == (0,)

@@ -146,3 +146,116 @@ def test_missing_file_and_subprocess(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert out.is_file()
     assert (tmp_path / "c.npy.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [
+        ("consensus", r"`--out` '[^']*/consensus' has an unsupported suffix ''"),
+        ("consensus.txt", r"`--out` '[^']*/consensus.txt' has an unsupported suffix '.txt'"),
+        ("consensus.jpg", r"JPEG is lossy.*\.png"),
+    ],
+)
+def test_bad_output_format_fails_before_work(tmp_path: Path, name: str, match: str) -> None:
+    files = _write_npy(tmp_path, _rater_masks(2))
+    before = set(tmp_path.iterdir())
+    res = runner.invoke(app, ["masks", "consensus", *files, "-o", str(tmp_path / name)])
+    assert res.exit_code == 2
+    import re
+
+    message = res.output.replace("\n", " ")
+    assert re.search(match, message), res.output
+    assert ".tmp" not in message  # the message names the user's path, not a staging file
+    assert set(tmp_path.iterdir()) == before
+
+
+def test_write_mask_refuses_lossy_jpeg(tmp_path: Path) -> None:
+    pytest.importorskip("PIL")
+    from crowdmed.segmentation.io import write_mask
+
+    with pytest.raises(ValueError, match="lossy"):
+        write_mask(tmp_path / "m.jpeg", np.ones((3, 3), bool))
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("change", ["spacing", "origin", "direction"])
+def test_nifti_raters_on_different_grids_are_an_error(tmp_path: Path, change: str) -> None:
+    # Same voxel counts but a different physical grid: fusing voxel by voxel would be wrong.
+    sitk = pytest.importorskip("SimpleITK")
+    files = []
+    for r, m in enumerate(_rater_masks(3, (4, 6, 5))):
+        img = sitk.GetImageFromArray(m.astype(np.uint8))
+        img.SetSpacing((0.7, 0.7, 2.5))
+        if r == 2:
+            if change == "spacing":
+                img.SetSpacing((0.7, 0.7, 1.25))
+            elif change == "origin":
+                img.SetOrigin((0.0, 0.0, 5.0))
+            else:
+                img.SetDirection((0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+        p = tmp_path / f"r{r}.nii.gz"
+        sitk.WriteImage(img, str(p))
+        files.append(str(p))
+    res = runner.invoke(app, ["masks", "consensus", *files, "-o", str(tmp_path / "c.nii.gz")])
+    assert res.exit_code == 2, res.output
+    assert f"Rater 2 ('{files[2]}') has a different {change}" in res.output.replace("\n", " ")
+    assert not (tmp_path / "c.nii.gz").exists()
+
+
+@pytest.mark.parametrize("name", ["bad.nii.gz", "bad.npy", "bad.npz", "bad.png"])
+def test_unreadable_mask_file_is_a_one_line_error(tmp_path: Path, name: str) -> None:
+    if name.endswith(".nii.gz"):
+        pytest.importorskip("SimpleITK")
+    if name.endswith(".png"):
+        pytest.importorskip("PIL")
+    files = _write_npy(tmp_path, _rater_masks(2))
+    bad = tmp_path / name
+    bad.write_text("not a mask\n")
+    res = runner.invoke(
+        app, ["masks", "consensus", files[0], str(bad), "-o", str(tmp_path / "c.npy")]
+    )
+    assert res.exit_code == 2, res.output
+    message = res.output.strip()
+    assert message.startswith(f"Error: Cannot read mask file '{bad}'"), message
+    assert "\n" not in message
+    assert not (tmp_path / "c.npy").exists()
+
+
+@pytest.mark.parametrize("name", ["m.npy", "m.npz"])
+def test_write_mask_is_atomic(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from crowdmed.segmentation.io import write_mask
+
+    target = tmp_path / name
+    write_mask(target, np.ones((3, 3), bool))
+    before = target.read_bytes()
+
+    def half_written(file: object, *args: object, **kwargs: object) -> None:
+        Path(str(file)).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "save", half_written)
+    monkeypatch.setattr(np, "savez_compressed", half_written)
+    with pytest.raises(OSError, match="disk full"):
+        write_mask(target, np.zeros((3, 3), bool))
+    assert target.read_bytes() == before  # the old file is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary file left
+
+
+def test_write_mask_two_file_format_names_its_data_file(tmp_path: Path) -> None:
+    pytest.importorskip("SimpleITK")
+    from crowdmed.segmentation.io import read_mask, write_mask
+
+    mask = _rater_masks(1, (3, 4, 5))[0]
+    write_mask(tmp_path / "m.mhd", mask)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names[0] == "m.mhd"
+    assert len(names) == 2
+    assert names[1].startswith("m.")  # the data file, named after the header, not a temp name
+    np.testing.assert_array_equal(read_mask(tmp_path / "m.mhd").array, mask.astype(np.uint8))
+
+
+def test_cli_refuses_two_file_output(tmp_path: Path) -> None:
+    files = _write_npy(tmp_path, _rater_masks(2))
+    res = runner.invoke(app, ["masks", "consensus", *files, "-o", str(tmp_path / "c.mhd")])
+    assert res.exit_code == 2
+    assert "single-file .mha" in res.output.replace("\n", " ")

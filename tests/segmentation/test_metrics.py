@@ -113,3 +113,27 @@ def test_mean_pairwise_dice_and_ged() -> None:
         mean_pairwise_dice(m[:1])
     with pytest.raises(ValueError, match="mask 1 has shape"):
         generalized_energy_distance([m[0], m[0][:2]], m)
+
+
+def test_hausdorff_spacing_of_the_wrong_length_names_the_fix() -> None:
+    a = np.zeros((5, 5), bool)
+    a[1:3, 1:3] = True
+    with pytest.raises(ValueError, match=r"`spacing` must be 2 positive numbers"):
+        hausdorff_distance(a, a, spacing=(1.0, 2.0, 3.0))
+
+
+def test_pairwise_metrics_on_a_large_volume_use_bounded_memory() -> None:
+    # A CT-sized volume must not be copied to float64 per rater (4 x 8 bytes per voxel).
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    masks = rng.random((4, 64, 128, 256)) < 0.3  # 2M voxels per rater, 8 MB as bool
+    expected = np.mean([dice(masks[i], masks[j]) for i in range(4) for j in range(i + 1, 4)])
+    tracemalloc.start()
+    got = mean_pairwise_dice(masks)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert peak < 40e6, peak
+    ged = generalized_energy_distance(masks[:2], masks[2:])
+    assert np.isfinite(ged)

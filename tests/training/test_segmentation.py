@@ -166,3 +166,23 @@ def test_three_dimensional_volumes():
     assert seg.predict(images).shape == (4, 8, 8, 8)
     w = seg.rater_weights(images)
     assert np.allclose(w.sum(1), 1, atol=1e-5)
+
+
+def test_masks_saved_as_0_255_are_named_as_such():
+    # PNG masks are often 0/255: read as classes they would ask for a 256-class network.
+    images, _truth, raters = _toy(n=4)
+    seg = CrowdSegmenter(_net(), epochs=1)
+    with pytest.raises(
+        ValueError, match=r"`rater_masks` hold the values 0 and 255.*// 255"
+    ) as info:
+        seg.fit(images, (raters * 255).astype(np.uint8))
+    assert "\n" not in str(info.value)
+
+
+def test_validation_masks_with_unknown_classes_are_an_error():
+    # A y_val of 0/255 scored against predictions 0/1 gives a Dice of 0 at every epoch, so
+    # early stopping would silently keep the first epoch.
+    images, truth, raters = _toy(n=4)
+    seg = CrowdSegmenter(_net(), epochs=1)
+    with pytest.raises(ValueError, match=r"`y_val` holds class 255 but the network has 2"):
+        seg.fit(images, raters, X_val=images[:2], y_val=truth[:2].astype(np.uint8) * 255)

@@ -233,15 +233,16 @@ def _size_table(image_sizes: Any, ndim: int) -> pd.DataFrame | None:
     return table.drop_duplicates("image", keep="last").set_index("image")
 
 
+def _text_key(v: Any) -> str:
+    """An id as text (``1`` and ``1.0`` both become ``"1"``)."""
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
 def _class_key(values: pd.Series) -> pd.Series:
     """Classes as text for comparison with a class list (``1`` and ``1.0`` both become ``"1"``)."""
-
-    def key(v: Any) -> str:
-        if isinstance(v, (float, np.floating)) and float(v).is_integer():
-            return str(int(v))
-        return str(v)
-
-    return values.map(key)
+    return values.map(_text_key)
 
 
 def _maybe_int(values: pd.Series) -> pd.Series:
@@ -252,6 +253,23 @@ def _maybe_int(values: pd.Series) -> pd.Series:
                 return values.astype("Int64")
             return values.astype(np.int64)
     return values
+
+
+def _same_text_ids(*ids: Iterable[Any]) -> tuple[Any, Any] | None:
+    """Two ids of different types that read the same as text (``0`` and ``"0"``), or ``None``.
+
+    Such ids print alike but compare unequal, so a table holding both would silently treat them
+    as two classes (images, readers). Integral floats count as their integer (``1.0`` is ``1``).
+    """
+    seen: dict[str, Any] = {}
+    for values in ids:
+        for v in values:
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                continue
+            other = seen.setdefault(_text_key(v), v)
+            if isinstance(other, str) != isinstance(v, str):
+                return other, v
+    return None
 
 
 # ---------------------------------------------------------------------- check_boxes
@@ -279,6 +297,19 @@ def _factorize(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         codes = np.where(codes >= 0, rank[np.maximum(codes, 0)], -1)
         uniques = uniques[order]
     return codes.astype(np.int64), np.asarray(uniques, dtype=object)
+
+
+def _check_one_type(column: str, ids: np.ndarray) -> None:
+    if ids.dtype.kind != "O" or len(ids) < 2:
+        return
+    clash = _same_text_ids(ids)
+    if clash is not None:
+        a, b = clash
+        raise ValueError(
+            f"Column '{column}' holds {_py(a)!r} and {_py(b)!r}, which differ only in type and "
+            f"would count as two different {column} ids; use one type, e.g. "
+            f"frame['{column}'] = frame['{column}'].astype(str)."
+        )
 
 
 @dataclasses.dataclass
@@ -333,6 +364,9 @@ def _validate(
                 f"needs {article} {col} id."
             )
     class_code, class_ids = _factorize(df["class"])
+    for col, ids in (("image", codes["image"][1]), ("reader", codes["reader"][1])):
+        _check_one_type(col, ids)
+    _check_one_type("class", class_ids)
     n = len(df)
     coords = np.empty((n, len(cols)), dtype=np.float64)
     for j, col in enumerate(cols):

@@ -19,6 +19,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from crowdmed.detection.boxes import _same_text_ids
+
 __all__ = ["COCO_IOU_THRESHOLDS", "mean_average_precision"]
 
 #: The COCO thresholds 0.50, 0.55, ..., 0.95 of ``mAP@[.5:.95]``.
@@ -112,6 +114,17 @@ def mean_average_precision(
     """
     pred = _check_frame(predictions, "predictions", score_column)
     gt = _check_frame(truth, "truth", None)
+    for col in ("image", "class"):
+        clash = _same_text_ids(pd.unique(gt[col]), pd.unique(pred[col]))
+        if clash is not None:
+            a, b = (_key(v) for v in clash)
+            text, other = (a, b) if isinstance(a, str) else (b, a)
+            raise ValueError(
+                f"Column '{col}' holds {text!r} (text) and {other!r} ({type(other).__name__}), "
+                f"which would count as two different {col} ids; give `predictions` and `truth` "
+                f"one type, e.g. predictions['{col}'] = predictions['{col}'].astype(str) or "
+                f".astype({type(other).__name__})."
+            )
     thresholds = np.atleast_1d(np.asarray(iou_thresholds, dtype=np.float64))
     if thresholds.ndim != 1 or not np.all((thresholds > 0) & (thresholds <= 1)):
         raise ValueError(f"`iou_thresholds` must lie in (0, 1]; got {thresholds.tolist()}.")

@@ -162,7 +162,9 @@ def dice_per_class(
 def _spacing(spacing: float | Sequence[float] | None, ndim: int) -> np.ndarray:
     if spacing is None:
         return np.ones(ndim)
-    s = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (ndim,)).copy()
+    s = np.asarray(spacing, dtype=np.float64)
+    if s.ndim == 0:
+        s = np.full(ndim, float(s))
     if s.shape != (ndim,) or not (np.isfinite(s).all() and (s > 0).all()):
         raise ValueError(f"`spacing` must be {ndim} positive numbers (mm per axis); got {spacing}.")
     return s
@@ -253,11 +255,18 @@ def _stack(masks: Any, name: str) -> np.ndarray:
     return arr.astype(bool).reshape(arr.shape[0], -1)
 
 
+#: Voxels per block of the pairwise overlap products (bounds the float copies to a few MB).
+_BLOCK = 1 << 18
+
+
 def _pairwise(a: np.ndarray, b: np.ndarray, kind: str, empty: str) -> np.ndarray:
-    """Dice or IoU of every pair (row of a, row of b) via one matrix product."""
-    af, bf = a.astype(np.float64), b.astype(np.float64)
-    inter = af @ bf.T
-    sa, sb = af.sum(axis=1)[:, None], bf.sum(axis=1)[None, :]
+    """Dice or IoU of every pair (row of a, row of b) via blocked matrix products."""
+    inter = np.zeros((a.shape[0], b.shape[0]))
+    for start in range(0, a.shape[1], _BLOCK):
+        block = slice(start, start + _BLOCK)
+        inter += a[:, block].astype(np.float64) @ b[:, block].astype(np.float64).T
+    sa = np.count_nonzero(a, axis=1).astype(np.float64)[:, None]
+    sb = np.count_nonzero(b, axis=1).astype(np.float64)[None, :]
     if kind == "dice":
         num, den = 2.0 * inter, sa + sb
     else:

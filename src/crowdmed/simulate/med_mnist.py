@@ -150,13 +150,9 @@ def reader_transitions(
 
 def box_iou_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of paired boxes ``a[i]`` and ``b[i]``, both of shape ``(n, 4)`` in corner mode."""
-    iw = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-    inter = iw * ih
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a + area_b - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    from crowdmed.detection.boxes import _paired_iou
+
+    return _paired_iou(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
 
 
 def _perturb_boxes(

@@ -44,6 +44,8 @@ __all__ = [
 ]
 
 _BOX = ["xmin", "ymin", "xmax", "ymax"]
+#: Predicted boxes narrower than this (pixels) are dropped (torchvision's ``min_size``).
+_MIN_SIDE = 1e-2
 
 
 class DetectionVariant(str, Enum):
@@ -361,7 +363,8 @@ def predict_boxes(
         batch_size: Images per forward pass.
 
     Returns:
-        Frame with columns ``image, class, xmin, ymin, xmax, ymax, score``.
+        Frame with columns ``image, class, xmin, ymin, xmax, ymax, score``. Boxes less than
+        0.01 pixels wide or high (flattened by clipping to the image) are left out.
     """
     x = _as_images(images)
     ids = np.arange(len(x)) if image_ids is None else np.asarray(image_ids, dtype=object)
@@ -375,14 +378,18 @@ def predict_boxes(
             outputs = network(list(x[start : start + batch_size]))
             for j, out in enumerate(outputs):
                 b = out["boxes"].numpy().astype(np.float64)
-                lab = out["labels"].numpy()
+                # Boxes clipped to the border can end (nearly) flat; like torchvision's
+                # remove_small_boxes they are dropped: they match nothing.
+                keep = ((b[:, 2] - b[:, 0]) >= _MIN_SIDE) & ((b[:, 3] - b[:, 1]) >= _MIN_SIDE)
+                b = b[keep]
+                lab = out["labels"].numpy()[keep]
                 parts.append(
                     pd.DataFrame(
                         {
                             "image": [ids[start + j]] * len(b),
                             "class": lab if classes is None else np.asarray(classes)[lab],
                             **{c: b[:, k] for k, c in enumerate(_BOX)},
-                            "score": out["scores"].numpy().astype(np.float64),
+                            "score": out["scores"].numpy().astype(np.float64)[keep],
                         }
                     )
                 )

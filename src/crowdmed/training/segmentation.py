@@ -64,6 +64,15 @@ def _vote(masks: np.ndarray, n_classes: int) -> np.ndarray:
     return out.astype(np.int64)
 
 
+def _check_not_0_255(masks: np.ndarray, name: str) -> None:
+    """Binary masks saved as 0/255 images would otherwise read as 256 classes."""
+    if int(masks.max()) == 255 and np.isin(masks, (-1, 0, 255)).all():
+        raise ValueError(
+            f"`{name}` hold the values 0 and 255, i.e. 256 classes; binary masks must be 0/1: "
+            f"pass `{name} // 255` (it keeps -1 for 'not annotated'), or set n_classes."
+        )
+
+
 def _foreground_dice(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> float:
     """Mean over images and foreground classes of the Dice score (pairs both empty skipped)."""
     scores = []
@@ -293,6 +302,8 @@ class CrowdSegmenter:
             )
         a = raw.shape[1]
         masks = self._labels(raw, "rater_masks", (n, a, *spatial))
+        if n_classes is None:
+            _check_not_0_255(masks, "rater_masks")
         k = int(n_classes) if n_classes is not None else max(2, int(masks.max()) + 1)
         if masks.max() >= k:
             raise ValueError(
@@ -318,13 +329,21 @@ class CrowdSegmenter:
         else:
             vote = _vote(masks, k)
         if vote.max() >= k:
-            raise ValueError(f"`consensus` holds class {int(vote.max())} but n_classes={k}.")
+            raise ValueError(
+                f"`consensus` holds class {int(vote.max())} but n_classes={k}; give classes "
+                "0..K-1 or a larger n_classes."
+            )
         xv = yv = None
         if X_val is not None:
             if y_val is None:
                 raise ValueError("`y_val` must be given with `X_val` (reference masks).")
             xv = self._images(X_val, "X_val")
             yv = self._labels(y_val, "y_val", (xv.shape[0], *xv.shape[2:]))
+            if yv.max() >= k:
+                raise ValueError(
+                    f"`y_val` holds class {int(yv.max())} but the network has {k} classes; "
+                    "give reference masks with classes 0..K-1 (0/255 masks: use y_val != 0)."
+                )
         device = torch.device(self.device)
         self.network.to(device)
         self._check_output(x[:2].to(device), k)
