@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import sys
 import warnings
 from abc import ABC, abstractmethod
@@ -12,6 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from crowdmed._params import ParamsMixin
 from crowdmed._validation import check_labels, check_params, check_random_state, interval
 from crowdmed.data.labels import MISSING, CrowdLabels, _short
 from crowdmed.exceptions import ConvergenceWarning, NotFittedError
@@ -54,46 +54,12 @@ def argmax_ties(posteriors: np.ndarray, random_state: Any = None) -> np.ndarray:
     return np.argmax(score, axis=1).astype(np.int64)
 
 
-class BaseAggregator(ABC):
+class BaseAggregator(ParamsMixin, ABC):
     """Common API of every truth-inference estimator (sklearn-style).
 
     Subclasses store their keyword-only hyperparameters unchanged in ``__init__`` and check
     them in :meth:`fit` against ``_parameter_constraints``.
     """
-
-    _parameter_constraints: ClassVar[Mapping[str, Callable[[Any], str | None]]] = {}
-
-    # ------------------------------------------------------------------ sklearn protocol
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [
-            p.name for p in sig.parameters.values() if p.name != "self" and p.kind != p.VAR_KEYWORD
-        ]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Return the hyperparameters (for ``sklearn.base.clone``)."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> Self:
-        """Set hyperparameters; unknown names raise ``ValueError``."""
-        valid = self._param_names()
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(
-                    f"`{name}` is not a parameter of {type(self).__name__}; valid ones are {valid}."
-                )
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        sig = inspect.signature(type(self).__init__)
-        changed = []
-        for name, value in self.get_params().items():
-            default = sig.parameters[name].default
-            if not (default is value or (type(default) is type(value) and default == value)):
-                changed.append(f"{name}={value!r}")
-        return f"{type(self).__name__}({', '.join(changed)})"
 
     # ------------------------------------------------------------------ fitting
     def _check_params(self) -> None:
@@ -166,7 +132,7 @@ class BaseAggregator(ABC):
     posteriors_: np.ndarray
     labels_: np.ndarray
 
-    def _validate_data(self, cl: CrowdLabels) -> None:  # noqa: B027 - optional hook
+    def _validate_data(self, cl: CrowdLabels) -> None:
         """Model-specific checks of the labels (e.g. binary only)."""
 
     def _tie_random_state(self) -> Any:

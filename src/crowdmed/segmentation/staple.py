@@ -18,7 +18,6 @@ depends on the voxels where the raters disagree, and fit many cases in one vecto
 from __future__ import annotations
 
 import copy
-import inspect
 import numbers
 import sys
 import warnings
@@ -27,6 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from crowdmed._params import ParamsMixin
 from crowdmed._validation import check_params, interval
 from crowdmed.exceptions import ConvergenceWarning, NotFittedError
 from crowdmed.segmentation._masks import check_cases, check_label_maps, check_masks, patterns
@@ -57,42 +57,8 @@ def _prior_constraint(allow_array: bool) -> Callable[[Any], str | None]:
     return check
 
 
-class _MaskEstimator:
+class _MaskEstimator(ParamsMixin):
     """sklearn-style parameter protocol shared by the mask consensus estimators."""
-
-    _parameter_constraints: ClassVar[Mapping[str, Callable[[Any], str | None]]] = {}
-
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p.name for p in sig.parameters.values() if p.name != "self"]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Return the hyperparameters (for ``sklearn.base.clone``)."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> Self:
-        """Set hyperparameters; unknown names raise ``ValueError``."""
-        valid = self._param_names()
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(
-                    f"`{name}` is not a parameter of {type(self).__name__}; valid ones are {valid}."
-                )
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        sig = inspect.signature(type(self).__init__)
-        changed = []
-        for name, value in self.get_params().items():
-            default = sig.parameters[name].default
-            same = default is value
-            if not same and not isinstance(value, np.ndarray):
-                same = type(default) is type(value) and default == value
-            if not same:
-                changed.append(f"{name}={value!r}")
-        return f"{type(self).__name__}({', '.join(changed)})"
 
     def _check_is_fitted(self) -> None:
         if not hasattr(self, "posteriors_"):
