@@ -965,8 +965,8 @@ def train(
         str,
         typer.Option(
             "--task",
-            help="classification (crowd labels of items) or detection (boxes of several "
-            "readers; see --boxes).",
+            help="classification (crowd labels of items), detection (boxes of several "
+            "readers; see --boxes) or segmentation (masks of several raters; see --masks).",
         ),
     ] = "classification",
     boxes: Annotated[
@@ -993,6 +993,52 @@ def train(
         float,
         typer.Option("--iou-thr", help="Detection: IoU at which reader boxes are fused."),
     ] = 0.4,
+    masks: Annotated[
+        Path | None,
+        typer.Option(
+            "--masks",
+            help="Segmentation: folder with one sub-folder per rater (named after the rater), "
+            "each holding that rater's masks named after the case id of the --images image "
+            "(PNG/TIFF/NPY/NIfTI label maps: 0 background, 1..K-1 classes; 0/255 is binary). "
+            "A rater may skip cases.",
+            metavar="DIR",
+            show_default=False,
+        ),
+    ] = None,
+    val_masks: Annotated[
+        Path | None,
+        typer.Option(
+            "--val-masks",
+            help="Segmentation: reference masks of the --val-images cases, named by case id; "
+            "drive early stopping by the validation Dice.",
+            metavar="DIR",
+            show_default=False,
+        ),
+    ] = None,
+    rater: Annotated[
+        str | None,
+        typer.Option(
+            "--rater",
+            help="Segmentation: the rater (a --masks sub-folder) learnt from with --method single.",
+            metavar="NAME",
+            show_default=False,
+        ),
+    ] = None,
+    unet_channels: Annotated[
+        str,
+        typer.Option(
+            "--unet-channels",
+            help="Segmentation: feature channels of the U-Net levels, comma-separated.",
+        ),
+    ] = "16,32,64",
+    k_every: Annotated[
+        int,
+        typer.Option(
+            "--k-every",
+            help="Segmentation, reweight methods: the re-weighting step k grows by one every "
+            "this many optimiser steps.",
+        ),
+    ] = 100,
     checkpoint: Annotated[
         Path | None,
         typer.Option(
@@ -1008,7 +1054,9 @@ def train(
         typer.Option(
             "--predict",
             help="Detection: after training, find boxes on the images of this folder and "
-            "write MODEL_DIR/predictions.csv (image,class,xmin,ymin,xmax,ymax,score).",
+            "write MODEL_DIR/predictions.csv (image,class,xmin,ymin,xmax,ymax,score). "
+            "Segmentation: write MODEL_DIR/predictions/<case>.png label maps and "
+            "predictions.csv (foreground fraction per class).",
             metavar="DIR",
             show_default=False,
         ),
@@ -1046,7 +1094,12 @@ def train(
     ] = None,
     method: Annotated[
         str,
-        typer.Option("--method", "-m", help=f"{_TRAIN_METHODS}."),
+        typer.Option(
+            "--method",
+            "-m",
+            help=f"{_TRAIN_METHODS}. Segmentation: single, consensus, gaf, reweight or "
+            "reweight-gaf [default: reweight-gaf].",
+        ),
     ] = "crowd-layer-mw",
     val_labels: Annotated[
         Path | None,
@@ -1090,7 +1143,7 @@ def train(
         int | None,
         typer.Option(
             "--epochs",
-            help="Maximum number of epochs [default: 50; detection 20].",
+            help="Maximum number of epochs [default: 50; detection 20; segmentation 30].",
             show_default=False,
         ),
     ] = None,
@@ -1098,7 +1151,7 @@ def train(
         int | None,
         typer.Option(
             "--batch-size",
-            help="Mini-batch size [default: 64; detection 16].",
+            help="Mini-batch size [default: 64; detection 16; segmentation 8].",
             show_default=False,
         ),
     ] = None,
@@ -1137,7 +1190,8 @@ def train(
         int | None,
         typer.Option(
             "--channels",
-            help="Image channels: 1 (grey, the default) or 3 (RGB).",
+            help="Image channels: 1 (grey, the default) or 3 (RGB). Segmentation: 3 when any "
+            "image is in colour, else 1, unless given.",
             show_default=False,
         ),
     ] = None,
@@ -1177,19 +1231,80 @@ def train(
     model.pt, config.json, history.csv, targets.csv, run.json and, with --predict DIR,
     predictions.csv.
 
+    With --task segmentation, a MONAI U-Net learns from the masks of several raters:
+    --images DIR holds one 2-D image per case (named <case>.png), --masks DIR one sub-folder
+    per rater with that rater's masks of some or all cases (<rater>/<case>.png; label maps,
+    0 = background). --method single (one --rater), consensus (majority vote), gaf (vote
+    with the Gaussian attention focal loss), reweight or reweight-gaf (the default; learned
+    per-pixel rater weights, Xiao et al. 2021). MODEL_DIR gets model.pt, config.json,
+    history.csv, raters.csv, run.json and, with --predict DIR, predictions/ and
+    predictions.csv.
+
     Example: crowdmed train --labels labels.csv --images imgs/ --val-labels val.csv
     --out model/ --epochs 30
 
     Example: crowdmed train --task detection --boxes readers.csv --images imgs/
     --variant earl --out detector/ --predict new_imgs/
+
+    Example: crowdmed train --task segmentation --images imgs/ --masks masks/
+    --method reweight-gaf --out unet/ --predict new_imgs/
     """
     started = time.perf_counter()
     console = _stderr()
     with _user_errors(ctx):
-        if task_kind not in ("classification", "detection"):
+        if task_kind not in ("classification", "detection", "segmentation"):
             raise ValueError(
-                f"`--task` must be 'classification' or 'detection'; got {task_kind!r}."
+                "`--task` must be 'classification', 'detection' or 'segmentation'; got "
+                f"{task_kind!r}."
             )
+        if task_kind == "segmentation":
+            from crowdmed._cli_segmentation_train import train_segmentation
+
+            for option, value in (
+                ("--labels", labels),
+                ("--boxes", boxes),
+                ("--features", features),
+                ("--feature-ids", feature_ids),
+                ("--val-labels", val_labels),
+                ("--val-features", val_features),
+                ("--val-feature-ids", val_feature_ids),
+                ("--checkpoint", checkpoint),
+                ("--image-size", image_size),
+                ("--tta", tta or None),
+            ):
+                if value is not None:
+                    raise ValueError(f"`{option}` does not apply to --task segmentation.")
+            method_source = ctx.get_parameter_source("method")
+            default_method = getattr(method_source, "name", None) == "DEFAULT"  # no --method
+            train_segmentation(
+                ctx,
+                images=images,
+                masks=masks,
+                out=out,
+                method="reweight-gaf" if default_method else method,
+                rater=rater,
+                val_images=val_images,
+                val_masks=val_masks,
+                epochs=30 if epochs is None else epochs,
+                batch_size=8 if batch_size is None else batch_size,
+                lr=1e-3 if lr is None else lr,
+                seed=seed,
+                patience=patience,
+                unet_channels=unet_channels,
+                k_every=k_every,
+                channels=channels,
+                predict=predict_dir,
+                console=console,
+            )
+            return
+        seg_options: tuple[tuple[str, object], ...] = (
+            ("--masks", masks),
+            ("--val-masks", val_masks),
+            ("--rater", rater),
+        )
+        for option, seg_value in seg_options:
+            if seg_value is not None:
+                raise ValueError(f"`{option}` applies to --task segmentation only.")
         if task_kind == "detection":
             from crowdmed._cli_detection_train import train_detection
 

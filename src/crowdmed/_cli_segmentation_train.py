@@ -1,0 +1,684 @@
+"""``crowdmed train --task segmentation``: a U-Net trained on the masks of several raters.
+
+The ``train`` command parses the options and calls :func:`train_segmentation`, which reads
+the images and the raters' masks, trains a MONAI ``UNet`` with
+:class:`crowdmed.training.CrowdSegmenter` and writes the model folder all at once (nothing is
+written when anything fails).
+
+Input layout:
+
+- ``--images DIR``: one 2-D image per case (PNG/TIFF/JPEG, grey or RGB), named after the case
+  id (``case7.png``);
+- ``--masks DIR``: one sub-folder per rater (the folder name is the rater's name), each with
+  that rater's mask of some or all cases, named after the case id (``.png``, ``.tif``,
+  ``.npy``, ``.npz``, ``.nii.gz`` ...). A case a rater did not annotate is simply absent.
+  Masks are label maps: 0 background, ``1..K-1`` the classes; a mask holding only 0 and 255
+  is read as binary (0/1);
+- ``--val-masks DIR``: one reference mask per validation case (same names as
+  ``--val-images``).
+
+Outputs in ``MODEL_DIR``: ``model.pt`` (weights and the settings to rebuild the networks;
+read back by :func:`load_segmentation_model`), ``config.json``, ``history.csv``,
+``raters.csv``, ``run.json`` and, with ``--predict DIR``, ``predictions/<case>.png`` (label
+maps) and ``predictions.csv``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from crowdmed._cli_common import (
+    _environment,
+    _import_torch,
+    _progress,
+    _sha256,
+    _staged_outputs,
+    _step,
+)
+from crowdmed._io import to_jsonable
+from crowdmed._validation import check_option
+from crowdmed._version import __version__
+
+__all__ = [
+    "SEGMENTATION_MODEL_FORMAT",
+    "load_segmentation_model",
+    "predict_segmentation",
+    "train_segmentation",
+]
+
+#: Version of the ``model.pt`` layout written by :func:`train_segmentation`.
+SEGMENTATION_MODEL_FORMAT = 1
+
+_FORMAT = "crowdmed-segmenter"
+_REWEIGHT = ("reweight", "reweight-gaf")
+_COLOUR_MODES = ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV")
+
+
+def _import_segmentation() -> Any:
+    torch = _import_torch("train --task segmentation", images=True)
+    return torch
+
+
+def _case_id(path: Path) -> str:
+    name = path.name
+    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
+
+
+def _parse_unet_channels(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) < 2 or any(v < 1 for v in values):
+        raise ValueError(
+            f"`--unet-channels` must be at least two positive integers separated by commas "
+            f"(e.g. 8,16,32); got {text!r}."
+        )
+    return values
+
+
+def _mask_files(folder: Path, what: str) -> dict[str, Path]:
+    """Mask files of a folder by case id."""
+    from crowdmed.segmentation.io import SUFFIXES, _suffix
+
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or p.name.startswith("."):
+            continue
+        if _suffix(p) not in SUFFIXES:
+            raise ValueError(
+                f"{what} file '{p}' has an unsupported suffix {_suffix(p)!r}; use one of "
+                f"{', '.join(SUFFIXES)}."
+            )
+        case = _case_id(p)
+        if case in found:
+            raise ValueError(
+                f"{what} has two masks for case {case!r}: '{found[case].name}' and '{p.name}'; "
+                "keep one."
+            )
+        found[case] = p
+    return found
+
+
+def _read_label_map(path: Path, shape: tuple[int, int], what: str) -> np.ndarray:
+    """One mask as an int64 ``(H, W)`` label map; 0/255 masks become 0/1."""
+    from crowdmed.segmentation.io import read_mask
+
+    arr = read_mask(path).array
+    while arr.ndim > 2 and arr.shape[0] == 1:  # 2-D NIfTI slices read as (1, H, W)
+        arr = arr[0]
+    if arr.shape != shape:
+        raise ValueError(
+            f"{what} is {'x'.join(map(str, arr.shape))} but its image is "
+            f"{shape[0]}x{shape[1]} (HxW); masks must have the size of their image."
+        )
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or not np.array_equal(arr, np.round(arr)):
+            raise ValueError(f"{what} holds non-integer values; a mask must be a label map.")
+    elif arr.dtype.kind not in "biu":
+        raise ValueError(f"{what} has dtype {arr.dtype}; a mask must be a label map.")
+    out = arr.astype(np.int64)
+    if out.size and out.min() < 0:
+        raise ValueError(
+            f"{what} holds the negative value {int(out.min())}; classes must be 0..K-1."
+        )
+    values = np.unique(out)
+    if values.size and values.max() == 255 and np.isin(values, (0, 255)).all():
+        out = (out == 255).astype(np.int64)
+    return out
+
+
+def _check_classes(values: set[int]) -> int:
+    """Number of classes of the training masks; classes must be 0..K-1 without gaps."""
+    k = max(2, max(values) + 1)
+    if k > 256:
+        raise ValueError(
+            f"`--masks` hold class {k - 1}; at most 256 classes (0..255) are supported."
+        )
+    missing = sorted(set(range(1, k)) - values)
+    if missing:
+        shown = sorted(values)[:8]
+        raise ValueError(
+            f"`--masks` hold the values {shown}: classes must be numbered 0..K-1 without gaps "
+            f"(class {missing[0]} is never used); renumber the label maps."
+        )
+    return k
+
+
+def _image_channels(folder: Path, names: list[str]) -> int:
+    """3 when any image is a colour image, else 1."""
+    from PIL import Image
+
+    from crowdmed.data.images import image_paths
+
+    for p in image_paths(folder, names):
+        try:
+            with Image.open(p) as im:
+                mode = im.mode
+                if mode in _COLOUR_MODES:
+                    return 3
+                if mode in ("P", "PA"):
+                    rgb = np.asarray(im.convert("RGB"))
+                    if (
+                        not (rgb[..., 0] == rgb[..., 1]).all()
+                        or not (rgb[..., 1] == rgb[..., 2]).all()
+                    ):
+                        return 3
+        except OSError as exc:
+            raise ValueError(f"Cannot read image '{p}': {exc}") from exc
+    return 1
+
+
+def _tree_sha(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for p in paths:
+        digest.update(p.name.encode("utf-8") + b"\0" + _sha256(p).encode("ascii") + b"\n")
+    return digest.hexdigest()
+
+
+def _is_model_dir(out: Path) -> bool:
+    try:
+        config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("task") == "segmentation"
+
+
+def _remove_stale_predictions(out: Path, written: set[str], keep_table: bool) -> None:
+    """Drop predictions of an earlier run in the same model folder (after the new outputs)."""
+    folder = out / "predictions"
+    if not keep_table:
+        (out / "predictions.csv").unlink(missing_ok=True)
+    if folder.is_dir():
+        for p in folder.glob("*.png"):
+            if p.name not in written:
+                p.unlink(missing_ok=True)
+        if not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _pad(arr: np.ndarray, factor: int, fill: int | None = None) -> np.ndarray:
+    """Pad the last two axes at the bottom/right to multiples of ``factor``.
+
+    Images repeat their edge (``fill=None``); masks get ``fill`` (-1: not annotated, so the
+    padding is ignored by the loss).
+    """
+    h, w = arr.shape[-2:]
+    extra = ((0, 0),) * (arr.ndim - 2) + ((0, -h % factor), (0, -w % factor))
+    if not any(e[1] for e in extra):
+        return arr
+    if fill is None:
+        return np.pad(arr, extra, mode="edge")
+    return np.pad(arr, extra, mode="constant", constant_values=fill)
+
+
+def _factor(channels: Any) -> int:
+    """Image sizes a U-Net with these level channels accepts are multiples of this."""
+    return int(2 ** (len(channels) - 1))
+
+
+def _build_unet(kwargs: dict[str, Any]) -> Any:
+    from monai.networks.nets import UNet
+
+    return UNet(
+        spatial_dims=2,
+        in_channels=kwargs["in_channels"],
+        out_channels=kwargs["out_channels"],
+        channels=tuple(kwargs["channels"]),
+        strides=(2,) * (len(kwargs["channels"]) - 1),
+        num_res_units=kwargs["num_res_units"],
+    )
+
+
+def load_segmentation_model(model_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """Rebuild the U-Net saved by ``crowdmed train --task segmentation``.
+
+    Args:
+        model_dir: The model folder.
+
+    Returns:
+        ``(network, payload)``: the U-Net in eval mode and the saved settings (``channels``,
+        ``n_classes``, ``raters``, ``method`` ...).
+
+    Raises:
+        ValueError: When the folder holds no readable segmentation model.
+    """
+    torch = _import_segmentation()
+    path = Path(model_dir) / "model.pt"
+    if not path.is_file():
+        raise ValueError(
+            f"'{model_dir}' has no model.pt; train one with `crowdmed train --task segmentation`."
+        )
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt or foreign file
+        raise ValueError(f"Cannot read model '{path}': {exc}".splitlines()[0]) from exc
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise ValueError(
+            f"'{path}' is not a model written by `crowdmed train --task segmentation`."
+        )
+    network = _build_unet(payload["network_kwargs"])
+    network.load_state_dict(payload["state_dict"])
+    network.eval()
+    return network, payload
+
+
+def predict_segmentation(network: Any, images: np.ndarray) -> np.ndarray:
+    """Label maps of a U-Net rebuilt by :func:`load_segmentation_model`.
+
+    Args:
+        network: The U-Net (``monai.networks.nets.UNet``).
+        images: Float images ``(N, C, H, W)`` scaled to [0, 1] like the training images
+            (:func:`crowdmed.data.images.load_images`); any size: they are padded for the
+            network and the output is cropped back.
+
+    Returns:
+        int64 label maps ``(N, H, W)``.
+    """
+    import torch
+
+    h, w = images.shape[-2:]
+    x = _pad(np.asarray(images, dtype=np.float32), _factor(network.channels))
+    network.eval()
+    with torch.no_grad():
+        logits = network(torch.as_tensor(x))
+    return logits.argmax(1).cpu().numpy().astype(np.int64)[:, :h, :w]
+
+
+def train_segmentation(
+    ctx: typer.Context,
+    *,
+    images: Path | None,
+    masks: Path | None,
+    out: Path,
+    method: str,
+    rater: str | None,
+    val_images: Path | None,
+    val_masks: Path | None,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    patience: int,
+    unet_channels: str,
+    k_every: int,
+    channels: int | None,
+    predict: Path | None,
+    console: Console,
+) -> None:
+    """Train a U-Net on the masks of several raters and write the model folder.
+
+    Raises:
+        ValueError: For bad options or inputs (one-line messages).
+    """
+    started = time.perf_counter()
+    from crowdmed.training.segmentation import SegmentationMethod
+
+    m = check_option(method, SegmentationMethod, "--method")
+    if images is None or masks is None:
+        raise ValueError(
+            "`--task segmentation` needs `--images DIR` (one image per case) and `--masks DIR` "
+            "(one sub-folder of masks per rater)."
+        )
+    for option, value in (
+        ("--epochs", epochs),
+        ("--batch-size", batch_size),
+        ("--k-every", k_every),
+    ):
+        if value < 1:
+            raise ValueError(f"`{option}` must be a positive integer; got {value}.")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"`--lr` must be a positive number; got {lr}.")
+    if patience < 0:
+        raise ValueError(f"`--patience` must be 0 (off) or a positive integer; got {patience}.")
+    if channels is not None and channels not in (1, 3):
+        raise ValueError(f"`--channels` must be 1 (grey) or 3 (RGB); got {channels}.")
+    levels = _parse_unet_channels(unet_channels)
+    if (val_images is None) != (val_masks is None):
+        raise ValueError("`--val-images` and `--val-masks` must be given together.")
+    for option, folder in (
+        ("--images", images),
+        ("--masks", masks),
+        ("--val-images", val_images),
+        ("--val-masks", val_masks),
+        ("--predict", predict),
+    ):
+        if folder is not None and not folder.is_dir():
+            raise ValueError(f"`{option}` must be a folder; '{folder}' is not one.")
+    if rater is not None and m is not SegmentationMethod.SINGLE:
+        raise ValueError("`--rater` applies to `--method single` only.")
+    if m is SegmentationMethod.SINGLE and rater is None:
+        raise ValueError("`--method single` needs `--rater NAME` (a sub-folder of --masks).")
+    if out.exists():
+        if not out.is_dir():
+            raise ValueError(f"`--out` must be a folder for the model; '{out}' is a file.")
+        if any(out.iterdir()) and not _is_model_dir(out):
+            raise ValueError(
+                f"`--out` folder '{out}' is not empty and holds no segmentation model; choose a "
+                "new or empty folder."
+            )
+    for option, folder in (
+        ("--images", images),
+        ("--masks", masks),
+        ("--val-images", val_images),
+        ("--val-masks", val_masks),
+        ("--predict", predict),
+    ):
+        if folder is not None and folder.resolve() == out.resolve():
+            raise ValueError(f"`--out` must not be the `{option}` folder; choose another one.")
+
+    from crowdmed.data.images import image_paths, list_images, load_images
+
+    case_ids = list_images(images)
+    rater_dirs = sorted(p for p in masks.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not rater_dirs:
+        raise ValueError(
+            f"`--masks` folder '{masks}' has no rater sub-folders; put each rater's masks in "
+            "their own sub-folder (masks/<rater>/<case>.png)."
+        )
+    raters = [p.name for p in rater_dirs]
+    if rater is not None and rater not in raters:
+        raise ValueError(
+            f"`--rater` {rater!r} is not a sub-folder of --masks; choose one of {raters[:10]}."
+        )
+    if m.value in _REWEIGHT and len(raters) < 2:
+        raise ValueError(
+            f"`--method {m.value}` weighs several raters but --masks has only one "
+            f"({raters[0]!r}); use --method consensus or single."
+        )
+    known = set(case_ids)
+    files: list[dict[str, Path]] = []
+    for d in rater_dirs:
+        found = _mask_files(d, f"Rater {d.name!r}")
+        unknown = sorted(set(found) - known)
+        if unknown:
+            raise ValueError(
+                f"Rater {d.name!r} has a mask for case {unknown[0]!r} ('{found[unknown[0]].name}') "
+                f"but --images has no image of that case; add the image or remove the mask."
+            )
+        files.append(found)
+    bare = [c for c in case_ids if not any(c in f for f in files)]
+    if bare:
+        raise ValueError(
+            f"{len(bare)} image(s) have no rater mask, e.g. case {bare[0]!r}; add a mask in a "
+            "rater sub-folder of --masks or remove the image."
+        )
+    if val_images is not None and val_masks is not None:
+        val_ids = list_images(val_images)
+        val_files = _mask_files(val_masks, "`--val-masks`")
+        missing = [c for c in val_ids if c not in val_files]
+        if missing:
+            raise ValueError(
+                f"`--val-masks` has no mask for validation case {missing[0]!r}; give one "
+                "reference mask per --val-images image."
+            )
+        extra = sorted(set(val_files) - set(val_ids))
+        if extra:
+            raise ValueError(
+                f"`--val-masks` has a mask for case {extra[0]!r} but --val-images has no image "
+                "of that case."
+            )
+
+    torch = _import_segmentation()
+    from crowdmed.segmentation.io import write_mask
+    from crowdmed.training.segmentation import CrowdSegmenter
+
+    with _progress(console) as progress:
+        with _step(progress, f"Reading {len(case_ids):,} images"):
+            n_channels = channels if channels is not None else _image_channels(images, case_ids)
+            x = load_images(images, case_ids, channels=n_channels)
+        shape = (int(x.shape[2]), int(x.shape[3]))
+        factor = _factor(levels)
+        n, a = len(case_ids), len(raters)
+        with _step(progress, f"Reading the masks of {a} rater(s)"):
+            y = np.full((n, a, *shape), -1, dtype=np.int64)
+            counts = [0] * a
+            values: set[int] = set()
+            for j, found in enumerate(files):
+                for i, case in enumerate(case_ids):
+                    if case in found:
+                        what = f"Rater {raters[j]!r} mask of case {case!r} ('{found[case]}')"
+                        y[i, j] = _read_label_map(found[case], shape, what)
+                        values.update(int(v) for v in np.unique(y[i, j]))
+                        counts[j] += 1
+            k = _check_classes(values)
+        if (
+            m is SegmentationMethod.SINGLE
+            and rater is not None
+            and counts[raters.index(rater)] == 0
+        ):
+            raise ValueError(f"Rater {rater!r} has no masks; choose another --rater.")
+        xv = yv = None
+        if val_images is not None and val_masks is not None:
+            with _step(progress, "Reading the validation set"):
+                xv = load_images(val_images, val_ids, channels=n_channels)
+                vshape = (int(xv.shape[2]), int(xv.shape[3]))
+                yv = np.stack(
+                    [
+                        _read_label_map(
+                            val_files[c],
+                            vshape,
+                            f"Validation mask of case {c!r} ('{val_files[c]}')",
+                        )
+                        for c in val_ids
+                    ]
+                )
+                if yv.max() >= k:
+                    raise ValueError(
+                        f"`--val-masks` hold class {int(yv.max())} but the training masks have "
+                        f"classes 0..{k - 1}; use the same label numbering."
+                    )
+        pred_names: list[str] = []
+        if predict is not None:
+            pred_names = list_images(predict)
+
+        net_kwargs: dict[str, Any] = {
+            "in_channels": n_channels,
+            "out_channels": k,
+            "channels": list(levels),
+            "num_res_units": 2,
+        }
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            network = _build_unet(net_kwargs)
+        task = progress.add_task(f"Training ({m.value})", total=epochs)
+
+        def on_epoch(epoch: int, total: int, record: dict[str, float]) -> None:
+            progress.update(
+                task,
+                completed=epoch,
+                description=f"Training ({m.value}) epoch {epoch}/{total} loss {record['loss']:.3f}",
+            )
+
+        seg = CrowdSegmenter(
+            network,
+            method=m.value,
+            rater=raters.index(rater) if rater is not None else 0,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            k_every=k_every,
+            patience=None if patience == 0 else patience,
+            random_state=seed,
+            progress=on_epoch,
+        )
+        fit_start = time.perf_counter()
+        # sizes the U-Net cannot halve are padded (masks with -1: ignored by the loss)
+        x, y = _pad(x, factor), _pad(y, factor, -1)
+        if xv is not None and yv is not None:
+            xv, yv = _pad(xv, factor), _pad(yv, factor, -1)
+        seg.fit(x, y, X_val=xv, y_val=yv, n_classes=k)
+        fit_seconds = time.perf_counter() - fit_start
+        progress.remove_task(task)
+
+        weights = [math.nan] * a
+        if seg.weighting_network_ is not None:
+            with _step(progress, "Computing rater weights"):
+                sums = np.zeros(a)
+                pixels = np.zeros(a)
+                for s in range(0, n, batch_size):
+                    mb = y[s : s + batch_size]
+                    w = seg.rater_weights(x[s : s + batch_size], mb)
+                    avail = mb >= 0
+                    sums += np.where(avail, w, 0.0).sum(axis=(0, 2, 3))
+                    pixels += avail.sum(axis=(0, 2, 3))
+                weights = [
+                    float(s / p) if p else math.nan for s, p in zip(sums, pixels, strict=True)
+                ]
+        raters_frame = pd.DataFrame({"rater": raters, "n_masks": counts, "mean_weight": weights})
+
+        predictions: list[tuple[str, np.ndarray]] = []
+        if predict is not None:
+            with _step(progress, f"Predicting {len(pred_names):,} images"):
+                for name in pred_names:
+                    xp = load_images(predict, [name], channels=n_channels)
+                    h, w = xp.shape[2:]
+                    predictions.append((name, seg.predict(_pad(xp, factor))[0, :h, :w]))
+
+        inputs: dict[str, Any] = {
+            "images": {
+                "path": images.resolve(),
+                "n_files": n,
+                "sha256": _tree_sha(image_paths(images, case_ids)),
+            },
+            "masks": {
+                "path": masks.resolve(),
+                "raters": {
+                    r: {"n_files": len(f), "sha256": _tree_sha(list(f.values()))}
+                    for r, f in zip(raters, files, strict=True)
+                },
+            },
+            "val_images": None
+            if val_images is None
+            else {
+                "path": val_images.resolve(),
+                "n_files": len(val_ids),
+                "sha256": _tree_sha(image_paths(val_images, val_ids)),
+            },
+            "val_masks": None
+            if val_masks is None
+            else {
+                "path": val_masks.resolve(),
+                "sha256": _tree_sha([val_files[c] for c in val_ids]),
+            },
+            "predict": None
+            if predict is None
+            else {
+                "path": predict.resolve(),
+                "n_files": len(pred_names),
+                "sha256": _tree_sha(image_paths(predict, pred_names)),
+            },
+        }
+        config: dict[str, Any] = {
+            "task": "segmentation",
+            "network": "monai.networks.nets.UNet",
+            "network_kwargs": net_kwargs,
+            "method": m.value,
+            "rater": rater,
+            "raters": raters,
+            "n_classes": k,
+            "channels": n_channels,
+            "image_size": list(shape),
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "k_every": k_every,
+            "patience": patience,
+            "seed": seed,
+            "n_images": n,
+            "n_masks": int(sum(counts)),
+            "best_epoch": seg.best_epoch_,
+            "stopped_early": seg.stopped_early_,
+        }
+        payload: dict[str, Any] = {
+            "format": _FORMAT,
+            "format_version": SEGMENTATION_MODEL_FORMAT,
+            "crowdmed_version": __version__,
+            "network_kwargs": net_kwargs,
+            "method": m.value,
+            "raters": raters,
+            "n_classes": k,
+            "channels": n_channels,
+            "state_dict": {key: t.detach().cpu() for key, t in network.state_dict().items()},
+            "weighting_network": None
+            if seg.weighting_network_ is None
+            else {
+                "in_channels": n_channels,
+                "n_raters": a,
+                "state_dict": {
+                    key: t.detach().cpu() for key, t in seg.weighting_network_.state_dict().items()
+                },
+            },
+        }
+        paths = {
+            name: out / name
+            for name in ("model.pt", "config.json", "history.csv", "raters.csv", "run.json")
+        }
+        pred_dir = out / "predictions"
+        if predict is not None:
+            paths["predictions.csv"] = out / "predictions.csv"
+        record: dict[str, Any] = {
+            "crowdmed_version": __version__,
+            "command": "train",
+            "task": "segmentation",
+            "arguments": {
+                **ctx.params,
+                "method": m.value,
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "lr": lr,
+            },
+            "config": config,
+            "inputs": inputs,
+            "fit": {"seconds": fit_seconds, "epochs_run": len(seg.history_)},
+            "outputs": {
+                **{name: p.resolve() for name, p in paths.items()},
+                **({"predictions": pred_dir.resolve()} if predict is not None else {}),
+            },
+            "environment": _environment(torch=torch.__version__),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        from crowdmed.data.io import write_table
+
+        with _step(progress, "Writing outputs"), _staged_outputs() as stage:
+            torch.save(payload, stage(paths["model.pt"]))
+            stage(paths["config.json"]).write_text(
+                json.dumps(to_jsonable(config), indent=2) + "\n", encoding="utf-8"
+            )
+            history = pd.DataFrame(seg.history_)
+            history["epoch"] = history["epoch"].astype(int)
+            write_table(history, stage(paths["history.csv"]))
+            write_table(raters_frame, stage(paths["raters.csv"]))
+            if predict is not None:
+                rows = []
+                for name, label in predictions:
+                    write_mask(stage(pred_dir / f"{name}.png"), label.astype(np.uint8))
+                    row: dict[str, Any] = {"case": name}
+                    for c in range(1, k):
+                        row[f"fraction_{c}"] = float((label == c).mean())
+                    rows.append(row)
+                write_table(pd.DataFrame(rows), stage(paths["predictions.csv"]))
+            record["elapsed_seconds"] = time.perf_counter() - started
+            stage(paths["run.json"]).write_text(
+                json.dumps(to_jsonable(record), indent=2) + "\n", encoding="utf-8"
+            )
+    _remove_stale_predictions(out, {f"{name}.png" for name, _ in predictions}, predict is not None)
+    last = seg.history_[-1]
+    dice_text = f", validation Dice {last['val_dice']:.3f}" if "val_dice" in last else ""
+    console.print(
+        f"Trained a U-Net ({m.value}) on {n:,} images with {int(sum(counts)):,} masks of "
+        f"{a} rater(s), {k} classes: final loss {last['loss']:.3f}{dice_text}; model in "
+        f"{escape(str(out))}"
+    )
