@@ -15,7 +15,8 @@ prepared per-image lists, only over the images that have boxes, and without conv
 output back to pixels; our time includes validation of the table and the output frame. The
 proficiencies are those our estimation finds (timed separately). Reported: median wall time
 over repeats, the speed-up, and the largest coordinate difference (pixels) over all fused
-boxes.
+boxes. The same again with scored boxes (a seeded random score in (0.01, 1) per box, the
+``score`` column of ``fuse_boxes``), where the fused score is compared too.
 
 Part B (agreement): per class, how many fused boxes 1, 2 or 3 radiologists support; per
 radiologist, sensitivity and false positives per image against the majority consensus (fused
@@ -140,6 +141,70 @@ def ensemble_inputs(
         lab_ = [np.array([c for c, _ in per_reader[r]], dtype=float) for r in readers]
         jobs.append((image, b, s, lab_, np.array([weight[r] for r in readers])))
     return jobs
+
+
+def scored_inputs(
+    frame: pd.DataFrame, sizes: pd.DataFrame, weight: dict[str, float]
+) -> list[tuple[str, list[np.ndarray], list[np.ndarray], list[np.ndarray], np.ndarray]]:
+    """Per-image lists of scored boxes for ensemble-boxes (every reader of the image listed).
+
+    Random continuous scores make every score x weight distinct, so ensemble-boxes' sort
+    visits the boxes in our order whatever the layout.
+    """
+    size = sizes.set_index("image")[["width", "height"]]
+    boxes = frame.dropna(subset=["class"])
+    readers_of = frame.groupby("image")["reader"].unique()
+    jobs = []
+    for image, g in boxes.groupby("image", sort=True):
+        w, h = size.loc[image]
+        readers = sorted(readers_of[image])
+        per = [g[g["reader"] == r] for r in readers]
+        jobs.append(
+            (
+                image,
+                [p[COLS].to_numpy().reshape(-1, 4) / [w, h, w, h] for p in per],
+                [p["score"].to_numpy() for p in per],
+                [p["class"].to_numpy(float) for p in per],
+                np.array([weight[r] for r in readers]),
+            )
+        )
+    return jobs
+
+
+def compare_scored(ours: pd.DataFrame, theirs: list[Any], sizes: pd.DataFrame) -> dict[str, Any]:
+    """Largest differences of fused boxes (pixels) and fused scores between the two fusions."""
+    size = sizes.set_index("image")[["width", "height"]]
+    rows = []
+    for image, eb, es, el in theirs:
+        w, h = size.loc[image]
+        rows.append(
+            pd.DataFrame(eb * [w, h, w, h], columns=COLS).assign(
+                **{"class": el.astype(int), "score": es, "image": image}
+            )
+        )
+    t = pd.concat(rows, ignore_index=True)
+    key = ["image", "class", *COLS]
+
+    def order(df: pd.DataFrame) -> pd.DataFrame:
+        k = df[key].copy()
+        k[COLS] = k[COLS].round(2)
+        return df.loc[k.sort_values(key, kind="stable").index].reset_index(drop=True)
+
+    a, b = order(ours), order(t)
+    res: dict[str, Any] = {"n_fused_ours": len(a), "n_fused_ensemble": len(b)}
+    same = len(a) == len(b) and bool(
+        (a["image"].to_numpy() == b["image"].to_numpy()).all()
+        and (a["class"].to_numpy() == b["class"].to_numpy()).all()
+    )
+    res["identical_clusters"] = same
+    if same:
+        res["max_coordinate_difference_px"] = float(
+            np.abs(a[COLS].to_numpy() - b[COLS].to_numpy()).max()
+        )
+        res["max_score_difference"] = float(
+            np.abs(a["score"].to_numpy() - b["score"].to_numpy()).max()
+        )
+    return res
 
 
 def run_ensemble(jobs: list[Any]) -> tuple[float, list[Any]]:
@@ -284,6 +349,26 @@ def main() -> None:
     speedup = float(np.median(ens_times) / np.median(fuse_times))
     speedup_best = float(np.min(ens_times) / np.min(fuse_times))
 
+    # scored boxes: a seeded random score per box, the same weights
+    rng = np.random.default_rng(0)
+    scored = frame.assign(
+        score=np.where(frame["class"].notna(), rng.uniform(0.01, 1.0, len(frame)), np.nan)
+    )
+    scored_jobs = scored_inputs(scored, sizes, weight)
+    scored_times: list[float] = []
+    scored_ens_times: list[float] = []
+    scored_theirs: list[Any] = []
+    for _ in range(repeats):
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fused_scored = fuse_boxes(scored, iou_thr=IOU, proficiency=weight)
+            scored_times.append(time.perf_counter() - t0)
+        seconds, scored_theirs = run_ensemble(scored_jobs)
+        scored_ens_times.append(seconds)
+    cmp_scored = compare_scored(fused_scored, scored_theirs, sizes)
+    print(cmp_scored, flush=True)
+    speedup_scored = float(np.median(scored_ens_times) / np.median(scored_times))
+
     # ---------------------------------------------------------------- agreement
     t0 = time.perf_counter()
     per_reader = reader_agreement(frame, fused_default, iou_thr=IOU)
@@ -328,15 +413,21 @@ def main() -> None:
                 "crowdmed fuse_boxes (estimating proficiency, default)",
                 "crowdmed estimate_proficiency",
                 "ensemble-boxes weighted_boxes_fusion, looped per image",
+                "scored boxes: crowdmed fuse_boxes (given proficiency)",
+                "scored boxes: ensemble-boxes weighted_boxes_fusion, looped per image",
             ],
             "median s": [
                 np.median(fuse_times), np.median(default_times), np.median(est_times),
-                np.median(ens_times),
+                np.median(ens_times), np.median(scored_times), np.median(scored_ens_times),
             ],
             "min s": [
                 np.min(fuse_times), np.min(default_times), np.min(est_times), np.min(ens_times),
+                np.min(scored_times), np.min(scored_ens_times),
             ],
-            "runs": [len(fuse_times), len(default_times), len(est_times), len(ens_times)],
+            "runs": [
+                len(fuse_times), len(default_times), len(est_times), len(ens_times),
+                len(scored_times), len(scored_ens_times),
+            ],
         }
     )  # fmt: skip
     pr = per_reader[per_reader["n_boxes"] > 0][
@@ -352,8 +443,9 @@ def main() -> None:
 Data: the per-radiologist boxes of the VinDr-CXR training set ({scale}; each image read by
 3 radiologists; "No finding" rows are readings without boxes). IoU threshold {IOU}.
 
-**Speed and equality with ensemble-boxes** (same run, same configuration: every score 1, model
-weights = the reader proficiencies our estimation finds, `conf_type="avg"`, the same processing
+**Speed and equality with ensemble-boxes** (same run, same configuration: every score 1
+except in the two "scored boxes" rows, model weights = the reader proficiencies our estimation
+finds, `conf_type="avg"`, the same processing
 order; ensemble-boxes on [0, 1] boxes, timed on prepared per-image lists over the
 {len(jobs):,} images with boxes, output not converted back to pixels):
 
@@ -371,6 +463,13 @@ order; ensemble-boxes on [0, 1] boxes, timed on prepared per-image lists over th
   {cmp.get("max_confidence_difference", float("nan")):.1e}
   ({cmp.get("n_compared_confidence", 0):,} clusters with one box per reader). Our `confidence`
   column is the unweighted agreement (readers in the cluster / readers of the image).
+- Scored boxes (a seeded random score in (0.01, 1) per box in a `score` column, the same
+  weights; ensemble-boxes given each image's readers as they come): speed-up
+  **{speedup_scored:.1f}×** (ratio of medians). Same clusters:
+  {cmp_scored.get("identical_clusters")} ({cmp_scored["n_fused_ours"]:,} fused boxes vs
+  {cmp_scored["n_fused_ensemble"]:,}); largest coordinate difference
+  {cmp_scored.get("max_coordinate_difference_px", float("nan")):.2e} px; largest difference
+  of the fused score (WBF `avg`) {cmp_scored.get("max_score_difference", float("nan")):.1e}.
 
 **Agreement per class** (share of fused boxes supported by 1, 2 or 3 of the image's 3 readers;
 proficiency-weighted fusion as `fuse_boxes` does by default):
@@ -411,6 +510,8 @@ Reader statistics took {agreement_seconds:.2f} s. Raw numbers: `benchmarks/resul
                 "fuse_boxes_default": default_times,
                 "estimate_proficiency": est_times,
                 "ensemble_boxes_loop": ens_times,
+                "scored_fuse_boxes_given_proficiency": scored_times,
+                "scored_ensemble_boxes_loop": scored_ens_times,
                 "ensemble_input_preparation": prep_seconds,
                 "agreement": agreement_seconds,
             },
@@ -418,6 +519,8 @@ Reader statistics took {agreement_seconds:.2f} s. Raw numbers: `benchmarks/resul
             "speedup_min": speedup_best,
             "n_images_with_boxes": len(jobs),
             "comparison": cmp,
+            "speedup_scored_median": speedup_scored,
+            "comparison_scored": cmp_scored,
             "proficiency": weight,
             "per_class": per_class.to_dict(orient="records"),
             "per_reader": per_reader.to_dict(orient="records"),

@@ -12,8 +12,9 @@ Variants, each trained with the same schedule and seed:
 
 (a) all-readers: every reader's box is a target (weight 1);
 (b) reader ensemble: one detector per reader, their test predictions fused by weighted box
-    fusion (``ensemble_boxes.weighted_boxes_fusion``, the WBF reference implementation, used
-    here as the paper does; it is not a dependency of crowdmed);
+    fusion (:func:`crowdmed.training.detection.fuse_model_predictions`: WBF with
+    ``conf_type="avg"``, equal model weights, IoU 0.4, scores below 0.05 skipped; it matches
+    ``ensemble_boxes.weighted_boxes_fusion`` to 1e-6, see tests/reference);
 (c) fused: the readers' boxes fused by :func:`crowdmed.detection.fuse_boxes` (weight 1);
 (d) EARL: the fused boxes, each target's classification and box losses weighted by its
     fused confidence (readers agreeing / readers).
@@ -37,7 +38,6 @@ import argparse
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,29 +58,6 @@ LABELS = {
 }
 # Le et al. (2023), Table 1, MED-MNIST, YOLOv5-S: (mAP@0.4, mAP@[.5:.95]).
 PAPER = {"baseline": (0.975, 0.815), "WBF + EARL": (0.980, 0.849)}
-
-
-def _wbf(pred: pd.DataFrame, size: int, iou_thr: float, skip: float) -> pd.DataFrame:
-    """Fuse the predictions of several models per image with ensemble-boxes' WBF."""
-    from ensemble_boxes import weighted_boxes_fusion
-
-    rows = []
-    models = sorted(pred["model"].unique())
-    for image, group in pred.groupby("image", sort=True):
-        boxes, scores, labels = [], [], []
-        for m in models:
-            g = group[group["model"] == m]
-            boxes.append(np.clip(g[BOX].to_numpy() / size, 0.0, 1.0).tolist())
-            scores.append(g["score"].tolist())
-            labels.append(g["class"].tolist())
-        with warnings.catch_warnings():  # it warns about every zero-area box it drops
-            warnings.simplefilter("ignore")
-            b, s, lab = weighted_boxes_fusion(
-                boxes, scores, labels, iou_thr=iou_thr, skip_box_thr=skip, conf_type="avg"
-            )
-        for bb, ss, ll in zip(b, s, lab, strict=True):
-            rows.append((image, int(ll), *(np.asarray(bb) * size).tolist(), float(ss)))
-    return pd.DataFrame(rows, columns=["image", "class", *BOX, "score"])
 
 
 def _fused_box_quality(fused: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
@@ -111,7 +88,11 @@ def run_seed(seed: int, args: argparse.Namespace, log: Any) -> dict[str, Any]:
     from crowdmed.metrics import mean_average_precision
     from crowdmed.nn.detection import fcos_detector
     from crowdmed.simulate import make_med_mnist
-    from crowdmed.training.detection import DetectorTrainer, make_targets
+    from crowdmed.training.detection import (
+        DetectorTrainer,
+        fuse_model_predictions,
+        make_targets,
+    )
 
     torch.set_num_threads(args.threads)
     d = make_med_mnist(
@@ -179,13 +160,14 @@ def run_seed(seed: int, args: argparse.Namespace, log: Any) -> dict[str, Any]:
         pred, seconds = fit_predict(plans[name], model_seed)
         out["variants"][name] = {**score(pred), "train_seconds": seconds}
         log(f"seed {seed} {name}: {out['variants'][name]}")
-    parts, seconds = [], 0.0
+    parts: dict[str, pd.DataFrame] = {}
+    seconds = 0.0
     for r in reader_ids:
         pred, s = fit_predict(readers[readers["reader"] == r].assign(weight=1.0), model_seed)
-        parts.append(pred.assign(model=r))
+        parts[r] = pred
         seconds += s
         out["variants"][f"single:{r}"] = {**score(pred), "train_seconds": s}
-    ens = _wbf(pd.concat(parts, ignore_index=True), args.size, iou_thr=0.4, skip=0.05)
+    ens = fuse_model_predictions(parts, image_ids=te, iou_thr=0.4, skip_box_thr=0.05)
     out["variants"]["reader-ensemble"] = {**score(ens), "train_seconds": seconds}
     log(f"seed {seed} reader-ensemble: {out['variants']['reader-ensemble']}")
     return out

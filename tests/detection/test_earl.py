@@ -15,6 +15,7 @@ from crowdmed.exceptions import NotFittedError  # noqa: E402
 from crowdmed.nn.detection import EarlFCOSHead, fcos_detector, load_detector_weights  # noqa: E402
 from crowdmed.training.detection import (  # noqa: E402
     DetectorTrainer,
+    fuse_model_predictions,
     make_targets,
     predict_boxes,
     variant_targets,
@@ -277,3 +278,35 @@ def test_predict_boxes_drops_degenerate_boxes() -> None:
     assert out["image"].tolist() == ["a", "a", "b", "b"]
     assert out["xmin"].tolist() == [2.0, 60.0, 2.0, 60.0]
     assert ((out["xmax"] > out["xmin"]) & (out["ymax"] > out["ymin"])).all()
+
+
+def _preds(rows: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["image", "class", "xmin", "ymin", "xmax", "ymax", "score"])
+
+
+def test_fuse_model_predictions() -> None:
+    p1 = _preds([(0, 1, 0.0, 0.0, 10.0, 10.0, 0.8), (1, 2, 5.0, 5.0, 9.0, 9.0, 0.4)])
+    p2 = _preds([(0, 1, 1.0, 0.0, 11.0, 10.0, 0.6)])
+    fused = fuse_model_predictions({"a": p1, "b": p2})
+    assert list(fused.columns) == ["image", "class", "xmin", "ymin", "xmax", "ymax", "score",
+                                   "n_models"]  # fmt: skip
+    assert fused["image"].tolist() == [0, 1]
+    assert fused["xmin"].tolist() == pytest.approx([0.6 / 1.4, 5.0])
+    # WBF avg: mean score x min(n_boxes, n_models) / n_models; model b counts on image 1
+    assert fused["score"].tolist() == pytest.approx([0.7, 0.2])
+    assert fused["n_models"].tolist() == [2, 1]
+    # a model that predicted nothing is still a source of every image
+    silent = fuse_model_predictions({"a": p1, "b": p2, "c": p1.iloc[:0]})
+    assert silent["score"].tolist() == pytest.approx([0.7 * 2 / 3, 0.4 / 3])
+    weighted = fuse_model_predictions({"a": p1, "b": p2}, weights={"a": 1.0, "b": 3.0})
+    assert weighted["xmin"].iloc[0] == pytest.approx(1.8 / 2.6)
+    assert fuse_model_predictions({"a": p1}, skip_box_thr=0.5)["image"].tolist() == [0]
+    empty = fuse_model_predictions({"a": p1.iloc[:0]})
+    assert empty.empty
+    assert "n_models" in empty.columns
+    with pytest.raises(ValueError, match="non-empty mapping"):
+        fuse_model_predictions({})
+    with pytest.raises(ValueError, match=r"model 'a' lack columns \['score'\]"):
+        fuse_model_predictions({"a": p1.drop(columns="score")})
+    with pytest.raises(ValueError, match="not in `image_ids`"):
+        fuse_model_predictions({"a": p1}, image_ids=[0])

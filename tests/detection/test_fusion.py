@@ -237,3 +237,155 @@ def test_readers_column_lists_distinct_readers_sorted(n_readers: int) -> None:
     assert fused["readers"].tolist() == [";".join(f"r{i:02d}" for i in range(n_readers)), "r01"]
     assert fused["n_boxes"].tolist() == [n_readers + 1, 1]
     assert fused["n_readers"].tolist() == [n_readers, 1]
+
+
+# ---------------------------------------------------------------------- scored boxes (WBF)
+def _scored(rows: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["image", "reader", "class", *COLS, "score"])
+
+
+def _random_scored(seed: int, score_levels: int = 0) -> pd.DataFrame:
+    """Boxes of 2-4 models around a few objects; scores continuous or from a few levels."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(3):
+        objects = [rng.uniform(0, 100, 2) for _ in range(int(rng.integers(1, 4)))]
+        for m in range(int(rng.integers(2, 5))):
+            rows.append((f"i{i}", f"m{m}", None, np.nan, np.nan, np.nan, np.nan, np.nan))
+            for k, lo in enumerate(objects):
+                for _ in range(int(rng.integers(0, 3))):
+                    b = np.r_[lo, lo + 30] + rng.normal(0, 3, 4)
+                    b[2:] = np.maximum(b[2:], b[:2] + 1)
+                    s = (
+                        rng.integers(1, score_levels + 1) / score_levels
+                        if score_levels
+                        else rng.uniform(0.01, 1)
+                    )
+                    rows.append((f"i{i}", f"m{m}", k % 2, *b, s))
+    return _scored(rows)
+
+
+def test_scored_fusion_by_hand() -> None:
+    # two models, weights 1 and 3; the boxes overlap (IoU 0.8)
+    frame = _scored(
+        [
+            ("a", "m1", 0, 0.0, 0.0, 10.0, 10.0, 0.8),
+            ("a", "m2", 0, 2.0, 0.0, 12.0, 10.0, 0.2),
+            ("a", "m2", 0, 50.0, 50.0, 60.0, 60.0, 0.5),
+        ]
+    )
+    fused = fuse_boxes(frame, iou_thr=0.5, proficiency={"m1": 1.0, "m2": 3.0})
+    assert list(fused.columns) == [
+        "image", "class", *COLS, "score", "confidence", "n_readers", "n_boxes", "readers"
+    ]  # fmt: skip
+    # clusters come in processing order: the far box first (score x weight 1.5), then the
+    # pair (0.8 and 0.6), whose fused box is their score x weight mean
+    assert fused["readers"].tolist() == ["m2", "m1;m2"]
+    assert fused["xmin"].tolist() == pytest.approx([50.0, (0.8 * 0 + 0.6 * 2) / 1.4])
+    # WBF avg: mean(score x weight) x min(n_boxes, n_sources) / total weight
+    assert fused["score"].tolist() == pytest.approx([1.5 * 1 / 4, (1.4 / 2) * 2 / 4])
+    assert fused["confidence"].tolist() == [0.5, 1.0]  # agreement is unchanged
+
+
+def test_scores_of_one_change_nothing_but_add_the_score_column() -> None:
+    frame = _noisy_readers(4, n_images=10)
+    plain = fuse_boxes(frame, estimate_proficiency=False)
+    scored = fuse_boxes(
+        frame.assign(score=np.where(frame["class"].notna(), 1.0, np.nan)),
+        estimate_proficiency=False,
+    )
+    pd.testing.assert_frame_equal(plain, scored.drop(columns="score"))
+    # equal weights, one box per reader: the WBF score is the agreement
+    one_each = scored["n_boxes"] == scored["n_readers"]
+    np.testing.assert_allclose(scored["score"][one_each], scored["confidence"][one_each])
+    # estimated proficiency sees the same clusters
+    assert fuse_boxes(frame).attrs == fuse_boxes(frame.assign(score=1.0)).attrs
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), levels=st.sampled_from([0, 2, 3]))
+def test_row_and_source_order_change_nothing_for_scored_boxes(seed: int, levels: int) -> None:
+    # ``levels`` > 0 gives many ties in score x weight: the tie-break (heavier source, source
+    # id, coordinates) must not depend on where the rows or the sources come in the input
+    frame = _random_scored(seed, levels)
+    models = sorted(frame["reader"].unique())
+    weight = {m: 1.0 + (i % 2) for i, m in enumerate(models)}
+    readings = {img: models[::-1] for img in frame["image"].unique()}
+    base = fuse_boxes(frame, iou_thr=0.4, proficiency=weight, readers=readings)
+    rs = np.random.RandomState(seed % 2**31)
+    shuffled = frame.sample(frac=1.0, random_state=rs).reset_index(drop=True)
+    again = fuse_boxes(
+        shuffled,
+        iou_thr=0.4,
+        proficiency=dict(reversed(list(weight.items()))),
+        readers={img: list(rs.permutation(models)) for img in frame["image"].unique()},
+    )
+    pd.testing.assert_frame_equal(base, again)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_renaming_sources_changes_nothing_without_ties(seed: int) -> None:
+    frame = _random_scored(seed)  # continuous scores: no ties in score x weight
+    models = sorted(frame["reader"].unique())
+    rename = dict(zip(models, [f"z{9 - i}" for i in range(len(models))], strict=True))
+    a = fuse_boxes(frame, estimate_proficiency=False)
+    b = fuse_boxes(frame.assign(reader=frame["reader"].map(rename)), estimate_proficiency=False)
+    key = ["image", "class", *COLS]
+    a = a.sort_values(key).reset_index(drop=True)
+    b = b.sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a[[*key, "score", "n_boxes"]], b[[*key, "score", "n_boxes"]])
+
+
+def test_ties_in_score_are_broken_by_weight_then_source_id() -> None:
+    # three equal-score boxes in a chain: b overlaps a and c, a and c do not overlap. The
+    # first processed box seeds the cluster, so the tie-break decides the clusters.
+    a = ("x", "m_a", 0, 0.0, 0.0, 10.0, 10.0, 0.5)
+    b = ("x", "m_b", 0, 3.0, 0.0, 13.0, 10.0, 0.5)
+    c = ("x", "m_c", 0, 6.0, 0.0, 16.0, 10.0, 0.5)
+    frame = _scored([c, b, a])
+    by_id = fuse_boxes(frame, iou_thr=0.5, estimate_proficiency=False)
+    assert by_id["readers"].tolist() == ["m_a;m_b", "m_c"]  # m_a is processed first
+    # a higher score goes first whatever the id
+    frame.loc[frame["reader"] == "m_c", "score"] = 0.6
+    by_score = fuse_boxes(frame, iou_thr=0.5, estimate_proficiency=False)
+    assert by_score["readers"].tolist() == ["m_b;m_c", "m_a"]
+    frame.loc[frame["reader"] == "m_c", "score"] = 0.5
+    # equal score x weight (0.5 x 2 = 1.0 x 1): the heavier source m_c goes first
+    frame.loc[frame["reader"] != "m_c", "score"] = 1.0
+    tied = fuse_boxes(frame, iou_thr=0.5, proficiency={"m_a": 1.0, "m_b": 1.0, "m_c": 2.0})
+    assert tied["readers"].tolist() == ["m_b;m_c", "m_a"]
+
+
+def test_box_below_skip_box_thr_is_ignored_but_its_source_counts() -> None:
+    frame = _random_scored(5)
+    frame["score"] = np.maximum(frame["score"], 0.2)
+    low = frame.index[frame["class"].notna()][3]
+    frame.loc[low, "score"] = 0.05
+    skipped = fuse_boxes(frame, estimate_proficiency=False, skip_box_thr=0.1)
+    assert not skipped.equals(fuse_boxes(frame, estimate_proficiency=False))
+    # the same as the table with that row turned into a reading without boxes
+    as_reading = frame.copy()
+    as_reading.loc[low, ["class", *COLS, "score"]] = np.nan
+    pd.testing.assert_frame_equal(skipped, fuse_boxes(as_reading, estimate_proficiency=False))
+    assert skipped["n_boxes"].sum() == frame["class"].notna().sum() - 1
+    # at the threshold a box is kept (WBF skips score < skip_box_thr)
+    kept = fuse_boxes(frame, estimate_proficiency=False, skip_box_thr=0.05)
+    assert kept["n_boxes"].sum() == frame["class"].notna().sum()
+    # every box skipped: no fused boxes, still a table with a score column
+    none = fuse_boxes(frame, estimate_proficiency=False, skip_box_thr=2.0)
+    assert none.empty
+    assert "score" in none.columns
+
+
+def test_bad_scores() -> None:
+    frame = _scored([("a", "m1", 0, 0.0, 0.0, 10.0, 10.0, 0.5)])
+    with pytest.raises(ValueError, match=r"score of the box in row 0 \(image 'a', reader 'm1'\)"):
+        fuse_boxes(frame.assign(score=np.nan))
+    with pytest.raises(ValueError, match="finite number as score"):
+        fuse_boxes(frame.assign(score="high"))
+    with pytest.raises(ValueError, match="scores must be positive"):
+        fuse_boxes(frame.assign(score=0.0))
+    assert fuse_boxes(frame.assign(score=0.0), skip_box_thr=0.1).empty
+    with pytest.raises(ValueError, match="`skip_box_thr` must be a non-negative number"):
+        fuse_boxes(frame, skip_box_thr=-0.1)

@@ -170,3 +170,125 @@ def test_matches_weighted_boxes_fusion_on_vindr(shared_data) -> None:
     readers = sorted(frame["reader"].unique())
     weight = {r: 1.0 - 0.02 * i for i, r in enumerate(readers)}
     assert _compare(frame, weight, 0.4) > 300
+
+
+# ---------------------------------------------------------------------- scored boxes
+# With a ``score`` column fuse_boxes is weighted boxes fusion of scored predictions. Random
+# continuous scores make every score x weight distinct, so both libraries visit the boxes in
+# the same order and the lists are given to ensemble-boxes as they are.
+
+
+def _compare_scored(
+    frame: pd.DataFrame, weight: dict[str, float], iou_thr: float, skip_box_thr: float
+) -> int:
+    """Fuse scored boxes with both libraries image by image; boxes and scores must agree."""
+    readings = frame[["image", "reader"]].drop_duplicates()
+    ours = fuse_boxes(
+        frame, iou_thr=iou_thr, proficiency=weight, readers=readings, skip_box_thr=skip_box_thr
+    )
+    assert "score" in ours.columns
+    boxed = frame.dropna(subset=["class"])
+    compared = 0
+    for image, img in readings.groupby("image", sort=True):
+        sources = sorted(img["reader"])
+        mine = boxed[boxed["image"] == image]
+        per = [mine[mine["reader"] == r] for r in sources]
+        eb, es, el = ensemble_boxes.weighted_boxes_fusion(
+            [p[COLS].to_numpy().reshape(-1, 4) for p in per],
+            [p["score"].to_numpy() for p in per],
+            [p["class"].to_numpy(float) for p in per],
+            weights=[weight[r] for r in sources],
+            iou_thr=iou_thr,
+            skip_box_thr=skip_box_thr,
+            conf_type="avg",
+        )
+        theirs = pd.DataFrame(eb, columns=COLS).assign(**{"class": el.astype(int), "score": es})
+        fused = ours[ours["image"] == image]
+        assert len(fused) == len(theirs), f"image {image}: cluster counts differ"
+        if not len(fused):
+            continue
+        a, b = _sorted(fused), _sorted(theirs)
+        np.testing.assert_array_equal(a["class"].to_numpy(), b["class"].to_numpy())
+        np.testing.assert_allclose(a[COLS].to_numpy(), b[COLS].to_numpy(), atol=1e-6)
+        np.testing.assert_allclose(a["score"].to_numpy(), b["score"].to_numpy(), atol=1e-6)
+        # confidence keeps its meaning: distinct sources over the sources of the image
+        np.testing.assert_allclose(a["confidence"], a["n_readers"] / len(sources))
+        compared += len(fused)
+    return compared
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    iou_thr=st.sampled_from([0.3, 0.4, 0.55]),
+    skip_box_thr=st.sampled_from([0.0, 0.1, 0.3]),
+    equal_weights=st.booleans(),
+)
+def test_scored_boxes_match_weighted_boxes_fusion(
+    seed: int, iou_thr: float, skip_box_thr: float, equal_weights: bool
+) -> None:
+    frame = _random_frame(seed)
+    rng = np.random.default_rng(seed + 2)
+    frame["score"] = np.where(frame["class"].notna(), rng.uniform(0.01, 1.0, len(frame)), np.nan)
+    readers = sorted(frame["reader"].unique())
+    w = np.ones(len(readers)) if equal_weights else rng.uniform(0.3, 2.0, len(readers))
+    _compare_scored(frame, dict(zip(readers, w, strict=True)), iou_thr, skip_box_thr)
+
+
+def test_scored_vindr_boxes_match_weighted_boxes_fusion(shared_data) -> None:
+    folder = shared_data / "vindr_cxr_boxes_hieupham" / "data" / "VinCXR" / "labels_det"
+    if not folder.is_dir():
+        pytest.skip("VinDr-CXR reader boxes not found")
+    raw = pd.read_csv(folder / "full_allboxes_val.csv")
+    images = raw.loc[raw["class_id"] != 14, "image_id"].drop_duplicates().sort_values()[:300]
+    raw = raw[raw["image_id"].isin(images)]
+    size = raw[["image_width", "image_height", "image_width", "image_height"]].to_numpy(float)
+    frame = pd.DataFrame(
+        {
+            "image": raw["image_id"].to_numpy(),
+            "reader": raw["rad_id"].to_numpy(),
+            "class": raw["class_id"].to_numpy(),
+        }
+    )
+    frame[COLS] = raw[["x_min", "y_min", "x_max", "y_max"]].to_numpy(float) / size
+    frame.loc[raw["class_id"].to_numpy() == 14, ["class", *COLS]] = np.nan
+    rng = np.random.default_rng(0)
+    frame["score"] = np.where(frame["class"].notna(), rng.uniform(0.01, 1.0, len(frame)), np.nan)
+    readers = sorted(frame["reader"].unique())
+    weight = dict(zip(readers, rng.uniform(0.5, 1.5, len(readers)), strict=True))
+    assert _compare_scored(frame, weight, 0.4, 0.0) > 300
+    assert _compare_scored(frame, weight, 0.55, 0.25) > 200
+
+
+def test_fuse_model_predictions_matches_weighted_boxes_fusion() -> None:
+    pytest.importorskip("torch")
+    from crowdmed.training.detection import fuse_model_predictions
+
+    rng = np.random.default_rng(3)
+    size = 64.0
+    frame = _random_frame(11)
+    frame = frame.dropna(subset=["class"]).rename(columns={"reader": "model"})
+    frame[COLS] *= size  # predictions in pixels
+    frame["score"] = rng.uniform(0.01, 1.0, len(frame))
+    models = [*sorted(frame["model"].unique()), "silent"]  # a model without predictions
+    preds = {m: frame[frame["model"] == m].drop(columns="model") for m in models}
+    images = sorted(frame["image"].unique())
+    ours = fuse_model_predictions(preds, image_ids=images, iou_thr=0.4, skip_box_thr=0.05)
+    for image in images:
+        per = [preds[m][preds[m]["image"] == image] for m in models]
+        eb, es, el = ensemble_boxes.weighted_boxes_fusion(
+            [p[COLS].to_numpy().reshape(-1, 4) / size for p in per],
+            [p["score"].to_numpy() for p in per],
+            [p["class"].to_numpy(float) for p in per],
+            iou_thr=0.4,
+            skip_box_thr=0.05,
+            conf_type="avg",
+        )
+        theirs = pd.DataFrame(eb * size, columns=COLS).assign(
+            **{"class": el.astype(int), "score": es}
+        )
+        mine = ours[ours["image"] == image]
+        assert len(mine) == len(theirs)
+        a, b = _sorted(mine), _sorted(theirs)
+        np.testing.assert_allclose(a[COLS].to_numpy(), b[COLS].to_numpy(), atol=1e-4)
+        np.testing.assert_allclose(a["score"].to_numpy(), b["score"].to_numpy(), atol=1e-6)

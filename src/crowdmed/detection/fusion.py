@@ -38,6 +38,8 @@ import pandas as pd
 from crowdmed.data.labels import _short
 from crowdmed.detection.boxes import (
     _array_columns,
+    _Checked,
+    _describe,
     _factorize,
     _paired_iou,
     _py,
@@ -70,6 +72,8 @@ class _Prepared:
     read_image: np.ndarray  # (n_readings,) image code of each distinct (image, reader) reading
     read_reader: np.ndarray  # (n_readings,) reader code
     n_read: np.ndarray  # (n_images,) readers per image
+    score: np.ndarray  # (n,) score of each box (1 without a ``score`` column)
+    has_score: bool  # whether the table has a ``score`` column
 
 
 def _reading_pairs(readers: Any) -> pd.DataFrame:
@@ -106,10 +110,42 @@ def _integer_ids(uniques: np.ndarray) -> np.ndarray:
     return np.asarray(uniques, dtype=object)
 
 
-def _prepare(frame: pd.DataFrame, readers: Any = None) -> _Prepared:
+def _box_scores(checked: _Checked, skip_box_thr: float) -> tuple[np.ndarray, bool]:
+    """Per-row scores (1 without a ``score`` column) and whether the column exists."""
+    df = checked.frame
+    n = len(df)
+    if "score" not in df.columns:
+        return np.ones(n), False
+    values = df["score"]
+    numeric = pd.to_numeric(values, errors="coerce") if values.dtype.kind not in "iuf" else values
+    score = np.asarray(numeric, dtype=np.float64)
+    is_box = checked.is_box
+    bad = is_box & ~np.isfinite(score)
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"The score of the box in {_describe(df, pos, _row_label)} is "
+            f"{_py(values.iloc[pos])!r}; every box needs a finite number as score (leave it "
+            "empty only on rows that record a reading without boxes)."
+        )
+    low = is_box & (score < skip_box_thr)
+    bad = is_box & ~low & (score <= 0)
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"The score of the box in {_describe(df, pos, _row_label)} is "
+            f"{float(score[pos])!r}; scores must be positive (set `skip_box_thr` above 0 to "
+            "ignore boxes with score 0)."
+        )
+    return np.where(is_box, score, 1.0), True
+
+
+def _prepare(frame: pd.DataFrame, readers: Any = None, skip_box_thr: float = 0.0) -> _Prepared:
     checked = _validate(frame, image_sizes=None, classes=None, images=None, where=_row_label)
     ndim = checked.ndim
-    is_box = checked.is_box
+    row_score, has_score = _box_scores(checked, skip_box_thr)
+    # a box scored below the threshold is dropped, but its row still records the reading
+    is_box = checked.is_box & (row_score >= skip_box_thr)
     image_code, image_ids = checked.image_code, checked.image_ids
     reader_code, reader_ids = checked.reader_code, checked.reader_ids
     if readers is not None:
@@ -147,6 +183,7 @@ def _prepare(frame: pd.DataFrame, readers: Any = None) -> _Prepared:
     coords = checked.coords[is_box][:, cols]
     image = image_code[:n_rows][is_box]
     reader = reader_code[:n_rows][is_box]
+    score = row_score[is_box]
     # canonical box order, so every sum below is independent of the input's row order
     n_cls = max(len(class_ids), 1)
     key = (image * n_cls + class_code) * max(n_rd, 1) + reader
@@ -170,6 +207,8 @@ def _prepare(frame: pd.DataFrame, readers: Any = None) -> _Prepared:
         read_image=read_image.astype(np.int64),
         read_reader=read_reader.astype(np.int64),
         n_read=n_read,
+        score=score[canon],
+        has_score=has_score,
     )
 
 
@@ -182,6 +221,7 @@ class _Clusters:
     cluster_slots: np.ndarray  # (n_clusters,) used slots in output order
     fused: np.ndarray  # (n_slots, 2d) fused coordinates per slot
     n_boxes: np.ndarray  # (n_slots,) boxes per slot
+    sum_w: np.ndarray  # (n_slots,) sum of score x weight of the slot's boxes
     n_readers: np.ndarray  # (n_slots,) distinct readers per slot
     member: np.ndarray  # (n_slots, n_readers) bool: reader has a box in the slot
     image: np.ndarray  # (n_slots,) image code per slot
@@ -193,13 +233,17 @@ def _cluster(prep: _Prepared, weight: np.ndarray, iou_thr: float) -> _Clusters:
     n = len(prep.coords)
     n_cls = max(len(prep.class_ids), 1)
     group_key = prep.image * n_cls + prep.klass
-    w = weight[prep.reader]
+    w = weight[prep.reader] * prep.score if prep.has_score else weight[prep.reader]
     # boxes are in canonical order (image, class, reader, coordinates); within a group the
-    # processing order puts heavier readers first, then reader id: a stable integer sort
+    # processing order puts larger score x weight first, then heavier readers, then reader id,
+    # then coordinates (stable sorts keep the canonical order for the rest)
     n_rd = max(len(prep.reader_ids), 1)
     reader_rank = np.empty(n_rd, dtype=np.int64)
     reader_rank[np.lexsort((np.arange(len(weight)), -weight))] = np.arange(len(weight))
-    order = np.argsort(group_key * n_rd + reader_rank[prep.reader], kind="stable")
+    if prep.has_score:
+        order = np.lexsort((reader_rank[prep.reader], -w, group_key))
+    else:  # score x weight is the reader's weight: one integer key
+        order = np.argsort(group_key * n_rd + reader_rank[prep.reader], kind="stable")
     coords = prep.coords[order]
     ws = w[order]
     gk = group_key[order]
@@ -265,6 +309,7 @@ def _cluster(prep: _Prepared, weight: np.ndarray, iou_thr: float) -> _Clusters:
         cluster_slots=used,
         fused=fused,
         n_boxes=n_boxes,
+        sum_w=sum_w,
         n_readers=n_readers,
         member=member,
         image=image,
@@ -357,13 +402,22 @@ def _estimate(
     return weights, cl, n_iter, converged
 
 
-def _check_params(iou_thr: float, max_iter: int, tol: float) -> None:
+def _check_params(iou_thr: float, max_iter: int, tol: float, skip_box_thr: float = 0.0) -> None:
     if not (isinstance(iou_thr, (int, float)) and 0 <= float(iou_thr) < 1):
         raise ValueError(f"`iou_thr` must be a number in [0, 1); got {iou_thr!r}.")
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
         raise ValueError(f"`max_iter` must be a non-negative integer; got {max_iter!r}.")
     if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
         raise ValueError(f"`tol` must be a non-negative number; got {tol!r}.")
+    if not (
+        isinstance(skip_box_thr, (int, float))
+        and not isinstance(skip_box_thr, bool)
+        and math.isfinite(skip_box_thr)
+        and skip_box_thr >= 0
+    ):
+        raise ValueError(
+            f"`skip_box_thr` must be a non-negative number (a score); got {skip_box_thr!r}."
+        )
 
 
 def estimate_proficiency(
@@ -390,7 +444,8 @@ def estimate_proficiency(
     sides, false positives lower precision and missed findings lower recall.
 
     Args:
-        frame: Box table (see :func:`crowdmed.detection.check_boxes`).
+        frame: Box table (see :func:`crowdmed.detection.check_boxes`); an optional ``score``
+            column orders and weights the boxes in the clustering as in :func:`fuse_boxes`.
         iou_thr: Clusters form above this IoU.
         readers: Who read each image (``image -> readers`` or a frame ``image, reader``);
             defaults to the readers appearing for the image in ``frame``.
@@ -433,7 +488,20 @@ def _typed(ids: np.ndarray) -> np.ndarray:
     return ids
 
 
-def _clusters_frame(prep: _Prepared, cl: _Clusters) -> pd.DataFrame:
+def _fused_scores(prep: _Prepared, cl: _Clusters, weights: np.ndarray) -> np.ndarray:
+    """WBF ``avg`` score of each output cluster (see :func:`fuse_boxes`)."""
+    slots = cl.cluster_slots
+    image = cl.image[slots]
+    n_boxes = cl.n_boxes[slots]
+    # total weight of the sources (readers) of each image
+    total = np.bincount(
+        prep.read_image, weights=weights[prep.read_reader], minlength=len(prep.image_ids)
+    )
+    mean = cl.sum_w[slots] / n_boxes
+    return np.asarray(mean * np.minimum(n_boxes, prep.n_read[image]) / total[image])
+
+
+def _clusters_frame(prep: _Prepared, cl: _Clusters, weights: np.ndarray) -> pd.DataFrame:
     slots = cl.cluster_slots
     cols = _array_columns(prep.ndim)
     data: dict[str, Any] = {
@@ -443,6 +511,8 @@ def _clusters_frame(prep: _Prepared, cl: _Clusters) -> pd.DataFrame:
     coords = cl.fused[slots]
     for j, c in enumerate(cols):
         data[c] = coords[:, j]
+    if prep.has_score:
+        data["score"] = _fused_scores(prep, cl, weights)
     n_readers = cl.n_readers[slots]
     data["confidence"] = n_readers / prep.n_read[cl.image[slots]]
     data["n_readers"] = n_readers
@@ -466,7 +536,15 @@ def _clusters_frame(prep: _Prepared, cl: _Clusters) -> pd.DataFrame:
         pair_slot, pair_reader = np.nonzero(member)
         data["readers"] = _join_readers(pair_slot, reader_text[pair_reader], np.arange(len(slots)))
     out = pd.DataFrame(data)
-    ordered = ["image", "class", *box_columns(prep.ndim), "confidence", "n_readers", "n_boxes"]
+    ordered = [
+        "image",
+        "class",
+        *box_columns(prep.ndim),
+        *(["score"] if prep.has_score else []),
+        "confidence",
+        "n_readers",
+        "n_boxes",
+    ]
     out = out[[*ordered, "readers"]]
     return out
 
@@ -480,40 +558,69 @@ def fuse_boxes(
     estimate_proficiency: bool = True,
     max_iter: int = 10,
     tol: float = 1e-4,
+    skip_box_thr: float = 0.0,
 ) -> pd.DataFrame:
-    """Fuse the boxes of several readers into consensus boxes with an agreement confidence.
+    """Fuse the boxes of several readers (or models) into consensus boxes.
 
-    Per image and class, boxes are clustered with the WBF rule (each box, in a canonical order,
-    joins the cluster whose current fused box has the highest IoU ``> iou_thr``, else starts a
-    new cluster); the fused box is the proficiency-weighted mean of the cluster's boxes, and
-    the confidence is the number of distinct readers in the cluster over the number of readers
-    who read the image (Le et al. 2023, Algorithm 1). A reader who read an image and marked
-    nothing lowers the confidence of its clusters but never moves a coordinate.
+    Per image and class, boxes are clustered with the WBF rule: each box, in the processing
+    order, joins the cluster whose current fused box has the highest IoU ``> iou_thr`` (the
+    oldest cluster on ties), else starts a new cluster. Each box weighs ``score × w``, where
+    ``w`` is its source's weight (``proficiency``) and ``score`` comes from the optional
+    ``score`` column (1 for every box when the table has none). The processing order is by
+    decreasing ``score × w``, ties broken by the heavier source, then the source id, then the
+    coordinates, so the result depends neither on the row order nor on the order of the
+    sources. The fused box is the ``score × w``-weighted mean of the cluster's boxes.
+
+    Two uses:
+
+    - **Readers** (no ``score`` column; Le et al. 2023, Algorithm 1): every box weighs its
+      reader's proficiency, given or estimated. ``confidence`` is the agreement: distinct
+      readers in the cluster over readers of the image. A reader who read an image and marked
+      nothing lowers the confidence of its clusters but never moves a coordinate.
+    - **Scored predictions of several models** (a ``score`` column, the model id in the
+      ``reader`` column, ``proficiency`` = model weights or ``estimate_proficiency=False`` for
+      equal weights): the result is weighted boxes fusion (Solovyev et al. 2021) with
+      ``conf_type="avg"``, and the output's ``score`` is WBF's fused score,
+      ``mean(score × w over the cluster's boxes) × min(n_boxes, n_sources) / W``, where
+      ``n_sources`` is the number of sources of the image and ``W`` their total weight. List
+      every model for every image in ``readers``: a model that predicted nothing on an image
+      is still one of its sources. Boxes scored below ``skip_box_thr`` are ignored (their
+      source still counts as a source of the image).
 
     Args:
         frame: Box table with columns ``image, reader, class, xmin, ymin, xmax, ymax`` (plus
-            ``zmin, zmax`` for 3-D), absolute pixels; rows with empty class and coordinates
-            record readings without boxes.
+            ``zmin, zmax`` for 3-D), absolute pixels, and optionally ``score`` (positive
+            numbers; empty on readings without boxes); rows with empty class and coordinates
+            record readings without boxes. ``reader`` holds the source: reader or model.
         iou_thr: A box joins a cluster when its IoU with the fused box exceeds this.
-        proficiency: Weight of each reader (mapping, Series indexed by reader, or a table
+        proficiency: Weight of each source (mapping, Series indexed by source, or a table
             ``reader, proficiency``); positive numbers, scale-free.
         readers: Who read each image (``image -> list of readers`` or a frame ``image,
-            reader``), so that readers who marked nothing count in the confidence; defaults to
-            the readers appearing for the image in ``frame``.
+            reader``), so that sources that marked nothing count in ``confidence`` and
+            ``score``; defaults to the sources appearing for the image in ``frame``.
         estimate_proficiency: When ``proficiency`` is not given, estimate it with
-            :func:`estimate_proficiency`; otherwise all readers weigh the same.
+            :func:`estimate_proficiency`; otherwise all sources weigh the same.
         max_iter: Maximum re-weighting rounds of the estimation.
         tol: Convergence tolerance of the estimation.
+        skip_box_thr: Boxes whose ``score`` is below this are ignored (WBF's ``skip_box_thr``;
+            without a ``score`` column every score is 1).
 
     Returns:
-        One row per consensus box: ``image, class``, the coordinate columns, ``confidence``
-        (agreement in ``(0, 1]``), ``n_readers`` (distinct readers in the cluster), ``n_boxes``
-        and ``readers`` (their ids joined by ``;``), ordered by image, class and cluster.
-        ``attrs["proficiency"]`` maps each reader to the weight used; ``attrs["n_iter"]`` and
+        One row per fused box, ordered by image, class and cluster, with columns
+
+        - ``image, class`` and the coordinate columns (the fused box);
+        - ``score`` (only when ``frame`` has a ``score`` column): WBF's ``avg`` fused score
+          defined above, in ``(0, 1]`` for scores in ``(0, 1]``;
+        - ``confidence``: agreement in ``(0, 1]``, distinct sources in the cluster over the
+          sources of the image, whatever the scores and weights;
+        - ``n_readers`` (distinct sources in the cluster), ``n_boxes`` and ``readers`` (the
+          sources' ids joined by ``;``).
+
+        ``attrs["proficiency"]`` maps each source to the weight used; ``attrs["n_iter"]`` and
         ``attrs["converged"]`` describe the estimation.
 
     Raises:
-        ValueError: Invalid boxes (see :func:`check_boxes`), readings or parameters.
+        ValueError: Invalid boxes (see :func:`check_boxes`), scores, readings or parameters.
 
     Examples:
         >>> boxes = pd.DataFrame({
@@ -523,9 +630,16 @@ def fuse_boxes(
         >>> fused = fuse_boxes(boxes, estimate_proficiency=False)
         >>> fused[["xmin", "xmax", "confidence", "n_readers"]].to_numpy().tolist()
         [[11.0, 51.0, 1.0, 3.0]]
+
+        Scored predictions of two models, one box each (model weights 1):
+
+        >>> preds = boxes.iloc[:2].assign(reader=["m1", "m2"], score=[0.9, 0.3])
+        >>> fused = fuse_boxes(preds, estimate_proficiency=False)
+        >>> fused[["xmin", "score"]].round(3).to_numpy().tolist()
+        [[10.5, 0.6]]
     """
-    _check_params(iou_thr, max_iter, tol)
-    prep = _prepare(frame, readers)
+    _check_params(iou_thr, max_iter, tol, skip_box_thr)
+    prep = _prepare(frame, readers, float(skip_box_thr))
     n_iter, converged = 0, True
     if proficiency is not None:
         weights = _reader_weights(prep, proficiency)
@@ -535,7 +649,7 @@ def fuse_boxes(
     else:
         weights = np.ones(len(prep.reader_ids))
         cl = _cluster(prep, weights, float(iou_thr))
-    out = _clusters_frame(prep, cl)
+    out = _clusters_frame(prep, cl, weights)
     out.attrs["proficiency"] = {
         (r.item() if isinstance(r, np.generic) else r): float(w)
         for r, w in zip(prep.reader_ids, weights, strict=True)

@@ -3,6 +3,7 @@
 from crowdmed.training.detection import (
     DetectionVariant,
     DetectorTrainer,
+    fuse_model_predictions,
     make_targets,
     predict_boxes,
     variant_targets,
@@ -17,6 +18,7 @@ __all__ = [
     "DetectorTrainer",
     "SegmentationMethod",
     "TrainMethod",
+    "fuse_model_predictions",
     "make_targets",
     "predict_boxes",
     "tta_views",

@@ -9,7 +9,7 @@ with AdamW was seen to collapse to empty predictions; SGD with a warm-up does no
 (2023): every reader's boxes (``all-readers``), fused boxes (``fused``), and fused boxes
 weighted by their fused confidence (``earl``). The fourth variant of the paper, the reader
 ensemble, trains one detector on each reader's boxes and fuses their predictions with weighted
-box fusion (see ``benchmarks/detection_earl.py``).
+box fusion: :func:`fuse_model_predictions` (see ``benchmarks/detection_earl.py``).
 
 References:
     Le, Tran, Pham, Nguyen, Le, Nguyen, Nguyen (2023). Learning from multiple expert
@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from typing import Any
 
@@ -38,6 +38,7 @@ from crowdmed.exceptions import NotFittedError
 __all__ = [
     "DetectionVariant",
     "DetectorTrainer",
+    "fuse_model_predictions",
     "make_targets",
     "predict_boxes",
     "variant_targets",
@@ -402,3 +403,90 @@ def predict_boxes(
     if image_ids is None:
         out["image"] = out["image"].astype(np.int64)
     return out[columns]
+
+
+def fuse_model_predictions(
+    predictions_by_model: Mapping[Any, pd.DataFrame],
+    *,
+    image_ids: Sequence[Any] | np.ndarray | None = None,
+    weights: Mapping[Any, float] | None = None,
+    iou_thr: float = 0.55,
+    skip_box_thr: float = 0.0,
+) -> pd.DataFrame:
+    """Fuse the predicted boxes of several detectors with weighted boxes fusion.
+
+    The reader ensemble of Le et al. (2023) trains one detector per reader and fuses their
+    predictions with WBF (Solovyev et al. 2021, ``conf_type="avg"``); this calls
+    :func:`crowdmed.detection.fuse_boxes` with the models as sources, so every model counts
+    as a source of every image, also where it predicted nothing.
+
+    Args:
+        predictions_by_model: Model id -> its predictions, a frame with columns
+            ``image, class, xmin, ymin, xmax, ymax, score`` (as :func:`predict_boxes`
+            returns).
+        image_ids: The images every model predicted on; defaults to the images that have a
+            prediction. Images without any prediction have no fused box.
+        weights: Weight of each model (positive); equal weights when ``None``.
+        iou_thr: A box joins a cluster when its IoU with the fused box exceeds this (WBF's
+            default 0.55).
+        skip_box_thr: Predictions scored below this are ignored.
+
+    Returns:
+        Frame with columns ``image, class, xmin, ymin, xmax, ymax, score, n_models``: one
+        row per fused box, ``score`` being WBF's fused score (mean of score x model weight
+        over the cluster's boxes, times ``min(n_boxes, n_models) / total model weight``) and
+        ``n_models`` the number of models with a box in the cluster.
+
+    Raises:
+        ValueError: No models, a frame without the needed columns, a model without a weight,
+            or invalid boxes or scores.
+    """
+    from crowdmed.detection import fuse_boxes
+
+    if not isinstance(predictions_by_model, Mapping) or not predictions_by_model:
+        raise ValueError(
+            "`predictions_by_model` must be a non-empty mapping model id -> predictions frame."
+        )
+    need = ["image", "class", *_BOX, "score"]
+    parts = []
+    for model, pred in predictions_by_model.items():
+        if not isinstance(pred, pd.DataFrame):
+            raise TypeError(
+                f"The predictions of model {model!r} must be a DataFrame; got "
+                f"{type(pred).__name__}."
+            )
+        missing = [c for c in need if c not in pred.columns]
+        if missing:
+            raise ValueError(
+                f"The predictions of model {model!r} lack columns {missing}; they need {need} "
+                "(as predict_boxes returns)."
+            )
+        parts.append(pred[need].assign(reader=[model] * len(pred)))
+    models = list(predictions_by_model)
+    boxes = pd.concat(parts, ignore_index=True)
+    columns = ["image", "class", *_BOX, "score", "n_models"]
+    if image_ids is None:
+        images = pd.unique(boxes["image"])
+    else:
+        images = np.asarray(image_ids, dtype=object)
+        unknown = ~boxes["image"].isin(images)
+        if unknown.any():
+            raise ValueError(
+                f"Model {boxes['reader'][unknown].iloc[0]!r} predicted on image "
+                f"{boxes['image'][unknown].iloc[0]!r}, which is not in `image_ids`; add it."
+            )
+    if not len(boxes):
+        return pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
+    readings = pd.DataFrame(
+        {"image": np.repeat(images, len(models)), "reader": models * len(images)}
+    )
+    fused = fuse_boxes(
+        boxes[["image", "reader", "class", *_BOX, "score"]],
+        iou_thr=iou_thr,
+        proficiency=None if weights is None else dict(weights),
+        readers=readings,
+        estimate_proficiency=False,
+        skip_box_thr=skip_box_thr,
+    )
+    out = fused[["image", "class", *_BOX, "score", "n_readers"]]
+    return out.rename(columns={"n_readers": "n_models"}).reset_index(drop=True)
