@@ -11,6 +11,10 @@ and writes the model folder all at once (nothing is written when anything fails)
 - ``targets.csv``: the boxes the detector learnt from, with their weights;
 - ``run.json``: version, arguments, seed, timing;
 - ``predictions.csv`` when ``--predict DIR`` is given: the boxes found on those images.
+
+``crowdmed predict MODEL_DIR --images DIR --out boxes.csv`` calls
+:func:`predict_detection_command`, which finds the boxes with the same code
+(:func:`detect_images`) and writes the table plus its run record ``boxes.csv.json``.
 """
 
 from __future__ import annotations
@@ -40,7 +44,13 @@ from crowdmed._io import to_jsonable
 from crowdmed._validation import check_option
 from crowdmed._version import __version__
 
-__all__ = ["DETECTION_MODEL_FORMAT", "load_detection_model", "train_detection"]
+__all__ = [
+    "DETECTION_MODEL_FORMAT",
+    "detect_images",
+    "load_detection_model",
+    "predict_detection_command",
+    "train_detection",
+]
 
 #: Version of the ``model.pt`` layout written by :func:`train_detection`.
 DETECTION_MODEL_FORMAT = 1
@@ -48,13 +58,13 @@ DETECTION_MODEL_FORMAT = 1
 _BOX = ["xmin", "ymin", "xmax", "ymax"]
 
 
-def _import_detection() -> Any:
-    torch = _import_torch("train --task detection", images=False)
+def _import_detection(command: str = "train --task detection") -> Any:
+    torch = _import_torch(command, images=False)
     try:
         import torchvision  # noqa: F401
     except ImportError as exc:
         raise ImportError(
-            "`crowdmed train --task detection` needs torchvision: pip install 'crowdmed[torch]'."
+            f"`crowdmed {command}` needs torchvision: pip install 'crowdmed[torch]'."
         ) from exc
     return torch
 
@@ -96,6 +106,129 @@ def load_detection_model(model_dir: Path) -> tuple[Any, dict[str, Any]]:
     network.load_state_dict(payload["state_dict"])
     network.eval()
     return network, payload
+
+
+def detect_images(
+    network: Any,
+    folder: Path,
+    *,
+    classes: list[Any],
+    channels: int,
+    image_size: tuple[int, int],
+    option: str = "--images",
+) -> tuple[list[str], pd.DataFrame]:
+    """Boxes found by a detector on every image of a folder.
+
+    Args:
+        network: The detector rebuilt by :func:`load_detection_model` (or just trained).
+        folder: Folder of images, all of the training size.
+        classes: Class value of each label of the detector.
+        channels: Input channels of the detector, 1 or 3 (colour images become grey for a
+            grey detector, as in :func:`crowdmed.data.images.load_images`).
+        image_size: ``(height, width)`` of the training images.
+        option: The CLI option naming ``folder`` in error messages.
+
+    Returns:
+        ``(image ids, boxes)``: the file stems and a frame with columns
+        ``image, class, xmin, ymin, xmax, ymax, score``.
+
+    Raises:
+        ValueError: When the folder holds no images or images of another size.
+    """
+    from crowdmed.data.images import list_images, load_images
+    from crowdmed.training.detection import predict_boxes
+
+    try:
+        names = list_images(folder)
+    except ValueError as exc:
+        raise ValueError(f"`{option}`: {exc}") from exc
+    x = _load_same_size(load_images, folder, names, channels)
+    height, width = image_size
+    if tuple(x.shape[2:]) != (height, width):
+        raise ValueError(
+            f"`{option}` images are {x.shape[3]}x{x.shape[2]} pixels; the model was trained on "
+            f"{width}x{height}. Use images of the training size."
+        )
+    return names, predict_boxes(network, x, image_ids=names, classes=classes)
+
+
+def predict_detection_command(
+    ctx: typer.Context,
+    *,
+    model_dir: Path,
+    images: Path | None,
+    out: Path,
+    json_path: Path | None,
+    console: Console,
+) -> None:
+    """``crowdmed predict`` for a detection model: one table of boxes.
+
+    Writes ``out`` (CSV, TSV or Parquet by suffix: image, class, xmin, ymin, xmax, ymax,
+    score) and its run record (``out.json`` by default) all at once.
+
+    Raises:
+        ValueError: For bad options or inputs (one-line messages).
+    """
+    started = time.perf_counter()
+    if images is None:
+        raise ValueError(f"The model in '{model_dir}' is a detection model; pass `--images DIR`.")
+    if not images.is_dir():
+        raise ValueError(f"`--images` must be a folder of images; '{images}' is not one.")
+    json_out = json_path if json_path is not None else out.with_name(out.name + ".json")
+    model_file = model_dir / "model.pt"
+    _check_outputs([model_file], {"--out": out, "--json": json_out})
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        image_size = (int(config["image_size"][0]), int(config["image_size"][1]))
+    except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
+        raise ValueError(
+            f"'{model_dir / 'config.json'}' has no readable image_size; retrain the model with "
+            "`crowdmed train --task detection`."
+        ) from exc
+
+    from crowdmed.data.images import image_paths
+    from crowdmed.data.io import write_table
+
+    torch = _import_detection("predict")
+    network, payload = load_detection_model(model_dir)
+    classes = list(payload["classes"])
+    channels = int(payload["network_kwargs"]["in_channels"])
+    with _progress(console) as progress:
+        with _step(progress, "Predicting"):
+            names, boxes = detect_images(
+                network, images, classes=classes, channels=channels, image_size=image_size
+            )
+        record: dict[str, Any] = {
+            "crowdmed_version": __version__,
+            "command": "predict",
+            "task": "detection",
+            "arguments": ctx.params,
+            "model": {"path": model_file.resolve(), "sha256": _sha256(model_file)},
+            "variant": payload.get("variant"),
+            "inputs": {
+                "images": {
+                    "path": images.resolve(),
+                    "n_files": len(names),
+                    "sha256": _tree_sha(image_paths(images, names)),
+                }
+            },
+            "n_items": len(names),
+            "n_boxes": len(boxes),
+            "classes": classes,
+            "outputs": {"predictions": out.resolve(), "json": json_out.resolve()},
+            "environment": _environment(torch=torch.__version__),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        with _step(progress, "Writing outputs"), _staged_outputs() as stage:
+            write_table(boxes, stage(out))
+            record["elapsed_seconds"] = time.perf_counter() - started
+            stage(json_out).write_text(
+                json.dumps(to_jsonable(record), indent=2) + "\n", encoding="utf-8"
+            )
+    console.print(
+        f"Found {len(boxes):,} boxes on {len(names):,} images with {payload.get('variant')}: "
+        f"{escape(str(out))}"
+    )
 
 
 def train_detection(
@@ -159,16 +292,11 @@ def train_detection(
     )
 
     torch = _import_detection()
-    from crowdmed.data.images import image_paths, list_images, load_images
+    from crowdmed.data.images import image_paths, load_images
     from crowdmed.data.io import write_table
     from crowdmed.detection import read_boxes
     from crowdmed.nn.detection import fcos_detector
-    from crowdmed.training.detection import (
-        DetectorTrainer,
-        make_targets,
-        predict_boxes,
-        variant_targets,
-    )
+    from crowdmed.training.detection import DetectorTrainer, make_targets, variant_targets
 
     with _progress(console) as progress:
         with _step(progress, f"Reading {boxes.name}"):
@@ -221,16 +349,14 @@ def train_detection(
         predict_record = None
         if predict is not None:
             with _step(progress, "Predicting"):
-                names = list_images(predict)
-                if not names:
-                    raise ValueError(f"`--predict` folder '{predict}' holds no images.")
-                xp = _load_same_size(load_images, predict, names, n_channels)
-                if xp.shape[2:] != x.shape[2:]:
-                    raise ValueError(
-                        f"`--predict` images are {xp.shape[3]}x{xp.shape[2]} pixels; the model "
-                        f"was trained on {width}x{height}. Use images of the training size."
-                    )
-                predictions = predict_boxes(network, xp, image_ids=names, classes=classes)
+                names, predictions = detect_images(
+                    network,
+                    predict,
+                    classes=classes,
+                    channels=n_channels,
+                    image_size=(height, width),
+                    option="--predict",
+                )
                 predict_record = {"path": predict.resolve(), "n_files": len(names)}
 
         inputs = {

@@ -21,6 +21,10 @@ Outputs in ``MODEL_DIR``: ``model.pt`` (weights and the settings to rebuild the 
 read back by :func:`load_segmentation_model`), ``config.json``, ``history.csv``,
 ``raters.csv``, ``run.json`` and, with ``--predict DIR``, ``predictions/<case>.png`` (label
 maps) and ``predictions.csv``.
+
+``crowdmed predict MODEL_DIR --images DIR --out FOLDER`` calls
+:func:`predict_segmentation_command`: the same label maps and table (written by the same
+code as ``train --predict``) in ``FOLDER`` plus the run record ``FOLDER.json``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,6 +45,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from crowdmed._cli_common import (
+    _check_outputs,
     _environment,
     _import_torch,
     _progress,
@@ -55,6 +61,8 @@ __all__ = [
     "SEGMENTATION_MODEL_FORMAT",
     "load_segmentation_model",
     "predict_segmentation",
+    "predict_segmentation_command",
+    "segment_images",
     "train_segmentation",
 ]
 
@@ -64,10 +72,11 @@ SEGMENTATION_MODEL_FORMAT = 1
 _FORMAT = "crowdmed-segmenter"
 _REWEIGHT = ("reweight", "reweight-gaf")
 _COLOUR_MODES = ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV")
+_TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".json")
 
 
-def _import_segmentation() -> Any:
-    torch = _import_torch("train --task segmentation", images=True)
+def _import_segmentation(command: str = "train --task segmentation") -> Any:
+    torch = _import_torch(command, images=True)
     return torch
 
 
@@ -198,15 +207,40 @@ def _is_model_dir(out: Path) -> bool:
 
 def _remove_stale_predictions(out: Path, written: set[str], keep_table: bool) -> None:
     """Drop predictions of an earlier run in the same model folder (after the new outputs)."""
-    folder = out / "predictions"
     if not keep_table:
         (out / "predictions.csv").unlink(missing_ok=True)
+    _remove_stale_label_maps(out / "predictions", written)
+
+
+def _remove_stale_label_maps(folder: Path, written: set[str]) -> None:
+    """Drop the label maps of an earlier run from ``folder`` (after the new outputs)."""
     if folder.is_dir():
         for p in folder.glob("*.png"):
             if p.name not in written:
                 p.unlink(missing_ok=True)
         if not any(folder.iterdir()):
             folder.rmdir()
+
+
+def _write_segmentations(
+    stage: Callable[[Path], Path],
+    folder: Path,
+    table: Path,
+    predictions: list[tuple[str, np.ndarray]],
+    n_classes: int,
+) -> None:
+    """Stage ``folder/<case>.png`` label maps and ``table`` (case, fraction_1..K-1)."""
+    from crowdmed.data.io import write_table
+    from crowdmed.segmentation.io import write_mask
+
+    rows = []
+    for name, label in predictions:
+        write_mask(stage(folder / f"{name}.png"), label.astype(np.uint8))
+        row: dict[str, Any] = {"case": name}
+        for c in range(1, n_classes):
+            row[f"fraction_{c}"] = float((label == c).mean())
+        rows.append(row)
+    write_table(pd.DataFrame(rows), stage(table))
 
 
 def _pad(arr: np.ndarray, factor: int, fill: int | None = None) -> np.ndarray:
@@ -295,6 +329,132 @@ def predict_segmentation(network: Any, images: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         logits = network(torch.as_tensor(x))
     return logits.argmax(1).cpu().numpy().astype(np.int64)[:, :h, :w]
+
+
+def segment_images(
+    network: Any, folder: Path, names: list[str], channels: int
+) -> list[tuple[str, np.ndarray]]:
+    """Label maps of the images of a folder, one image at a time (sizes may differ).
+
+    Colour images become grey for a grey model and grey images are repeated for an RGB one,
+    as in :func:`crowdmed.data.images.load_images`.
+
+    Args:
+        network: The U-Net (``monai.networks.nets.UNet``).
+        folder: Folder of images.
+        names: Case ids of the images to segment (:func:`crowdmed.data.images.list_images`).
+        channels: Input channels of the network, 1 or 3.
+
+    Returns:
+        ``(case, label map)`` pairs; int64 ``(H, W)`` maps of the size of each image.
+    """
+    from crowdmed.data.images import load_images
+
+    return [
+        (name, predict_segmentation(network, load_images(folder, [name], channels=channels))[0])
+        for name in names
+    ]
+
+
+def _is_prediction_folder(out: Path) -> bool:
+    """True for a folder written by an earlier ``crowdmed predict`` of a segmentation model."""
+    return (out / "predictions.csv").is_file() and all(
+        p.suffix.lower() == ".png" or p.name == "predictions.csv" or p.name.startswith(".")
+        for p in out.iterdir()
+    )
+
+
+def predict_segmentation_command(
+    ctx: typer.Context,
+    *,
+    model_dir: Path,
+    images: Path | None,
+    out: Path,
+    json_path: Path | None,
+    console: Console,
+) -> None:
+    """``crowdmed predict`` for a segmentation model: label maps and a table in a folder.
+
+    Writes ``out/<case>.png`` (uint8 label maps of the size of each image),
+    ``out/predictions.csv`` (case, fraction_<class>...) and the run record (``out.json`` by
+    default) all at once; label maps of an earlier prediction in ``out`` are replaced.
+
+    Raises:
+        ValueError: For bad options or inputs (one-line messages).
+    """
+    started = time.perf_counter()
+    if images is None:
+        raise ValueError(
+            f"The model in '{model_dir}' is a segmentation model; pass `--images DIR`."
+        )
+    if not images.is_dir():
+        raise ValueError(f"`--images` must be a folder of images; '{images}' is not one.")
+    if out.suffix.lower() in _TABLE_SUFFIXES or (out.exists() and not out.is_dir()):
+        raise ValueError(
+            f"`--out` of a segmentation model is a folder (label maps plus predictions.csv); "
+            f"'{out}' is a file name. Pass a folder such as `--out predictions/`."
+        )
+    if out.is_dir() and any(out.iterdir()) and not _is_prediction_folder(out):
+        raise ValueError(
+            f"`--out` folder '{out}' is not empty and holds no earlier predictions; choose a "
+            "new or empty folder."
+        )
+    for option, folder in (("--images", images), ("MODEL_DIR", model_dir)):
+        if folder.resolve() == out.resolve():
+            raise ValueError(f"`--out` must not be the {option} folder; choose another one.")
+    json_out = json_path if json_path is not None else out.with_name(out.name + ".json")
+    table = out / "predictions.csv"
+    model_file = model_dir / "model.pt"
+    _check_outputs([model_file], {"--out predictions.csv": table, "--json": json_out})
+    if json_out.resolve().parent == out.resolve():
+        raise ValueError(f"`--json` must not be inside the `--out` folder '{out}'.")
+
+    from crowdmed.data.images import image_paths, list_images
+
+    torch = _import_segmentation("predict")
+    network, payload = load_segmentation_model(model_dir)
+    names = list_images(images)
+    channels = int(payload["channels"])
+    k = int(payload["n_classes"])
+    with _progress(console) as progress:
+        with _step(progress, f"Predicting {len(names):,} images"):
+            predictions = segment_images(network, images, names, channels)
+        record: dict[str, Any] = {
+            "crowdmed_version": __version__,
+            "command": "predict",
+            "task": "segmentation",
+            "arguments": ctx.params,
+            "model": {"path": model_file.resolve(), "sha256": _sha256(model_file)},
+            "method": payload.get("method"),
+            "inputs": {
+                "images": {
+                    "path": images.resolve(),
+                    "n_files": len(names),
+                    "sha256": _tree_sha(image_paths(images, names)),
+                }
+            },
+            "n_items": len(names),
+            "n_classes": k,
+            "channels": channels,
+            "outputs": {
+                "predictions": out.resolve(),
+                "table": table.resolve(),
+                "json": json_out.resolve(),
+            },
+            "environment": _environment(torch=torch.__version__),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        with _step(progress, "Writing outputs"), _staged_outputs() as stage:
+            _write_segmentations(stage, out, table, predictions, k)
+            record["elapsed_seconds"] = time.perf_counter() - started
+            stage(json_out).write_text(
+                json.dumps(to_jsonable(record), indent=2) + "\n", encoding="utf-8"
+            )
+    _remove_stale_label_maps(out, {f"{name}.png" for name, _ in predictions})
+    console.print(
+        f"Segmented {len(names):,} images into {k} classes with {payload.get('method')}: "
+        f"{escape(str(out))}"
+    )
 
 
 def train_segmentation(
@@ -432,7 +592,6 @@ def train_segmentation(
             )
 
     torch = _import_segmentation()
-    from crowdmed.segmentation.io import write_mask
     from crowdmed.training.segmentation import CrowdSegmenter
 
     with _progress(console) as progress:
@@ -542,10 +701,7 @@ def train_segmentation(
         predictions: list[tuple[str, np.ndarray]] = []
         if predict is not None:
             with _step(progress, f"Predicting {len(pred_names):,} images"):
-                for name in pred_names:
-                    xp = load_images(predict, [name], channels=n_channels)
-                    h, w = xp.shape[2:]
-                    predictions.append((name, seg.predict(_pad(xp, factor))[0, :h, :w]))
+                predictions = segment_images(network, predict, pred_names, n_channels)
 
         inputs: dict[str, Any] = {
             "images": {
@@ -662,14 +818,7 @@ def train_segmentation(
             write_table(history, stage(paths["history.csv"]))
             write_table(raters_frame, stage(paths["raters.csv"]))
             if predict is not None:
-                rows = []
-                for name, label in predictions:
-                    write_mask(stage(pred_dir / f"{name}.png"), label.astype(np.uint8))
-                    row: dict[str, Any] = {"case": name}
-                    for c in range(1, k):
-                        row[f"fraction_{c}"] = float((label == c).mean())
-                    rows.append(row)
-                write_table(pd.DataFrame(rows), stage(paths["predictions.csv"]))
+                _write_segmentations(stage, pred_dir, paths["predictions.csv"], predictions, k)
             record["elapsed_seconds"] = time.perf_counter() - started
             stage(paths["run.json"]).write_text(
                 json.dumps(to_jsonable(record), indent=2) + "\n", encoding="utf-8"

@@ -1756,7 +1756,9 @@ def predict(
             "--out",
             "-o",
             help="Predictions (CSV, TSV or Parquet by suffix): item, label, confidence, "
-            "p_<class>...",
+            "p_<class>... for a classifier; image, class, xmin, ymin, xmax, ymax, score for a "
+            "detector. For a segmentation model a folder: <case>.png label maps plus "
+            "predictions.csv (case, fraction_<class>...).",
         ),
     ],
     features: Annotated[
@@ -1784,7 +1786,8 @@ def predict(
         typer.Option(
             "--images",
             help="Folder of images for a model trained on images; one prediction per file "
-            "(item = file name without suffix). Images are resized to the training size.",
+            "(item = file name without suffix). A classifier resizes them to the training "
+            "size; a detector needs that size; a segmentation model takes any size.",
             metavar="DIR",
             show_default=False,
         ),
@@ -1807,13 +1810,49 @@ def predict(
         ),
     ] = None,
 ) -> None:
-    """Predict class probabilities with a model trained by `crowdmed train`.
+    """Predict with a model trained by `crowdmed train` (any --task; read from the model).
+
+    A classifier gives class probabilities, a detector boxes, a segmentation model label maps.
 
     Example: crowdmed predict model/ --images new_imgs/ --out predictions.csv
+
+    Example: crowdmed predict seg_model/ --images new_imgs/ --out masks/
     """
     started = time.perf_counter()
     console = _stderr()
     with _user_errors(ctx):
+        try:  # segmentation and detection folders name their task in config.json
+            config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        except (FileNotFoundError, NotADirectoryError):
+            config = {}  # a classifier, or no model at all: told below
+        except (OSError, ValueError) as exc:
+            raise ValueError(
+                f"Cannot read '{model_dir / 'config.json'}': {_one_line(exc)}"
+            ) from exc
+        task = config.get("task", "classification") if isinstance(config, dict) else None
+        if task in ("segmentation", "detection"):
+            for option, value in (
+                ("--features", features),
+                ("--feature-ids", feature_ids),
+                ("--tta/--no-tta", tta),
+            ):
+                if value is not None:
+                    raise ValueError(f"`{option}` does not apply to a {task} model.")
+            if task == "segmentation":
+                from crowdmed._cli_segmentation_train import predict_segmentation_command as run
+            else:
+                from crowdmed._cli_detection_train import predict_detection_command as run
+            run(
+                ctx,
+                model_dir=model_dir,
+                images=images,
+                out=out,
+                json_path=json_path,
+                console=console,
+            )
+            return
+        if task != "classification":
+            raise ValueError(f"'{model_dir}' holds a model of unknown task {task!r}; retrain it.")
         source = _required_source(features, feature_ids, images, "to predict")
         network, payload = _load_model(model_dir)
         torch = _import_torch("predict")
