@@ -22,6 +22,12 @@ read back by :func:`load_segmentation_model`), ``config.json``, ``history.csv``,
 ``raters.csv``, ``run.json`` and, with ``--predict DIR``, ``predictions/<case>.png`` (label
 maps) and ``predictions.csv``.
 
+A checkpoint is written after every epoch to ``MODEL_DIR/checkpoint/checkpoint.pt``: rerunning
+the same command continues an interrupted run exactly, a larger ``--epochs`` trains a finished
+run longer, and a run that stopped early stays stopped. Other settings or inputs are refused
+while the checkpoint holds work not yet saved as a model (``--no-resume`` starts over); a
+finished model folder is simply trained anew.
+
 ``crowdmed predict MODEL_DIR --images DIR --out FOLDER`` calls
 :func:`predict_segmentation_command`: the same label maps and table (written by the same
 code as ``train --predict``) in ``FOLDER`` plus the run record ``FOLDER.json``.
@@ -203,6 +209,19 @@ def _is_model_dir(out: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(config, dict) and config.get("task") == "segmentation"
+
+
+def _checkpoint_is_saved(out: Path, checkpoint_file: Path) -> bool:
+    """Whether the model in ``out`` was saved from exactly this checkpoint (no unsaved work)."""
+    try:
+        config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(config, dict)
+        and (out / "model.pt").is_file()
+        and config.get("checkpoint_sha256") == _sha256(checkpoint_file)
+    )
 
 
 def _remove_stale_predictions(out: Path, written: set[str], keep_table: bool) -> None:
@@ -477,8 +496,12 @@ def train_segmentation(
     channels: int | None,
     predict: Path | None,
     console: Console,
+    resume: bool = True,
 ) -> None:
     """Train a U-Net on the masks of several raters and write the model folder.
+
+    With ``resume`` (the default), an interrupted run in ``out`` continues from
+    ``out/checkpoint/``; ``resume=False`` starts over.
 
     Raises:
         ValueError: For bad options or inputs (one-line messages).
@@ -521,10 +544,11 @@ def train_segmentation(
         raise ValueError("`--rater` applies to `--method single` only.")
     if m is SegmentationMethod.SINGLE and rater is None:
         raise ValueError("`--method single` needs `--rater NAME` (a sub-folder of --masks).")
+    checkpoint_file = out / "checkpoint" / "checkpoint.pt"
     if out.exists():
         if not out.is_dir():
             raise ValueError(f"`--out` must be a folder for the model; '{out}' is a file.")
-        if any(out.iterdir()) and not _is_model_dir(out):
+        if any(out.iterdir()) and not (_is_model_dir(out) or checkpoint_file.is_file()):
             raise ValueError(
                 f"`--out` folder '{out}' is not empty and holds no segmentation model; choose a "
                 "new or empty folder."
@@ -592,6 +616,7 @@ def train_segmentation(
             )
 
     torch = _import_segmentation()
+    from crowdmed.training._checkpoint import CheckpointMismatchError
     from crowdmed.training.segmentation import CrowdSegmenter
 
     with _progress(console) as progress:
@@ -654,7 +679,10 @@ def train_segmentation(
             network = _build_unet(net_kwargs)
         task = progress.add_task(f"Training ({m.value})", total=epochs)
 
+        new_epochs: list[int] = []
+
         def on_epoch(epoch: int, total: int, record: dict[str, float]) -> None:
+            new_epochs.append(epoch)
             progress.update(
                 task,
                 completed=epoch,
@@ -672,13 +700,28 @@ def train_segmentation(
             patience=None if patience == 0 else patience,
             random_state=seed,
             progress=on_epoch,
+            checkpoint_dir=checkpoint_file.parent,
+            resume=resume,
         )
         fit_start = time.perf_counter()
         # sizes the U-Net cannot halve are padded (masks with -1: ignored by the loss)
         x, y = _pad(x, factor), _pad(y, factor, -1)
         if xv is not None and yv is not None:
             xv, yv = _pad(xv, factor), _pad(yv, factor, -1)
-        seg.fit(x, y, X_val=xv, y_val=yv, n_classes=k)
+        try:
+            seg.fit(x, y, X_val=xv, y_val=yv, n_classes=k)
+        except CheckpointMismatchError as exc:
+            if not _checkpoint_is_saved(out, checkpoint_file):
+                raise ValueError(
+                    f"The checkpoint in '{checkpoint_file.parent}' is an unfinished run with "
+                    f"other settings or inputs (changed: {', '.join(exc.changed)}); rerun its "
+                    "command to finish it, pass --no-resume to start over or use another --out "
+                    "folder."
+                ) from None
+            # its work is already saved as the model in `out`: train anew, as without it
+            seg.resume = False
+            seg.fit(x, y, X_val=xv, y_val=yv, n_classes=k)
+        resumed_from = len(seg.history_) - len(new_epochs) or None
         fit_seconds = time.perf_counter() - fit_start
         progress.remove_task(task)
 
@@ -757,6 +800,7 @@ def train_segmentation(
             "n_masks": int(sum(counts)),
             "best_epoch": seg.best_epoch_,
             "stopped_early": seg.stopped_early_,
+            "checkpoint_sha256": _sha256(checkpoint_file),
         }
         payload: dict[str, Any] = {
             "format": _FORMAT,
@@ -798,7 +842,11 @@ def train_segmentation(
             },
             "config": config,
             "inputs": inputs,
-            "fit": {"seconds": fit_seconds, "epochs_run": len(seg.history_)},
+            "fit": {
+                "seconds": fit_seconds,
+                "epochs_run": len(seg.history_),
+                "resumed_from_epoch": resumed_from,
+            },
             "outputs": {
                 **{name: p.resolve() for name, p in paths.items()},
                 **({"predictions": pred_dir.resolve()} if predict is not None else {}),
@@ -826,8 +874,14 @@ def train_segmentation(
     _remove_stale_predictions(out, {f"{name}.png" for name, _ in predictions}, predict is not None)
     last = seg.history_[-1]
     dice_text = f", validation Dice {last['val_dice']:.3f}" if "val_dice" in last else ""
+    resumed_text = ""
+    if resumed_from is not None:
+        resumed_text = f" (resumed after epoch {resumed_from}"
+        if not new_epochs:
+            resumed_text += ", which had stopped early" if seg.stopped_early_ else ", finished"
+        resumed_text += ")"
     console.print(
         f"Trained a U-Net ({m.value}) on {n:,} images with {int(sum(counts)):,} masks of "
-        f"{a} rater(s), {k} classes: final loss {last['loss']:.3f}{dice_text}; model in "
-        f"{escape(str(out))}"
+        f"{a} rater(s), {k} classes{resumed_text}: final loss {last['loss']:.3f}{dice_text}; "
+        f"model in {escape(str(out))}"
     )

@@ -1295,6 +1295,7 @@ def train(
                 channels=channels,
                 predict=predict_dir,
                 console=console,
+                resume=resume,
             )
             return
         seg_options: tuple[tuple[str, object], ...] = (

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +39,7 @@ from crowdmed.nn.segmentation import (
     pixel_loss,
     reweight_lambdas,
 )
+from crowdmed.training._checkpoint import data_digest, load_checkpoint, save_checkpoint
 
 __all__ = ["CrowdSegmenter", "SegmentationMethod"]
 
@@ -91,9 +94,10 @@ class CrowdSegmenter:
     """Train a segmentation network on the masks of several raters.
 
     The network maps images ``(B, C, *spatial)`` to logits ``(B, K, *spatial)`` of the same
-    spatial size. Training runs with Adam, a seeded data order (the global torch RNG is
-    restored afterwards), validation Dice each epoch, early stopping, and the weights of the
-    best epoch kept.
+    spatial size. Training runs with Adam, a seeded data order (the global torch and NumPy
+    RNGs are restored afterwards), validation Dice each epoch, early stopping, the weights of
+    the best epoch kept, and optional checkpoints that let an interrupted fit resume exactly
+    where it stopped.
 
     Args:
         network: Segmentation module, trained in place.
@@ -120,8 +124,14 @@ class CrowdSegmenter:
             masks with the images (flips, 90° rotations).
         device: Torch device.
         random_state: Seed of the data order, the weighting network's initialisation and any
-            randomness in ``augment`` (build ``network`` under ``torch.manual_seed`` for a fully
-            seeded run).
+            randomness in ``augment`` from the global torch or NumPy RNG (build ``network``
+            under ``torch.manual_seed`` for a fully seeded run).
+        checkpoint_dir: Folder for ``checkpoint.pt``, written atomically after every epoch
+            (both networks, optimiser, RNG states, history, best weights, schedule step and a
+            fingerprint of the settings and data). A fit with the same folder, settings and
+            data resumes from it, a larger ``epochs`` trains a finished run longer, and a run
+            that stopped early stays stopped; other settings or data raise ``ValueError``.
+        resume: ``False`` deletes an existing checkpoint in ``checkpoint_dir`` and starts over.
         progress: ``True`` for a rich progress bar, ``False`` for none, or a callable
             ``progress(epoch, epochs, metrics)`` called after every epoch.
 
@@ -160,6 +170,8 @@ class CrowdSegmenter:
         device: str | torch.device = "cpu",
         random_state: int = 0,
         progress: bool | ProgressHook = False,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        resume: bool = True,
     ) -> None:
         self.network = network
         self.method = method
@@ -180,6 +192,8 @@ class CrowdSegmenter:
         self.device = device
         self.random_state = random_state
         self.progress = progress
+        self.checkpoint_dir = checkpoint_dir
+        self.resume = resume
 
     # ------------------------------------------------------------------ validation
     def _check_params(self) -> SegmentationMethod:
@@ -198,6 +212,8 @@ class CrowdSegmenter:
             raise ValueError(
                 f"`patience` must be a positive integer or None; got {self.patience!r}."
             )
+        if not isinstance(self.resume, bool):
+            raise TypeError(f"`resume` must be True or False; got {self.resume!r}.")
         if not isinstance(self.network, nn.Module):
             raise TypeError(
                 f"`network` must be a torch.nn.Module; got {type(self.network).__name__}."
@@ -348,26 +364,47 @@ class CrowdSegmenter:
         self.network.to(device)
         self._check_output(x[:2].to(device), k)
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.random_state)
-            wnet: WeightingNetwork | None = None
-            if method in (SegmentationMethod.REWEIGHT, SegmentationMethod.REWEIGHT_GAF):
-                given = self.weighting_network
-                if isinstance(given, WeightingNetwork):
-                    wnet = given
-                else:
-                    wnet = WeightingNetwork(
-                        x.shape[1], a, spatial_dims=len(spatial), backbone=given
-                    )
-                wnet.to(device)
-            self._fit_loop(
-                method, x, torch.as_tensor(masks), torch.as_tensor(vote), k, wnet, xv, yv, device
-            )
+        # the legacy global NumPy RNG is what an `augment` callable draws from: seed it too
+        np_state = np.random.get_state()  # noqa: NPY002
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.random_state)
+                np.random.seed(self.random_state)  # noqa: NPY002
+                wnet = self._fit_seeded(method, x, masks, vote, k, a, xv, yv, device)
+        finally:
+            np.random.set_state(np_state)  # noqa: NPY002
         self.n_classes_ = k
         self.n_raters_ = a
         self.method_ = method
         self.weighting_network_ = wnet
         return self
+
+    def _fit_seeded(
+        self,
+        method: SegmentationMethod,
+        x: torch.Tensor,
+        masks: np.ndarray,
+        vote: np.ndarray,
+        k: int,
+        a: int,
+        xv: torch.Tensor | None,
+        yv: np.ndarray | None,
+        device: torch.device,
+    ) -> WeightingNetwork | None:
+        """Build the weighting network and train; the caller seeds and restores the RNGs."""
+        spatial = tuple(x.shape[2:])
+        wnet: WeightingNetwork | None = None
+        if method in (SegmentationMethod.REWEIGHT, SegmentationMethod.REWEIGHT_GAF):
+            given = self.weighting_network
+            if isinstance(given, WeightingNetwork):
+                wnet = given
+            else:
+                wnet = WeightingNetwork(x.shape[1], a, spatial_dims=len(spatial), backbone=given)
+            wnet.to(device)
+        self._fit_loop(
+            method, x, torch.as_tensor(masks), torch.as_tensor(vote), k, wnet, xv, yv, device
+        )
+        return wnet
 
     def _batch_loss(
         self,
@@ -423,10 +460,32 @@ class CrowdSegmenter:
         history: list[dict[str, float]] = []
         best: dict[str, Any] = {"score": -math.inf, "epoch": 0, "state": None}
         stopped = False
-        step = 0
+        step = start_epoch = 0
+        ckpt = Path(self.checkpoint_dir) / "checkpoint.pt" if self.checkpoint_dir else None
+        config = self._run_config(method, x, masks, vote, k, wnet, xv, yv)
+        if ckpt is not None and not self.resume:
+            ckpt.unlink(missing_ok=True)
+        state = load_checkpoint(
+            ckpt,
+            config,
+            device,
+            fix="delete the folder, pass resume=False or use another checkpoint_dir. Only "
+            "`epochs` may change on resume.",
+        )
+        if state is not None:
+            net.load_state_dict(state["network"])
+            if wnet is not None and state.get("weighting_network") is not None:
+                wnet.load_state_dict(state["weighting_network"])
+            opt.load_state_dict(state["optimizer"])
+            gen.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            np.random.set_state(state["numpy_rng"])  # noqa: NPY002
+            start_epoch, step = int(state["epoch"]), int(state["step"])
+            history, best = state["history"], state["best"]
+            stopped = bool(state["stopped"])
         bar = self._progress_bar()
         try:
-            for epoch in range(self.epochs):
+            for epoch in range(start_epoch, start_epoch if stopped else self.epochs):
                 t0 = time.perf_counter()
                 net.train()
                 if wnet is not None:
@@ -472,6 +531,24 @@ class CrowdSegmenter:
                         ),
                     }
                 stopped = self.patience is not None and epoch + 1 - best["epoch"] >= self.patience
+                if ckpt is not None:
+                    save_checkpoint(
+                        ckpt,
+                        {
+                            "config": config,
+                            "epoch": epoch + 1,
+                            "step": step,
+                            "stopped": stopped,
+                            "network": net.state_dict(),
+                            "weighting_network": None if wnet is None else wnet.state_dict(),
+                            "optimizer": opt.state_dict(),
+                            "generator": gen.get_state(),
+                            "torch_rng": torch.get_rng_state(),
+                            "numpy_rng": np.random.get_state(),  # noqa: NPY002
+                            "history": history,
+                            "best": best,
+                        },
+                    )
                 self._report(bar, epoch + 1, record)
                 if stopped:
                     break
@@ -485,6 +562,52 @@ class CrowdSegmenter:
         self.history_ = history
         self.best_epoch_ = int(best["epoch"])
         self.stopped_early_ = stopped
+
+    def _run_config(
+        self,
+        method: SegmentationMethod,
+        x: torch.Tensor,
+        masks: torch.Tensor,
+        vote: torch.Tensor,
+        k: int,
+        wnet: WeightingNetwork | None,
+        xv: torch.Tensor | None,
+        yv: np.ndarray | None,
+    ) -> dict[str, Any]:
+        """Everything but ``epochs`` that must match for a checkpoint to be resumed."""
+
+        def shapes(module: nn.Module | None) -> str | None:
+            if module is None:
+                return None
+            sizes = [f"{name}:{tuple(t.shape)}" for name, t in module.state_dict().items()]
+            return data_digest(np.frombuffer(";".join(sizes).encode(), dtype=np.uint8))
+
+        return {
+            "method": method.value,
+            "n": len(x),
+            "input_shape": list(x.shape[1:]),
+            "n_raters": int(masks.shape[1]),
+            "n_classes": k,
+            "data_sha256": data_digest(x, masks, vote),
+            "val_sha256": data_digest(xv, yv),
+            "network": f"{type(self.network).__name__}/{shapes(self.network)}",
+            "weighting_network": None if wnet is None else shapes(wnet),
+            "rater": self.rater if method is SegmentationMethod.SINGLE else None,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "k_every": self.k_every,
+            "gamma": self.gamma,
+            "radius": self.radius,
+            "sigma": self.sigma,
+            "lambda_a": self.lambda_a,
+            "lambda_b": self.lambda_b,
+            "patience": self.patience,
+            "augment": None
+            if self.augment is None
+            else getattr(self.augment, "__qualname__", type(self.augment).__qualname__),
+            "random_state": self.random_state,
+        }
 
     def _batches(self, perm: torch.Tensor) -> Iterator[torch.Tensor]:
         """Mini-batches; a last batch of one item joins the previous one (batch norm)."""

@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from crowdmed._io import atomic_path
 from crowdmed._validation import check_option
 from crowdmed.data.labels import CrowdLabels
 from crowdmed.metrics import roc_auc
 from crowdmed.nn.layers import AggNetEM, CrowdLayer, DawidSkeneEM
+from crowdmed.training._checkpoint import data_digest, load_checkpoint, save_checkpoint
 
 __all__ = ["CrowdClassifier", "TrainMethod"]
 
@@ -473,15 +473,13 @@ class CrowdClassifier:
         ckpt = Path(self.checkpoint_dir) / "checkpoint.pt" if self.checkpoint_dir else None
         config = self._run_config(method, x, targets)
         stopped = False
-        if ckpt is not None and ckpt.exists():
-            state = torch.load(ckpt, map_location=device, weights_only=False)
-            old = state.get("config", {})
-            changed = sorted(key for key in config if old.get(key) != config[key])
-            if changed:
-                raise ValueError(
-                    f"Checkpoint {str(ckpt)!r} belongs to another run (changed: {changed}); "
-                    "use another checkpoint_dir or delete it. Only `epochs` may grow on resume."
-                )
+        state = load_checkpoint(
+            ckpt,
+            config,
+            device,
+            fix="use another checkpoint_dir or delete it. Only `epochs` may grow on resume.",
+        )
+        if state is not None:
             net.load_state_dict(state["network"])
             if head is not None and state.get("head") is not None:
                 head.load_state_dict(state["head"])
@@ -581,9 +579,7 @@ class CrowdClassifier:
         self, method: TrainMethod, x: torch.Tensor, targets: torch.Tensor
     ) -> dict[str, Any]:
         """Everything but ``epochs`` that must match for a checkpoint to be resumed."""
-        import hashlib
-
-        digest = hashlib.sha256(targets.cpu().numpy().tobytes()).hexdigest()[:16]
+        digest = data_digest(targets)
         return {
             "method": method.value,
             "n": len(x),
@@ -624,8 +620,7 @@ class CrowdClassifier:
             "history": history,
             "best": best,
         }
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        save_checkpoint(path, state)
 
     # ------------------------------------------------------------------ progress
     def _progress_bar(self) -> Any:
