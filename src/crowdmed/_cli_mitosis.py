@@ -29,6 +29,7 @@ from crowdmed._cli_common import (
 )
 from crowdmed._io import to_jsonable
 from crowdmed._version import __version__
+from crowdmed.data.images import IMAGE_SUFFIXES
 
 mitosis_app = typer.Typer(
     name="mitosis",
@@ -38,13 +39,12 @@ mitosis_app = typer.Typer(
     add_completion=False,
 )
 
-_IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 _DETECTOR_FILE = "detector.pt"
 
 
 def _stem(name: Any) -> str:
     text = str(name).strip()
-    return Path(text).stem if Path(text).suffix.lower() in _IMAGE_SUFFIXES else text
+    return Path(text).stem if Path(text).suffix.lower() in IMAGE_SUFFIXES else text
 
 
 def _parse_scales(text: str) -> list[float]:
@@ -181,7 +181,7 @@ def train_cmd(
         typer.Option(
             "--stain-reference",
             help="A reference field: Macenko-normalise every field to its staining (needs "
-            "crowdmed[pathology]).",
+            "torchstain: the pathology extra of crowdmed).",
             metavar="IMAGE",
             show_default=False,
         ),
@@ -482,6 +482,7 @@ def evaluate_cmd(
     console = _stderr()
     with _user_errors(ctx):
         from crowdmed.mitosis import check_points, match_points
+        from crowdmed.mitosis.io import _repeated_points
 
         frames = []
         for option, path in (("--candidates", candidates), ("--points", points)):
@@ -497,7 +498,14 @@ def evaluate_cmd(
         det_raw, ref_raw = frames
         names = list(dict.fromkeys(list(ref_raw.get("image", [])) + list(det_raw.get("image", []))))
         det = check_points(det_raw, f"candidates file '{candidates}'")
+        ref_raw["_line"] = list(range(2, len(ref_raw) + 2))
         ref = check_points(ref_raw, f"points file '{points}'")
+        repeated = _repeated_points(ref, ref.pop("_line").to_numpy())
+        if repeated:
+            raise ValueError(
+                f"Points file '{points}' repeats {len(repeated)} point(s): "
+                f"{'; '.join(repeated[:3])}. Keep one row per mitosis."
+            )
         if threshold is not None:
             if "score" not in det.columns:
                 raise ValueError("`--threshold` needs a 'score' column in the candidates.")
@@ -576,13 +584,20 @@ def _read_fields(folder: Path, names: Any) -> dict[str, Any]:
 def _read_point_table(path: Path, option: str, columns: tuple[str, ...]) -> pd.DataFrame:
     if not path.is_file():
         raise ValueError(f"`{option}` file '{path}' does not exist.")
-    df = pd.read_csv(path)
+    try:  # image names stay text: '001' must not become 1
+        df = pd.read_csv(path, dtype={"image": str}, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"Cannot read `{option}` file '{path}': {exc}.") from exc
+    df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(
             f"`{option}` file '{path}' needs columns {list(columns)}; missing {missing}."
         )
     df = df.copy()
+    if df["image"].isna().any():
+        lines = (df.index[df["image"].isna()] + 2).tolist()
+        raise ValueError(f"`{option}` file '{path}' has rows without an image (lines {lines[:5]}).")
     df["image"] = df["image"].map(_stem)
     return df
 

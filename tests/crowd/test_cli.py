@@ -285,3 +285,27 @@ def test_crowd_gold_builds_pool(world, tmp_path):
     assert r.exit_code == 2
     assert "does not list" in r.output
     assert not (tmp_path / "g2.csv").exists()
+
+
+def test_numeric_image_names_stay_text(tmp_path):
+    """Fields named 001.png, 002.png: '001' in a CSV is the name, not the number 1."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "fields"
+    folder.mkdir()
+    for name in ("001", "002"):
+        Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(
+            folder / f"{name}.png"
+        )
+    (tmp_path / "c.csv").write_text("image,x,y,score\n001,5,6,0.9\n002.png,50,30,0.8\n")
+    pkg = tmp_path / "pkg"
+    r = _run("crowd", "export", tmp_path / "c.csv", "--images", folder, "--gold-rate", 0,
+             "--out", pkg)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    manifest = pd.read_csv(pkg / "manifest.csv", dtype={"image": str})
+    assert sorted(manifest["image"]) == ["001", "002"]
+    (tmp_path / "p.csv").write_text("image,x,y\n001,5,6\n002,,\n")
+    r = _run("crowd", "simulate", "--package", pkg, "--points", tmp_path / "p.csv", "--out",
+             tmp_path / "v.csv", "--annotators", 3, "--votes-per-task", 3)  # fmt: skip
+    assert r.exit_code == 0, r.output

@@ -226,3 +226,38 @@ def test_simulated_crowd_has_spammers():
     spam = sim.annotators[sim.annotators["kind"] == "spammer"]
     np.testing.assert_allclose(spam["spammer_score"], 0, atol=1e-12)
     assert sim.votes["annotator"].str.startswith("sim-").all()
+
+
+def test_label_studio_annotation_without_a_choice_is_named(fields, tmp_path):
+    pkg = _export(fields, tmp_path, threshold=0.3, gold_rate=0.0, patch_size=33)
+    t = pkg.tasks
+    export = [
+        {
+            "id": 7,
+            "data": {"task": t[0]},
+            "annotations": [
+                {"completed_by": 1, "result": []},  # submitted without a choice
+                {"completed_by": 2, "was_cancelled": True, "result": []},  # skipped
+                {
+                    "completed_by": "3",
+                    "result": [{"type": "choices", "value": {"choices": ["Mitosis"]}}],
+                },
+            ],
+        }
+    ]
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(export))
+    with pytest.raises(ValueError, match="task 1, annotation 1: no label chosen"):
+        read_votes(path, pkg)
+    imp = read_votes(path, pkg, on_error="drop")
+    assert imp.votes[["annotator", "label"]].values.tolist() == [["3", 1]]
+
+
+def test_quiz_csv_keeps_annotator_ids_as_text_in_any_column(fields, tmp_path):
+    pkg = _export(fields, tmp_path, gold_rate=0.0)
+    votes = pd.DataFrame({"task": pkg.tasks[:2], "annotator": ["007", "007"], "label": [1, 0]})
+    # annotator ids that look like numbers, in the second column of the quiz table
+    (tmp_path / "quiz.csv").write_text("quiz_accuracy,annotator\n0.8,007\n")
+    imp = read_votes(votes, pkg, quiz=tmp_path / "quiz.csv")
+    assert imp.labels.quiz_accuracy.tolist() == [0.8]
+    assert imp.quiz_source.tolist() == ["given"]

@@ -116,3 +116,13 @@ def test_model_inputs_downsamples_context_crops():
     assert x[1].min() == pytest.approx(1.0)
     with pytest.raises(ValueError, match=r"\(N, H, W, 3\)"):
         model_inputs(np.zeros((2, 3, 33, 33)))
+
+
+def test_refining_a_scale_the_detector_was_not_trained_at_names_its_scales():
+    from crowdmed.mitosis import AggNetCNN, MultiScaleDetector
+    from crowdmed.mitosis.refine import scale_index
+
+    det = MultiScaleDetector([0.5, 1.0], [AggNetCNN(), AggNetCNN()])
+    assert scale_index(det, 0.5) == 0
+    with pytest.raises(ValueError, match=r"scales are \[0.5, 1.0\].*--scale"):
+        scale_index(det, 0.33)

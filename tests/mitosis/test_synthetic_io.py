@@ -142,3 +142,37 @@ def test_write_points_lists_images_without_points(tmp_path):
     back = pd.read_csv(tmp_path / "p.csv")
     assert back["image"].tolist() == ["a", "b"]
     assert back["x"].isna().tolist() == [False, True]
+
+
+def test_load_field_reads_every_common_mode_as_uint8_rgb(tmp_path):
+    from PIL import Image
+
+    from crowdmed.mitosis import load_field
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(np.dstack([rgb, np.full((20, 30), 128, np.uint8)])).save(tmp_path / "a.png")
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "grey.tif")
+    g16 = np.zeros((20, 30), np.uint16)
+    g16[3, 4] = 4000  # 12-bit data in a 16-bit file
+    Image.fromarray(g16).save(tmp_path / "g16.tif")
+    f32 = np.zeros((20, 30), np.float32)
+    f32[5, 6] = 1.0
+    Image.fromarray(f32).save(tmp_path / "f32.tif")
+    np.testing.assert_array_equal(load_field(tmp_path / "rgb.png"), rgb)
+    np.testing.assert_array_equal(load_field(tmp_path / "a.png"), rgb)  # alpha dropped
+    grey = load_field(tmp_path / "grey.tif")
+    np.testing.assert_array_equal(grey, np.repeat(rgb[..., :1], 3, axis=2))
+    assert tuple(load_field(tmp_path / "g16.tif")[3, 4]) == (255, 255, 255)
+    f = load_field(tmp_path / "f32.tif")
+    assert f.dtype == np.uint8
+    assert tuple(f[5, 6]) == (255, 255, 255)
+    assert f.sum() == 3 * 255
+    Image.fromarray(f32 * 2).save(tmp_path / "bad.tif")
+    with pytest.raises(ValueError, match="outside"):
+        load_field(tmp_path / "bad.tif")
+    pages = [Image.fromarray(rgb), Image.fromarray(rgb)]
+    pages[0].save(tmp_path / "pages.tif", save_all=True, append_images=pages[1:])
+    with pytest.raises(ValueError, match="2 frames or pages"):
+        load_field(tmp_path / "pages.tif")

@@ -296,6 +296,11 @@ def export_tasks(
     cand = _check_points(candidates, "candidates", ("image", "x", "y", "score"))
     if threshold is not None:
         cand = cand[cand["score"] >= threshold].reset_index(drop=True)
+    if len(cand) == 0 and threshold is None:
+        raise ValueError(
+            "The candidates table is empty: there is nothing to ask the crowd; detect with a "
+            "lower --threshold."
+        )
     if len(cand) == 0:
         raise ValueError(
             f"No candidate scores at least the threshold {threshold}; lower --threshold."

@@ -88,7 +88,7 @@ def _quiz_table(quiz: Any) -> pd.Series:
     elif isinstance(quiz, dict):
         s = pd.Series(quiz, dtype=np.float64)
     else:
-        df = quiz if isinstance(quiz, pd.DataFrame) else pd.read_csv(quiz, dtype={0: str})
+        df = quiz if isinstance(quiz, pd.DataFrame) else pd.read_csv(quiz, dtype=str)
         ann = _column(df, ("annotator", "worker", "user"), "annotator", "The quiz table")
         acc = _column(df, ("quiz_accuracy", "accuracy", "gamma"), "quiz_accuracy", "The quiz table")
         s = pd.Series(df[acc].to_numpy(), index=df[ann].astype(str))
@@ -151,7 +151,10 @@ def read_votes(
         if a == "":
             problems.append(("empty annotator", pos))
         if pd.isna(lab.iloc[pos]):
-            problems.append((f"bad label {raw!r} (use mitosis / not mitosis, or 1 / 0)", pos))
+            if raw is None or (isinstance(raw, float) and np.isnan(raw)) or str(raw).strip() == "":
+                problems.append(("no label chosen (skip the row or choose one)", pos))
+            else:
+                problems.append((f"bad label {raw!r} (use mitosis / not mitosis, or 1 / 0)", pos))
     valid = np.ones(len(df), dtype=bool)
     valid[[p for _, p in problems]] = False
     dup = pd.Series(list(zip(task, ann, strict=True))).duplicated(keep="first").to_numpy() & valid

@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from crowdmed.data.images import _image_files, list_images
 from crowdmed.data.labels import _short
 
 __all__ = ["check_points", "image_files", "load_field", "read_points", "write_points"]
-
-_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
 
 def load_field(path: str | os.PathLike[str]) -> np.ndarray:
@@ -29,7 +28,8 @@ def load_field(path: str | os.PathLike[str]) -> np.ndarray:
     Grey, palette and RGBA images are converted to RGB; 16-bit images are scaled to 8 bits.
 
     Raises:
-        ValueError: If the file cannot be read as an image.
+        ValueError: If the file cannot be read as an image, has several frames or pages, or
+            is a float image with values outside [0, 1].
     """
     try:
         from PIL import Image
@@ -38,7 +38,21 @@ def load_field(path: str | os.PathLike[str]) -> np.ndarray:
     p = Path(path)
     try:
         with Image.open(p) as im:
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            n_frames = int(getattr(im, "n_frames", 1))
+            if n_frames > 1:
+                raise ValueError(
+                    f"Image '{p}' has {n_frames} frames or pages; store one field per file."
+                )
+            if im.mode == "F":
+                arr = np.asarray(im, dtype=np.float64)
+                if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+                    raise ValueError(
+                        f"Image '{p}' is a float image with values outside [0, 1] (or NaN); "
+                        "save it as an 8- or 16-bit image."
+                    )
+                grey = np.rint(arr * 255.0).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
                 arr = np.asarray(im, dtype=np.float64)
                 top = max(float(arr.max()), 1.0)
                 grey = np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
@@ -52,29 +66,18 @@ def image_files(folder: Path) -> dict[str, Path]:
     """The PNG/TIFF/JPEG files of a folder of fields, by file stem.
 
     Args:
-        folder: Folder of high-power-field images.
+        folder: Folder of high-power-field images (not searched recursively; hidden files are
+            skipped).
 
     Returns:
         ``{stem: path}`` in sorted order.
 
     Raises:
-        ValueError: ``folder`` is missing or not a folder.
+        ValueError: ``folder`` is missing, not a folder, holds no images, or has two files
+            with one stem (``a.png`` and ``a.tif``).
     """
-    if not folder.is_dir():
-        what = "is a file" if folder.exists() else "does not exist"
-        raise ValueError(f"Image folder '{folder}' {what}; pass a folder of PNG/TIFF/JPEG fields.")
-    files: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in _SUFFIXES:
-            if p.stem in files:
-                raise ValueError(
-                    f"Image folder '{folder}' has two files for image {p.stem!r}: "
-                    f"'{files[p.stem].name}' and '{p.name}'; keep one."
-                )
-            files[p.stem] = p
-    if not files:
-        raise ValueError(f"Image folder '{folder}' has no PNG, TIFF or JPEG files.")
-    return files
+    list_images(folder)  # checks the folder and refuses a stem shared by two files
+    return {p.stem: p for p in _image_files(folder)}
 
 
 def check_points(points: pd.DataFrame, name: str = "points") -> pd.DataFrame:
@@ -117,6 +120,21 @@ def check_points(points: pd.DataFrame, name: str = "points") -> pd.DataFrame:
     out = out[out["x"].notna()].reset_index(drop=True)
     if not np.isfinite(out[["x", "y"]].to_numpy()).all():
         raise ValueError(f"`{name}` holds infinite coordinates; give x and y in pixels.")
+    return out
+
+
+def _repeated_points(points: pd.DataFrame, lines: np.ndarray) -> list[str]:
+    """``"line L repeats line M (image (x, y))"`` for every exact repeat of a point."""
+    first: dict[tuple[str, float, float], int] = {}
+    out: list[str] = []
+    for line, image, x, y in zip(
+        lines, points["image"].astype(str), points["x"], points["y"], strict=True
+    ):
+        key = (image, float(x), float(y))
+        if key in first:
+            out.append(f"line {line} repeats line {first[key]} ({image} ({x:g}, {y:g}))")
+        else:
+            first[key] = int(line)
     return out
 
 
@@ -171,6 +189,12 @@ def read_points(
     raw["_line"] = np.arange(len(raw)) + 2  # CSV line numbers for the messages below
     points = check_points(raw, f"points file '{csv}'")
     lines = points.pop("_line").to_numpy()
+    repeated = _repeated_points(points, lines)
+    if repeated:
+        raise ValueError(
+            f"Points file '{csv}' repeats {len(repeated)} point(s): {_short(repeated, 3)}. "
+            "Keep one row per mitosis (a repeated point would count as a missed mitosis)."
+        )
     listed = set(raw["image"])
     absent = [k for k in files if k not in listed]
     if absent:

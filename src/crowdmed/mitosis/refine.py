@@ -355,7 +355,7 @@ def scale_index(detector: Any, scale: float = 0.33) -> int:
     if abs(scales[i] - scale) > 0.05:
         raise ValueError(
             f"The detector has no network at scale {scale}; its scales are "
-            f"{scales.tolist()}. Pass one of them as the refinement scale."
+            f"{scales.tolist()}. Pass one of them as `scale` (--scale)."
         )
     return i
 
