@@ -1,9 +1,9 @@
 """``crowdmed train --task segmentation``: a U-Net trained on the masks of several raters.
 
 The ``train`` command parses the options and calls :func:`train_segmentation`, which reads
-the images and the raters' masks, trains a MONAI ``UNet`` with
-:class:`crowdmed.training.CrowdSegmenter` and writes the model folder all at once (nothing is
-written when anything fails).
+the images and the raters' masks, trains a MONAI ``UNet`` (or another ``--backbone`` of
+:func:`crowdmed.nn.segmentation_network`) with :class:`crowdmed.training.CrowdSegmenter` and
+writes the model folder all at once (nothing is written when anything fails).
 
 Input layout:
 
@@ -277,21 +277,25 @@ def _pad(arr: np.ndarray, factor: int, fill: int | None = None) -> np.ndarray:
     return np.pad(arr, extra, mode="constant", constant_values=fill)
 
 
-def _factor(channels: Any) -> int:
-    """Image sizes a U-Net with these level channels accepts are multiples of this."""
-    return int(2 ** (len(channels) - 1))
+_NETWORK_NAMES = {
+    "unet": "monai.networks.nets.UNet",
+    "basic-unet": "monai.networks.nets.BasicUNet",
+    "deeplabv3-mobilenet": "torchvision.models.segmentation.deeplabv3_mobilenet_v3_large",
+    "deeplabv3-resnet50": "torchvision.models.segmentation.deeplabv3_resnet50",
+}
 
 
-def _build_unet(kwargs: dict[str, Any]) -> Any:
-    from monai.networks.nets import UNet
+def _build_network(backbone: str, kwargs: dict[str, Any], seed: int | None = None) -> Any:
+    """The network of ``--backbone`` (model folders without one hold a U-Net)."""
+    from crowdmed.nn.backbones import segmentation_network
 
-    return UNet(
-        spatial_dims=2,
+    channels = kwargs.get("channels")
+    return segmentation_network(
+        backbone,
         in_channels=kwargs["in_channels"],
-        out_channels=kwargs["out_channels"],
-        channels=tuple(kwargs["channels"]),
-        strides=(2,) * (len(kwargs["channels"]) - 1),
-        num_res_units=kwargs["num_res_units"],
+        n_classes=kwargs["out_channels"],
+        channels=None if channels is None else tuple(channels),
+        random_state=seed,
     )
 
 
@@ -322,7 +326,7 @@ def load_segmentation_model(model_dir: Path) -> tuple[Any, dict[str, Any]]:
         raise ValueError(
             f"'{path}' is not a model written by `crowdmed train --task segmentation`."
         )
-    network = _build_unet(payload["network_kwargs"])
+    network = _build_network(payload.get("backbone", "unet"), payload["network_kwargs"])
     network.load_state_dict(payload["state_dict"])
     network.eval()
     return network, payload
@@ -342,8 +346,10 @@ def predict_segmentation(network: Any, images: np.ndarray) -> np.ndarray:
     """
     import torch
 
+    from crowdmed.nn.backbones import size_multiple
+
     h, w = images.shape[-2:]
-    x = _pad(np.asarray(images, dtype=np.float32), _factor(network.channels))
+    x = _pad(np.asarray(images, dtype=np.float32), size_multiple(network))
     network.eval()
     with torch.no_grad():
         logits = network(torch.as_tensor(x))
@@ -497,8 +503,9 @@ def train_segmentation(
     predict: Path | None,
     console: Console,
     resume: bool = True,
+    backbone: str = "unet",
 ) -> None:
-    """Train a U-Net on the masks of several raters and write the model folder.
+    """Train a segmentation network (``--backbone``) on several raters' masks; write the model.
 
     With ``resume`` (the default), an interrupted run in ``out`` continues from
     ``out/checkpoint/``; ``resume=False`` starts over.
@@ -529,6 +536,18 @@ def train_segmentation(
     if channels is not None and channels not in (1, 3):
         raise ValueError(f"`--channels` must be 1 (grey) or 3 (RGB); got {channels}.")
     levels = _parse_unet_channels(unet_channels)
+    from crowdmed.nn.backbones import SegmentationBackbone
+
+    net = check_option(backbone, SegmentationBackbone, "--backbone")
+    source = ctx.get_parameter_source("unet_channels") if ctx is not None else None
+    channels_given = getattr(source, "name", "DEFAULT") != "DEFAULT"
+    if net is SegmentationBackbone.BASIC_UNET and channels_given and len(levels) != 6:
+        raise ValueError(
+            "`--unet-channels` of `--backbone basic-unet` must be six integers (five levels and "
+            f"the output features, e.g. 32,32,64,128,256,32); got {unet_channels!r}."
+        )
+    if net.value.startswith("deeplabv3") and channels_given:
+        raise ValueError(f"`--unet-channels` does not apply to `--backbone {net.value}`.")
     if (val_images is None) != (val_masks is None):
         raise ValueError("`--val-images` and `--val-masks` must be given together.")
     for option, folder in (
@@ -616,6 +635,7 @@ def train_segmentation(
             )
 
     torch = _import_segmentation()
+    from crowdmed.nn.backbones import size_multiple
     from crowdmed.training._checkpoint import CheckpointMismatchError
     from crowdmed.training.segmentation import CrowdSegmenter
 
@@ -624,7 +644,6 @@ def train_segmentation(
             n_channels = channels if channels is not None else _image_channels(images, case_ids)
             x = load_images(images, case_ids, channels=n_channels)
         shape = (int(x.shape[2]), int(x.shape[3]))
-        factor = _factor(levels)
         n, a = len(case_ids), len(raters)
         with _step(progress, f"Reading the masks of {a} rater(s)"):
             y = np.full((n, a, *shape), -1, dtype=np.int64)
@@ -674,9 +693,16 @@ def train_segmentation(
             "channels": list(levels),
             "num_res_units": 2,
         }
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            network = _build_unet(net_kwargs)
+        if net is not SegmentationBackbone.UNET:
+            net_kwargs = {
+                "in_channels": n_channels,
+                "out_channels": k,
+                "channels": list(levels)
+                if net is SegmentationBackbone.BASIC_UNET and channels_given
+                else None,
+            }
+        network = _build_network(net.value, net_kwargs, seed)
+        factor = size_multiple(network)
         task = progress.add_task(f"Training ({m.value})", total=epochs)
 
         new_epochs: list[int] = []
@@ -704,7 +730,7 @@ def train_segmentation(
             resume=resume,
         )
         fit_start = time.perf_counter()
-        # sizes the U-Net cannot halve are padded (masks with -1: ignored by the loss)
+        # sizes the network cannot halve are padded (masks with -1: ignored by the loss)
         x, y = _pad(x, factor), _pad(y, factor, -1)
         if xv is not None and yv is not None:
             xv, yv = _pad(xv, factor), _pad(yv, factor, -1)
@@ -782,7 +808,8 @@ def train_segmentation(
         }
         config: dict[str, Any] = {
             "task": "segmentation",
-            "network": "monai.networks.nets.UNet",
+            "network": _NETWORK_NAMES[net.value],
+            "backbone": net.value,
             "network_kwargs": net_kwargs,
             "method": m.value,
             "rater": rater,
@@ -806,6 +833,7 @@ def train_segmentation(
             "format": _FORMAT,
             "format_version": SEGMENTATION_MODEL_FORMAT,
             "crowdmed_version": __version__,
+            "backbone": net.value,
             "network_kwargs": net_kwargs,
             "method": m.value,
             "raters": raters,

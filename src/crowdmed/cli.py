@@ -1031,6 +1031,17 @@ def train(
             help="Segmentation: feature channels of the U-Net levels, comma-separated.",
         ),
     ] = "16,32,64",
+    backbone: Annotated[
+        str | None,
+        typer.Option(
+            "--backbone",
+            help="Segmentation network: unet (MONAI UNet), basic-unet (MONAI BasicUNet; "
+            "--unet-channels then takes six numbers), deeplabv3-mobilenet or deeplabv3-resnet50 "
+            "(torchvision DeepLabV3, untrained: nothing is downloaded) [default: unet].",
+            metavar="NAME",
+            show_default=False,
+        ),
+    ] = None,
     k_every: Annotated[
         int,
         typer.Option(
@@ -1291,6 +1302,7 @@ def train(
                 seed=seed,
                 patience=patience,
                 unet_channels=unet_channels,
+                backbone="unet" if backbone is None else backbone,
                 k_every=k_every,
                 channels=channels,
                 predict=predict_dir,
@@ -1302,6 +1314,7 @@ def train(
             ("--masks", masks),
             ("--val-masks", val_masks),
             ("--rater", rater),
+            ("--backbone", backbone),
         )
         for option, seg_value in seg_options:
             if seg_value is not None:

@@ -8,6 +8,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("crowdmed.nn needs PyTorch: pip install 'crowdmed[torch]'.") from exc
 
+from crowdmed.nn.backbones import segmentation_network, size_multiple
 from crowdmed.nn.detection import EarlFCOSHead, fcos_detector, load_detector_weights
 from crowdmed.nn.layers import (
     AggNetEM,
@@ -49,6 +50,8 @@ __all__ = [
     "mlp_head",
     "pixel_loss",
     "reweight_lambdas",
+    "segmentation_network",
+    "size_multiple",
     "small_cnn",
     "zero_last_linear",
 ]
