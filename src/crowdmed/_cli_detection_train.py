@@ -86,22 +86,12 @@ def load_detection_model(model_dir: Path) -> tuple[Any, dict[str, Any]]:
     Raises:
         ValueError: When the folder holds no readable detection model.
     """
-    torch = _import_detection()
+    _import_detection()
+    from crowdmed._torch_io import load_payload
     from crowdmed.nn.detection import fcos_detector
 
     path = model_dir / "model.pt"
-    if not path.is_file():
-        raise ValueError(
-            f"'{model_dir}' has no model.pt; train one with `crowdmed train --task detection`."
-        )
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        raise ValueError(f"Cannot read model '{path}': {exc}".splitlines()[0]) from exc
-    if not isinstance(payload, dict) or payload.get("format") != "crowdmed-detector":
-        raise ValueError(
-            f"'{path}' is not a detector written by `crowdmed train --task detection`."
-        )
+    payload = load_payload(path, fmt="crowdmed-detector", command="crowdmed train --task detection")
     network = fcos_detector(**payload["network_kwargs"])
     network.load_state_dict(payload["state_dict"])
     network.eval()

@@ -312,20 +312,11 @@ def load_segmentation_model(model_dir: Path) -> tuple[Any, dict[str, Any]]:
     Raises:
         ValueError: When the folder holds no readable segmentation model.
     """
-    torch = _import_segmentation()
+    _import_segmentation()
+    from crowdmed._torch_io import load_payload
+
     path = Path(model_dir) / "model.pt"
-    if not path.is_file():
-        raise ValueError(
-            f"'{model_dir}' has no model.pt; train one with `crowdmed train --task segmentation`."
-        )
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        raise ValueError(f"Cannot read model '{path}': {exc}".splitlines()[0]) from exc
-    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-        raise ValueError(
-            f"'{path}' is not a model written by `crowdmed train --task segmentation`."
-        )
+    payload = load_payload(path, fmt=_FORMAT, command="crowdmed train --task segmentation")
     network = _build_network(payload.get("backbone", "unet"), payload["network_kwargs"])
     network.load_state_dict(payload["state_dict"])
     network.eval()

@@ -1719,7 +1719,7 @@ def train(
 
 def _load_model(model_dir: Path) -> tuple[Any, dict[str, Any]]:
     """Rebuild the network saved by ``train`` (weights only; no code is unpickled)."""
-    torch = _import_torch("predict")
+    _import_torch("predict")
     from crowdmed.nn.models import mlp_head, small_cnn
 
     if not model_dir.is_dir():
@@ -1727,17 +1727,10 @@ def _load_model(model_dir: Path) -> tuple[Any, dict[str, Any]]:
         raise ValueError(
             f"MODEL_DIR must be a folder written by `crowdmed train`; '{model_dir}' {what}."
         )
+    from crowdmed._torch_io import load_payload
+
     path = model_dir / "model.pt"
-    if not path.is_file():
-        raise ValueError(
-            f"'{model_dir}' has no model.pt; train a model there with `crowdmed train`."
-        )
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        raise ValueError(f"Cannot read model '{path}': {_one_line(exc)}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != "crowdmed-model":
-        raise ValueError(f"'{path}' is not a model written by `crowdmed train`.")
+    payload = load_payload(path, fmt="crowdmed-model", command="crowdmed train")
     if payload.get("format_version") != _MODEL_FORMAT:
         raise ValueError(
             f"'{path}' has model format {payload.get('format_version')}; this crowdmed "

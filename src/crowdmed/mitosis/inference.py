@@ -532,17 +532,12 @@ def load_detector(path: str | os.PathLike[str]) -> MultiScaleDetector:
     Raises:
         ValueError: If the file is missing, unreadable or not a mitosis detector.
     """
+    from crowdmed._torch_io import load_payload
+
     p = Path(path)
-    if not p.is_file():
-        raise ValueError(
-            f"Detector file '{p}' does not exist; train one with `crowdmed mitosis train`."
-        )
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        raise ValueError(f"Cannot read detector '{p}': {exc}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-        raise ValueError(f"'{p}' is not a mitosis detector written by crowdmed.")
+    payload = load_payload(
+        p, fmt=_FORMAT, command="crowdmed mitosis train", what="mitosis detector"
+    )
     if payload.get("format_version") != _FORMAT_VERSION:
         raise ValueError(
             f"'{p}' has detector format {payload.get('format_version')}; this version reads "
