@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,17 +62,15 @@ def _figure(nodule: NoduleMasks, posterior: np.ndarray) -> Image | None:
     )
 
 
-def run_masks_part(out_dir: Path, *, figures: bool = True) -> MasksPart:
+def run_masks_part(*, figures: bool = True) -> MasksPart:
     """Fit STAPLE on the bundled LIDC nodules and compare readers with the consensus.
 
     Args:
-        out_dir: Folder of the demo (the caller writes the tables).
         figures: Draw the example figure (needs matplotlib).
 
     Returns:
-        The tables and headline numbers.
+        The tables and headline numbers (the caller writes the files).
     """
-    del out_dir  # the caller writes files; kept for a uniform signature
     nodules = load_lidc_masks()
     start = time.perf_counter()
     fits = STAPLE().fit_batch([n.masks.astype(bool) for n in nodules])

@@ -17,7 +17,7 @@ aggregator of :data:`crowdmed.aggregation.METHODS` on each, and writes into ``ou
   worker's estimated spammer score against their quiz accuracy, and the detection maps;
 * ``report.md`` and ``report.html`` (self-contained: tables and figures embedded).
 
-It is what ``crowdmed demo`` runs; it takes about a minute on two cores (the mitosis loop
+It is what ``crowdmed demo`` runs; it takes about 30 s on two cores (the mitosis loop
 trains small networks; the other parts take seconds).
 """
 
@@ -861,7 +861,7 @@ def run_demo(
         step("LIDC-IDRI nodule masks: STAPLE")
         from crowdmed._demo_masks import run_masks_part
 
-        masks_part = run_masks_part(out, figures=_has_matplotlib())
+        masks_part = run_masks_part(figures=_has_matplotlib())
 
     mitosis_part = None
     if "mitosis" in run_parts:

@@ -71,9 +71,9 @@ def _check_binary(cases: list[np.ndarray]) -> None:
     fitted = STAPLE(max_iter=MAX_ITER).fit_batch(cases)
     for masks, est in zip(cases, fitted, strict=True):
         w, p, q, elapsed = _sitk_staple(masks)
-        np.testing.assert_allclose(est.posteriors_, w, atol=1e-3)
-        np.testing.assert_allclose(est.sensitivity_, p, atol=1e-3)
-        np.testing.assert_allclose(est.specificity_, q, atol=1e-3)
+        np.testing.assert_allclose(est.posteriors_, w, atol=1e-6)
+        np.testing.assert_allclose(est.sensitivity_, p, atol=1e-6)
+        np.testing.assert_allclose(est.specificity_, q, atol=1e-6)
         clear = np.abs(w - 0.5) > 1e-6  # posteriors at 0.5 differ in the last bits
         np.testing.assert_array_equal(est.labels_[clear], w[clear] >= 0.5)
         assert elapsed == (est.n_iter_ - 1 if est.converged_ else MAX_ITER)
@@ -95,7 +95,7 @@ def _check_multilabel(cases: list[np.ndarray], tol: float = 1e-5) -> None:
         ref, cms, prior = _sitk_multilabel(labels, tol)
         k = est.n_classes_
         ours = np.transpose(est.confusion_matrices_, (0, 2, 1))  # -> [rater, said, true]
-        np.testing.assert_allclose(ours, cms[:, :k], atol=1e-3)
+        np.testing.assert_allclose(ours, cms[:, :k], atol=1e-6)
         # SimpleITK reports only a prior that was set; ITK's default is the label frequency.
         assert prior.size == 0
         freq = np.bincount(labels.ravel(), minlength=k) / labels.size
