@@ -6,7 +6,10 @@ collect_ignore_glob = []
 _OPTIONAL = (
     ("torch", "src/crowdmed/nn/*"),
     ("torch", "src/crowdmed/training/*"),
+    ("torch", "src/crowdmed/pathology/detector.py"),
+    ("torch", "src/crowdmed/pipelines/refine.py"),
     ("matplotlib", "src/crowdmed/report/figures.py"),
+    ("matplotlib", "src/crowdmed/report/crowd.py"),
 )
 for _module, _path in _OPTIONAL:
     if importlib.util.find_spec(_module) is None:

@@ -62,7 +62,7 @@ def _ms(values: list[float]) -> str:
 
 
 def run_seed(seed: int, config: dict[str, Any], log: Any) -> dict[str, Any]:
-    from crowdmed.crowd.loop import run_crowd_loop
+    from crowdmed.pipelines.aggnet_loop import run_crowd_loop
 
     t0 = time.perf_counter()
     r = run_crowd_loop(
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         import matplotlib
 
         matplotlib.use("Agg")
-        from crowdmed.crowd.plots import plot_spammer_scores
+        from crowdmed.report.crowd import plot_spammer_scores
 
         ann = pd.DataFrame(runs[0]["annotators"])
         fig, _ = plot_spammer_scores(ann, score="est_spammer_score")

@@ -7,7 +7,7 @@ split in two files; research-only data, read in place, never copied). Class 14 "
 (box 0, 0, 1, 1) becomes a reading without boxes, so every image keeps its 3 readers in the
 agreement denominator.
 
-Part A (speed, equality): ``crowdmed.detection.fuse_boxes`` on the whole table against
+Part A (speed, equality): ``crowdmed.aggregation.fuse_boxes`` on the whole table against
 ``ensemble_boxes.weighted_boxes_fusion`` called once per image, in the same run, with the same
 configuration (IoU 0.4, every score 1, model weights = reader proficiencies, ``conf_type="avg"``,
 boxes in [0, 1] for ensemble-boxes, the same processing order). ensemble-boxes is timed on
@@ -46,13 +46,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import REPO, machine_line, update_section, write_json
-from crowdmed.detection import (
-    check_boxes,
-    estimate_proficiency,
-    fuse_boxes,
-    pairwise_reader_f1,
-    reader_agreement,
-)
+from crowdmed.aggregation.detection.box_fusion import estimate_proficiency, fuse_boxes
+from crowdmed.data.boxes import check_boxes
+from crowdmed.quality.box_agreement import pairwise_reader_f1, reader_agreement
 
 DATASET = "vindr_cxr_boxes_hieupham"
 COLS = ["xmin", "ymin", "xmax", "ymax"]

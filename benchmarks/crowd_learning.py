@@ -178,7 +178,7 @@ def fit_one(
     epochs: int | None = None,
     progress: Any = False,
 ):
-    from crowdmed.training.trainer import CrowdClassifier
+    from crowdmed.training.classifier import CrowdClassifier
 
     k = int(max(data["answers"].max(), data["y_train"].max())) + 1
     clf = CrowdClassifier(
@@ -613,11 +613,11 @@ def library_fingerprint() -> dict[str, str]:
     import hashlib
 
     import crowdmed.nn.layers
-    import crowdmed.training.trainer
+    import crowdmed.training.classifier
 
     return {
         Path(m.__file__).name: hashlib.sha256(Path(m.__file__).read_bytes()).hexdigest()[:12]
-        for m in (crowdmed.training.trainer, crowdmed.nn.layers)
+        for m in (crowdmed.training.classifier, crowdmed.nn.layers)
     }
 
 

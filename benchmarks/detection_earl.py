@@ -12,10 +12,10 @@ Variants, each trained with the same schedule and seed:
 
 (a) all-readers: every reader's box is a target (weight 1);
 (b) reader ensemble: one detector per reader, their test predictions fused by weighted box
-    fusion (:func:`crowdmed.training.detection.fuse_model_predictions`: WBF with
+    fusion (:func:`crowdmed.training.detector.fuse_model_predictions`: WBF with
     ``conf_type="avg"``, equal model weights, IoU 0.4, scores below 0.05 skipped; it matches
     ``ensemble_boxes.weighted_boxes_fusion`` to 1e-6, see tests/reference);
-(c) fused: the readers' boxes fused by :func:`crowdmed.detection.fuse_boxes` (weight 1);
+(c) fused: the readers' boxes fused by :func:`crowdmed.aggregation.fuse_boxes` (weight 1);
 (d) EARL: the fused boxes, each target's classification and box losses weighted by its
     fused confidence (readers agreeing / readers).
 
@@ -62,7 +62,7 @@ PAPER = {"baseline": (0.975, 0.815), "WBF + EARL": (0.980, 0.849)}
 
 def _fused_box_quality(fused: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
     """How often a fused box is right (IoU >= 0.5 with a true box of its class), by confidence."""
-    from crowdmed.detection import box_iou
+    from crowdmed.data.boxes import box_iou
 
     hit = np.zeros(len(fused), dtype=bool)
     t_by = {k: g[BOX].to_numpy() for k, g in truth.groupby(["image", "class"])}
@@ -84,11 +84,11 @@ def _fused_box_quality(fused: pd.DataFrame, truth: pd.DataFrame) -> dict[str, fl
 def run_seed(seed: int, args: argparse.Namespace, log: Any) -> dict[str, Any]:
     import torch
 
-    from crowdmed.detection import fuse_boxes
+    from crowdmed.aggregation.detection.box_fusion import fuse_boxes
     from crowdmed.metrics import mean_average_precision
     from crowdmed.nn.detection import fcos_detector
     from crowdmed.simulate import make_med_mnist
-    from crowdmed.training.detection import (
+    from crowdmed.training.detector import (
         DetectorTrainer,
         fuse_model_predictions,
         make_targets,

@@ -1,6 +1,6 @@
 """The multi-scale AggNet mitosis detector on synthetic H&E high-power fields.
 
-Data: **synthetic** fields from ``crowdmed.mitosis.make_synthetic_fields`` (a two-stain
+Data: **synthetic** fields from ``crowdmed.pathology.make_synthetic_fields`` (a two-stain
 optical model with nuclei, lymphocytes and irregular mitotic figures; not tissue), 256 × 256
 pixels, 1–4 mitoses per field, stain variation 0.1. Each seed draws its own fields and splits
 them into train / validation / test fields. Fields are at about half the resolution of a 40×
@@ -39,13 +39,9 @@ RADIUS = 15.0
 
 
 def run_seed(seed: int, *, n_train: int, n_val: int, n_test: int, epochs: int) -> dict[str, Any]:
-    from crowdmed.mitosis import (
-        MultiScaleDetector,
-        detect,
-        make_synthetic_fields,
-        match_points,
-        train_detector,
-    )
+    from crowdmed.metrics.points import match_points
+    from crowdmed.pathology.detector import MultiScaleDetector, detect, train_detector
+    from crowdmed.pathology.synthetic import make_synthetic_fields
 
     fields = make_synthetic_fields(n_train + n_val + n_test, random_state=1000 + seed)
     train = fields.subset(range(n_train))

@@ -170,7 +170,7 @@ def make_network(seed: int):
 
 def staple_consensus(masks: np.ndarray) -> np.ndarray:
     """Binary STAPLE per patch-source image: masks (N, A, H, W) bool/int (-1 absent)."""
-    from crowdmed.segmentation import STAPLE
+    from crowdmed.aggregation.segmentation.staple import STAPLE
 
     out = []
     for case in masks:

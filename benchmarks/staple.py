@@ -46,7 +46,7 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import REPO, machine_line, update_section, write_json
-from crowdmed.segmentation import STAPLE, MultiLabelSTAPLE
+from crowdmed.aggregation.segmentation.staple import STAPLE, MultiLabelSTAPLE
 
 
 def _median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crowdmed.detection import fuse_boxes
+from crowdmed.aggregation.detection.box_fusion import fuse_boxes
 
 ensemble_boxes = pytest.importorskip("ensemble_boxes")
 
@@ -262,7 +262,7 @@ def test_scored_vindr_boxes_match_weighted_boxes_fusion(shared_data) -> None:
 
 def test_fuse_model_predictions_matches_weighted_boxes_fusion() -> None:
     pytest.importorskip("torch")
-    from crowdmed.training.detection import fuse_model_predictions
+    from crowdmed.training.detector import fuse_model_predictions
 
     rng = np.random.default_rng(3)
     size = 64.0

@@ -14,19 +14,36 @@ from crowdmed.aggregation.classification import (
     OneCoinDawidSkene,
     WeightedMajorityVote,
 )
+from crowdmed.aggregation.detection import estimate_proficiency, fuse_boxes
+from crowdmed.aggregation.segmentation import (
+    STAPLE,
+    MultiLabelSTAPLE,
+    label_frequencies,
+    majority_vote_labels,
+    majority_vote_masks,
+    mean_masks,
+)
 
 __all__ = [
     "GLAD",
     "METHODS",
+    "STAPLE",
     "BaseAggregator",
     "BinarySensSpec",
     "DawidSkene",
     "MajorityVote",
     "Method",
+    "MultiLabelSTAPLE",
     "OneCoinDawidSkene",
     "WeightedMajorityVote",
     "argmax_ties",
+    "estimate_proficiency",
+    "fuse_boxes",
+    "label_frequencies",
+    "majority_vote_labels",
+    "majority_vote_masks",
     "make_aggregator",
+    "mean_masks",
 ]
 
 

@@ -1,6 +1,15 @@
 """Label containers and I/O: COO triplets, the dense view, long/wide tables, bundled data."""
 
+from crowdmed.data.boxes import (
+    BOX_COLUMNS,
+    BOX_COLUMNS_3D,
+    box_columns,
+    box_iou,
+    check_boxes,
+    read_boxes,
+)
 from crowdmed.data.datasets import NoduleMasks, list_datasets, load_dataset, load_lidc_masks
+from crowdmed.data.images import list_images, load_images
 from crowdmed.data.io import (
     from_long_frame,
     read_labels,
@@ -11,6 +20,8 @@ from crowdmed.data.io import (
     write_labels,
 )
 from crowdmed.data.labels import MISSING, CrowdLabels
+from crowdmed.data.masks import MaskFile, read_mask, write_mask
+from crowdmed.data.points import check_points, load_field, read_points, write_points
 from crowdmed.data.real import (
     IsicCrowd,
     load_isic_crowd,
@@ -19,21 +30,36 @@ from crowdmed.data.real import (
 )
 
 __all__ = [
+    "BOX_COLUMNS",
+    "BOX_COLUMNS_3D",
     "MISSING",
     "CrowdLabels",
     "IsicCrowd",
+    "MaskFile",
     "NoduleMasks",
+    "box_columns",
+    "box_iou",
+    "check_boxes",
+    "check_points",
     "from_long_frame",
     "list_datasets",
+    "list_images",
     "load_dataset",
+    "load_field",
+    "load_images",
     "load_isic_crowd",
     "load_lidc_masks",
     "load_tupac_alt_labels",
     "load_tupac_alt_table",
+    "read_boxes",
     "read_labels",
+    "read_mask",
+    "read_points",
     "read_quiz",
     "read_wide",
     "to_long",
     "to_matrix",
     "write_labels",
+    "write_mask",
+    "write_points",
 ]

@@ -2,6 +2,7 @@
 
 from crowdmed.metrics.classification import roc_auc
 from crowdmed.metrics.detection import COCO_IOU_THRESHOLDS, mean_average_precision
+from crowdmed.metrics.points import DuplicatePolicy, MatchResult, choose_threshold, match_points
 from crowdmed.metrics.segmentation import (
     dice,
     dice_per_class,
@@ -13,11 +14,15 @@ from crowdmed.metrics.segmentation import (
 
 __all__ = [
     "COCO_IOU_THRESHOLDS",
+    "DuplicatePolicy",
+    "MatchResult",
+    "choose_threshold",
     "dice",
     "dice_per_class",
     "generalized_energy_distance",
     "hausdorff_distance",
     "iou",
+    "match_points",
     "mean_average_precision",
     "mean_pairwise_dice",
     "roc_auc",

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from crowdmed.detection.boxes import _same_text_ids
+from crowdmed.data.boxes import _same_text_ids
 
 __all__ = ["COCO_IOU_THRESHOLDS", "mean_average_precision"]
 

@@ -8,6 +8,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("crowdmed.nn needs PyTorch: pip install 'crowdmed[torch]'.") from exc
 
+from crowdmed.nn.aggnet import AggNetCNN, dense_logits
 from crowdmed.nn.backbones import segmentation_network, size_multiple
 from crowdmed.nn.detection import EarlFCOSHead, fcos_detector, load_detector_weights
 from crowdmed.nn.layers import (
@@ -31,6 +32,7 @@ from crowdmed.nn.segmentation import (
 )
 
 __all__ = [
+    "AggNetCNN",
     "AggNetEM",
     "CrowdLayer",
     "CrowdMode",
@@ -43,6 +45,7 @@ __all__ = [
     "WeightingNetwork",
     "crowd_cross_entropy",
     "crowd_mse",
+    "dense_logits",
     "fcos_detector",
     "gaussian_attention",
     "load_detector_weights",

@@ -11,6 +11,7 @@
 """
 
 from crowdmed.quality.agreement import cohen_kappa_matrix, fleiss_kappa, krippendorff_alpha
+from crowdmed.quality.box_agreement import match_boxes, pairwise_reader_f1, reader_agreement
 from crowdmed.quality.features import CrowdStat, crowd_features
 from crowdmed.quality.gold import filter_annotators, gold_accuracy
 from crowdmed.quality.reliability import (
@@ -32,6 +33,9 @@ __all__ = [
     "fleiss_kappa",
     "gold_accuracy",
     "krippendorff_alpha",
+    "match_boxes",
+    "pairwise_reader_f1",
+    "reader_agreement",
     "sensitivity_specificity",
     "spammer_score",
 ]

@@ -6,6 +6,7 @@
   import matplotlib only when called (``pip install 'crowdmed[report]'``).
 """
 
+from crowdmed.report.crowd import plot_spammer_scores
 from crowdmed.report.figures import figure_to_png, plot_accuracy, plot_rating_spread
 from crowdmed.report.html import Block, Image, Section, format_cell, render_html, render_markdown
 
@@ -17,6 +18,7 @@ __all__ = [
     "format_cell",
     "plot_accuracy",
     "plot_rating_spread",
+    "plot_spammer_scores",
     "render_html",
     "render_markdown",
 ]

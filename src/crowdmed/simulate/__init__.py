@@ -29,6 +29,7 @@ from crowdmed.simulate.masks import (
     varied_mask_raters,
 )
 from crowdmed.simulate.med_mnist import MedMnist, make_med_mnist, reader_transitions
+from crowdmed.simulate.votes import SimulatedVotes, simulate_votes
 
 __all__ = [
     "RODRIGUES_ACCURACIES",
@@ -36,6 +37,7 @@ __all__ = [
     "MaskRater",
     "MedMnist",
     "SimulatedCrowd",
+    "SimulatedVotes",
     "adversarial_confusion",
     "biased_confusion",
     "binary_confusion",
@@ -48,6 +50,7 @@ __all__ = [
     "simulate_labels",
     "simulate_mask_raters",
     "simulate_quiz",
+    "simulate_votes",
     "spammer_confusion",
     "varied_mask_raters",
 ]

@@ -1,6 +1,7 @@
 """Fit loops for networks trained on the labels of many annotators (needs PyTorch)."""
 
-from crowdmed.training.detection import (
+from crowdmed.training.classifier import CrowdClassifier, TrainMethod, tta_views
+from crowdmed.training.detector import (
     DetectionVariant,
     DetectorTrainer,
     fuse_model_predictions,
@@ -8,8 +9,7 @@ from crowdmed.training.detection import (
     predict_boxes,
     variant_targets,
 )
-from crowdmed.training.segmentation import CrowdSegmenter, SegmentationMethod
-from crowdmed.training.trainer import CrowdClassifier, TrainMethod, tta_views
+from crowdmed.training.segmenter import CrowdSegmenter, SegmentationMethod
 
 __all__ = [
     "CrowdClassifier",

@@ -1,0 +1,1022 @@
+"""The crowdmed demo: every classification method on every bundled data set, one report.
+
+:func:`run_demo` loads the bundled data sets (:mod:`crowdmed.data.datasets`), fits every
+aggregator of :data:`crowdmed.aggregation.METHODS` on each, and writes into ``out_dir``
+(each file atomically):
+
+* ``results.json``: parameters, seed, crowdmed version, environment, timing and every table;
+* ``accuracy.csv``: one row per (data set, method): accuracy against gold, fit time, status;
+* ``annotators_<dataset>.csv``: :func:`~crowdmed.quality.annotator_table` of every annotator
+  of each crowd data set under the Dawid–Skene consensus, least reliable first;
+* ``lidc_consensus.csv``: per LIDC nodule, the ratings and the MV / DS / median consensus;
+* ``lidc_masks_nodules.csv`` and ``lidc_masks_readers.csv`` (part ``masks``): STAPLE
+  consensus of four radiologists' 3-D masks of 100 LIDC nodules, per nodule and per reader;
+* ``mitosis_metrics.csv``, ``mitosis_annotators.csv`` and ``mitosis_maps.npz`` (part
+  ``mitosis``): the AggNet loop on synthetic high-power fields with a simulated crowd — F1
+  and AUC of the unrefined, AM-MV, AM-GLAD, AM-GT and AggNet-refined networks, every
+  worker's estimated spammer score against their quiz accuracy, and the detection maps;
+* ``report.md`` and ``report.html`` (self-contained: tables and figures embedded).
+
+It is what ``crowdmed demo`` runs; it takes about 30 s on two cores (the mitosis loop
+trains small networks; the other parts take seconds).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import json
+import math
+import platform
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crowdmed._io import atomic_write, to_jsonable
+from crowdmed._validation import check_option
+from crowdmed._version import __version__
+from crowdmed.aggregation import METHODS, BaseAggregator, Method, make_aggregator
+from crowdmed.data.datasets import dataset_info, list_datasets, load_dataset, load_lidc_table
+from crowdmed.data.io import from_long_frame
+from crowdmed.data.labels import CrowdLabels
+from crowdmed.quality import annotator_table, fleiss_kappa, krippendorff_alpha
+from crowdmed.report.html import Image, Section, render_html, render_markdown
+
+__all__ = ["PARTS", "DemoResult", "ProgressCallback", "run_demo"]
+
+#: Parts of the demo: ``crowd`` (truth inference on the bundled label sets), ``masks`` (STAPLE
+#: on the bundled LIDC nodule masks), ``mitosis`` (the AggNet crowd loop on synthetic fields;
+#: needs PyTorch, skipped with a note when it is missing and the part was not asked for).
+PARTS = ("crowd", "masks", "mitosis")
+
+#: ``progress(description, completed, total)``: called before each step with the number of
+#: steps done so far, and once at the end with ``completed == total``. ``total`` is the same
+#: in every call. With rich: ``lambda d, c, t: bar.update(task, description=d, completed=c,
+#: total=t)``.
+ProgressCallback = Callable[[str, int, int], None]
+
+LIDC = "lidc_malignancy"
+LIDC_RATINGS = ("malignancy", "subtlety", "spiculation")
+LIDC_CAVEAT = (
+    "LIDC-IDRI reader identity is not stable across scans (anonymised reading sessions): the "
+    "annotator ids R1..R4 are slots within a nodule, not radiologists. Readers are "
+    "exchangeable, so per-annotator reliability (confusion matrices, spammer scores) across "
+    "the data set is meaningless and is not reported. Dawid–Skene fits one confusion matrix "
+    "per slot, each a mix of arbitrary readers, so it is roughly a pooled reader model: read "
+    "its consensus as a smoothed vote, "
+    "not as weighting by reader skill."
+)
+_MV, _DS = Method.MAJORITY_VOTE, Method.DAWID_SKENE
+_ACCURACY_COLUMNS = [
+    "dataset",
+    "method",
+    "accuracy",
+    "n_gold",
+    "fit_seconds",
+    "n_iter",
+    "converged",
+    "status",
+    "note",
+]
+_SHORT = {_MV: "MV", _DS: "DS"}
+
+
+@dataclass
+class DemoResult:
+    """Everything the demo computed, as tables.
+
+    Attributes:
+        out_dir: Folder the files were written to.
+        accuracy: One row per (data set, method): ``dataset, method, accuracy, n_gold,
+            fit_seconds, n_iter, converged, status, note``. ``status`` is ``"ok"``,
+            ``"no gold"`` (fitted, nothing to score against) or ``"skipped"`` (the method
+            does not apply, e.g. ``sens-spec`` on more than two classes); ``accuracy`` is
+            ``NaN`` unless ``"ok"``.
+        datasets: One row per data set: size, classes, gold, licence.
+        annotators: Per crowd data set, :func:`~crowdmed.quality.annotator_table` under the
+            Dawid–Skene posteriors (gold accuracy included), sorted least reliable first, with
+            an ``eligible`` column (``n_labels >= min_labels``).
+        least_reliable: Per crowd data set, the ``n_least_reliable`` eligible annotators with
+            the lowest spammer score (ties: lowest agreement with the DS consensus).
+        reliability_check: Per crowd data set: how well the gold-free spammer score tracks
+            the annotators' gold accuracy (Spearman correlation, mean gold accuracy of the
+            flagged annotators and of the others).
+        lidc_agreement: Per LIDC rating (malignancy, subtlety, spiculation): Krippendorff's
+            alpha (nominal, ordinal, interval), Fleiss' kappa and the share of nodules where
+            readers disagree. Empty without ``lidc_malignancy``.
+        lidc_consensus: Per LIDC nodule: readers, ratings, median, MV and DS consensus
+            malignancy and the DS confidence. Empty without ``lidc_malignancy``.
+        lidc_summary: Headline LIDC numbers (also in ``results.json``).
+        masks: Headline numbers of the ``masks`` part (empty when it did not run); the
+            per-nodule and per-reader tables are in ``masks_nodules`` and ``masks_readers``.
+        mitosis: Headline numbers of the ``mitosis`` part (empty when it did not run); the
+            tables are in ``mitosis_metrics`` and ``mitosis_annotators``.
+        notes: Why a part was skipped (e.g. PyTorch missing).
+        files: Name -> path of every file written.
+        figures: Titles of the figures embedded in ``report.html`` (empty without
+            matplotlib).
+        summary: Short plain-text summary (what the CLI prints).
+        elapsed_seconds: Wall time of the whole run.
+    """
+
+    out_dir: Path
+    accuracy: pd.DataFrame
+    datasets: pd.DataFrame
+    annotators: dict[str, pd.DataFrame]
+    least_reliable: dict[str, pd.DataFrame]
+    reliability_check: pd.DataFrame
+    lidc_agreement: pd.DataFrame
+    lidc_consensus: pd.DataFrame
+    lidc_summary: dict[str, Any]
+    masks: dict[str, Any] = field(default_factory=dict)
+    masks_nodules: pd.DataFrame = field(default_factory=pd.DataFrame)
+    masks_readers: pd.DataFrame = field(default_factory=pd.DataFrame)
+    masks_images: list[Image] = field(default_factory=list)
+    mitosis: dict[str, Any] = field(default_factory=dict)
+    mitosis_metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
+    mitosis_annotators: pd.DataFrame = field(default_factory=pd.DataFrame)
+    mitosis_images: list[Image] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)
+    summary: str = ""
+    elapsed_seconds: float = 0.0
+
+
+# ---------------------------------------------------------------------------- helpers
+def _check_args(
+    methods: Sequence[str | Method] | None,
+    datasets: Sequence[str] | None,
+    random_state: Any,
+    min_labels: Any,
+    n_least_reliable: Any,
+    progress: Any,
+) -> tuple[list[Method], list[str]]:
+    if methods is None:
+        chosen = list(METHODS)
+    else:
+        if isinstance(methods, str):
+            raise TypeError(
+                f"`methods` must be a list of method names; got the string {methods!r}. "
+                f"Wrap it in a list: [{methods!r}]."
+            )
+        chosen = list(dict.fromkeys(check_option(m, Method, "methods") for m in methods))
+        if not chosen:
+            raise ValueError("`methods` must name at least one method; got an empty list.")
+    if datasets is None:
+        names = list_datasets()
+    else:
+        if isinstance(datasets, str):
+            raise TypeError(
+                f"`datasets` must be a list of data set names; got the string {datasets!r}. "
+                f"Wrap it in a list: [{datasets!r}]."
+            )
+        names = list(dict.fromkeys(dataset_info(d).name for d in datasets))
+        if not names:
+            raise ValueError("`datasets` must name at least one data set; got an empty list.")
+    if random_state is not None and (
+        isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer))
+    ):
+        raise TypeError(
+            "`random_state` must be an int or None; got "
+            f"{type(random_state).__name__}. It is recorded in results.json, so pass a seed."
+        )
+    for arg, value in (("min_labels", min_labels), ("n_least_reliable", n_least_reliable)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"`{arg}` must be a positive integer; got {value!r}.")
+    if progress is not None and not callable(progress):
+        raise TypeError(
+            "`progress` must be a callable progress(description, completed, total) or None; "
+            f"got {type(progress).__name__}."
+        )
+    return chosen, names
+
+
+def _check_parts(parts: Sequence[str] | None) -> list[str]:
+    if parts is None:
+        from crowdmed.pipelines.demo_mitosis import torch_available
+
+        return [p for p in PARTS if p != "mitosis" or torch_available()]
+    if isinstance(parts, str):
+        raise TypeError(
+            f"`parts` must be a list of part names; got the string {parts!r}. "
+            f"Wrap it in a list: [{parts!r}]."
+        )
+    chosen = []
+    for part in parts:
+        if part not in PARTS:
+            close = difflib.get_close_matches(str(part), PARTS, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"Unknown demo part {part!r}; choose from {list(PARTS)}.{hint}")
+        if part not in chosen:
+            chosen.append(part)
+    if not chosen:
+        raise ValueError("`parts` must name at least one part; got an empty list.")
+    if "mitosis" in chosen:
+        from crowdmed.pipelines.demo_mitosis import torch_available
+
+        if not torch_available():
+            raise ImportError(
+                "The demo part 'mitosis' needs PyTorch: pip install 'crowdmed[torch]' "
+                "(or leave 'mitosis' out of `parts`)."
+            )
+    return chosen
+
+
+def _make(method: Method, random_state: int | None) -> BaseAggregator:
+    agg = make_aggregator(method)
+    if "random_state" in agg.get_params():
+        agg.set_params(random_state=random_state)
+    return agg
+
+
+def _applies(method: Method, cl: CrowdLabels) -> str | None:
+    """Why ``method`` cannot be fitted on ``cl``, or ``None`` when it can."""
+    if method is Method.SENS_SPEC and cl.n_classes != 2:
+        return f"binary only; this data set has {cl.n_classes} classes"
+    return None
+
+
+def _fit(agg: BaseAggregator, cl: CrowdLabels) -> tuple[float, list[str]]:
+    """Fit, returning the wall time and the messages of any warnings (recorded, not shown)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        start = time.perf_counter()
+        agg.fit(cl)
+        seconds = time.perf_counter() - start
+    messages = list(dict.fromkeys(str(w.message).split(". ")[0] for w in caught))
+    return seconds, messages
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+# ---------------------------------------------------------------------------- analyses
+def _annotator_tables(
+    name: str,
+    cl: CrowdLabels,
+    posteriors: np.ndarray,
+    min_labels: int,
+    n_least: int,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    table = annotator_table(cl, posteriors, gold=cl.gold)
+    table.insert(1, "eligible", table["n_labels"] >= min_labels)
+    order = table.sort_values(
+        ["eligible", "spammer_score", "consensus_agreement"],
+        ascending=[False, True, True],
+        kind="stable",
+    )
+    least = order[order["eligible"]].head(n_least)
+    eligible = order[order["eligible"]]
+    check: dict[str, Any] = {
+        "dataset": name,
+        "n_annotators": cl.n_annotators,
+        "n_eligible": len(eligible),
+        "spearman_spammer_vs_gold": float("nan"),
+        "gold_acc_flagged": float("nan"),
+        "gold_acc_others": float("nan"),
+    }
+    if "gold_accuracy" in eligible and len(eligible) >= 3:
+        pair = eligible[["spammer_score", "gold_accuracy"]].dropna()
+        if len(pair) >= 3 and pair.nunique().min() > 1:
+            check["spearman_spammer_vs_gold"] = float(
+                pair["spammer_score"].rank().corr(pair["gold_accuracy"].rank())
+            )
+        check["gold_acc_flagged"] = float(least["gold_accuracy"].mean())
+        others = eligible.drop(index=least.index)["gold_accuracy"]
+        check["gold_acc_others"] = float(others.mean()) if len(others) else float("nan")
+    return order, least, check
+
+
+def _consensus_fit(
+    method: Method, fits: dict[Method, BaseAggregator], cl: CrowdLabels, seed: int | None
+) -> BaseAggregator:
+    """The demo's fit of ``method`` on ``cl``, or a new one when it was not among the methods."""
+    agg = fits.get(method)
+    if agg is None:
+        agg = _make(method, seed)
+        _fit(agg, cl)
+    return agg
+
+
+def _lidc_analysis(
+    cl: CrowdLabels, fits: dict[Method, BaseAggregator], seed: int | None
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    table = load_lidc_table()
+    rows = []
+    for rating in LIDC_RATINGS:
+        labels = from_long_frame(
+            table, item="item", annotator="annotator", label=rating, classes=[1, 2, 3, 4, 5]
+        )
+        values = np.asarray(labels.classes)[labels.labels]
+        spread = pd.Series(values).groupby(labels.items).agg(lambda s: s.max() - s.min())
+        rows.append(
+            {
+                "rating": rating,
+                "alpha_ordinal": krippendorff_alpha(labels, level="ordinal"),
+                "alpha_interval": krippendorff_alpha(labels, level="interval"),
+                "alpha_nominal": krippendorff_alpha(labels, level="nominal"),
+                "fleiss_kappa": fleiss_kappa(labels),
+                "share_disagree": float((spread > 0).mean()),
+                "share_spread_ge_2": float((spread >= 2).mean()),
+            }
+        )
+    agreement = pd.DataFrame(rows).set_index("rating")
+
+    mv = _consensus_fit(_MV, fits, cl, seed)
+    ds = _consensus_fit(_DS, fits, cl, seed)
+    classes = np.asarray(cl.classes)
+    per_item = (
+        table.groupby("item", sort=False)
+        .agg(
+            patient_id=("patient_id", "first"),
+            n_readers=("malignancy", "size"),
+            ratings=("malignancy", lambda s: ";".join(map(str, s))),
+            median=("malignancy", "median"),
+            spread=("malignancy", lambda s: int(s.max() - s.min())),
+        )
+        .reindex(cl.item_ids)
+    )
+    per_item.index.name = "item"
+    per_item["mv"] = classes[mv.labels_]
+    per_item["ds"] = classes[ds.labels_]
+    per_item["ds_confidence"] = ds.posteriors_.max(axis=1)
+
+    ratings = np.asarray(cl.classes)[cl.labels]
+    dist = pd.DataFrame(
+        {
+            "all ratings": pd.Series(ratings).value_counts(),
+            "median (rounded half up)": np.floor(per_item["median"] + 0.5)
+            .astype(int)
+            .value_counts(),
+            "MV consensus": per_item["mv"].value_counts(),
+            "DS consensus": per_item["ds"].value_counts(),
+        },
+        index=classes,
+    ).fillna(0)
+    dist = dist.astype(int)
+    dist.index.name = "malignancy"
+    readers = per_item["n_readers"].value_counts().sort_index()
+    summary = {
+        "n_nodules": cl.n_items,
+        "n_ratings": cl.n_labels,
+        "readers_per_nodule": {int(k): int(v) for k, v in readers.items()},
+        "alpha_ordinal": float(agreement.loc["malignancy", "alpha_ordinal"]),
+        "alpha_interval": float(agreement.loc["malignancy", "alpha_interval"]),
+        "alpha_nominal": float(agreement.loc["malignancy", "alpha_nominal"]),
+        "fleiss_kappa": float(agreement.loc["malignancy", "fleiss_kappa"]),
+        "share_disagree": float(agreement.loc["malignancy", "share_disagree"]),
+        "share_spread_ge_2": float(agreement.loc["malignancy", "share_spread_ge_2"]),
+        "share_mv_equals_ds": float((per_item["mv"] == per_item["ds"]).mean()),
+        "mean_abs_mv_minus_ds": float((per_item["mv"] - per_item["ds"]).abs().mean()),
+        "share_suspicious_mv": float((per_item["mv"] >= 4).mean()),
+        "share_suspicious_ds": float((per_item["ds"] >= 4).mean()),
+        "consensus_distribution": to_jsonable(dist),
+        "caveat": LIDC_CAVEAT,
+    }
+    return agreement, per_item, summary
+
+
+# ---------------------------------------------------------------------------- report
+def _figures(accuracy: pd.DataFrame, lidc: CrowdLabels | None) -> tuple[list[Image], str | None]:
+    """PNG figures, or an explanation of why there are none."""
+    try:
+        import matplotlib  # noqa: F401  (optional dependency)
+    except ImportError:
+        return [], (
+            "Figures are omitted: matplotlib is not installed (pip install 'crowdmed[report]')."
+        )
+    from crowdmed.report.figures import figure_to_png, plot_accuracy, plot_rating_spread
+
+    images = []
+    scored = accuracy[accuracy["status"] == "ok"]
+    if not scored.empty:
+        fig, ax = plot_accuracy(scored)
+        ax.set_title("Accuracy against gold labels")
+        images.append(
+            Image(
+                figure_to_png(fig),
+                alt="Bar chart of the accuracy of each method on each crowd data set",
+                caption=(
+                    "Accuracy against gold per data set (groups) and method (bars); the y "
+                    "axis does not start at 0."
+                ),
+            )
+        )
+    if lidc is not None:
+        fig, ax = plot_rating_spread(lidc)
+        ax.set_title("LIDC-IDRI malignancy: spread of ratings per nodule")
+        images.append(
+            Image(
+                figure_to_png(fig),
+                alt="Stacked bar chart of the malignancy rating spread per nodule",
+                caption=(
+                    "Nodules by the spread (max - min) of their 1-5 malignancy ratings, "
+                    "stacked by the number of readers."
+                ),
+            )
+        )
+    return images, None
+
+
+def _crowd_sections(
+    result: DemoResult, params: dict[str, Any], images: list[Image]
+) -> list[Section]:
+    acc = result.accuracy
+    scored = acc[acc["status"] == "ok"]
+    sections = [
+        Section(
+            "Data sets",
+            [
+                "Bundled with crowdmed (see `crowdmed/data/bundled/LICENSES.md`). Gold labels "
+                "are used only to score the methods, never in a fit. `CF_amt` and the "
+                "`ZenCrowd` files repeat some (worker, task) pairs; the last label is kept.",
+                result.datasets,
+            ],
+        )
+    ]
+    blocks: list[Any] = []
+    if not scored.empty:
+        pivot = scored.pivot(index="method", columns="dataset", values="accuracy")
+        pivot = pivot.reindex(
+            index=[m for m in params["methods"] if m in pivot.index],
+            columns=[d for d in params["datasets"] if d in pivot.columns],
+        )
+        pivot.index.name = "method"
+        blocks += [
+            "Share of items whose consensus label equals the gold label (– : method not "
+            "applicable, e.g. `sens-spec` needs two classes).",
+            pivot,
+        ]
+    blocks += [i for i in images[:1] if not scored.empty]
+    timing = acc.pivot(index="method", columns="dataset", values="fit_seconds")
+    timing = timing.reindex(
+        index=[m for m in params["methods"] if m in timing.index],
+        columns=[d for d in params["datasets"] if d in timing.columns],
+    )
+    timing.index.name = "method"
+    blocks += ["Fit time in seconds (wall clock).", timing]
+    notes = acc[acc["note"] != ""][["dataset", "method", "status", "note"]].reset_index(drop=True)
+    if not notes.empty:
+        blocks += ["Notes from the fits (warnings are recorded here, not printed).", notes]
+    sections.append(Section("Accuracy and fit time", blocks))
+    return sections
+
+
+def _sections(
+    result: DemoResult,
+    params: dict[str, Any],
+    images: list[Image],
+    figure_note: str | None,
+) -> list[Section]:
+    sections = _crowd_sections(result, params, images) if not result.accuracy.empty else []
+
+    if result.least_reliable:
+        blocks = [
+            "Annotators with at least "
+            f"{params['min_labels']} labels and the lowest spammer score (Raykar & Yu 2012; 0 "
+            "= labels independent of the true class) under the Dawid–Skene posteriors; ties "
+            "by the lowest agreement with the DS consensus. The score needs no gold; "
+            "`gold_accuracy` shows how it compares. Full tables: `annotators_<dataset>.csv`.",
+            result.reliability_check.set_index("dataset"),
+        ]
+        cols = ["n_labels", "consensus_agreement", "spammer_score", "gold_accuracy"]
+        for name, least in result.least_reliable.items():
+            blocks += [f"`{name}`", least[[c for c in cols if c in least.columns]]]
+        sections.append(Section("Least reliable annotators", blocks))
+
+    if result.lidc_summary:
+        s = result.lidc_summary
+        readers = ", ".join(f"{k}: {v}" for k, v in s["readers_per_nodule"].items())
+        sections.append(
+            Section(
+                "LIDC-IDRI: radiologists' malignancy ratings",
+                [
+                    f"{s['n_nodules']:,} lung nodules rated 1-5 by 2-4 radiologists "
+                    f"({s['n_ratings']:,} ratings; readers per nodule {readers}). No gold "
+                    f"standard. Readers disagree on {s['share_disagree']:.1%} of nodules and "
+                    f"differ by two or more points on {s['share_spread_ge_2']:.1%}.",
+                    "Caveat: " + LIDC_CAVEAT,
+                    "Agreement between readers (Krippendorff's alpha for three levels of "
+                    "measurement, Fleiss' kappa; 1 = perfect, 0 = chance):",
+                    result.lidc_agreement,
+                    "Consensus malignancy: number of nodules per consensus class (the first "
+                    "column counts the individual ratings). MV and DS agree on "
+                    f"{s['share_mv_equals_ds']:.1%} of nodules (mean |MV - DS| "
+                    f"{s['mean_abs_mv_minus_ds']:.2f}); MV ties are broken at random with "
+                    "the seed. Per-nodule consensus: `lidc_consensus.csv`.",
+                    pd.DataFrame(s["consensus_distribution"]).set_index("malignancy"),
+                    *images[1:],
+                ],
+            )
+        )
+    if result.masks:
+        m = result.masks
+        from crowdmed.pipelines.demo_masks import CAVEAT, distribution_table
+
+        lo, hi = m["mean_pairwise_dice_iqr"]
+        sections.append(
+            Section(
+                "LIDC-IDRI: radiologists' nodule masks (STAPLE)",
+                [
+                    f"{m['n_nodules']} lung nodules, each outlined in 3-D by {m['n_readers']} "
+                    "radiologists (bundled masks). Readers agree with a median mean pairwise "
+                    f"Dice of {m['mean_pairwise_dice_median']:.3f} (IQR {lo:.3f}-{hi:.3f}). "
+                    "Binary STAPLE (Warfield et al. 2004) fitted all nodules in one batch in "
+                    f"{m['staple_seconds']:.2f} s; its consensus equals the majority vote on "
+                    f"{m['share_staple_equals_majority']:.0%} of nodules (Dice of the two "
+                    "below). Per nodule: `lidc_masks_nodules.csv`; per reader: "
+                    "`lidc_masks_readers.csv`.",
+                    "Caveat: " + CAVEAT,
+                    "Readers against the STAPLE consensus (quantiles over reader-nodule "
+                    "pairs; HD95 = 95th-percentile Hausdorff distance in mm):",
+                    distribution_table(result.masks_readers),
+                    "Consensus volumes and agreement (quantiles over nodules):",
+                    result.masks_nodules[
+                        [
+                            "staple_mm3",
+                            "majority_mm3",
+                            "mean_pairwise_dice",
+                            "dice_staple_vs_majority",
+                            "staple_iterations",
+                        ]
+                    ]
+                    .quantile([0.1, 0.5, 0.9])
+                    .T.rename(columns={0.1: "p10", 0.5: "median", 0.9: "p90"}),
+                    *result.masks_images,
+                ],
+            )
+        )
+    if result.mitosis:
+        sections.append(_mitosis_section(result))
+    if result.notes:
+        sections.append(Section("Skipped", list(result.notes)))
+    if figure_note:
+        sections.append(Section("Figures", [figure_note]))
+    sections.append(
+        Section(
+            "Reproducibility",
+            [
+                f"crowdmed {__version__}; seed (`random_state`) {params['random_state']}; "
+                f"methods {params['methods']}; data sets {params['datasets']}. Parameters, "
+                "environment and timings are in `results.json`. Total time "
+                f"{result.elapsed_seconds:.1f} s.",
+            ],
+        )
+    )
+    return sections
+
+
+def _mitosis_section(result: DemoResult) -> Section:
+    m = result.mitosis
+    st = m["settings"]
+    metrics = result.mitosis_metrics.set_index("model")
+    ann = result.mitosis_annotators
+    by_kind = ann.groupby("kind")[
+        [
+            "sensitivity",
+            "specificity",
+            "est_sensitivity",
+            "est_specificity",
+            "est_spammer_score",
+            "quiz_accuracy",
+            "n_votes",
+        ]
+    ].mean()
+    by_kind.insert(0, "workers", ann.groupby("kind").size())
+    return Section(
+        "Mitosis detection and the crowd loop (AggNet, synthetic)",
+        [
+            "Note: " + m["note"],
+            f"The loop of Albarqouni et al. (2016): a three-scale AggNet detector is trained on "
+            f"{st['n_train']} fields with reference points; its candidates on {st['n_crowd']} "
+            f"more fields (above {st['candidate_threshold']}) become {m['n_tasks']} crowd tasks "
+            f"({m['n_gold_tasks']} of them gold questions); {m['n_annotators']} simulated "
+            f"workers vote ({st['votes_per_task']} votes per task); the aggregation layer "
+            "refines the 0.33-scale network while inferring the truth. Baselines fine-tune "
+            "the same network on majority-vote (AM-MV), GLAD (AM-GLAD) and reference (AM-GT) "
+            f"labels. All are scored on the candidates of {m['n_test_fields']} held-out fields "
+            f"(F1 at probability 0.5, a detection within {st['radius']:g} px of a reference "
+            "point is a true positive; AUC over candidates), like the paper's Table IV.",
+            metrics,
+            "`truth_accuracy`: accuracy of the labels each model was trained on, over the "
+            f"crowd tasks (majority vote of the raw votes: {m['truth_accuracy_mv']:.3f}). One "
+            "seed; BENCHMARKS.md (`aggnet_loop`) repeats it over seeds.",
+            "Workers by kind (means): true and estimated sensitivity/specificity, AggNet's "
+            "spammer score (0 = votes independent of the truth) and accuracy on the gold "
+            "questions. Full table: `mitosis_annotators.csv`.",
+            by_kind,
+            *result.mitosis_images,
+        ],
+    )
+
+
+def _summary(result: DemoResult, params: dict[str, Any], out_dir: Path) -> str:
+    acc = result.accuracy
+    n_fits = int((acc["status"] != "skipped").sum())
+    n_skip = int((acc["status"] == "skipped").sum())
+    lines = [
+        f"crowdmed {__version__} demo ({', '.join(params['parts'])}) in "
+        f"{result.elapsed_seconds:.1f} s (seed {params['random_state']})."
+    ]
+    if params["datasets"]:
+        lines.append(
+            f"Truth inference: {len(params['datasets'])} data sets x "
+            f"{len(params['methods'])} methods, {n_fits} fits ({n_skip} not applicable)."
+        )
+    scored = acc[acc["status"] == "ok"]
+    if not scored.empty:
+        lines.append("Accuracy against gold (best method; MV = majority vote, DS = Dawid-Skene):")
+        for name, group in scored.groupby("dataset", sort=False):
+            best = group.loc[group["accuracy"].idxmax()]
+            ref = group.set_index("method")["accuracy"]
+            extra = "".join(
+                f"  {_SHORT[m]} {_fmt(ref[m.value])}" for m in (_MV, _DS) if m.value in ref
+            )
+            lines.append(f"  {name:<12} {best['method']:<14} {_fmt(best['accuracy'])}{extra}")
+    if not result.reliability_check.empty:
+        rc = result.reliability_check
+        lines.append(
+            f"Least reliable annotators (>= {params['min_labels']} labels, lowest spammer "
+            f"score): mean gold accuracy {_fmt(float(rc['gold_acc_flagged'].mean()), 2)} vs "
+            f"{_fmt(float(rc['gold_acc_others'].mean()), 2)} for the others."
+        )
+    if result.lidc_summary:
+        s = result.lidc_summary
+        lines += [
+            f"LIDC-IDRI malignancy, {s['n_nodules']:,} nodules with 2-4 radiologists: "
+            f"Krippendorff's alpha {s['alpha_ordinal']:.2f} ordinal / {s['alpha_nominal']:.2f} "
+            f"nominal, Fleiss' kappa {s['fleiss_kappa']:.2f}; readers disagree on "
+            f"{s['share_disagree']:.0%} of nodules (by >= 2 points on "
+            f"{s['share_spread_ge_2']:.0%}); MV and DS consensus agree on "
+            f"{s['share_mv_equals_ds']:.0%}.",
+            "  Note: LIDC reader ids are slots within a nodule, not people, so per-reader "
+            "reliability is not reported.",
+        ]
+    if result.masks:
+        m = result.masks
+        lines.append(
+            f"LIDC-IDRI nodule masks, {m['n_nodules']} nodules x {m['n_readers']} radiologists: "
+            f"mean pairwise Dice {m['mean_pairwise_dice_median']:.2f} (median); readers vs "
+            f"STAPLE: Dice {m['reader_dice_vs_staple_median']:.2f}, HD95 "
+            f"{m['reader_hd95_mm_median']:.1f} mm (medians); STAPLE batch "
+            f"{m['staple_seconds']:.2f} s."
+        )
+    if result.mitosis:
+        m = result.mitosis
+        sp = m["est_spammer_score_by_kind"]
+        lines.append(
+            f"Mitosis crowd loop (synthetic fields, simulated crowd): AUC {m['auc_unrefined']:.3f} "
+            f"-> {m['auc_aggnet']:.3f} and F1 {m['f1_unrefined']:.2f} -> {m['f1_aggnet']:.2f} "
+            f"after AggNet refinement; inferred truth {m['truth_accuracy_aggnet']:.1%} correct "
+            f"(majority vote {m['truth_accuracy_mv']:.1%}); spammer score "
+            f"{sp.get('spammer', float('nan')):.2f} for spammers vs "
+            f"{sp.get('honest', float('nan')):.2f} for honest workers."
+        )
+    lines += list(result.notes)
+    if not result.figures and "report.html" in result.files:
+        lines.append("matplotlib is not installed: report.html has no figures.")
+    lines.append(f"Report: {out_dir / 'report.html'} (also report.md, results.json, CSVs)")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- entry point
+def run_demo(
+    out_dir: str | Path,
+    *,
+    methods: Sequence[str | Method] | None = None,
+    datasets: Sequence[str] | None = None,
+    progress: ProgressCallback | None = None,
+    random_state: int | None = 0,
+    min_labels: int = 10,
+    n_least_reliable: int = 5,
+    parts: Sequence[str] | None = None,
+) -> DemoResult:
+    """Run every classification method on every bundled data set and write a report.
+
+    For each data set, each method is fitted on the labels alone (gold is never passed to
+    ``fit``) and timed; where gold labels exist (all crowd data sets) its accuracy is the share
+    of items whose consensus equals gold. ``sens-spec`` is binary only and is skipped on
+    data sets with more classes. For each crowd data set the annotators are ranked with
+    :func:`~crowdmed.quality.annotator_table` under the Dawid–Skene posteriors. On
+    ``lidc_malignancy`` the demo reports the readers' agreement (Krippendorff's alpha, Fleiss'
+    kappa, share of nodules with disagreement) and the MV / DS consensus, but no per-reader
+    reliability: LIDC reader ids are slots within a nodule, not people.
+
+    Args:
+        out_dir: Folder for the outputs (created when missing; files in it are replaced).
+        methods: Method names (see :data:`crowdmed.aggregation.METHODS`); all when omitted.
+        datasets: Bundled data set names (see
+            :func:`crowdmed.data.datasets.list_datasets`); all when omitted.
+        progress: Optional ``progress(description, completed, total)`` callback, called
+            before each step with the number of steps done so far and once at the end with
+            ``completed == total`` (see :data:`ProgressCallback`).
+        random_state: Seed given to every aggregator that takes one (ties and random
+            initialisation); recorded in ``results.json``.
+        min_labels: Fewest labels an annotator needs to be ranked among the least reliable.
+        n_least_reliable: How many least reliable annotators to list per data set.
+        parts: Which parts to run (see :data:`PARTS`); all when omitted. ``masks`` fits
+            STAPLE on four radiologists' 3-D masks of 100 bundled LIDC-IDRI nodules and
+            compares each reader with the consensus (Dice, HD95, sensitivity, specificity).
+
+    Returns:
+        The tables, the paths written and a plain-text summary (``result.summary``).
+
+    Raises:
+        ValueError: Unknown method or data set name (the message suggests the closest), or a
+            non-positive ``min_labels`` / ``n_least_reliable``.
+        TypeError: ``random_state`` that is not an int or None, or a ``progress`` that is
+            not callable.
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     result = run_demo(tmp, datasets=["MS"], methods=["majority-vote", "wawa"],
+        ...                       parts=["crowd"])
+        ...     written = sorted(p.name for p in result.files.values())
+        >>> result.accuracy[["dataset", "method", "accuracy"]].round(3)
+          dataset         method  accuracy
+        0      MS  majority-vote     0.690
+        1      MS           wawa     0.793
+        >>> written  # doctest: +NORMALIZE_WHITESPACE
+        ['accuracy.csv', 'annotators_MS.csv', 'report.html', 'report.md', 'results.json']
+    """
+    start = time.perf_counter()
+    started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    chosen, names = _check_args(
+        methods, datasets, random_state, min_labels, n_least_reliable, progress
+    )
+    run_parts = _check_parts(parts)
+    skipped_notes = (
+        ["The mitosis crowd loop was skipped: it needs PyTorch (pip install 'crowdmed[torch]')."]
+        if parts is None and "mitosis" not in run_parts
+        else []
+    )
+    if "crowd" not in run_parts:
+        names = []
+    seed = None if random_state is None else int(random_state)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    total = (
+        len(names) * (1 + len(chosen))
+        + (1 if LIDC in names else 0)
+        + (1 if "masks" in run_parts else 0)
+        + (1 if "mitosis" in run_parts else 0)
+        + 1
+    )
+    done = 0
+
+    def step(description: str) -> None:
+        nonlocal done
+        if progress is not None:
+            progress(description, done, total)
+        done += 1
+
+    acc_rows: list[dict[str, Any]] = []
+    ds_rows: list[dict[str, Any]] = []
+    annotators: dict[str, pd.DataFrame] = {}
+    least: dict[str, pd.DataFrame] = {}
+    checks: list[dict[str, Any]] = []
+    lidc_fits: dict[Method, BaseAggregator] = {}
+    lidc_labels: CrowdLabels | None = None
+    load_seconds: dict[str, float] = {}
+    for name in names:
+        step(f"load {name}")
+        t0 = time.perf_counter()
+        cl = load_dataset(name)
+        load_seconds[name] = time.perf_counter() - t0
+        info = dataset_info(name)
+        gold = cl.gold if cl.gold is not None and (cl.gold >= 0).any() else None
+        n_gold = 0 if gold is None else int((gold >= 0).sum())
+        ds_rows.append(
+            {
+                "dataset": name,
+                "description": info.title,
+                "items": cl.n_items,
+                "annotators": cl.n_annotators,
+                "labels": cl.n_labels,
+                "classes": cl.n_classes,
+                "gold items": n_gold,
+                "repeated rows dropped": info.n_repeated_rows,
+                "licence": info.licence,
+            }
+        )
+        fitted: dict[Method, BaseAggregator] = {}
+        for method in chosen:
+            step(f"{name}: {method.value}")
+            row: dict[str, Any] = {
+                "dataset": name,
+                "method": method.value,
+                "accuracy": float("nan"),
+                "n_gold": n_gold,
+                "fit_seconds": float("nan"),
+                "n_iter": None,
+                "converged": None,
+                "status": "ok" if gold is not None else "no gold",
+                "note": "",
+            }
+            reason = _applies(method, cl)
+            if reason is not None:
+                row.update(status="skipped", note=reason)
+                acc_rows.append(row)
+                continue
+            agg = _make(method, seed)
+            seconds, messages = _fit(agg, cl)
+            fitted[method] = agg
+            row["fit_seconds"] = seconds
+            row["n_iter"] = getattr(agg, "n_iter_", None)
+            row["converged"] = getattr(agg, "converged_", None)
+            row["note"] = "; ".join(messages)
+            if gold is not None:
+                known = gold >= 0
+                row["accuracy"] = float(np.mean(agg.labels_[known] == gold[known]))
+            acc_rows.append(row)
+        if info.medical:
+            lidc_fits, lidc_labels = fitted, cl
+            continue
+        # The ranking needs the DS posteriors even when DS is not among the methods.
+        ds_fit = _consensus_fit(_DS, fitted, cl, seed)
+        table, top, check = _annotator_tables(
+            name, cl, ds_fit.posteriors_, int(min_labels), int(n_least_reliable)
+        )
+        annotators[name], least[name] = table, top
+        checks.append(check)
+
+    lidc_agreement = pd.DataFrame()
+    lidc_consensus = pd.DataFrame()
+    lidc_summary: dict[str, Any] = {}
+    if lidc_labels is not None:
+        step("LIDC-IDRI agreement and consensus")
+        lidc_agreement, lidc_consensus, lidc_summary = _lidc_analysis(lidc_labels, lidc_fits, seed)
+
+    masks_part = None
+    if "masks" in run_parts:
+        step("LIDC-IDRI nodule masks: STAPLE")
+        from crowdmed.pipelines.demo_masks import run_masks_part
+
+        masks_part = run_masks_part(figures=_has_matplotlib())
+
+    mitosis_part = None
+    if "mitosis" in run_parts:
+        step("mitosis crowd loop (synthetic)")
+        from crowdmed.pipelines.demo_mitosis import run_mitosis_part
+
+        done_before = done
+
+        def loop_step(name: str) -> None:
+            if progress is not None:
+                progress(f"mitosis crowd loop (synthetic): {name}", done_before, total)
+
+        mitosis_part = run_mitosis_part(
+            random_state=seed, figures=_has_matplotlib(), progress=loop_step
+        )
+
+    step("write report")
+    accuracy = pd.DataFrame(acc_rows, columns=_ACCURACY_COLUMNS)
+    accuracy["n_iter"] = accuracy["n_iter"].astype("Int64")
+    accuracy["converged"] = accuracy["converged"].astype("boolean")
+    result = DemoResult(
+        out_dir=out,
+        accuracy=accuracy,
+        datasets=pd.DataFrame(ds_rows, columns=["dataset"] if not ds_rows else None).set_index(
+            "dataset"
+        ),
+        annotators=annotators,
+        least_reliable=least,
+        reliability_check=pd.DataFrame(checks),
+        lidc_agreement=lidc_agreement,
+        lidc_consensus=lidc_consensus,
+        lidc_summary=lidc_summary,
+    )
+    if masks_part is not None:
+        result.masks = masks_part.summary
+        result.masks_nodules = masks_part.per_nodule
+        result.masks_readers = masks_part.per_reader
+        result.masks_images = masks_part.images
+    if mitosis_part is not None:
+        result.mitosis = mitosis_part.summary
+        result.mitosis_metrics = mitosis_part.metrics
+        result.mitosis_annotators = mitosis_part.annotators
+        result.mitosis_images = mitosis_part.images
+    result.notes = skipped_notes
+    params: dict[str, Any] = {
+        "parts": run_parts,
+        "methods": [m.value for m in chosen],
+        "datasets": names,
+        "random_state": seed,
+        "min_labels": int(min_labels),
+        "n_least_reliable": int(n_least_reliable),
+        "aggregator_params": {m.value: _make(m, seed).get_params() for m in chosen},
+    }
+    images, figure_note = _figures(accuracy, lidc_labels)
+    result.figures = [i.caption for i in (*images, *result.masks_images, *result.mitosis_images)]
+
+    files = {"accuracy.csv": out / "accuracy.csv"}
+    with atomic_write(files["accuracy.csv"], newline="", encoding="utf-8") as fh:
+        accuracy.to_csv(fh, index=False, lineterminator="\n")
+    for name, table in annotators.items():
+        key = f"annotators_{name}.csv"
+        files[key] = out / key
+        with atomic_write(files[key], newline="", encoding="utf-8") as fh:
+            table.to_csv(fh, lineterminator="\n")
+    if not lidc_consensus.empty:
+        files["lidc_consensus.csv"] = out / "lidc_consensus.csv"
+        with atomic_write(files["lidc_consensus.csv"], newline="", encoding="utf-8") as fh:
+            lidc_consensus.to_csv(fh, lineterminator="\n")
+    for key, table in (
+        ("lidc_masks_nodules.csv", result.masks_nodules),
+        ("lidc_masks_readers.csv", result.masks_readers),
+        ("mitosis_metrics.csv", result.mitosis_metrics),
+        ("mitosis_annotators.csv", result.mitosis_annotators),
+    ):
+        if not table.empty:
+            files[key] = out / key
+            with atomic_write(files[key], newline="", encoding="utf-8") as fh:
+                table.to_csv(fh, index=table.index.name is not None, lineterminator="\n")
+    if mitosis_part is not None:
+        files["mitosis_maps.npz"] = out / "mitosis_maps.npz"
+        with atomic_write(files["mitosis_maps.npz"], mode="wb") as fh:
+            maps: dict[str, Any] = dict(mitosis_part.maps)
+            np.savez_compressed(fh, **maps)
+    files.update(
+        {"report.md": out / "report.md", "report.html": out / "report.html"},
+    )
+    files["results.json"] = out / "results.json"
+    result.files = files
+    result.elapsed_seconds = time.perf_counter() - start
+
+    sections = _sections(result, params, images, figure_note)
+    title = "crowdmed demo: consensus and annotator reliability on bundled real data"
+    subtitle = f"crowdmed {__version__} · {started_at} · seed {seed}"
+    with atomic_write(files["report.md"], encoding="utf-8") as fh:
+        fh.write(render_markdown(title, sections, subtitle=subtitle))
+    with atomic_write(files["report.html"], encoding="utf-8") as fh:
+        fh.write(render_html(title, sections, subtitle=subtitle))
+
+    result.elapsed_seconds = time.perf_counter() - start
+    result.summary = _summary(result, params, out)
+    fit_total = float(np.nansum(accuracy["fit_seconds"].to_numpy(dtype=float)))
+    payload = {
+        "crowdmed_version": __version__,
+        "created_utc": started_at,
+        "seed": seed,
+        "params": params,
+        "environment": _environment(),
+        "timing": {
+            "total_seconds": result.elapsed_seconds,
+            "fit_seconds_total": fit_total,
+            "load_seconds": load_seconds,
+        },
+        "datasets": result.datasets,
+        "accuracy": accuracy,
+        "least_reliable": least,
+        "reliability_check": result.reliability_check,
+        "lidc": {**lidc_summary, "agreement": lidc_agreement} if lidc_summary else {},
+        "masks": result.masks,
+        "mitosis": result.mitosis,
+        "notes": result.notes,
+        "figures": result.figures,
+        "files": sorted(files),
+        "summary": result.summary,
+    }
+    with atomic_write(files["results.json"], encoding="utf-8") as fh:
+        json.dump(to_jsonable(payload), fh, indent=2, allow_nan=False)
+        fh.write("\n")
+    if progress is not None:
+        progress("done", total, total)
+    return result
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _environment() -> dict[str, Any]:
+    import scipy
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scipy": scipy.__version__,
+        "matplotlib": None,
+    }
+    try:
+        import matplotlib
+
+        env["matplotlib"] = matplotlib.__version__
+    except ImportError:
+        pass
+    return env

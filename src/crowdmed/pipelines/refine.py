@@ -1,0 +1,398 @@
+"""Refine a mitosis patch classifier with crowd votes: AggNet's aggregation layer and baselines.
+
+:func:`refine` puts AggNet's EM aggregation layer (:class:`crowdmed.nn.AggNetEM`) on top of a
+trained patch network (the 0.33-scale model of the detector) and fine-tunes it on the crowd's
+raw votes with a small learning rate, one full-batch step per epoch over the whole vote set
+(E-step with the network's current probabilities, one gradient step on the expected
+log-likelihood, M-step of every annotator's sensitivity and specificity with the quiz trust
+prior), as in Albarqouni et al. (2016). It returns the refined network, the inferred truth of
+every task and each annotator's sensitivity, specificity and spammer score.
+
+:func:`fine_tune` gives the paper's baselines with the same network and schedule: the augmented
+model fine-tuned on majority-vote labels (AM-MV), on GLAD's labels (AM-GLAD) or on the reference
+labels (AM-GT). Both reuse :class:`crowdmed.training.CrowdClassifier` (methods ``aggnet``,
+``dl-mv`` and ``dl-true``).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import torch
+from torch import nn
+
+from crowdmed.data.labels import CrowdLabels
+from crowdmed.nn.layers import AggNetEM
+from crowdmed.quality import spammer_score
+from crowdmed.training import CrowdClassifier
+
+__all__ = [
+    "RefineResult",
+    "detector_patches",
+    "fine_tune",
+    "model_inputs",
+    "predict_proba",
+    "refine",
+    "scale_index",
+    "with_model",
+]
+
+#: ``progress(epoch, epochs, metrics)``, called after every epoch.
+EpochHook = Callable[[int, int, dict[str, float]], None]
+
+_BASELINES = {"mv": "dl-mv", "glad": "dl-true", "gt": "dl-true"}
+
+
+@dataclass
+class RefineResult:
+    """A refined (or fine-tuned) network and what was learnt about the crowd.
+
+    Attributes:
+        model: The refined network (a copy; the input network is unchanged).
+        method: ``"aggnet"``, ``"am-mv"``, ``"am-glad"`` or ``"am-gt"``.
+        truth: One row per item: ``item``, ``p_mitosis`` (the posterior of the aggregation
+            layer for ``aggnet``, the training target otherwise), ``label`` (0/1) and ``gold``
+            (``-1`` = not gold).
+        annotators: One row per annotator: ``annotator, n_votes, sensitivity, specificity,
+            spammer_score, quiz_accuracy`` (empty for the baselines but AM-GLAD's abilities).
+        history: One record per epoch (``epoch, loss, seconds`` and validation metrics).
+        settings: The training settings.
+    """
+
+    model: nn.Module
+    method: str
+    truth: pd.DataFrame
+    annotators: pd.DataFrame
+    history: list[dict[str, float]]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def model_inputs(patches: npt.ArrayLike, size: int = 33) -> np.ndarray:
+    """Network inputs from RGB context crops: resample to ``size`` × ``size`` and rescale.
+
+    A task package stores full-resolution context crops; a 99-pixel crop resampled to 33
+    pixels is the 0.33-scale view the 0.33-scale network was trained on (bilinear, corner
+    pixels aligned like :func:`crowdmed.pathology.patches.rescale_image`).
+
+    Args:
+        patches: ``uint8`` array of shape ``(N, H, W, 3)``.
+        size: Side of the network's input.
+
+    Returns:
+        ``float32`` array of shape ``(N, 3, size, size)`` in ``[0, 1]``.
+    """
+    from crowdmed.pathology.patches import rescale_image
+
+    arr = np.asarray(patches)
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"`patches` must have shape (N, H, W, 3); got {arr.shape}.")
+    out = np.empty((len(arr), 3, size, size), dtype=np.float32)
+    for i, p in enumerate(arr):
+        r = rescale_image(p.astype(np.float32) / 255.0, shape=(size, size))
+        out[i] = np.clip(r, 0.0, 1.0).transpose(2, 0, 1)
+    return out
+
+
+def predict_proba(model: nn.Module, patches: npt.ArrayLike, batch_size: int = 512) -> np.ndarray:
+    """Mitosis probability ``(N,)`` of a patch network on inputs ``(N, 3, 33, 33)``."""
+    x = torch.as_tensor(np.asarray(patches, dtype=np.float32))
+    was = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.no_grad():
+            for s in range(0, len(x), batch_size):
+                out.append(torch.softmax(model(x[s : s + batch_size]), 1)[:, 1])
+    finally:
+        model.train(was)
+    return torch.cat(out).double().numpy() if out else np.zeros(0)
+
+
+def _check_inputs(patches: Any, labels: CrowdLabels) -> np.ndarray:
+    if not isinstance(labels, CrowdLabels):
+        raise TypeError(
+            f"`labels` must be CrowdLabels (see crowdmed.crowdsourcing.read_votes); got "
+            f"{type(labels).__name__}."
+        )
+    x = np.asarray(patches, dtype=np.float32)
+    if x.ndim != 4 or len(x) != labels.n_items:
+        raise ValueError(
+            f"`patches` must have shape (n_items={labels.n_items}, C, H, W), one per item of "
+            f"`labels`; got {x.shape}."
+        )
+    if labels.n_classes != 2:
+        raise ValueError(
+            f"`labels` must be binary (not mitosis / mitosis); got {labels.n_classes} classes."
+        )
+    return x
+
+
+def _classifier(
+    model: nn.Module,
+    method: str,
+    n: int,
+    *,
+    lr: float,
+    epochs: int,
+    batch_size: int | None,
+    tau: float,
+    random_state: int,
+    progress: EpochHook | None,
+) -> CrowdClassifier:
+    return CrowdClassifier(
+        copy.deepcopy(model),
+        method=method,
+        epochs=epochs,
+        batch_size=n if batch_size is None else batch_size,
+        lr=lr,
+        patience=None,
+        tau=tau,
+        random_state=random_state,
+        progress=progress if progress is not None else False,
+    )
+
+
+def _gold(labels: CrowdLabels) -> np.ndarray:
+    return labels.gold if labels.gold is not None else np.full(labels.n_items, -1, np.int64)
+
+
+def refine(
+    model: nn.Module,
+    patches: npt.ArrayLike,
+    labels: CrowdLabels,
+    *,
+    quiz: npt.ArrayLike | None = None,
+    lr: float = 1e-4,
+    epochs: int = 50,
+    tau: float = 10.0,
+    batch_size: int | None = None,
+    random_state: int = 0,
+    progress: EpochHook | None = None,
+) -> RefineResult:
+    """Refine a patch network with AggNet's aggregation layer on crowd votes.
+
+    Args:
+        model: Trained patch network mapping ``(B, 3, 33, 33)`` to logits ``(B, 2)`` (the
+            0.33-scale model of the detector); it is copied, not changed.
+        patches: Float array of shape ``(n_items, 3, 33, 33)`` in ``[0, 1]``, one per item
+            of ``labels`` (same order).
+        labels: Binary crowd labels (class 1 = mitosis), e.g. from
+            :func:`crowdmed.crowdsourcing.read_votes`.
+        quiz: Float array of shape ``(n_annotators,)`` with each annotator's quiz accuracy
+            ``γ`` (``NaN`` = none); ``labels.quiz_accuracy`` when omitted.
+        lr: Learning rate of Adam (small: the network is refined, not retrained).
+        epochs: Number of EM rounds; each is one gradient step on the whole vote set (with
+            the default ``batch_size``) followed by the M-step.
+        tau: Strength of the quiz trust prior (pseudo-counts ``τ·γ``).
+        batch_size: Mini-batch size; ``None`` for full-batch steps as in the paper.
+        random_state: Seed of the data order and dropout.
+        progress: Called after every epoch as ``progress(epoch, epochs, metrics)``.
+
+    Returns:
+        The refined network, inferred truth (posterior ``μ`` of every item) and annotators.
+
+    Raises:
+        ValueError: If the patches and labels do not match or the labels are not binary.
+        TypeError: If ``labels`` is not :class:`~crowdmed.CrowdLabels`.
+    """
+    x = _check_inputs(patches, labels)
+    q = labels.quiz_accuracy if quiz is None else np.asarray(quiz, dtype=np.float64)
+    clf = _classifier(
+        model,
+        "aggnet",
+        len(x),
+        lr=lr,
+        epochs=epochs,
+        batch_size=batch_size,
+        tau=tau,
+        random_state=random_state,
+        progress=progress,
+    )
+    clf.fit(x, labels, quiz_accuracy=q)
+    head = clf.head_
+    if not isinstance(head, AggNetEM):  # pragma: no cover - method 'aggnet' builds one
+        raise RuntimeError("The aggnet fit did not build an AggNetEM head.")
+    net = clf.network.eval()
+    with torch.no_grad():
+        logits = torch.cat([net(torch.as_tensor(x[s : s + 512])) for s in range(0, len(x), 512)])
+        mu = head.posteriors(logits, torch.as_tensor(labels.to_dense())).double().numpy()
+    al, be = head.sensitivity.numpy(), head.specificity.numpy()
+    conf = np.stack([np.stack([be, 1 - be], -1), np.stack([1 - al, al], -1)], axis=1)
+    n_votes = np.bincount(labels.annotators, minlength=labels.n_annotators)
+    annotators = pd.DataFrame(
+        {
+            "annotator": labels.annotator_ids,
+            "n_votes": n_votes,
+            "sensitivity": conf[:, 1, 1],
+            "specificity": conf[:, 0, 0],
+            "spammer_score": spammer_score(conf),
+            "quiz_accuracy": np.full(labels.n_annotators, np.nan) if q is None else q,
+        }
+    )
+    truth = pd.DataFrame(
+        {
+            "item": labels.item_ids,
+            "p_mitosis": mu,
+            "label": (mu >= 0.5).astype(np.int64),
+            "gold": _gold(labels),
+        }
+    )
+    settings = {
+        "lr": lr,
+        "epochs": epochs,
+        "tau": tau,
+        "batch_size": batch_size or len(x),
+        "random_state": random_state,
+    }
+    return RefineResult(net, "aggnet", truth, annotators, clf.history_, settings)
+
+
+def fine_tune(
+    model: nn.Module,
+    patches: npt.ArrayLike,
+    labels: CrowdLabels,
+    *,
+    target: str,
+    truth: npt.ArrayLike | None = None,
+    lr: float = 1e-4,
+    epochs: int = 50,
+    batch_size: int | None = None,
+    random_state: int = 0,
+    progress: EpochHook | None = None,
+) -> RefineResult:
+    """Fine-tune a patch network on aggregated labels (the paper's AM-* baselines).
+
+    Args:
+        model: Trained patch network (copied, not changed).
+        patches: Float array of shape ``(n_items, 3, 33, 33)``, one per item of ``labels``.
+        labels: Binary crowd labels.
+        target: ``"mv"`` (majority vote, ties broken by ``random_state``), ``"glad"`` (GLAD's
+            labels, :class:`crowdmed.aggregation.GLAD`) or ``"gt"`` (the reference labels
+            ``truth``).
+        truth: Integer array of shape ``(n_items,)`` with the reference labels (for ``"gt"``).
+        lr: Learning rate of Adam.
+        epochs: Number of epochs.
+        batch_size: Mini-batch size; ``None`` for full-batch steps.
+        random_state: Seed.
+        progress: Called after every epoch as ``progress(epoch, epochs, metrics)``.
+
+    Returns:
+        The fine-tuned network and its training targets.
+    """
+    from crowdmed.aggregation import GLAD, MajorityVote
+
+    if target not in _BASELINES:
+        raise ValueError(f"`target` must be one of {list(_BASELINES)}; got {target!r}.")
+    x = _check_inputs(patches, labels)
+    annotators = pd.DataFrame({"annotator": labels.annotator_ids})
+    if target == "gt":
+        if truth is None:
+            raise ValueError("`truth` (reference labels of the items) is needed for target 'gt'.")
+        y = np.asarray(truth).astype(np.int64)
+        if y.shape != (labels.n_items,) or not np.isin(y, (0, 1)).all():
+            raise ValueError(f"`truth` must be 0/1 of shape ({labels.n_items},).")
+        p1 = y.astype(np.float64)
+        fit_labels: Any = y
+    elif target == "glad":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            g = GLAD(random_state=random_state).fit(labels)
+        p1 = g.posteriors_[:, 1]
+        fit_labels = g.labels_
+        annotators["ability"] = g.alphas_
+        annotators["skill"] = g.skills_
+    else:
+        mv = MajorityVote(random_state=random_state).fit(labels)
+        p1 = mv.posteriors_[:, 1]
+        fit_labels = labels
+    clf = _classifier(
+        model,
+        _BASELINES[target],
+        len(x),
+        lr=lr,
+        epochs=epochs,
+        batch_size=batch_size,
+        tau=10.0,
+        random_state=random_state,
+        progress=progress,
+    )
+    clf.fit(x, fit_labels, n_classes=2)
+    lab = (
+        fit_labels
+        if target != "mv"
+        else MajorityVote(random_state=random_state).fit(labels).labels_
+    )
+    truth_table = pd.DataFrame(
+        {"item": labels.item_ids, "p_mitosis": p1, "label": np.asarray(lab), "gold": _gold(labels)}
+    )
+    settings = {
+        "lr": lr,
+        "epochs": epochs,
+        "batch_size": batch_size or len(x),
+        "random_state": random_state,
+    }
+    return RefineResult(
+        clf.network.eval(), f"am-{target}", truth_table, annotators, clf.history_, settings
+    )
+
+
+# ---------------------------------------------------------------------- detector helpers
+def scale_index(detector: Any, scale: float = 0.33) -> int:
+    """Index of the detector's network for ``scale`` (the closest scale within 0.05).
+
+    Raises:
+        ValueError: If the detector has no network at that scale.
+    """
+    scales = np.asarray(detector.scales, dtype=np.float64)
+    i = int(np.argmin(np.abs(scales - scale)))
+    if abs(scales[i] - scale) > 0.05:
+        raise ValueError(
+            f"The detector has no network at scale {scale}; its scales are "
+            f"{scales.tolist()}. Pass one of them as `scale` (--scale)."
+        )
+    return i
+
+
+def detector_patches(
+    detector: Any, images: Mapping[Any, np.ndarray], points: pd.DataFrame, *, scale: float = 0.33
+) -> np.ndarray:
+    """Inputs of the detector's ``scale`` network at ``points``: ``(N, 3, 33, 33)`` ``float32``.
+
+    The fields go through the detector's own preparation (stain normalisation when it has
+    one) and are rescaled as for its detection maps, so the patches are exactly what that
+    network sees at those points.
+
+    Args:
+        detector: A :class:`~crowdmed.pathology.MultiScaleDetector`.
+        images: RGB fields keyed by the names in ``points.image``.
+        points: Table ``image, x, y`` in full-scale pixels.
+        scale: The network's image scale.
+    """
+    from crowdmed.pathology.patches import extract_patches
+
+    i = scale_index(detector, scale)
+    names = pd.unique(points["image"])
+    missing = [n for n in names if n not in images]
+    if missing:
+        raise ValueError(f"Points name images {missing[:5]} that were not given.")
+    prepared = {n: detector.prepare(images[n]) for n in names}
+    return extract_patches(prepared, points, size=33, scale=detector.scales[i])
+
+
+def with_model(detector: Any, model: nn.Module, *, scale: float = 0.33) -> Any:
+    """A copy of ``detector`` whose ``scale`` network is ``model`` (e.g. a refined one)."""
+    out = copy.copy(detector)
+    out.models = list(detector.models)
+    out.models[scale_index(detector, scale)] = model.eval()
+    out.settings = {
+        **detector.settings,
+        "refined_scale": detector.scales[scale_index(detector, scale)],
+    }
+    return out

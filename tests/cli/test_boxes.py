@@ -1,0 +1,162 @@
+"""``crowdmed boxes fuse`` on small box tables in tmp_path (in-process and as a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from crowdmed import __version__
+from crowdmed.aggregation.detection.box_fusion import fuse_boxes
+from crowdmed.cli import app
+from crowdmed.data.boxes import read_boxes
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def boxes_csv(tmp_path: Path) -> Path:
+    rows = [
+        ("a", "r1", 0, 10, 10, 50, 40),
+        ("a", "r2", 0, 12, 11, 52, 41),
+        ("a", "r3", 0, 11, 10, 51, 40),
+        ("b", "r1", 1, 5, 5, 25, 25),
+        ("b", "r2", 14, 0, 0, 1, 1),  # VinDr-style "no finding"
+        ("b", "r3", 1, 6, 5, 26, 25),
+    ]
+    frame = pd.DataFrame(rows, columns=["image_id", "rad_id", "class_id", "x_min", "y_min",
+                                        "x_max", "y_max"])  # fmt: skip
+    frame["image_width"] = 100
+    frame["image_height"] = 100
+    path = tmp_path / "readers.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_fuse_writes_consensus_readers_pairwise_and_record(
+    runner: CliRunner, boxes_csv: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out" / "fused.csv"
+    result = runner.invoke(
+        app,
+        [
+            "boxes", "fuse", str(boxes_csv), "--out", str(out), "--no-finding", "14",
+            "--readers-out", str(tmp_path / "readers.tsv"),
+            "--pairwise-out", str(tmp_path / "pairwise.csv"),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    fused = pd.read_csv(out)
+    expected = fuse_boxes(read_boxes(boxes_csv, no_finding=14))
+    np.testing.assert_allclose(fused[["xmin", "ymax"]], expected[["xmin", "ymax"]])
+    assert fused["confidence"].tolist() == pytest.approx([1.0, 2 / 3])  # r2 read b, no box
+    readers = pd.read_csv(tmp_path / "readers.tsv", sep="\t")
+    assert readers["reader"].tolist() == ["r1", "r2", "r3"]
+    assert readers.loc[1, "sensitivity"] == 0.5
+    pairwise = pd.read_csv(tmp_path / "pairwise.csv", index_col=0)
+    assert pairwise.loc["r1", "r3"] == 1.0
+    record = json.loads((tmp_path / "out" / "fused.csv.json").read_text())
+    assert record["crowdmed_version"] == __version__
+    assert record["params"]["iou_thr"] == 0.4
+    assert record["params"]["proficiency"] == "estimated"
+    assert record["data"]["n_boxes"] == 5
+    assert len(record["input"]["sha256"]) == 64
+
+
+def test_fuse_with_given_proficiency(runner: CliRunner, boxes_csv: Path, tmp_path: Path) -> None:
+    prof = tmp_path / "prof.csv"
+    pd.DataFrame({"reader": ["r1", "r2", "r3"], "proficiency": [2.0, 1.0, 1.0]}).to_csv(
+        prof, index=False
+    )
+    out = tmp_path / "fused.csv"
+    args = ["boxes", "fuse", str(boxes_csv), "-o", str(out), "--proficiency", str(prof)]
+    result = runner.invoke(app, [*args, "--no-finding", "14", "--iou", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(out)["xmin"].iloc[0] == pytest.approx((2 * 10 + 12 + 11) / 4)
+    assert json.loads(out.with_name("fused.csv.json").read_text())["params"]["proficiency"] == (
+        "given"
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "extra", "message"),
+    [
+        (lambda f: f.assign(x_max=f["x_max"].where(f.index != 1, 5)), [], "Line 3 of readers"),
+        (lambda f: f.assign(x_max=f["x_max"].where(f.index != 0, 500)), [], "outside the image"),
+        (lambda f: f.drop(columns="y_max"), [], "missing columns"),
+        (lambda f: f, ["--classes", "0,1"], "Unknown class 14"),
+        (lambda f: f, ["--iou", "1.2"], "`iou_thr` must be"),
+    ],
+)
+def test_bad_input_writes_nothing_and_exits_2(
+    runner: CliRunner, boxes_csv: Path, tmp_path: Path, edit, extra: list[str], message: str
+) -> None:
+    edit(pd.read_csv(boxes_csv)).to_csv(boxes_csv, index=False)
+    out = tmp_path / "new" / "fused.csv"
+    result = runner.invoke(
+        app,
+        ["boxes", "fuse", str(boxes_csv), "-o", str(out), "--readers-out",
+         str(tmp_path / "new" / "r.csv"), *extra],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert message in result.output
+    assert result.output.count("\n") == 1  # one line
+    assert not (tmp_path / "new").exists()
+
+
+def test_images_folder_check(runner: CliRunner, boxes_csv: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"")
+    result = runner.invoke(
+        app,
+        ["boxes", "fuse", str(boxes_csv), "-o", str(tmp_path / "f.csv"), "--images", str(folder)],
+    )
+    assert result.exit_code == 2
+    assert "image 'b'" in result.output
+    assert "does not exist" in result.output
+    assert not (tmp_path / "f.csv").exists()
+
+
+def test_subprocess(boxes_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fused.csv"
+    proc = subprocess.run(
+        [sys.executable, "-m", "crowdmed", "boxes", "fuse", str(boxes_csv), "-o", str(out),
+         "--equal-weights", "--no-finding", "14"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "consensus boxes" in proc.stderr
+    assert len(pd.read_csv(out)) == 2
+
+
+@pytest.mark.parametrize(
+    "option", [["-o", "fused.json"], ["-o", "f.csv", "--readers-out", "readers.parquet"]]
+)
+def test_table_outputs_must_be_csv_or_tsv(
+    runner: CliRunner, boxes_csv: Path, tmp_path: Path, option: list[str]
+) -> None:
+    # Writing CSV text into a file named .json or .parquet would mislead every later reader.
+    args = [a if a.startswith("-") else str(tmp_path / a) for a in option]
+    before = set(tmp_path.iterdir())
+    res = runner.invoke(app, ["boxes", "fuse", str(boxes_csv), *args])
+    assert res.exit_code == 2, res.output
+    assert "must be a .csv or .tsv table" in res.output.replace("\n", " ")
+    assert set(tmp_path.iterdir()) == before
+
+
+def test_iou_thr_spelling_matches_train(runner: CliRunner, boxes_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fused.csv"
+    res = runner.invoke(app, ["boxes", "fuse", str(boxes_csv), "-o", str(out), "--iou-thr", "0.5"])
+    assert res.exit_code == 0, res.output
+    record = json.loads(out.with_name("fused.csv.json").read_text())
+    assert record["params"]["iou_thr"] == 0.5

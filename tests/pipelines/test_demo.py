@@ -1,0 +1,338 @@
+import json
+import math
+import sys
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+import crowdmed
+from crowdmed.aggregation import METHODS
+from crowdmed.data.datasets import dataset_info, list_datasets
+from crowdmed.pipelines.demo import run_demo
+from crowdmed.report import Image, Section, render_html, render_markdown
+
+matplotlib.use("Agg")
+
+ALL_METHODS = [m.value for m in METHODS]
+CROWD = [n for n in list_datasets() if not dataset_info(n).medical]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The full demo, run once: every method on every bundled data set."""
+    out = tmp_path_factory.mktemp("demo")
+    calls = []
+    result = run_demo(out, progress=lambda d, c, t: calls.append((d, c, t)), random_state=0)
+    return out, result, calls
+
+
+def _strict_json(path):
+    def reject(token):
+        raise ValueError(f"non-standard JSON constant {token}")
+
+    return json.loads(path.read_text(encoding="utf-8"), parse_constant=reject)
+
+
+def test_outputs_exist(demo):
+    out, result, _ = demo
+    expected = {"results.json", "accuracy.csv", "report.md", "report.html", "lidc_consensus.csv"}
+    expected |= {"lidc_masks_nodules.csv", "lidc_masks_readers.csv"}
+    expected |= {"mitosis_metrics.csv", "mitosis_annotators.csv", "mitosis_maps.npz"}
+    expected |= {f"annotators_{n}.csv" for n in CROWD}
+    assert {p.name for p in out.iterdir()} == expected  # no leftover temporary files
+    assert set(result.files) == expected
+    assert all(path.stat().st_size > 0 for path in result.files.values())
+
+
+def test_results_json_records_version_seed_params(demo):
+    out, result, _ = demo
+    data = _strict_json(out / "results.json")
+    assert data["crowdmed_version"] == crowdmed.__version__
+    assert data["seed"] == 0
+    assert data["params"]["random_state"] == 0
+    assert data["params"]["methods"] == ALL_METHODS
+    assert data["params"]["datasets"] == list_datasets()
+    assert data["params"]["aggregator_params"]["dawid-skene"]["random_state"] == 0
+    assert data["timing"]["total_seconds"] > 0
+    assert data["timing"]["fit_seconds_total"] <= data["timing"]["total_seconds"]
+    assert data["environment"]["numpy"]
+    assert len(data["accuracy"]) == len(list_datasets()) * len(ALL_METHODS)
+    assert data["summary"] == result.summary
+    assert "not stable across scans" in data["lidc"]["caveat"]
+
+
+def test_accuracy_table_covers_every_dataset_and_method(demo):
+    out, result, _ = demo
+    acc = result.accuracy
+    on_disk = pd.read_csv(out / "accuracy.csv", keep_default_na=False, na_values=[""])
+    assert len(on_disk) == len(acc)
+    pd.testing.assert_series_equal(on_disk["accuracy"], acc["accuracy"], check_exact=False)
+    pairs = set(zip(acc["dataset"], acc["method"], strict=True))
+    assert pairs == {(d, m) for d in list_datasets() for m in ALL_METHODS}
+    for row in acc.itertuples():
+        info = dataset_info(row.dataset)
+        if row.method == "sens-spec" and info.n_classes != 2:
+            assert row.status == "skipped"
+            assert math.isnan(row.accuracy)
+        elif info.has_gold:
+            assert row.status == "ok"
+            assert 0.0 <= row.accuracy <= 1.0
+            assert row.n_gold == info.n_items
+            assert row.fit_seconds >= 0
+        else:
+            assert row.status == "no gold"
+            assert math.isnan(row.accuracy)
+
+
+def test_accuracy_values_are_sensible(demo):
+    _, result, _ = demo
+    acc = result.accuracy.set_index(["dataset", "method"])["accuracy"]
+    for name in CROWD:
+        # Every method beats chance by far on these data sets.
+        assert acc[name].dropna().min() > 0.65
+    # Weighted methods help on MS (10 genres, three near-random workers with 300+ labels).
+    assert acc["MS", "dawid-skene"] >= acc["MS", "majority-vote"] - 0.01
+    assert acc["SP", "dawid-skene"] >= acc["SP", "majority-vote"] - 0.01
+    assert acc["MS", "wawa"] > acc["MS", "majority-vote"]
+    # Majority vote on MS, with ties broken by the seed (gold known for all 700 clips).
+    assert acc["MS", "majority-vote"] == pytest.approx(0.69, abs=0.02)
+    # The two-class sens-spec model is the binary Dawid-Skene: same labels on SP.
+    assert acc["SP", "sens-spec"] == pytest.approx(acc["SP", "dawid-skene"], abs=0.005)
+
+
+def test_least_reliable_annotators(demo):
+    out, result, _ = demo
+    assert set(result.least_reliable) == set(CROWD)
+    assert "lidc_malignancy" not in result.annotators  # reader slots are not people
+    for name, least in result.least_reliable.items():
+        assert 1 <= len(least) <= 5
+        assert (least["n_labels"] >= 10).all()
+        assert least["spammer_score"].is_monotonic_increasing
+        table = pd.read_csv(out / f"annotators_{name}.csv", index_col=0)
+        assert len(table) == dataset_info(name).n_annotators
+        for col in ("n_labels", "consensus_agreement", "spammer_score", "gold_accuracy"):
+            assert col in table.columns
+    # The gold-free ranking finds bad annotators: those flagged are less accurate on gold.
+    check = result.reliability_check.set_index("dataset")
+    assert (check["gold_acc_flagged"] < check["gold_acc_others"]).all()
+    assert check.loc["MS", "gold_acc_flagged"] < 0.4
+
+
+def test_lidc_agreement_and_consensus(demo):
+    out, result, _ = demo
+    s = result.lidc_summary
+    assert s["n_nodules"] == 1866
+    assert s["readers_per_nodule"] == {2: 488, 3: 481, 4: 897}
+    assert 0.0 < s["share_disagree"] <= 1.0
+    assert s["share_spread_ge_2"] < s["share_disagree"]
+    agreement = result.lidc_agreement
+    assert list(agreement.index) == ["malignancy", "subtlety", "spiculation"]
+    # An ordinal scale: near misses count less, so ordinal alpha > nominal alpha.
+    assert (agreement["alpha_ordinal"] > agreement["alpha_nominal"]).all()
+    assert (agreement[["alpha_ordinal", "alpha_nominal", "fleiss_kappa"]].abs() <= 1).all().all()
+    consensus = pd.read_csv(out / "lidc_consensus.csv", index_col="item")
+    assert len(consensus) == 1866
+    assert consensus["mv"].between(1, 5).all()
+    assert consensus["ds"].between(1, 5).all()
+    assert consensus["ds_confidence"].between(0.2, 1.0).all()
+    assert (consensus["n_readers"] == consensus["ratings"].str.count(";") + 1).all()
+
+
+def test_report_pages(demo):
+    out, result, _ = demo
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    assert page.count('src="data:image/png;base64,') == 6 == len(result.figures)
+    assert "<script" not in page
+    assert "http://" not in page  # self-contained: nothing to fetch
+    assert "not stable across scans" in page
+    for name in list_datasets():
+        assert name in page
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert md.startswith("# crowdmed demo")
+    assert "| method | CF | CF_amt | MS |" in md
+
+
+def test_summary(demo):
+    _, result, _ = demo
+    text = result.summary
+    assert f"crowdmed {crowdmed.__version__} demo" in text
+    assert "LIDC-IDRI malignancy, 1,866 nodules" in text
+    assert "slots within a nodule, not people" in text
+    for name in CROWD:
+        assert name in text
+    assert len(text.splitlines()) < 20
+
+
+def test_progress_callback(demo):
+    _, _, calls = demo
+    totals = {t for _, _, t in calls}
+    assert len(totals) == 1
+    total = totals.pop()
+    completed = [c for _, c, _ in calls]
+    assert completed == sorted(completed)
+    assert completed[0] == 0
+    assert calls[-1] == ("done", total, total)
+    assert any("SP: glad" in d for d, _, _ in calls)
+
+
+def test_runs_fast(demo):
+    _, result, _ = demo
+    assert result.elapsed_seconds < 60
+
+
+def test_same_seed_same_results(tmp_path):
+    kwargs = {
+        "datasets": ["MS", "CF"],
+        "methods": ["majority-vote", "dawid-skene"],
+        "parts": ["crowd"],
+    }
+    a = run_demo(tmp_path / "a", random_state=3, **kwargs)
+    b = run_demo(tmp_path / "b", random_state=3, **kwargs)
+    pd.testing.assert_series_equal(a.accuracy["accuracy"], b.accuracy["accuracy"])
+    pd.testing.assert_frame_equal(a.annotators["MS"], b.annotators["MS"])
+    assert _strict_json(tmp_path / "a" / "results.json")["seed"] == 3
+
+
+def test_annotator_ranking_without_dawid_skene_in_methods(tmp_path):
+    result = run_demo(tmp_path, datasets=["MS"], methods=["majority-vote"], parts=["crowd"])
+    assert list(result.accuracy["method"]) == ["majority-vote"]
+    assert (tmp_path / "annotators_MS.csv").exists()
+    assert result.lidc_consensus.empty
+    assert not (tmp_path / "lidc_consensus.csv").exists()
+
+
+def test_lidc_only_without_mv_or_ds(tmp_path):
+    result = run_demo(tmp_path, datasets=["lidc_malignancy"], methods=["one-coin"], parts=["crowd"])
+    assert len(result.lidc_consensus) == 1866
+    assert result.least_reliable == {}
+    assert "Accuracy against gold" not in result.summary
+
+
+def test_masks_part(demo):
+    out, result, _ = demo
+    m = _strict_json(out / "results.json")["masks"]
+    assert m["n_nodules"] == 100
+    assert 0.5 < m["mean_pairwise_dice_median"] < 1  # real readers disagree, but not wildly
+    readers = pd.read_csv(out / "lidc_masks_readers.csv")
+    assert len(readers) == 400
+    assert readers[["sensitivity", "specificity", "dice_vs_staple"]].stack().between(0, 1).all()
+    assert (readers["hd95_mm_vs_staple"] >= 0).all()
+    nodules = pd.read_csv(out / "lidc_masks_nodules.csv", index_col="nodule")
+    assert nodules.index.is_unique
+    assert len(nodules) == 100
+    assert "STAPLE" in (out / "report.html").read_text(encoding="utf-8")
+    assert "LIDC-IDRI nodule masks, 100 nodules" in result.summary
+
+
+def test_mitosis_part(demo):
+    out, result, _ = demo
+    m = _strict_json(out / "results.json")["mitosis"]
+    assert m["synthetic"] is True
+    metrics = pd.read_csv(out / "mitosis_metrics.csv").set_index("model")
+    assert {"unrefined", "AM-MV", "AM-GLAD", "AM-GT", "AggNet"} <= set(metrics.index)
+    assert metrics[["f1", "auc"]].stack().between(0, 1).all()
+    annotators = pd.read_csv(out / "mitosis_annotators.csv")
+    spam = annotators.groupby("kind")["est_spammer_score"].mean()
+    assert spam["spammer"] < spam["honest"]  # the aggregation layer finds the spammers
+    # On this fixed synthetic seed, refinement through the aggregation layer raises the AUC of
+    # the 0.33-scale network over the unrefined one (issue: AggNet loop).
+    assert m["auc_aggnet"] > m["auc_unrefined"]
+    assert m["truth_accuracy_aggnet"] > m["truth_accuracy_mv"]
+    with np.load(out / "mitosis_maps.npz") as maps:
+        assert len(maps.files) == m["n_test_fields"]
+        assert all(maps[k].min() >= 0 and maps[k].max() <= 1 for k in maps.files)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "Mitosis detection and the crowd loop (AggNet, synthetic)" in page
+    assert "Synthetic data" in page
+    assert "Mitosis crowd loop (synthetic fields, simulated crowd)" in result.summary
+
+
+def test_mitosis_part_without_torch(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+    with pytest.raises(ImportError, match=r"part 'mitosis' needs PyTorch"):
+        run_demo(tmp_path / "explicit", parts=["mitosis"])
+    result = run_demo(tmp_path / "default", datasets=["MS"], methods=["majority-vote"])
+    assert "mitosis" not in _strict_json(tmp_path / "default" / "results.json")["params"]["parts"]
+    assert any("needs PyTorch" in note for note in result.notes)
+    assert "needs PyTorch" in (tmp_path / "default" / "report.html").read_text(encoding="utf-8")
+
+
+def test_masks_part_alone(tmp_path):
+    result = run_demo(tmp_path, parts=["masks"])
+    assert result.accuracy.empty
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "accuracy.csv",
+        "lidc_masks_nodules.csv",
+        "lidc_masks_readers.csv",
+        "report.html",
+        "report.md",
+        "results.json",
+    ]
+
+
+def test_without_matplotlib(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    result = run_demo(
+        tmp_path, datasets=["MS"], methods=["majority-vote"], parts=["crowd", "masks"]
+    )
+    assert result.masks  # the masks part runs without matplotlib, only without its figure
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "data:image/png" not in page
+    assert "matplotlib is not installed" in page
+    assert "matplotlib is not installed" in result.summary
+    assert result.figures == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"methods": ["stapel"]}, ValueError, r"`methods` must be one of .*got 'stapel'"),
+        ({"methods": ["dawid_skeen"]}, ValueError, r"Did you mean 'dawid-skene'\?"),
+        ({"methods": "glad"}, TypeError, r"`methods` must be a list .*Wrap it in a list"),
+        ({"methods": []}, ValueError, r"`methods` must name at least one method"),
+        ({"datasets": ["MSS"]}, ValueError, r"`name` must be one of .*Did you mean 'MS'\?"),
+        ({"datasets": "MS"}, TypeError, r"`datasets` must be a list"),
+        ({"random_state": 1.5}, TypeError, r"`random_state` must be an int or None; got float"),
+        ({"min_labels": 0}, ValueError, r"`min_labels` must be a positive integer; got 0"),
+        ({"progress": "bar"}, TypeError, r"`progress` must be a callable"),
+        ({"parts": ["mask"]}, ValueError, r"Unknown demo part 'mask'.*Did you mean 'masks'\?"),
+        ({"parts": "masks"}, TypeError, r"`parts` must be a list"),
+        ({"parts": []}, ValueError, r"`parts` must name at least one part"),
+    ],
+)
+def test_bad_arguments(tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        run_demo(tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()  # checked before anything is written
+
+
+def test_render_html_escapes_everything():
+    table = pd.DataFrame(
+        {"<b>col</b>": ["<script>alert(1)</script>", "a & b"], "x": [0.5, float("nan")]},
+        index=pd.Index(["<i>", '"q"'], name="n<m"),
+    )
+    page = render_html(
+        "T <1>",
+        [Section("H & <2>", ["p <tag> & `c<d>`", table])],
+        subtitle="<sub>",
+    )
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;b&gt;col&lt;/b&gt;" in page
+    assert "<h2>H &amp; &lt;2&gt;</h2>" in page
+    assert "<code>c&lt;d&gt;</code>" in page
+    assert "&lt;sub&gt;" in page
+    assert "&quot;q&quot;" in page
+    assert "<td class=num>–</td>" in page
+    md = render_markdown("T", [Section("H", [pd.DataFrame({"a": ["x|y"]})])])
+    assert "| x\\|y |" in md
+
+
+def test_render_rejects_bad_blocks():
+    with pytest.raises(TypeError, match=r"must be a str, a pandas DataFrame or an Image; got int"):
+        render_html("T", [Section("H", [3])])
+    with pytest.raises(ValueError, match=r"`Image.png` must hold the bytes of a PNG file"):
+        render_html("T", [Section("H", [Image(b"GIF89a", alt="x")])])

@@ -1,0 +1,129 @@
+"""Refinement with AggNet's aggregation layer and the AM-* baselines (stand-in network)."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from crowdmed.data.io import from_long_frame  # noqa: E402
+from crowdmed.metrics import roc_auc  # noqa: E402
+from crowdmed.pipelines.refine import fine_tune, model_inputs, predict_proba, refine  # noqa: E402
+from crowdmed.simulate.votes import simulate_votes  # noqa: E402
+
+
+def _patches(n, rng):
+    """Toy 33 x 33 patches: a mitosis is a dark blob at the centre, plus clutter elsewhere."""
+    truth = rng.integers(0, 2, n)
+    x = rng.uniform(0.6, 0.9, size=(n, 3, 33, 33)).astype(np.float32)
+    yy, xx = np.mgrid[:33, :33]
+    centre = ((yy - 16) ** 2 + (xx - 16) ** 2) <= 16
+    for i in range(n):
+        if truth[i]:
+            x[i][:, centre] -= rng.uniform(0.3, 0.5)
+        # a decoy blob off centre in half of the patches
+        if rng.random() < 0.5:
+            cy, cx = rng.integers(4, 29, 2)
+            x[i][:, ((yy - cy) ** 2 + (xx - cx) ** 2) <= 9] -= 0.4
+    return np.clip(x, 0, 1), truth
+
+
+def _net(seed=0):
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return nn.Sequential(
+            nn.Conv2d(3, 4, 5, padding=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 33 * 33, 2)
+        )
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    x_crowd, t_crowd = _patches(300, rng)
+    x_test, t_test = _patches(300, rng)
+    net = _net()  # the "unrefined" model: barely trained
+    sim = simulate_votes(
+        [f"t{i:03d}" for i in range(300)],
+        t_crowd,
+        n_annotators=20,
+        votes_per_task=10,
+        spammer_fraction=0.25,
+        random_state=0,
+    )
+    votes = sim.votes.assign(label=(sim.votes["label"] == "mitosis").astype(int))
+    cl = from_long_frame(votes, classes=[0, 1])
+    order = np.array([int(t[1:]) for t in cl.item_ids])
+    return net, x_crowd[order], t_crowd[order], x_test, t_test, cl, sim
+
+
+def test_refine_improves_auc_and_finds_spammers(setup):
+    net, x, truth, x_test, t_test, cl, sim = setup
+    before = roc_auc(predict_proba(net, x_test), t_test)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    seen = []
+    res = refine(
+        net, x, cl, lr=3e-3, epochs=40, random_state=0, progress=lambda e, n, m: seen.append(e)
+    )
+    after = roc_auc(predict_proba(res.model, x_test), t_test)
+    assert after > before + 0.1, (before, after)
+    assert seen == list(range(1, 41))
+    # the input network is not changed
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, state[k])
+    # inferred truth beats majority vote and the spammers are found
+    mv = (cl.vote_counts()[:, 1] > cl.vote_counts()[:, 0]).astype(int)
+    acc = (res.truth["label"].to_numpy() == truth).mean()
+    assert acc >= (mv == truth).mean()
+    assert acc > 0.9
+    table = res.annotators.merge(sim.annotators[["annotator", "kind"]], on="annotator")
+    means = table.groupby("kind")["spammer_score"].mean()
+    assert means["spammer"] < 0.05 < means["honest"]
+    assert list(res.truth.columns) == ["item", "p_mitosis", "label", "gold"]
+    assert res.settings["batch_size"] == len(x)  # full batch, as in the paper
+
+
+@pytest.mark.parametrize("target", ["mv", "glad", "gt"])
+def test_baselines_train(setup, target):
+    net, x, truth, x_test, _t_test, cl, _ = setup
+    res = fine_tune(net, x, cl, target=target, truth=truth, lr=3e-3, epochs=10, random_state=0)
+    assert res.method == f"am-{target}"
+    assert len(res.history) == 10
+    assert np.isfinite(predict_proba(res.model, x_test)).all()
+    if target == "gt":
+        np.testing.assert_array_equal(res.truth["label"], truth)
+
+
+def test_refine_errors(setup):
+    net, x, _truth, _, _, cl, _ = setup
+    with pytest.raises(ValueError, match="one per item"):
+        refine(net, x[:10], cl, epochs=1)
+    with pytest.raises(TypeError, match="CrowdLabels"):
+        refine(net, x, cl.to_dense(), epochs=1)
+    with pytest.raises(ValueError, match="`target` must be one of"):
+        fine_tune(net, x, cl, target="ds")
+    with pytest.raises(ValueError, match="`truth`"):
+        fine_tune(net, x, cl, target="gt")
+
+
+def test_model_inputs_downsamples_context_crops():
+    crops = np.zeros((2, 99, 99, 3), np.uint8)
+    crops[1] = 255
+    x = model_inputs(crops, 33)
+    assert x.shape == (2, 3, 33, 33)
+    assert x.dtype == np.float32
+    assert x[0].max() == 0
+    assert x[1].min() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"\(N, H, W, 3\)"):
+        model_inputs(np.zeros((2, 3, 33, 33)))
+
+
+def test_refining_a_scale_the_detector_was_not_trained_at_names_its_scales():
+    from crowdmed.nn.aggnet import AggNetCNN
+    from crowdmed.pathology.detector import MultiScaleDetector
+    from crowdmed.pipelines.refine import scale_index
+
+    det = MultiScaleDetector([0.5, 1.0], [AggNetCNN(), AggNetCNN()])
+    assert scale_index(det, 0.5) == 0
+    with pytest.raises(ValueError, match=r"scales are \[0.5, 1.0\].*--scale"):
+        scale_index(det, 0.33)

@@ -1,0 +1,312 @@
+"""EARL-weighted FCOS: equal to torchvision's loss at c = 1, c = 0 removes a box; the trainer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchvision")
+
+from torchvision.models.detection.fcos import FCOSHead  # noqa: E402
+
+from crowdmed.exceptions import NotFittedError  # noqa: E402
+from crowdmed.nn.detection import EarlFCOSHead, fcos_detector, load_detector_weights  # noqa: E402
+from crowdmed.training.detector import (  # noqa: E402
+    DetectorTrainer,
+    fuse_model_predictions,
+    make_targets,
+    predict_boxes,
+    variant_targets,
+)
+
+SIZE = 48
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _batch(seed: int = 0) -> tuple[list, list]:
+    g = torch.Generator().manual_seed(seed)
+    images = [torch.rand(1, SIZE, SIZE, generator=g) for _ in range(3)]
+    targets = [
+        {
+            "boxes": torch.tensor([[4.0, 4.0, 20.0, 22.0], [26.0, 24.0, 44.0, 40.0]]),
+            "labels": torch.tensor([1, 2]),
+        },
+        {"boxes": torch.tensor([[10.0, 8.0, 30.0, 30.0]]), "labels": torch.tensor([0])},
+        {"boxes": torch.zeros((0, 4)), "labels": torch.zeros((0,), dtype=torch.int64)},
+    ]
+    return images, targets
+
+
+def _losses(model: torch.nn.Module, images: list, targets: list) -> dict[str, float]:
+    model.train()
+    with torch.no_grad():
+        return {k: float(v) for k, v in model(images, targets).items()}
+
+
+def _with_weights(targets: list, weights: list[list[float]]) -> list:
+    return [{**t, "weights": torch.tensor(w)} for t, w in zip(targets, weights, strict=True)]
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    return fcos_detector(3, image_size=SIZE, random_state=0)
+
+
+def test_head_is_the_earl_head(model: torch.nn.Module) -> None:
+    assert isinstance(model.head, EarlFCOSHead)
+    assert isinstance(model.head, FCOSHead)
+
+
+def test_weights_of_one_equal_the_plain_torchvision_loss(model: torch.nn.Module) -> None:
+    images, targets = _batch()
+    earl_ones = _losses(model, images, _with_weights(targets, [[1.0, 1.0], [1.0], []]))
+    earl_none = _losses(model, images, targets)
+    model.head.__class__ = FCOSHead  # the same parameters, torchvision's loss
+    try:
+        plain = _losses(model, images, targets)
+    finally:
+        model.head.__class__ = EarlFCOSHead
+    assert set(plain) == {"classification", "bbox_regression", "bbox_ctrness"}
+    for key, value in plain.items():
+        assert earl_ones[key] == pytest.approx(value, rel=1e-6, abs=1e-7)
+        assert earl_none[key] == pytest.approx(value, rel=1e-6, abs=1e-7)
+
+
+def test_zero_weight_removes_a_box(model: torch.nn.Module) -> None:
+    images, targets = _batch()
+    w = [[1.0, 0.0], [0.0], []]
+    base = _losses(model, images, _with_weights(targets, w))
+    # Changing the class of zero-weight boxes changes nothing: their locations are ignored.
+    relabelled = [dict(t) for t in targets]
+    relabelled[0] = {**targets[0], "labels": torch.tensor([1, 0])}
+    relabelled[1] = {**targets[1], "labels": torch.tensor([2])}
+    moved = _losses(model, images, _with_weights(relabelled, w))
+    for key in base:
+        assert moved[key] == pytest.approx(base[key], rel=1e-6)
+    # All boxes at zero weight: no box losses left.
+    zero = _losses(model, images, _with_weights(targets, [[0.0, 0.0], [0.0], []]))
+    assert zero["bbox_regression"] == 0.0
+    assert zero["bbox_ctrness"] == 0.0
+    assert zero["classification"] < base["classification"]
+
+
+def test_box_losses_are_linear_in_the_weights(model: torch.nn.Module) -> None:
+    images, targets = _batch()
+    a = _losses(model, images, _with_weights(targets, [[1.0, 0.0], [0.0], []]))
+    b = _losses(model, images, _with_weights(targets, [[0.0, 1.0], [1.0], []]))
+    half = _losses(model, images, _with_weights(targets, [[0.5, 0.5], [0.5], []]))
+    ones = _losses(model, images, _with_weights(targets, [[1.0, 1.0], [1.0], []]))
+    for key in ("bbox_regression", "bbox_ctrness"):
+        assert a[key] + b[key] == pytest.approx(ones[key], rel=1e-5)
+        assert half[key] == pytest.approx(0.5 * ones[key], rel=1e-5)
+    assert a["bbox_regression"] > 0
+    assert b["bbox_regression"] > 0
+
+
+def test_gradients_flow_through_weighted_loss(model: torch.nn.Module) -> None:
+    images, targets = _batch()
+    model.train()
+    model.zero_grad()
+    losses = model(images, _with_weights(targets, [[0.3, 0.9], [0.6], []]))
+    sum(losses.values()).backward()
+    grads = [p.grad for p in model.head.parameters() if p.grad is not None]
+    assert grads
+    assert all(torch.isfinite(g).all() for g in grads)
+    model.zero_grad()
+
+
+def _tiny_data() -> tuple[np.ndarray, list]:
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 1, SIZE, SIZE)).astype(np.float32)
+    boxes = pd.DataFrame(
+        {
+            "image": [0, 0, 1, 2, 3, 4, 5],
+            "class": ["a", "b", "a", "b", "a", "a", "b"],
+            "xmin": [2.0, 24, 5, 10, 3, 20, 8],
+            "ymin": [2.0, 20, 6, 10, 4, 22, 9],
+            "xmax": [18.0, 44, 25, 30, 21, 40, 30],
+            "ymax": [20.0, 40, 24, 28, 22, 44, 27],
+            "weight": [1.0, 0.5, 1.0, 0.3, 1.0, 0.7, 1.0],
+        }
+    )
+    return x, make_targets(boxes, range(6), ["a", "b"])
+
+
+def _fit(seed: int) -> DetectorTrainer:
+    x, targets = _tiny_data()
+    net = fcos_detector(2, image_size=SIZE, random_state=seed)
+    return DetectorTrainer(net, epochs=1, batch_size=3, lr=0.01, warmup=1, random_state=seed).fit(
+        x, targets
+    )
+
+
+def test_seeds_reproduce() -> None:
+    a, b, c = _fit(1), _fit(1), _fit(2)
+    assert a.n_steps_ == 2
+    assert a.history_[0]["loss"] == b.history_[0]["loss"]
+    pairs = zip(a.network.state_dict().items(), b.network.state_dict().values(), strict=True)
+    for (name, pa), pb in pairs:
+        assert torch.equal(pa, pb), name
+    assert a.history_[0]["loss"] != c.history_[0]["loss"]
+    x, _ = _tiny_data()
+    pa = a.predict(x[:2], classes=["a", "b"])
+    pd.testing.assert_frame_equal(pa, b.predict(x[:2], classes=["a", "b"]))
+    assert list(pa.columns) == ["image", "class", "xmin", "ymin", "xmax", "ymax", "score"]
+    assert set(pa["class"]) <= {"a", "b"}
+
+
+def test_fit_leaves_the_global_torch_rng_alone() -> None:
+    state = torch.random.get_rng_state()
+    _fit(3)
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_trainer_errors_and_checkpoint(tmp_path) -> None:
+    x, targets = _tiny_data()
+    net = fcos_detector(2, image_size=SIZE, random_state=0)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        DetectorTrainer(net).predict(x)
+    with pytest.raises(ValueError, match="one entry per image"):
+        DetectorTrainer(net, epochs=1).fit(x, targets[:3])
+    with pytest.raises(ValueError, match="`epochs` must be a positive integer"):
+        DetectorTrainer(net, epochs=0).fit(x, targets)
+    ckpt = tmp_path / "ckpt.pt"
+    DetectorTrainer(net, epochs=1, batch_size=6, checkpoint_path=ckpt, random_state=0).fit(
+        x, targets
+    )
+    other = load_detector_weights(fcos_detector(2, image_size=SIZE, random_state=9), ckpt)
+    for pa, pb in zip(net.state_dict().values(), other.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb)
+    with pytest.raises(ValueError, match="does not fit this detector"):
+        load_detector_weights(fcos_detector(5, image_size=SIZE), ckpt)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_detector_weights(net, tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="backbone"):
+        fcos_detector(2, backbone="vgg")
+
+
+def test_make_targets_orders_by_image_and_maps_classes() -> None:
+    boxes = pd.DataFrame(
+        {
+            "image": ["q", "p", "q"],
+            "class": ["y", "x", "x"],
+            "xmin": [1.0, 2.0, 3.0],
+            "ymin": [1.0, 2.0, 3.0],
+            "xmax": [5.0, 6.0, 7.0],
+            "ymax": [5.0, 6.0, 7.0],
+            "weight": [0.5, 1.0, 0.25],
+        }
+    )
+    t = make_targets(boxes, ["p", "q", "r"], ["x", "y"])
+    assert [len(x["labels"]) for x in t] == [1, 2, 0]
+    assert t[1]["labels"].tolist() == [1, 0]
+    assert t[1]["weights"].tolist() == [0.5, 0.25]
+    assert t[2]["boxes"].shape == (0, 4)
+    with pytest.raises(ValueError, match="not in `classes`"):
+        make_targets(boxes, ["p", "q"], ["x"])
+    with pytest.raises(ValueError, match="have no image"):
+        make_targets(boxes, ["p"], ["x", "y"])
+
+
+def test_variant_targets() -> None:
+    readers = pd.DataFrame(
+        {
+            "image": ["a"] * 4,
+            "reader": ["r1", "r2", "r3", "r1"],
+            "class": [0, 0, 0, 1],
+            "xmin": [10.0, 11.0, 12.0, 40.0],
+            "ymin": [10.0, 10.0, 11.0, 40.0],
+            "xmax": [30.0, 31.0, 30.0, 50.0],
+            "ymax": [30.0, 30.0, 31.0, 52.0],
+        }
+    )
+    all_r = variant_targets(readers, "all-readers")
+    assert len(all_r) == 4
+    assert (all_r["weight"] == 1).all()
+    fused = variant_targets(readers, "fused")
+    earl = variant_targets(readers, "earl")
+    assert len(fused) == len(earl) == 2
+    assert (fused["weight"] == 1).all()
+    assert sorted(earl["weight"].round(6).tolist()) == [round(1 / 3, 6), 1.0]
+    with pytest.raises(ValueError, match="variant"):
+        variant_targets(readers, "ensemble-of-everything")
+    # A fourth reader who read the image and marked nothing lowers the agreement.
+    empty = pd.DataFrame({"image": ["a"], "reader": ["r4"], "class": [np.nan]})
+    with_empty = pd.concat([readers, empty], ignore_index=True)
+    earl4 = variant_targets(with_empty, "earl")
+    assert sorted(earl4["weight"].round(6).tolist()) == [0.25, 0.75]
+    assert len(variant_targets(with_empty, "all-readers")) == 4
+
+
+def test_predict_boxes_of_an_untrained_detector_is_a_frame() -> None:
+    net = fcos_detector(2, image_size=SIZE, random_state=0)
+    out = predict_boxes(net, np.zeros((2, SIZE, SIZE), np.float32), image_ids=["u", "v"])
+    assert list(out.columns) == ["image", "class", "xmin", "ymin", "xmax", "ymax", "score"]
+    assert set(out["image"]) <= {"u", "v"}
+
+
+class _FixedDetector(torch.nn.Module):
+    """Returns the same boxes for every image (as a detector in eval mode does)."""
+
+    def __init__(self, boxes: list[list[float]]) -> None:
+        super().__init__()
+        self.boxes = torch.tensor(boxes, dtype=torch.float32)
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        n = len(self.boxes)
+        return [
+            {
+                "boxes": self.boxes.clone(),
+                "labels": torch.zeros(n, dtype=torch.int64),
+                "scores": torch.linspace(0.9, 0.5, n),
+            }
+            for _ in images
+        ]
+
+
+def test_predict_boxes_drops_degenerate_boxes() -> None:
+    # A box clipped to the image border can end with zero width: it can match nothing, and a
+    # box file holding it is rejected by read_boxes / check_boxes.
+    net = _FixedDetector([[0, 16, 0, 16], [2, 2, 10, 10], [5, 5, 5.001, 9], [60, 0, 64, 64]])
+    out = predict_boxes(net, np.zeros((2, 64, 64), np.float32), image_ids=["a", "b"])
+    assert out["image"].tolist() == ["a", "a", "b", "b"]
+    assert out["xmin"].tolist() == [2.0, 60.0, 2.0, 60.0]
+    assert ((out["xmax"] > out["xmin"]) & (out["ymax"] > out["ymin"])).all()
+
+
+def _preds(rows: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["image", "class", "xmin", "ymin", "xmax", "ymax", "score"])
+
+
+def test_fuse_model_predictions() -> None:
+    p1 = _preds([(0, 1, 0.0, 0.0, 10.0, 10.0, 0.8), (1, 2, 5.0, 5.0, 9.0, 9.0, 0.4)])
+    p2 = _preds([(0, 1, 1.0, 0.0, 11.0, 10.0, 0.6)])
+    fused = fuse_model_predictions({"a": p1, "b": p2})
+    assert list(fused.columns) == ["image", "class", "xmin", "ymin", "xmax", "ymax", "score",
+                                   "n_models"]  # fmt: skip
+    assert fused["image"].tolist() == [0, 1]
+    assert fused["xmin"].tolist() == pytest.approx([0.6 / 1.4, 5.0])
+    # WBF avg: mean score x min(n_boxes, n_models) / n_models; model b counts on image 1
+    assert fused["score"].tolist() == pytest.approx([0.7, 0.2])
+    assert fused["n_models"].tolist() == [2, 1]
+    # a model that predicted nothing is still a source of every image
+    silent = fuse_model_predictions({"a": p1, "b": p2, "c": p1.iloc[:0]})
+    assert silent["score"].tolist() == pytest.approx([0.7 * 2 / 3, 0.4 / 3])
+    weighted = fuse_model_predictions({"a": p1, "b": p2}, weights={"a": 1.0, "b": 3.0})
+    assert weighted["xmin"].iloc[0] == pytest.approx(1.8 / 2.6)
+    assert fuse_model_predictions({"a": p1}, skip_box_thr=0.5)["image"].tolist() == [0]
+    empty = fuse_model_predictions({"a": p1.iloc[:0]})
+    assert empty.empty
+    assert "n_models" in empty.columns
+    with pytest.raises(ValueError, match="non-empty mapping"):
+        fuse_model_predictions({})
+    with pytest.raises(ValueError, match=r"model 'a' lack columns \['score'\]"):
+        fuse_model_predictions({"a": p1.drop(columns="score")})
+    with pytest.raises(ValueError, match="not in `image_ids`"):
+        fuse_model_predictions({"a": p1}, image_ids=[0])

@@ -1,0 +1,98 @@
+"""A tiny training run on synthetic fields learns to find mitoses."""
+
+import time
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from crowdmed.metrics.points import match_points  # noqa: E402
+from crowdmed.pathology.detector import detect, train_detector  # noqa: E402
+from crowdmed.pathology.synthetic import make_synthetic_fields  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _split(seed, size):
+    f = make_synthetic_fields(10, size=size, n_mitoses=(1, 3), n_nuclei=(15, 25), random_state=seed)
+    return f.subset(range(6)), f.subset(range(6, 8)), f.subset(range(8, 10))
+
+
+def test_tiny_training_run_reaches_a_reasonable_auc():
+    train, val, test = _split(0, (128, 128))
+    seen = []
+    det = train_detector(
+        train.as_dict(),
+        train.points,
+        scales=(1.0,),
+        epochs=3,
+        radius=15.0,
+        random_state=0,
+        callback=lambda s, e, n, r: seen.append((s, e, r["loss"])),
+    )
+    assert [e for _, e, _ in seen] == [1, 2, 3]
+    assert seen[-1][2] < seen[0][2]  # the loss goes down
+    thr, _ = det.calibrate(val.as_dict(), val.points)
+    assert det.threshold == thr
+    cands = detect(det, test.as_dict(), threshold=0.0)
+    r = match_points(cands, test.points, radius=15.0)
+    assert r.auc > 0.8
+    assert r.recall > 0.8  # every mitosis is among the local maxima
+    at_op = match_points(cands[cands["score"] >= thr], test.points, radius=15.0)
+    assert at_op.f1 > 0.5
+
+
+def test_training_is_reproducible_with_a_seed():
+    train, _, _ = _split(1, (96, 96))
+    kw = {"scales": (0.5,), "epochs": 1, "negatives_per_image": 50, "random_state": 3}
+    a = train_detector(train.as_dict(), train.points, **kw)
+    b = train_detector(train.as_dict(), train.points, **kw)
+    for pa, pb in zip(a.models[0].parameters(), b.models[0].parameters(), strict=True):
+        torch.testing.assert_close(pa, pb)
+    assert a.history == b.history
+
+
+def test_training_positive_share_is_about_three_to_seven():
+    train, _, _ = _split(2, (96, 96))
+    det = train_detector(train.as_dict(), train.points, scales=(0.5,), epochs=1, random_state=0)
+    rec = det.history[0.5][0]
+    # 5 pixels within the 1 px jitter disc (2 px at scale 0.5) around each point (mitoses lie
+    # >= 10 px from the border), each in all 8 rotations/mirrors; the negative pool is large
+    # enough for the 3:7 share
+    assert rec["n_positive"] == 8 * 5 * len(train.points)
+    assert rec["n_positive"] / (rec["n_positive"] + rec["n_negative"]) == pytest.approx(
+        0.3, abs=1e-3
+    )
+
+
+def test_training_bad_input():
+    train, _, _ = _split(3, (64, 64))
+    with pytest.raises(ValueError, match="no mitoses"):
+        train_detector(train.as_dict(), train.points.iloc[:0], epochs=1)
+    with pytest.raises(ValueError, match="not in `images`"):
+        train_detector({"x": train.images[0]}, train.points, epochs=1)
+    with pytest.raises(ValueError, match="epochs"):
+        train_detector(train.as_dict(), train.points, epochs=0)
+
+
+@pytest.mark.slow
+def test_three_scale_detector_on_synthetic_fields():
+    f = make_synthetic_fields(24, random_state=11)
+    train, val, test = f.subset(range(14)), f.subset(range(14, 18)), f.subset(range(18, 24))
+    start = time.perf_counter()
+    det = train_detector(train.as_dict(), train.points, epochs=4, radius=15.0, random_state=0)
+    det.calibrate(val.as_dict(), val.points)
+    cands = detect(det, test.as_dict(), threshold=0.0)
+    r = match_points(cands, test.points, radius=15.0)
+    op = match_points(cands[cands["score"] >= det.threshold], test.points, radius=15.0)
+    assert r.auc > 0.9
+    assert op.f1 > 0.7
+    assert time.perf_counter() - start < 600
+    assert np.isfinite(op.precision)
