@@ -8,8 +8,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from crowdmed.metrics.points import match_points  # noqa: E402
-from crowdmed.pathology.detector import detect, train_detector  # noqa: E402
+from crowdmed.pathology.detector import detect  # noqa: E402
 from crowdmed.pathology.synthetic import make_synthetic_fields  # noqa: E402
+from crowdmed.training.patch_detector import train_detector  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

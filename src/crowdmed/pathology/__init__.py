@@ -32,8 +32,8 @@ if TYPE_CHECKING:
         detect,
         geometric_mean,
         load_detector,
-        train_detector,
     )
+    from crowdmed.training.patch_detector import train_detector
 
 _LAZY = {
     "AggNetCNN": "crowdmed.nn.aggnet",
@@ -42,7 +42,7 @@ _LAZY = {
     "detect": "crowdmed.pathology.detector",
     "geometric_mean": "crowdmed.pathology.detector",
     "load_detector": "crowdmed.pathology.detector",
-    "train_detector": "crowdmed.pathology.detector",
+    "train_detector": "crowdmed.training.patch_detector",
 }
 
 __all__ = [

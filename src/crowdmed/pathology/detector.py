@@ -1,12 +1,8 @@
-"""Training the multi-scale mitosis detector and dense detection with test-time augmentation.
+"""Dense multi-scale mitosis detection with test-time augmentation (AggNet).
 
-One :class:`~crowdmed.nn.aggnet.AggNetCNN` is trained per image scale (0.33, 0.66 and 1.0
-in the paper) on 33 × 33 patches of the rescaled fields: positives at the annotated mitoses
-(plus the pixels within ``jitter`` of them), each in all eight rotations/mirrors, and negatives
-drawn away from mitoses — half uniformly, half among the darkest pixels (nuclei, the hard
-negatives) — so that an epoch holds about 3 positives to 7 negatives.
-
-Detection runs each scale's network densely over the whole field (:func:`dense_logits`),
+A :class:`MultiScaleDetector` holds one :class:`~crowdmed.nn.aggnet.AggNetCNN` per image scale
+(trained by :func:`crowdmed.training.patch_detector.train_detector`). Detection runs each
+scale's network densely over the whole field (:func:`~crowdmed.nn.aggnet.dense_logits`),
 averages the mitosis probability over the eight rotations/mirrors of the field (test-time
 augmentation; the map of a rotated field is the rotated map), resizes every scale's map back
 to the field and combines the scales by their geometric mean. Candidates are the local maxima
@@ -17,19 +13,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from numpy.lib.stride_tricks import sliding_window_view
-from scipy.spatial import cKDTree
 
-from crowdmed._validation import check_random_state
-from crowdmed.data.points import check_points
 from crowdmed.metrics.points import choose_threshold
 from crowdmed.nn.aggnet import PATCH_SIZE, AggNetCNN, dense_logits
 from crowdmed.pathology.candidates import find_candidates
@@ -38,12 +29,11 @@ from crowdmed.pathology.patches import (
     apply_dihedral,
     invert_dihedral,
     rescale_image,
-    scale_points,
     to_float,
 )
 from crowdmed.pathology.stain import StainNormalizer
 
-__all__ = ["MultiScaleDetector", "detect", "load_detector", "train_detector"]
+__all__ = ["MultiScaleDetector", "detect", "geometric_mean", "load_detector"]
 
 _FORMAT = "crowdmed-mitosis-detector"
 _FORMAT_VERSION = 1
@@ -64,27 +54,10 @@ def _as_dict(images: Images) -> dict[Any, np.ndarray]:
     )
 
 
-def _lookup_points(points: pd.DataFrame, images: dict[Any, np.ndarray]) -> pd.DataFrame:
-    pts = check_points(points)
-    keys = {str(k): k for k in images}
-    unknown = sorted({str(v) for v in pts["image"]} - set(keys))
-    if unknown:
-        raise ValueError(
-            f"`points` name {len(unknown)} images that are not in `images`: {unknown[:5]}."
-        )
-    pts["image"] = [keys[str(v)] for v in pts["image"]]
-    return pts
-
-
-def _to_tensor_view(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    out = torch.rot90(x, k, dims=(-2, -1))
-    return torch.flip(out, dims=(-1,)) if flip else out
-
-
 class MultiScaleDetector:
     """Mitosis detector: one :class:`AggNetCNN` per image scale, fused by geometric mean.
 
-    Built by :func:`train_detector` or :func:`load_detector`.
+    Built by :func:`crowdmed.training.patch_detector.train_detector` or :func:`load_detector`.
 
     Attributes:
         scales: The image scales, one network each.
@@ -279,253 +252,6 @@ def geometric_mean(maps: Sequence[np.ndarray], eps: float = _EPS) -> np.ndarray:
     return np.exp(np.log(np.clip(stack, eps, None)).mean(axis=0))
 
 
-# ---------------------------------------------------------------------- training
-def _jitter_offsets(jitter: float, scale: float) -> list[tuple[int, int]]:
-    """Integer offsets within ``max(jitter · scale, 1)`` pixels (the positive sites of a point)."""
-    r_jit = max(jitter * scale, 1.0)
-    n = math.floor(r_jit)
-    return [
-        (dy, dx)
-        for dy in range(-n, n + 1)
-        for dx in range(-n, n + 1)
-        if dy * dy + dx * dx <= r_jit * r_jit
-    ]
-
-
-def _sample_sites(
-    x: np.ndarray,
-    pts_xy: np.ndarray,
-    scale: float,
-    *,
-    jitter: float,
-    negative_distance: float,
-    n_negatives: int,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Positive and negative ``(row, col)`` sites on the rescaled field."""
-    scaled = rescale_image(x, scale)
-    sh, sw = scaled.shape[:2]
-    xy = scale_points(pts_xy, x.shape, (sh, sw)) if len(pts_xy) else np.zeros((0, 2))
-    offs = _jitter_offsets(jitter, scale)
-    pos = []
-    for px, py in xy:
-        r, c = round(py), round(px)
-        for dy, dx in offs:
-            if 0 <= r + dy < sh and 0 <= c + dx < sw:
-                pos.append((r + dy, c + dx))
-    pos_arr = np.asarray(pos, dtype=np.int64).reshape(-1, 2)
-    # negatives: half uniform, half among the darkest pixels (nuclei), away from mitoses
-    darkness = -scaled.mean(axis=2)
-    dark_cut = np.quantile(darkness, 0.85)
-    dark = np.argwhere(darkness >= dark_cut)
-    n_uniform = n_negatives - n_negatives // 2
-    uni = np.column_stack([rng.integers(0, sh, 4 * n_uniform), rng.integers(0, sw, 4 * n_uniform)])
-    hard = dark[rng.integers(0, len(dark), 4 * (n_negatives // 2))] if len(dark) else uni[:0]
-    cand = [uni, hard]
-    keep_n = [n_uniform, n_negatives // 2]
-    neg = []
-    tree = cKDTree(xy[:, ::-1]) if len(xy) else None
-    for c_arr, n in zip(cand, keep_n, strict=True):
-        if tree is not None and len(c_arr):
-            d, _ = tree.query(c_arr.astype(np.float64))
-            c_arr = c_arr[d > negative_distance * scale]
-        neg.append(c_arr[:n])
-    return pos_arr, np.concatenate(neg).astype(np.int64).reshape(-1, 2)
-
-
-def train_detector(
-    images: Images,
-    points: pd.DataFrame,
-    *,
-    scales: Sequence[float] = (0.33, 0.66, 1.0),
-    epochs: int = 10,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    jitter: float = 2.0,
-    negative_distance: float = 10.0,
-    negatives_per_image: int | None = None,
-    positive_fraction: float = 0.3,
-    radius: float = 30.0,
-    stain_reference: np.ndarray | None = None,
-    channels: tuple[int, int, int] = (16, 32, 32),
-    hidden: int = 64,
-    random_state: int | None = None,
-    callback: Callable[[float, int, int, dict[str, float]], None] | None = None,
-) -> MultiScaleDetector:
-    """Train one AggNet network per image scale on point annotations of mitoses.
-
-    Args:
-        images: RGB fields ``(H, W, 3)`` (``uint8`` or float in [0, 1]) keyed by name, or a
-            list indexed by the integer ``points.image``.
-        points: ``DataFrame`` ``image, x, y`` with one row per mitosis (full-scale pixels).
-        scales: Image scales, one network each.
-        epochs: Epochs per scale.
-        batch_size: Mini-batch size.
-        lr: Learning rate of Adam.
-        jitter: Pixels (full scale) around each point that are also positives; at least the
-            4-neighbourhood at every scale.
-        negative_distance: Negatives lie farther than this (full-scale pixels) from any point.
-        negatives_per_image: Size of the negative pool drawn per field and scale; by default
-            twice what an epoch needs, spread over the fields. A smaller pool caps the
-            negatives (and raises the share of positives).
-        positive_fraction: Share of positives per epoch (0.3: the paper's 3:7). Every
-            positive appears in all eight rotations/mirrors; negatives are drawn from the pool
-            to match this share, each in a random rotation/mirror.
-        radius: Matching radius in full-scale pixels, stored for
-            :meth:`~MultiScaleDetector.calibrate` and :func:`detect`.
-        stain_reference: A ``uint8`` RGB field: when given, every field is Macenko-normalised
-            to its staining (training and detection).
-        channels: Filters of the three convolution blocks.
-        hidden: Units of the first fully connected layer.
-        random_state: Seed of weight initialisation, sampling and batch order.
-        callback: Called as ``callback(scale, epoch, epochs, record)`` after every epoch, with
-            ``record`` the epoch's entry of :attr:`MultiScaleDetector.history`.
-
-    Returns:
-        The trained :class:`MultiScaleDetector` (threshold 0.5 until calibrated).
-
-    Raises:
-        ValueError: Bad hyperparameters, no points, or points naming unknown images.
-    """
-    imgs = _as_dict(images)
-    if not imgs:
-        raise ValueError("`images` is empty; pass at least one field.")
-    pts = _lookup_points(points, imgs)
-    if len(pts) == 0:
-        raise ValueError("`points` holds no mitoses; the detector needs positive examples.")
-    if not scales or not all(0 < float(s) <= 4 for s in scales):
-        raise ValueError(f"`scales` must be positive numbers (at most 4); got {scales!r}.")
-    for name, value in (
-        ("epochs", epochs),
-        ("batch_size", batch_size),
-        ("negatives_per_image", 1 if negatives_per_image is None else negatives_per_image),
-    ):
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
-    if not 0 < positive_fraction < 1:
-        raise ValueError(f"`positive_fraction` must be in (0, 1); got {positive_fraction!r}.")
-    if not (lr > 0 and radius > 0 and jitter >= 0 and negative_distance >= 0):
-        raise ValueError("`lr` and `radius` must be positive; `jitter`, `negative_distance` >= 0.")
-    rng = check_random_state(random_state)
-    seed = int(rng.integers(2**31))
-    stain = None
-    if stain_reference is not None:
-        stain = StainNormalizer().fit(np.asarray(stain_reference))
-    prepared = {}
-    for k, v in imgs.items():
-        arr = np.asarray(v)
-        if stain is not None:
-            arr = stain.transform(
-                arr
-                if arr.dtype == np.uint8
-                else np.clip(np.rint(to_float(arr) * 255), 0, 255).astype(np.uint8)
-            )
-        prepared[k] = to_float(arr)
-    groups = pts.groupby("image", sort=False).indices
-    xy_all = pts[["x", "y"]].to_numpy(dtype=np.float64)
-
-    models: list[AggNetCNN] = []
-    history: dict[float, list[dict[str, float]]] = {}
-    for si, scale in enumerate(scales):
-        scale = float(scale)
-        padded: list[np.ndarray] = []
-        pos_sites: list[np.ndarray] = []
-        neg_sites: list[np.ndarray] = []
-        expected = 8 * len(_jitter_offsets(jitter, scale)) * len(pts)
-        wanted = round(expected * (1 - positive_fraction) / positive_fraction)
-        per_image = (
-            negatives_per_image
-            if negatives_per_image is not None
-            else max(100, math.ceil(2 * wanted / len(prepared)))
-        )
-        for ii, (key, x) in enumerate(prepared.items()):
-            pxy = xy_all[groups[key]] if key in groups else np.zeros((0, 2))
-            pos, neg = _sample_sites(
-                x,
-                pxy,
-                scale,
-                jitter=jitter,
-                negative_distance=negative_distance,
-                n_negatives=per_image,
-                rng=rng,
-            )
-            scaled = rescale_image(x, scale)
-            padded.append(np.pad(scaled, ((_HALF, _HALF), (_HALF, _HALF), (0, 0)), mode="reflect"))
-            pos_sites.append(np.column_stack([np.full(len(pos), ii), pos]))
-            neg_sites.append(np.column_stack([np.full(len(neg), ii), neg]))
-        windows = [sliding_window_view(p, (PATCH_SIZE, PATCH_SIZE), axis=(0, 1)) for p in padded]
-        pos_all = np.concatenate(pos_sites).astype(np.int64)
-        neg_all = np.concatenate(neg_sites).astype(np.int64)
-        if len(pos_all) == 0 or len(neg_all) == 0:
-            raise ValueError(f"No positive or negative training sites at scale {scale}.")
-        n_pos = 8 * len(pos_all)
-        n_neg = min(len(neg_all), round(n_pos * (1 - positive_fraction) / positive_fraction))
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + si)
-            model = AggNetCNN(channels=channels, hidden=hidden)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        hist: list[dict[str, float]] = []
-        for epoch in range(1, epochs + 1):
-            model.train()
-            negs = neg_all[rng.choice(len(neg_all), n_neg, replace=False)]
-            sites = np.concatenate([np.repeat(pos_all, 8, axis=0), negs])
-            views = np.concatenate([np.tile(np.arange(8), len(pos_all)), rng.integers(0, 8, n_neg)])
-            labels = np.concatenate([np.ones(n_pos, np.int64), np.zeros(n_neg, np.int64)])
-            order = rng.permutation(len(sites))
-            total, correct, seen = 0.0, 0, 0
-            for b0 in range(0, len(order), batch_size):
-                idx = order[b0 : b0 + batch_size]
-                batch = np.stack([windows[i][r, c] for i, r, c in sites[idx]])
-                xb = torch.from_numpy(batch)
-                vb = views[idx]
-                for v in np.unique(vb):
-                    sel = torch.from_numpy(np.nonzero(vb == v)[0])
-                    k, flip = DIHEDRAL[int(v)]
-                    xb[sel] = _to_tensor_view(xb[sel], k, flip)
-                yb = torch.from_numpy(labels[idx])
-                logits = model(xb)
-                loss = F.cross_entropy(logits, yb)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-                correct += int((logits.argmax(1) == yb).sum())
-                seen += len(idx)
-            record = {
-                "epoch": float(epoch),
-                "loss": total / seen,
-                "accuracy": correct / seen,
-                "n_positive": float(n_pos),
-                "n_negative": float(n_neg),
-            }
-            hist.append(record)
-            if callback is not None:
-                callback(scale, epoch, epochs, record)
-        model.eval()
-        models.append(model)
-        history[scale] = hist
-    settings = {
-        "scales": [float(s) for s in scales],
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "jitter": jitter,
-        "negative_distance": negative_distance,
-        "negatives_per_image": negatives_per_image,
-        "positive_fraction": positive_fraction,
-        "channels": list(channels),
-        "hidden": hidden,
-        "stain_normalisation": stain is not None,
-        "seed": random_state if isinstance(random_state, (int, np.integer)) else None,
-        "n_images": len(imgs),
-        "n_points": len(pts),
-    }
-    return MultiScaleDetector(
-        scales, models, radius=radius, stain=stain, history=history, settings=settings
-    )
-
-
 def load_detector(path: str | os.PathLike[str]) -> MultiScaleDetector:
     """Read a detector written by :meth:`MultiScaleDetector.save` (weights only; no code runs).
 
@@ -611,3 +337,12 @@ def detect(
     out["x"] = out["x"].astype(np.float64)
     out["y"] = out["y"].astype(np.float64)
     return out
+
+
+def __getattr__(name: str) -> Any:
+    """``train_detector`` moved to :mod:`crowdmed.training.patch_detector`; still found here."""
+    if name == "train_detector":
+        from crowdmed.training.patch_detector import train_detector
+
+        return train_detector
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -147,7 +147,7 @@ def run_crowd_loop(
     from crowdmed.aggregation import MajorityVote
     from crowdmed.metrics import roc_auc
     from crowdmed.metrics.points import match_points
-    from crowdmed.pathology.detector import detect, train_detector
+    from crowdmed.pathology.detector import detect
     from crowdmed.pathology.synthetic import make_synthetic_fields
     from crowdmed.pipelines.refine import (
         detector_patches,
@@ -156,6 +156,7 @@ def run_crowd_loop(
         refine,
         scale_index,
     )
+    from crowdmed.training.patch_detector import train_detector
 
     settings: dict[str, Any] = {
         "n_train": n_train,
