@@ -14,7 +14,20 @@ from crowdmed.aggregation.classification import (
     OneCoinDawidSkene,
     WeightedMajorityVote,
 )
+from crowdmed.aggregation.continuous import (
+    ContinuousMean,
+    ContinuousMedian,
+    RaykarRegression,
+    ScaleBiasRegression,
+)
 from crowdmed.aggregation.detection import estimate_proficiency, fuse_boxes
+from crowdmed.aggregation.ordinal import (
+    ORDINAL_METHODS,
+    GradedResponse,
+    MedianVote,
+    OrdinalMajorityVote,
+    OrdinalMethod,
+)
 from crowdmed.aggregation.segmentation import (
     STAPLE,
     MultiLabelSTAPLE,
@@ -27,14 +40,23 @@ from crowdmed.aggregation.segmentation import (
 __all__ = [
     "GLAD",
     "METHODS",
+    "ORDINAL_METHODS",
     "STAPLE",
     "BaseAggregator",
     "BinarySensSpec",
+    "ContinuousMean",
+    "ContinuousMedian",
     "DawidSkene",
+    "GradedResponse",
     "MajorityVote",
+    "MedianVote",
     "Method",
     "MultiLabelSTAPLE",
     "OneCoinDawidSkene",
+    "OrdinalMajorityVote",
+    "OrdinalMethod",
+    "RaykarRegression",
+    "ScaleBiasRegression",
     "WeightedMajorityVote",
     "argmax_ties",
     "estimate_proficiency",

@@ -29,6 +29,12 @@ from crowdmed.simulate.masks import (
     varied_mask_raters,
 )
 from crowdmed.simulate.med_mnist import MedMnist, make_med_mnist, reader_transitions
+from crowdmed.simulate.ordinal import (
+    SimulatedContinuous,
+    SimulatedOrdinal,
+    simulate_continuous_readers,
+    simulate_ordinal_readers,
+)
 from crowdmed.simulate.votes import SimulatedVotes, simulate_votes
 
 __all__ = [
@@ -36,7 +42,9 @@ __all__ = [
     "RODRIGUES_ADVERSARIAL_STRENGTH",
     "MaskRater",
     "MedMnist",
+    "SimulatedContinuous",
     "SimulatedCrowd",
+    "SimulatedOrdinal",
     "SimulatedVotes",
     "adversarial_confusion",
     "biased_confusion",
@@ -46,9 +54,11 @@ __all__ = [
     "make_med_mnist",
     "reader_transitions",
     "rodrigues_crowd",
+    "simulate_continuous_readers",
     "simulate_crowd",
     "simulate_labels",
     "simulate_mask_raters",
+    "simulate_ordinal_readers",
     "simulate_quiz",
     "simulate_votes",
     "spammer_confusion",
