@@ -28,6 +28,7 @@ from crowdmed.data.real import (
     load_tupac_alt_labels,
     load_tupac_alt_table,
 )
+from crowdmed.data.vldb17 import load_vldb17, load_vldb17_table
 
 __all__ = [
     "BOX_COLUMNS",
@@ -51,6 +52,8 @@ __all__ = [
     "load_lidc_masks",
     "load_tupac_alt_labels",
     "load_tupac_alt_table",
+    "load_vldb17",
+    "load_vldb17_table",
     "read_boxes",
     "read_labels",
     "read_mask",

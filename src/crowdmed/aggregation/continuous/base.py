@@ -82,7 +82,7 @@ class ContinuousLabels:
         return np.bincount(self.annotators, weights=w, minlength=self.n_annotators)
 
 
-def check_continuous(labels: Any) -> ContinuousLabels:
+def check_continuous(labels: Any, *, annotator_ids: Any = None) -> ContinuousLabels:
     """Turn any accepted continuous input into validated :class:`ContinuousLabels`.
 
     Args:
@@ -90,6 +90,8 @@ def check_continuous(labels: Any) -> ContinuousLabels:
             n_annotators)`` where ``NaN`` marks a missing reading; or a long ``DataFrame``
             with columns ``item``, ``annotator`` and the value in ``label``, ``value`` or
             ``answer``.
+        annotator_ids: Annotator ids to index a long table by (those of a fitted model);
+            the table's own sorted ids when omitted.
 
     Returns:
         The readings as COO triplets.
@@ -107,7 +109,7 @@ def check_continuous(labels: Any) -> ContinuousLabels:
     if isinstance(labels, ContinuousLabels):
         cl = labels
     elif isinstance(labels, pd.DataFrame):
-        cl = _from_frame(labels)
+        cl = _from_frame(labels, annotator_ids)
     elif isinstance(labels, (np.ndarray, list, tuple)):
         arr = np.asarray(labels, dtype=np.float64)
         if arr.ndim != 2 or arr.size == 0:
@@ -139,7 +141,7 @@ def check_continuous(labels: Any) -> ContinuousLabels:
     return cl
 
 
-def _from_frame(df: pd.DataFrame) -> ContinuousLabels:
+def _from_frame(df: pd.DataFrame, known_annotators: Any = None) -> ContinuousLabels:
     value_col = next((c for c in _VALUE_COLUMNS if c in df.columns), None)
     if "item" not in df.columns or "annotator" not in df.columns or value_col is None:
         raise ValueError(
@@ -155,7 +157,17 @@ def _from_frame(df: pd.DataFrame) -> ContinuousLabels:
             "missing readings from a long table."
         )
     items, item_ids = pd.factorize(df["item"], sort=True)
-    annotators, annotator_ids = pd.factorize(df["annotator"], sort=True)
+    if known_annotators is None:
+        annotators, annotator_ids = pd.factorize(df["annotator"], sort=True)
+    else:
+        annotator_ids = np.asarray(known_annotators)
+        annotators = pd.Index(annotator_ids).get_indexer(df["annotator"])
+        if (annotators < 0).any():
+            unknown = pd.unique(df["annotator"].to_numpy()[annotators < 0])
+            raise ValueError(
+                f"`labels` must come from the annotators seen in fit; got unknown annotators "
+                f"{_few(unknown)}."
+            )
     pair = items.astype(np.int64) * max(len(annotator_ids), 1) + annotators
     if np.unique(pair).size != pair.size:
         dup = df.loc[pd.Series(pair).duplicated().to_numpy(), ["item", "annotator"]]
@@ -233,7 +245,8 @@ class BaseContinuousAggregator(ParamsMixin, ABC):
             Float array of shape ``(n_items,)``.
         """
         self._check_is_fitted()
-        cl = check_continuous(labels)
+        known = self.annotator_ids_ if isinstance(labels, pd.DataFrame) else None
+        cl = check_continuous(labels, annotator_ids=known)
         if cl.n_annotators != self.n_annotators_:
             raise ValueError(
                 f"`labels` must come from the {self.n_annotators_} annotators seen in fit; got "
