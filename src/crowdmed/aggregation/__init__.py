@@ -7,12 +7,17 @@ from enum import Enum
 
 from crowdmed.aggregation.base import BaseAggregator, argmax_ties
 from crowdmed.aggregation.classification import (
+    BCC,
     GLAD,
+    KOS,
+    MACE,
     BinarySensSpec,
     DawidSkene,
+    GoldMajorityVote,
     MajorityVote,
     OneCoinDawidSkene,
     WeightedMajorityVote,
+    ZeroBasedSkill,
 )
 from crowdmed.aggregation.continuous import (
     ContinuousMean,
@@ -38,7 +43,10 @@ from crowdmed.aggregation.segmentation import (
 )
 
 __all__ = [
+    "BCC",
     "GLAD",
+    "KOS",
+    "MACE",
     "METHODS",
     "ORDINAL_METHODS",
     "STAPLE",
@@ -47,6 +55,7 @@ __all__ = [
     "ContinuousMean",
     "ContinuousMedian",
     "DawidSkene",
+    "GoldMajorityVote",
     "GradedResponse",
     "MajorityVote",
     "MedianVote",
@@ -58,6 +67,7 @@ __all__ = [
     "RaykarRegression",
     "ScaleBiasRegression",
     "WeightedMajorityVote",
+    "ZeroBasedSkill",
     "argmax_ties",
     "estimate_proficiency",
     "fuse_boxes",
@@ -78,6 +88,11 @@ class Method(str, Enum):
     ONE_COIN = "one-coin"
     GLAD = "glad"
     SENS_SPEC = "sens-spec"
+    KOS = "kos"
+    ZERO_BASED_SKILL = "zero-based-skill"
+    GOLD_MAJORITY_VOTE = "gold-majority-vote"
+    MACE = "mace"
+    BCC = "bcc"
 
 
 METHODS: dict[Method, type[BaseAggregator]] = {
@@ -87,6 +102,11 @@ METHODS: dict[Method, type[BaseAggregator]] = {
     Method.ONE_COIN: OneCoinDawidSkene,
     Method.GLAD: GLAD,
     Method.SENS_SPEC: BinarySensSpec,
+    Method.KOS: KOS,
+    Method.ZERO_BASED_SKILL: ZeroBasedSkill,
+    Method.GOLD_MAJORITY_VOTE: GoldMajorityVote,
+    Method.MACE: MACE,
+    Method.BCC: BCC,
 }
 
 
