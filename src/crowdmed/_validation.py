@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from crowdmed.data.labels import CrowdLabels, _short
+from crowdmed._text import short_list
+from crowdmed.data.labels import CrowdLabels
 
 __all__ = [
     "check_labels",
@@ -53,8 +54,8 @@ def check_labels(labels: Any, *, n_classes: int | None = None, min_classes: int 
             if not np.array_equal(cl.classes, np.arange(cl.n_classes)):
                 raise ValueError(
                     f"`n_classes`={n_classes} conflicts with the named classes "
-                    f"{_short(list(cl.classes))}; list every class with `classes=` when reading "
-                    "the labels instead."
+                    f"{short_list(list(cl.classes))}; list every class with `classes=` when "
+                    "reading the labels instead."
                 )
             cl = CrowdLabels.from_triplets(
                 cl.items,
@@ -86,21 +87,21 @@ def check_labels(labels: Any, *, n_classes: int | None = None, min_classes: int 
     if cl.n_classes < min_classes:
         raise ValueError(
             f"Labels must contain at least {min_classes} classes for truth inference; got "
-            f"{cl.n_classes} ({_short(list(cl.classes))}). Pass `n_classes` if the other "
+            f"{cl.n_classes} ({short_list(list(cl.classes))}). Pass `n_classes` if the other "
             "classes exist but were never chosen."
         )
     per_item = cl.labels_per_item()
     if (per_item == 0).any():
         empty = cl.item_ids[per_item == 0]
         raise ValueError(
-            f"Items {_short(empty)} have no labels; drop them before aggregating "
+            f"Items {short_list(empty)} have no labels; drop them before aggregating "
             "(a row of -1 in the dense view)."
         )
     per_ann = cl.labels_per_annotator()
     if (per_ann == 0).any():
         idle = cl.annotator_ids[per_ann == 0]
         warnings.warn(
-            f"Annotators {_short(idle)} did not label any items; their reliability is "
+            f"Annotators {short_list(idle)} did not label any items; their reliability is "
             "reported as unknown.",
             UserWarning,
             stacklevel=3,

@@ -12,8 +12,9 @@ import numpy as np
 import numpy.typing as npt
 
 from crowdmed._params import ParamsMixin
+from crowdmed._text import short_list
 from crowdmed._validation import check_labels, check_params, check_random_state, interval
-from crowdmed.data.labels import MISSING, CrowdLabels, _short
+from crowdmed.data.labels import MISSING, CrowdLabels
 from crowdmed.exceptions import ConvergenceWarning, NotFittedError
 
 if sys.version_info >= (3, 11):
@@ -80,7 +81,7 @@ class BaseAggregator(ParamsMixin, ABC):
         bad = (g < MISSING) | (g >= cl.n_classes)
         if bad.any():
             raise ValueError(
-                f"`gold` must lie in -1..{cl.n_classes - 1}; got {_short(np.unique(g[bad]))}."
+                f"`gold` must lie in -1..{cl.n_classes - 1}; got {short_list(np.unique(g[bad]))}."
             )
         return g if (g >= 0).any() else None
 

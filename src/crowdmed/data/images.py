@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from crowdmed.data.labels import _short
+from crowdmed._text import short_list
 
-__all__ = ["IMAGE_SUFFIXES", "image_paths", "list_images", "load_images"]
+__all__ = ["IMAGE_SUFFIXES", "image_files", "image_paths", "list_images", "load_images"]
 
 #: File suffixes read as images (compared case-insensitively).
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
@@ -69,6 +69,23 @@ def list_images(folder: str | os.PathLike[str]) -> list[str]:
     return list(stems)
 
 
+def image_files(folder: str | os.PathLike[str]) -> dict[str, Path]:
+    """The PNG, TIFF or JPEG files of a folder, by file stem.
+
+    Args:
+        folder: Folder of images (not searched recursively; hidden files are skipped).
+
+    Returns:
+        ``{stem: path}`` in sorted order.
+
+    Raises:
+        ValueError: ``folder`` is missing, not a folder, holds no images, or has two files
+            with one stem (``a.png`` and ``a.tif``).
+    """
+    list_images(folder)  # checks the folder and refuses a stem shared by two files
+    return {p.stem: p for p in _image_files(folder)}
+
+
 def image_paths(folder: str | os.PathLike[str], item_ids: Sequence[Any] | np.ndarray) -> list[Path]:
     """The image file of each item: the file named ``str(item_id)``, else the file with that stem.
 
@@ -107,7 +124,7 @@ def image_paths(folder: str | os.PathLike[str], item_ids: Sequence[Any] | np.nda
     if missing:
         raise ValueError(
             f"{len(missing)} of {len(paths) + len(missing)} items have no image file in "
-            f"'{folder}': {_short(missing)}. Name each file after its item id (e.g. "
+            f"'{folder}': {short_list(missing)}. Name each file after its item id (e.g. "
             f"'{missing[0]}.png')."
         )
     return paths

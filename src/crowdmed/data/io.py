@@ -25,7 +25,9 @@ import numpy.typing as npt
 import pandas as pd
 
 from crowdmed._io import atomic_path
-from crowdmed.data.labels import MISSING, CrowdLabels, _short
+from crowdmed._text import short_list
+from crowdmed.data._tables import ALIASES, find_column, read_table, table_suffix
+from crowdmed.data.labels import MISSING, CrowdLabels
 
 __all__ = [
     "from_long_frame",
@@ -37,33 +39,10 @@ __all__ = [
     "write_labels",
 ]
 
-_ALIASES = {
-    "item": ("item", "task", "item_id", "task_id", "image", "image_id", "case"),
-    "annotator": ("annotator", "worker", "annotator_id", "worker_id", "rater", "reader", "user"),
-    "label": ("label", "answer", "response", "rating"),
-}
-_KNOWN_HEADER = {name for names in _ALIASES.values() for name in names} | {
+_KNOWN_HEADER = {name for names in ALIASES.values() for name in names} | {
     "gold",
     "quiz_accuracy",
 }
-
-
-def _find_column(df: pd.DataFrame, role: str, given: str | None) -> str:
-    if given is not None:
-        if given not in df.columns:
-            raise ValueError(
-                f"Column {given!r} (the {role} column) is not in the table; columns are "
-                f"{list(df.columns)}."
-            )
-        return given
-    lower = {str(c).lower(): c for c in df.columns}
-    for alias in _ALIASES[role]:
-        if alias in lower:
-            return str(lower[alias])
-    raise ValueError(
-        f"No {role} column found; columns are {list(df.columns)}. Name it one of "
-        f"{list(_ALIASES[role][:3])} or pass `{role}=` (--{role}-col in the CLI)."
-    )
 
 
 def _encode_classes(
@@ -77,7 +56,7 @@ def _encode_classes(
         if (codes < 0).any():
             unknown = pd.unique(values[codes < 0])
             raise ValueError(
-                f"Labels {_short(unknown)} are not among `classes` {list(cls)}; fix the labels "
+                f"Labels {short_list(unknown)} are not among `classes` {list(cls)}; fix the labels "
                 "or add them to the class list."
             )
         return codes.astype(np.int64), cls.to_numpy()
@@ -87,7 +66,7 @@ def _encode_classes(
     except TypeError as exc:
         raise ValueError(
             "Labels mix types that cannot be ordered (e.g. numbers and text); got "
-            f"{_short(uniq)}. Make them one type or pass `classes`."
+            f"{short_list(uniq)}. Make them one type or pass `classes`."
         ) from exc
     cls = pd.Index(uniq)
     return cls.get_indexer(values).astype(np.int64), cls.to_numpy()
@@ -139,9 +118,9 @@ def from_long_frame(
         raise TypeError(f"`df` must be a pandas DataFrame; got {type(df).__name__}.")
     if len(df) == 0:
         raise ValueError("The label table is empty; it needs one row per annotation.")
-    c_item = _find_column(df, "item", item)
-    c_ann = _find_column(df, "annotator", annotator)
-    c_lab = _find_column(df, "label", label)
+    c_item = find_column(df, "item", item)
+    c_ann = find_column(df, "annotator", annotator)
+    c_lab = find_column(df, "label", label)
     for role, col in (("item", c_item), ("annotator", c_ann), ("label", c_lab)):
         na = df[col].isna()
         if na.any():
@@ -186,7 +165,7 @@ def from_long_frame(
             if (gcodes < 0).any():
                 bad = pd.unique(g[known][gcodes < 0])
                 raise ValueError(
-                    f"Gold labels {_short(bad)} are not among the classes {list(cls)}; fix the "
+                    f"Gold labels {short_list(bad)} are not among the classes {list(cls)}; fix the "
                     "gold column (use -1 or leave empty for unknown)."
                 )
             gi = items[known.to_numpy()]
@@ -194,7 +173,7 @@ def from_long_frame(
             if per_item["i"].duplicated().any():
                 bad_items = item_ids[per_item["i"][per_item["i"].duplicated()].unique()[:5]]
                 raise ValueError(
-                    f"Items {_short(list(bad_items))} have more than one gold label; each item "
+                    f"Items {short_list(list(bad_items))} have more than one gold label; each item "
                     "needs a single gold value."
                 )
             gold_arr[per_item["i"].to_numpy()] = per_item["g"].to_numpy()
@@ -205,7 +184,7 @@ def from_long_frame(
         if per_ann["a"].duplicated().any():
             bad = ann_ids[per_ann["a"][per_ann["a"].duplicated()].unique()[:5]]
             raise ValueError(
-                f"Annotators {_short(list(bad))} have more than one quiz accuracy; give one "
+                f"Annotators {short_list(list(bad))} have more than one quiz accuracy; give one "
                 "value per annotator."
             )
         quiz_arr = np.full(n_ann, np.nan)
@@ -285,33 +264,6 @@ def to_long(
     return cl.to_long()
 
 
-def _suffix(path: Path) -> str:
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes[-1:] == [".gz"] and len(suffixes) > 1:
-        return suffixes[-2]
-    return suffixes[-1] if suffixes else ""
-
-
-def _read_table(path: Path, header: bool = True) -> pd.DataFrame:
-    if not path.exists():
-        raise ValueError(f"File {str(path)!r} does not exist; check the path.")
-    suffix = _suffix(path)
-    if suffix in (".parquet", ".pq"):
-        try:
-            return pd.read_parquet(path)
-        except ImportError as exc:
-            raise ImportError(
-                "Reading Parquet needs pyarrow: pip install 'crowdmed[parquet]'."
-            ) from exc
-    sep = "\t" if suffix in (".tsv", ".tab") else ","
-    try:
-        return pd.read_csv(path, sep=sep, header=0 if header else None, low_memory=False)
-    except pd.errors.EmptyDataError as exc:
-        raise ValueError(f"File {str(path)!r} is empty; it needs one row per annotation.") from exc
-    except pd.errors.ParserError as exc:
-        raise ValueError(f"File {str(path)!r} is not a valid CSV: {exc}".splitlines()[0]) from exc
-
-
 def read_labels(
     path: str | os.PathLike[str],
     *,
@@ -341,11 +293,11 @@ def read_labels(
         The labels, with gold labels and quiz accuracy when present.
     """
     p = Path(path)
-    df = _read_table(p)
-    if _suffix(p) not in (".parquet", ".pq") and not (
+    df = read_table(p)
+    if table_suffix(p) not in (".parquet", ".pq") and not (
         {str(c).strip().lower() for c in df.columns} & _KNOWN_HEADER
     ):
-        raw = _read_table(p, header=False)
+        raw = read_table(p, header=False)
         if raw.shape[1] in (4, 5):
             cols = ["annotator", "item", "label", "gold", "extra"][: raw.shape[1]]
             df = raw.set_axis(cols, axis=1)
@@ -373,8 +325,8 @@ def read_quiz(path: str | os.PathLike[str], annotator_ids: npt.ArrayLike) -> np.
     Returns:
         Float array of shape ``(n_annotators,)``; ``NaN`` for annotators not in the file.
     """
-    df = _read_table(Path(path))
-    c_ann = _find_column(df, "annotator", None)
+    df = read_table(Path(path))
+    c_ann = find_column(df, "annotator", None)
     acc_cols = [c for c in df.columns if str(c).lower() in ("quiz_accuracy", "accuracy", "gamma")]
     if not acc_cols:
         raise ValueError(
@@ -417,7 +369,7 @@ def read_wide(
     Returns:
         The labels.
     """
-    df = _read_table(Path(path))
+    df = read_table(Path(path))
     if df.shape[1] < 2:
         raise ValueError(
             f"Wide file {str(path)!r} needs an item column and at least one annotator column; "
@@ -444,7 +396,7 @@ def read_wide(
     lost = df[c_item][~df[c_item].isin(pd.Index(cl.item_ids))]
     if len(lost):
         raise ValueError(
-            f"Items {_short(lost.tolist())} have no labels in {str(path)!r}; drop those rows."
+            f"Items {short_list(lost.tolist())} have no labels in {str(path)!r}; drop those rows."
         )
     return cl
 
@@ -482,7 +434,7 @@ def write_labels(labels: CrowdLabels, path: str | os.PathLike[str]) -> Path:
 def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write a table atomically; Parquet for ``.parquet``, TSV for ``.tsv``, else CSV."""
     p = Path(path)
-    suffix = _suffix(p)
+    suffix = table_suffix(p)
     with atomic_path(p) as tmp:
         if suffix in (".parquet", ".pq"):
             try:
@@ -498,3 +450,9 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
                 sep="\t" if suffix in (".tsv", ".tab") else ",",
                 compression="gzip" if p.suffix.lower() == ".gz" else None,
             )
+
+
+# Old private names still imported by crowdmed.cli.root and crowdmed.data.features.
+_find_column = find_column
+_read_table = read_table
+_suffix = table_suffix

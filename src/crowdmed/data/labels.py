@@ -16,10 +16,15 @@ import numpy.typing as npt
 import pandas as pd
 import scipy.sparse as sp
 
+from crowdmed._text import short_list
+
 __all__ = ["MISSING", "CrowdLabels"]
 
 #: Marker of a missing annotation in the dense view.
 MISSING = -1
+
+# Old private name still imported by crowdmed.cli.root and crowdmed.data.features.
+_short = short_list
 
 
 def _ids(values: Sequence[Any] | npt.ArrayLike | None, n: int, name: str) -> np.ndarray:
@@ -32,12 +37,6 @@ def _ids(values: Sequence[Any] | npt.ArrayLike | None, n: int, name: str) -> np.
         dup = pd.Series(arr)[pd.Series(arr).duplicated()].unique()[:5].tolist()
         raise ValueError(f"`{name}` must be unique; got repeated ids {dup}.")
     return arr
-
-
-def _short(values: Sequence[Any] | np.ndarray, limit: int = 5) -> str:
-    vals = [v.item() if isinstance(v, np.generic) else v for v in list(values)[:limit]]
-    more = f" and {len(values) - limit} more" if len(values) > limit else ""
-    return f"{vals}{more}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,7 +159,7 @@ class CrowdLabels:
             bad = (arr < 0) | (arr >= n)
             if bad.any():
                 raise ValueError(
-                    f"`{name}` must lie in 0..{n - 1}; got {_short(np.unique(arr[bad]))}. "
+                    f"`{name}` must lie in 0..{n - 1}; got {short_list(np.unique(arr[bad]))}. "
                     + (
                         "Use -1 only in the dense view to mark a missing label."
                         if name == "labels"
@@ -196,7 +195,7 @@ class CrowdLabels:
             gold_arr = gold_arr.astype(np.int64)
             bad = (gold_arr < -1) | (gold_arr >= n_classes)
             if bad.any():
-                bad_vals = _short(np.unique(gold_arr[bad]))
+                bad_vals = short_list(np.unique(gold_arr[bad]))
                 raise ValueError(f"`gold` must lie in -1..{n_classes - 1}; got {bad_vals}.")
         quiz_arr = None
         if quiz_accuracy is not None:
@@ -209,7 +208,7 @@ class CrowdLabels:
             bad = ~np.isnan(quiz_arr) & ((quiz_arr < 0) | (quiz_arr > 1))
             if bad.any():
                 raise ValueError(
-                    f"`quiz_accuracy` must lie in [0, 1]; got {_short(quiz_arr[bad])}."
+                    f"`quiz_accuracy` must lie in [0, 1]; got {short_list(quiz_arr[bad])}."
                 )
         return cls(
             items=it,
@@ -273,7 +272,7 @@ class CrowdLabels:
         m = m.astype(np.int64)
         bad = m < MISSING
         if bad.any():
-            bad_vals = _short(np.unique(m[bad]))
+            bad_vals = short_list(np.unique(m[bad]))
             raise ValueError(
                 f"`labels` must hold classes 0..K-1 or -1 for missing; got {bad_vals}."
             )

@@ -24,6 +24,7 @@ __all__ = [
     "binarize",
     "check_mask_output",
     "check_same_grid",
+    "mask_suffix",
     "read_mask",
     "write_mask",
 ]
@@ -55,7 +56,8 @@ class MaskFile:
     spacing: tuple[float, ...] = ()
 
 
-def _suffix(path: Path) -> str:
+def mask_suffix(path: Path) -> str:
+    """Lower-case suffix of a mask file; ``.nii.gz`` counts as one suffix."""
     name = path.name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
@@ -86,9 +88,9 @@ def read_mask(path: str | os.PathLike[str]) -> MaskFile:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"Mask file '{p}' does not exist.")
-    if _suffix(p) not in SUFFIXES:
+    if mask_suffix(p) not in SUFFIXES:
         raise ValueError(
-            f"'{p}' has an unsupported suffix {_suffix(p)!r}; use one of {', '.join(SUFFIXES)}."
+            f"'{p}' has an unsupported suffix {mask_suffix(p)!r}; use one of {', '.join(SUFFIXES)}."
         )
     try:
         return _read_mask(p)
@@ -99,7 +101,8 @@ def read_mask(path: str | os.PathLike[str]) -> MaskFile:
         errors = [line for line in lines if "ERROR" in line]  # SimpleITK: the useful line
         first = (errors or lines or [type(exc).__name__])[0]
         raise ValueError(
-            f"Cannot read mask file '{p}' ({first}); check that it is a complete {_suffix(p)} file."
+            f"Cannot read mask file '{p}' ({first}); check that it is a complete "
+            f"{mask_suffix(p)} file."
         ) from exc
 
 
@@ -108,7 +111,7 @@ class _MaskError(ValueError):
 
 
 def _read_mask(p: Path) -> MaskFile:
-    suffix = _suffix(p)
+    suffix = mask_suffix(p)
     if suffix == ".npy":
         arr = np.load(p, allow_pickle=False)
         return MaskFile(arr, None, (1.0,) * arr.ndim)
@@ -188,7 +191,7 @@ def check_mask_output(
             ``.nhdr``: the CLI stages single files), or a soft mask for an image format.
     """
     p = Path(path)
-    suffix = _suffix(p)
+    suffix = mask_suffix(p)
     if suffix in _LOSSY:
         raise ValueError(
             f"{what} '{p}': JPEG is lossy and would change mask values; write .png, .npy or a "
@@ -270,7 +273,7 @@ def write_mask(path: str | os.PathLike[str], array: np.ndarray, geometry: Any = 
             format, or values that do not fit ``uint8`` in an image format.
     """
     p = Path(path)
-    suffix = _suffix(p)
+    suffix = mask_suffix(p)
     if suffix in _LOSSY:
         raise ValueError(
             f"'{p}': JPEG is lossy and would change mask values; write .png, .npy or a medical "
@@ -339,3 +342,7 @@ def _write(p: Path, suffix: str, arr: np.ndarray, geometry: Any) -> None:
     raise ValueError(
         f"'{p}' has an unsupported suffix {suffix!r}; use one of {', '.join(WRITE_SUFFIXES)}."
     )
+
+
+# Old private name still imported by crowdmed.cli.train_segment.
+_suffix = mask_suffix

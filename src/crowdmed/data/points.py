@@ -16,10 +16,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from crowdmed.data.images import _image_files, list_images
-from crowdmed.data.labels import _short
+from crowdmed._text import short_list
+from crowdmed.data.images import image_files
 
-__all__ = ["check_points", "image_files", "load_field", "read_points", "write_points"]
+__all__ = [
+    "check_points",
+    "image_files",
+    "load_field",
+    "read_points",
+    "repeated_points",
+    "write_points",
+]
 
 
 def load_field(path: str | os.PathLike[str]) -> np.ndarray:
@@ -62,24 +69,6 @@ def load_field(path: str | os.PathLike[str]) -> np.ndarray:
         raise ValueError(f"Cannot read image '{p}': {exc}. Pass PNG, TIFF or JPEG files.") from exc
 
 
-def image_files(folder: Path) -> dict[str, Path]:
-    """The PNG/TIFF/JPEG files of a folder of fields, by file stem.
-
-    Args:
-        folder: Folder of high-power-field images (not searched recursively; hidden files are
-            skipped).
-
-    Returns:
-        ``{stem: path}`` in sorted order.
-
-    Raises:
-        ValueError: ``folder`` is missing, not a folder, holds no images, or has two files
-            with one stem (``a.png`` and ``a.tif``).
-    """
-    list_images(folder)  # checks the folder and refuses a stem shared by two files
-    return {p.stem: p for p in _image_files(folder)}
-
-
 def check_points(points: pd.DataFrame, name: str = "points") -> pd.DataFrame:
     """Validate a points table and return a clean copy with columns ``image, x, y``.
 
@@ -99,7 +88,7 @@ def check_points(points: pd.DataFrame, name: str = "points") -> pd.DataFrame:
     if missing:
         raise ValueError(
             f"`{name}` must have the columns image, x, y; missing {missing} "
-            f"(columns: {_short([str(c) for c in points.columns])})."
+            f"(columns: {short_list([str(c) for c in points.columns])})."
         )
     out = points.copy()
     for col in ("x", "y"):
@@ -107,14 +96,14 @@ def check_points(points: pd.DataFrame, name: str = "points") -> pd.DataFrame:
         bad = values.isna() & out[col].notna()
         if bad.any():
             raise ValueError(
-                f"`{name}` column {col!r} must be numeric; rows {_short(list(out.index[bad]))} "
-                f"hold {_short(list(out.loc[bad, col]))}."
+                f"`{name}` column {col!r} must be numeric; rows {short_list(list(out.index[bad]))} "
+                f"hold {short_list(list(out.loc[bad, col]))}."
             )
         out[col] = values.astype(np.float64)
     one = out["x"].isna() ^ out["y"].isna()
     if one.any():
         raise ValueError(
-            f"`{name}` rows {_short(list(out.index[one]))} have only one of x and y; give both "
+            f"`{name}` rows {short_list(list(out.index[one]))} have only one of x and y; give both "
             "(or leave both empty for an image without mitoses)."
         )
     out = out[out["x"].notna()].reset_index(drop=True)
@@ -123,7 +112,7 @@ def check_points(points: pd.DataFrame, name: str = "points") -> pd.DataFrame:
     return out
 
 
-def _repeated_points(points: pd.DataFrame, lines: np.ndarray) -> list[str]:
+def repeated_points(points: pd.DataFrame, lines: np.ndarray) -> list[str]:
     """``"line L repeats line M (image (x, y))"`` for every exact repeat of a point."""
     first: dict[tuple[str, float, float], int] = {}
     out: list[str] = []
@@ -170,7 +159,7 @@ def read_points(
     if "image" in raw.columns and raw["image"].isna().any():
         rows = list(raw.index[raw["image"].isna()] + 2)
         raise ValueError(
-            f"Points file '{csv}' has rows without an image name (lines {_short(rows)})."
+            f"Points file '{csv}' has rows without an image name (lines {short_list(rows)})."
         )
     if "image" in raw.columns:
         keys = []
@@ -183,23 +172,24 @@ def read_points(
         if unknown:
             raise ValueError(
                 f"Points file '{csv}' names {len(set(unknown))} images that are not in "
-                f"'{images_dir}': {_short(sorted(set(unknown)))}. Use the file names of the folder."
+                f"'{images_dir}': {short_list(sorted(set(unknown)))}. Use the file names of the "
+                "folder."
             )
         raw["image"] = keys
     raw["_line"] = np.arange(len(raw)) + 2  # CSV line numbers for the messages below
     points = check_points(raw, f"points file '{csv}'")
     lines = points.pop("_line").to_numpy()
-    repeated = _repeated_points(points, lines)
+    repeated = repeated_points(points, lines)
     if repeated:
         raise ValueError(
-            f"Points file '{csv}' repeats {len(repeated)} point(s): {_short(repeated, 3)}. "
+            f"Points file '{csv}' repeats {len(repeated)} point(s): {short_list(repeated, 3)}. "
             "Keep one row per mitosis (a repeated point would count as a missed mitosis)."
         )
     listed = set(raw["image"])
     absent = [k for k in files if k not in listed]
     if absent:
         raise ValueError(
-            f"{len(absent)} images in '{images_dir}' have no row in '{csv}': {_short(absent)}. "
+            f"{len(absent)} images in '{images_dir}' have no row in '{csv}': {short_list(absent)}. "
             "List an image without mitoses once with empty x and y."
         )
     images = {k: load_field(p) for k, p in files.items()}
@@ -212,7 +202,7 @@ def read_points(
             )
     if outside:
         raise ValueError(
-            f"{len(outside)} points in '{csv}' lie outside their image: {_short(outside, 3)}. "
+            f"{len(outside)} points in '{csv}' lie outside their image: {short_list(outside, 3)}. "
             "Coordinates are pixels with x the column and y the row."
         )
     return images, points
@@ -247,3 +237,7 @@ def write_points(
     with atomic_path(target) as tmp:
         out.to_csv(tmp, index=False)
     return target
+
+
+# Old private name still imported by crowdmed.cli.mitosis.
+_repeated_points = repeated_points

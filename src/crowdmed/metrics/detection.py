@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from crowdmed.data.boxes import _same_text_ids
+from crowdmed.data._box_table import same_text_ids
 
 __all__ = ["COCO_IOU_THRESHOLDS", "mean_average_precision"]
 
@@ -115,7 +115,7 @@ def mean_average_precision(
     pred = _check_frame(predictions, "predictions", score_column)
     gt = _check_frame(truth, "truth", None)
     for col in ("image", "class"):
-        clash = _same_text_ids(pd.unique(gt[col]), pd.unique(pred[col]))
+        clash = same_text_ids(pd.unique(gt[col]), pd.unique(pred[col]))
         if clash is not None:
             a, b = (_key(v) for v in clash)
             text, other = (a, b) if isinstance(a, str) else (b, a)

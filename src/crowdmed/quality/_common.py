@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from crowdmed._text import short_list
 from crowdmed._validation import check_labels
-from crowdmed.data.labels import CrowdLabels, _short
+from crowdmed.data.labels import CrowdLabels
 
 __all__: list[str] = []
 
@@ -49,7 +50,7 @@ def hard_reference(reference: Any, cl: CrowdLabels, name: str) -> np.ndarray:
         if not np.all(ref == np.round(ref)):
             raise ValueError(
                 f"`{name}` must hold integer class indices; got non-integer values "
-                f"{_short(np.unique(ref[ref != np.round(ref)]))}. Pass posteriors as a 2-D "
+                f"{short_list(np.unique(ref[ref != np.round(ref)]))}. Pass posteriors as a 2-D "
                 "array of shape (n_items, n_classes)."
             )
     elif not np.issubdtype(ref.dtype, np.integer):
@@ -62,7 +63,7 @@ def hard_reference(reference: Any, cl: CrowdLabels, name: str) -> np.ndarray:
     if bad.any():
         raise ValueError(
             f"`{name}` must hold class indices in -1..{cl.n_classes - 1} (K = {cl.n_classes} "
-            f"classes, -1 = unknown); got {_short(np.unique(ref[bad]))}. If some classes were "
+            f"classes, -1 = unknown); got {short_list(np.unique(ref[bad]))}. If some classes were "
             "never chosen, build the labels with `n_classes` (e.g. "
             "CrowdLabels.from_dense(matrix, n_classes=K))."
         )
@@ -95,8 +96,8 @@ def soft_reference(reference: Any, n_items: int, name: str) -> np.ndarray:
     bad = np.flatnonzero(np.abs(sums - 1.0) > ROW_SUM_ATOL)
     if bad.size:
         raise ValueError(
-            f"`{name}` rows must sum to 1; got sums {_short(np.round(sums[bad], 6))} at items "
-            f"{_short(bad)}. Normalise each row."
+            f"`{name}` rows must sum to 1; got sums {short_list(np.round(sums[bad], 6))} at items "
+            f"{short_list(bad)}. Normalise each row."
         )
     return ref
 
@@ -211,3 +212,11 @@ def accuracy_counts(cl: CrowdLabels, weights: np.ndarray) -> tuple[np.ndarray, n
 def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def gold_counts(cl: CrowdLabels, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Correct gold answers and gold answers per annotator; ``g = -1`` marks non-gold items."""
+    weights = np.zeros((cl.n_items, cl.n_classes))
+    known = g >= 0
+    weights[np.flatnonzero(known), g[known]] = 1.0
+    return accuracy_counts(cl, weights)

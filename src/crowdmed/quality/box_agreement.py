@@ -14,14 +14,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from crowdmed.aggregation.detection.box_fusion import (
-    _prepare,
-    _Prepared,
-    _reader_weights,
-    estimate_proficiency,
-    fuse_boxes,
-)
-from crowdmed.data.boxes import _array_columns, _as_box_array, _paired_iou, _py
+from crowdmed.aggregation.detection._prepare import PreparedBoxes, prepare_boxes, reader_weights
+from crowdmed.aggregation.detection.box_fusion import estimate_proficiency, fuse_boxes
+from crowdmed.data._box_table import array_columns, as_box_array, paired_iou, to_python
 
 __all__ = ["match_boxes", "pairwise_reader_f1", "reader_agreement"]
 
@@ -96,8 +91,8 @@ def match_boxes(
         >>> match_boxes([[0, 0, 2, 2], [5, 5, 6, 6]], [[0, 0, 2, 1.9], [0, 0, 2, 2]])
         (array([0]), array([1]), array([1.]))
     """
-    aa = _as_box_array(a, "a")
-    bb = _as_box_array(b, "b")
+    aa = as_box_array(a, "a")
+    bb = as_box_array(b, "b")
     if aa.shape[1] != bb.shape[1]:
         raise ValueError(
             f"`a` and `b` must have the same box dimension; got {aa.shape[1]} and "
@@ -108,7 +103,7 @@ def match_boxes(
     if ga.shape != (len(aa),) or gb.shape != (len(bb),):
         raise ValueError("`groups_a` and `groups_b` must have one entry per box of `a` and `b`.")
     ia, ib = _candidate_pairs(ga, gb)
-    iou = _paired_iou(aa[ia], bb[ib])
+    iou = paired_iou(aa[ia], bb[ib])
     ok = iou >= iou_thr
     ia, ib, iou = ia[ok], ib[ok], iou[ok]
     keep = _greedy(ia, ib, iou)
@@ -126,14 +121,14 @@ def _codes_in(prep_ids: np.ndarray, values: pd.Series, what: str) -> np.ndarray:
     if (codes < 0).any():
         bad = values[codes < 0].iloc[0]
         raise ValueError(
-            f"The fused boxes have {what} {_py(bad)!r}, which is not in the readers' box "
+            f"The fused boxes have {what} {to_python(bad)!r}, which is not in the readers' box "
             "table; pass the fused boxes of this table."
         )
     return np.asarray(codes, dtype=np.int64)
 
 
 def _proficiency_column(
-    prep: _Prepared, fused: pd.DataFrame, frame: pd.DataFrame, iou_thr: float, readers: Any
+    prep: PreparedBoxes, fused: pd.DataFrame, frame: pd.DataFrame, iou_thr: float, readers: Any
 ) -> np.ndarray:
     given = fused.attrs.get("proficiency")
     if isinstance(given, Mapping) and given:
@@ -174,7 +169,7 @@ def reader_agreement(
         n_boxes), ``fp_per_image`` ((n_boxes - matched) / n_images) and ``proficiency`` (the
         fusion weight, estimated when not given).
     """
-    prep = _prepare(frame, readers)
+    prep = prepare_boxes(frame, readers)
     if fused is None:
         fused = fuse_boxes(frame, iou_thr=iou_thr, proficiency=proficiency, readers=readers)
     if not isinstance(fused, pd.DataFrame) or "confidence" not in fused.columns:
@@ -188,9 +183,9 @@ def reader_agreement(
         if len(cons)
         else np.zeros(0, dtype=np.int64)
     )
-    c_coords = cons[list(_array_columns(prep.ndim))].to_numpy(dtype=np.float64)
+    c_coords = cons[list(array_columns(prep.ndim))].to_numpy(dtype=np.float64)
     ia, ib = _candidate_pairs(prep.image * n_cls + prep.klass, c_img * n_cls + c_cls)
-    iou = _paired_iou(prep.coords[ia], c_coords[ib])
+    iou = paired_iou(prep.coords[ia], c_coords[ib])
     ok = iou >= iou_thr
     ia, ib, iou = ia[ok], ib[ok], iou[ok]
     keep = _greedy(ia, ib * n_rd + prep.reader[ia], iou)
@@ -206,7 +201,7 @@ def reader_agreement(
         precision = np.where(n_boxes > 0, matched / np.maximum(n_boxes, 1), np.nan)
         fp_per_image = (n_boxes - matched) / np.maximum(n_images, 1)
     if proficiency is not None:
-        prof = _reader_weights(prep, proficiency)
+        prof = reader_weights(prep, proficiency)
     else:
         prof = _proficiency_column(prep, fused, frame, iou_thr, readers)
     return pd.DataFrame(
@@ -245,7 +240,7 @@ def pairwise_reader_f1(
         Symmetric square frame indexed by reader id on both axes. NaN where two readers share
         no image or neither marked a box on the shared images; 1 on the diagonal.
     """
-    prep = _prepare(frame, readers)
+    prep = prepare_boxes(frame, readers)
     n_rd = len(prep.reader_ids)
     n_cls = max(len(prep.class_ids), 1)
     group = prep.image * n_cls + prep.klass
@@ -254,7 +249,7 @@ def pairwise_reader_f1(
     ia, ib = ia[cross], ib[cross]
     half = prep.reader[ia] < prep.reader[ib]
     ia, ib = ia[half], ib[half]
-    iou = _paired_iou(prep.coords[ia], prep.coords[ib])
+    iou = paired_iou(prep.coords[ia], prep.coords[ib])
     ok = iou >= iou_thr
     ia, ib, iou = ia[ok], ib[ok], iou[ok]
     # box i of reader a can match one box of each other reader: nodes are (box, other reader)

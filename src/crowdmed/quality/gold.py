@@ -8,9 +8,10 @@ import warnings
 import numpy as np
 import numpy.typing as npt
 
+from crowdmed._text import short_list
 from crowdmed._validation import check_labels
-from crowdmed.data.labels import CrowdLabels, _short
-from crowdmed.quality._common import accuracy_counts, hard_reference, ratio
+from crowdmed.data.labels import CrowdLabels
+from crowdmed.quality._common import gold_counts, hard_reference, ratio
 from crowdmed.typing import LabelsLike
 
 __all__ = ["filter_annotators", "gold_accuracy"]
@@ -43,14 +44,6 @@ def _required_gold(cl: CrowdLabels, gold: npt.ArrayLike | None) -> np.ndarray:
     return g
 
 
-def _gold_counts(cl: CrowdLabels, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Correct gold answers and gold answers per annotator; ``g = -1`` marks non-gold items."""
-    weights = np.zeros((cl.n_items, cl.n_classes))
-    known = g >= 0
-    weights[np.flatnonzero(known), g[known]] = 1.0
-    return accuracy_counts(cl, weights)
-
-
 def gold_accuracy(labels: LabelsLike, gold: npt.ArrayLike | None = None) -> npt.NDArray[np.float64]:
     """Accuracy of every annotator on the gold (honeypot) items.
 
@@ -81,7 +74,7 @@ def gold_accuracy(labels: LabelsLike, gold: npt.ArrayLike | None = None) -> npt.
         https://doi.org/10.1109/TMI.2016.2528120
     """
     cl = check_labels(labels, min_classes=1)
-    return ratio(*_gold_counts(cl, _required_gold(cl, gold)))
+    return ratio(*gold_counts(cl, _required_gold(cl, gold)))
 
 
 def filter_annotators(
@@ -158,7 +151,7 @@ def filter_annotators(
     if g is None:
         correct = n_gold = np.zeros(cl.n_annotators)
     else:
-        correct, n_gold = _gold_counts(cl, g)
+        correct, n_gold = gold_counts(cl, g)
     judged = n_gold >= min_gold_items
     acc = np.where(judged, ratio(correct, n_gold), np.nan)
     quiz = np.full(cl.n_annotators, np.nan) if cl.quiz_accuracy is None else cl.quiz_accuracy
@@ -178,7 +171,7 @@ def filter_annotators(
     lost = kept.labels_per_item() == 0
     if lost.any():
         warnings.warn(
-            f"Items {_short(kept.item_ids[lost])} lost all their labels with the removed "
+            f"Items {short_list(kept.item_ids[lost])} lost all their labels with the removed "
             "annotators; drop them before aggregating.",
             UserWarning,
             stacklevel=2,

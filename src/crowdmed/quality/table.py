@@ -10,13 +10,13 @@ from crowdmed._validation import check_labels
 from crowdmed.quality._common import (
     accuracy_counts,
     confusion_counts,
+    gold_counts,
     hard_reference,
     normalise_rows,
     ratio,
     reference_weights,
     soft_reference,
 )
-from crowdmed.quality.gold import _gold_counts
 from crowdmed.quality.reliability import spammer_score
 from crowdmed.typing import LabelsLike
 
@@ -91,7 +91,7 @@ def annotator_table(
     )
     g = cl.gold if gold is None else hard_reference(gold, cl, "gold")
     if g is not None:
-        correct, n_gold = _gold_counts(cl, g)
+        correct, n_gold = gold_counts(cl, g)
         columns["n_gold"] = n_gold.astype(np.int64)
         columns["gold_accuracy"] = ratio(correct, n_gold)
     if cl.quiz_accuracy is not None:

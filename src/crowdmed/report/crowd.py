@@ -39,9 +39,9 @@ def plot_spammer_scores(
             raise ValueError(
                 f"`annotators` needs a {col!r} column; columns are {list(annotators.columns)}."
             )
-    from crowdmed.report.figures import _new_axes
+    from crowdmed.report._axes import new_axes
 
-    fig, ax = _new_axes(ax, (4.5, 4))
+    fig, ax = new_axes(ax, (4.5, 4))
     groups = (
         annotators.groupby(kind, sort=True)
         if kind is not None and kind in annotators.columns

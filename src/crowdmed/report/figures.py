@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from crowdmed._validation import check_labels
+from crowdmed.report._axes import new_axes
 from crowdmed.typing import LabelsLike
 
 if TYPE_CHECKING:
@@ -29,17 +30,6 @@ __all__ = [
     "plot_mask_raters",
     "plot_rating_spread",
 ]
-
-
-def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Any, Any]:
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise ImportError("Plotting needs matplotlib: pip install 'crowdmed[report]'.") from exc
-    if ax is None:
-        fig = Figure(figsize=figsize, layout="constrained")
-        return fig, fig.subplots()
-    return ax.figure, ax
 
 
 def figure_to_png(fig: Figure, *, dpi: int = 110) -> bytes:
@@ -106,7 +96,7 @@ def plot_accuracy(
     datasets = list(pd.unique(data["dataset"]))
     methods = list(pd.unique(data["method"]))
     width = 0.8 / len(methods)
-    fig, ax = _new_axes(ax, (max(6.0, 1.1 * len(datasets) + 2.0), 3.8))
+    fig, ax = new_axes(ax, (max(6.0, 1.1 * len(datasets) + 2.0), 3.8))
     x = np.arange(len(datasets))
     for j, method in enumerate(methods):
         rows = data[data["method"] == method].set_index("dataset")[value]
@@ -165,7 +155,7 @@ def plot_rating_spread(labels: LabelsLike, *, ax: Axes | None = None) -> tuple[F
     if not keep.any():
         raise ValueError("`labels` must have at least one item with two or more labels; got none.")
     table = pd.crosstab(pd.Series(hi[keep] - lo[keep], name="spread"), count[keep])
-    fig, ax = _new_axes(ax, (6.0, 3.6))
+    fig, ax = new_axes(ax, (6.0, 3.6))
     bottom = np.zeros(len(table))
     xs = np.arange(len(table))
     for n_labels in table.columns:
@@ -209,7 +199,7 @@ def plot_mask_raters(
     stack = np.asarray(masks).astype(bool)
     if stack.ndim != 3:
         raise ValueError(f"`masks` must have shape (n_raters, H, W); got {stack.shape}.")
-    fig, ax = _new_axes(ax, (4.8, 4.2))
+    fig, ax = new_axes(ax, (4.8, 4.2))
     h, w = stack.shape[1:]
     dy, dx = (1.0, 1.0) if spacing is None else (float(spacing[0]), float(spacing[1]))
     extent = (0.0, w * dx, h * dy, 0.0)
@@ -264,7 +254,7 @@ def plot_detection_map(
         >>> ax.get_title()
         ''
     """
-    fig, ax = _new_axes(ax, (4.8, 4.2))
+    fig, ax = new_axes(ax, (4.8, 4.2))
     field = np.asarray(image)
     ax.imshow(field)
     prob = np.asarray(prob_map, dtype=float)

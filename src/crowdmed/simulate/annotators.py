@@ -13,16 +13,11 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from crowdmed._text import short_list
 from crowdmed._validation import check_random_state
-from crowdmed.data.labels import MISSING, CrowdLabels, _short
-from crowdmed.simulate.confusion import (
-    ROW_SUM_TOL,
-    Spread,
-    _check_confusion,
-    _check_int,
-    _fill_off_diagonal,
-    adversarial_confusion,
-)
+from crowdmed.data.labels import MISSING, CrowdLabels
+from crowdmed.simulate._common import ROW_SUM_TOL, check_confusion, check_int, fill_off_diagonal
+from crowdmed.simulate.confusion import adversarial_confusion
 from crowdmed.typing import RandomState
 
 __all__ = [
@@ -77,7 +72,7 @@ def _check_truth(truth: npt.ArrayLike, n_classes: int) -> np.ndarray:
     if bad.any():
         raise ValueError(
             f"`truth` must hold classes in 0..{n_classes - 1} (n_classes = {n_classes}); got "
-            f"{_short(np.unique(t[bad]))}."
+            f"{short_list(np.unique(t[bad]))}."
         )
     return t
 
@@ -95,7 +90,7 @@ def _check_assignment(
         )
     r = None
     if labels_per_item is not None:
-        r = _check_int(labels_per_item, "labels_per_item", minimum=1, maximum=n_annotators)
+        r = check_int(labels_per_item, "labels_per_item", minimum=1, maximum=n_annotators)
     mask = None
     if assignment is not None:
         mask = np.asarray(assignment)
@@ -115,7 +110,7 @@ def _check_assignment(
         if len(empty):
             raise ValueError(
                 f"`assignment` must give every item at least one annotator; items "
-                f"{_short(empty)} have none. Drop these items from `truth`."
+                f"{short_list(empty)} have none. Drop these items from `truth`."
             )
     return r, mask
 
@@ -131,7 +126,7 @@ def _check_prior(class_prior: npt.ArrayLike | None, n_classes: int) -> np.ndarra
         )
     if not ((prior >= 0) & (prior <= 1)).all() or abs(prior.sum() - 1) > ROW_SUM_TOL:
         raise ValueError(
-            f"`class_prior` must hold probabilities summing to 1; got {_short(prior)} "
+            f"`class_prior` must hold probabilities summing to 1; got {short_list(prior)} "
             f"(sum {prior.sum():.6g})."
         )
     return prior / prior.sum()
@@ -281,7 +276,7 @@ def simulate_labels(
         >>> (labels != -1).sum(axis=1)
         array([2, 2, 2])
     """
-    conf = _check_confusion(confusion)
+    conf = check_confusion(confusion)
     n_annotators, n_classes = conf.shape[:2]
     t = _check_truth(truth, n_classes)
     n_items = len(t)
@@ -334,9 +329,9 @@ def simulate_quiz(
         >>> simulate_quiz(conf, n_questions=10, class_prior=[0.0, 1.0], random_state=0)
         array([1., 0., 1.])
     """
-    conf = _check_confusion(confusion)
+    conf = check_confusion(confusion)
     n_classes = conf.shape[1]
-    q = _check_int(n_questions, "n_questions", minimum=1)
+    q = check_int(n_questions, "n_questions", minimum=1)
     prior = _check_prior(class_prior, n_classes)
     rng = check_random_state(random_state)
     # Counting is equivalent to answering question by question: the quiz holds counts[k]
@@ -401,11 +396,11 @@ def simulate_crowd(
         >>> bool((cl.gold[cl.gold >= 0] == truth[cl.gold >= 0]).all())
         True
     """
-    conf = _check_confusion(confusion)
+    conf = check_confusion(confusion)
     n_classes = conf.shape[1]
     t = _check_truth(truth, n_classes)
-    n_quiz = _check_int(n_quiz, "n_quiz", minimum=0)
-    n_gold = _check_int(n_gold, "n_gold", minimum=0, maximum=len(t))
+    n_quiz = check_int(n_quiz, "n_quiz", minimum=0)
+    n_gold = check_int(n_gold, "n_gold", minimum=0, maximum=len(t))
     r, mask = _check_assignment(len(t), conf.shape[0], labels_per_item, assignment)
     rng = check_random_state(random_state)
     # stays in COO (no dense (n_items, n_annotators) array) so that large sparse crowds fit
@@ -490,11 +485,11 @@ def rodrigues_crowd(
                [0.6, 0.6, 0.6],
                [0.1, 0.1, 0.1]])
     """
-    n_classes = _check_int(n_classes, "n_classes", minimum=2)
+    n_classes = check_int(n_classes, "n_classes", minimum=2)
     t = _check_truth(truth, n_classes)
     rng = check_random_state(random_state)
     diag = np.repeat(np.asarray(RODRIGUES_ACCURACIES, dtype=np.float64)[:, None], n_classes, 1)
-    good = _fill_off_diagonal(diag, Spread.RANDOM, rng)
+    good = fill_off_diagonal(diag, uniform=False, rng=rng)
     bad = adversarial_confusion(1, n_classes, strength=RODRIGUES_ADVERSARIAL_STRENGTH)
     conf = np.concatenate([good, bad], axis=0)
     labels = simulate_labels(t, conf, labels_per_item=labels_per_item, random_state=rng)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import numbers
 from enum import Enum
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from crowdmed._text import short_list
 from crowdmed._validation import check_option, check_random_state
-from crowdmed.data.labels import _short
+from crowdmed.simulate._common import check_confusion, check_int, fill_off_diagonal
 from crowdmed.typing import RandomState
 
 __all__ = [
@@ -26,9 +26,6 @@ __all__ = [
     "diagonal_confusion",
     "spammer_confusion",
 ]
-
-#: Largest deviation of a confusion row sum (or a prior sum) from 1 that is accepted.
-ROW_SUM_TOL = 1e-6
 
 
 class Spread(str, Enum):
@@ -43,18 +40,6 @@ class Derangement(str, Enum):
 
     SHIFT = "shift"
     RANDOM = "random"
-
-
-# ---------------------------------------------------------------------------- checks
-def _check_int(value: Any, name: str, *, minimum: int, maximum: int | None = None) -> int:
-    """Check that ``value`` is an integer in ``minimum..maximum``."""
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise TypeError(f"`{name}` must be an integer; got {value!r}.")
-    v = int(value)
-    if v < minimum or (maximum is not None and v > maximum):
-        rng = f"at least {minimum}" if maximum is None else f"in {minimum}..{maximum}"
-        raise ValueError(f"`{name}` must be an integer {rng}; got {v}.")
-    return v
 
 
 def _check_probabilities(value: npt.ArrayLike, name: str, *, size: int | None = None) -> np.ndarray:
@@ -80,59 +65,10 @@ def _check_probabilities(value: npt.ArrayLike, name: str, *, size: int | None = 
     bad = ~((arr >= 0) & (arr <= 1))  # also catches NaN
     if bad.any():
         raise ValueError(
-            f"`{name}` must lie in [0, 1]; got {_short(arr[bad])}. Pass probabilities, "
+            f"`{name}` must lie in [0, 1]; got {short_list(arr[bad])}. Pass probabilities, "
             "not percentages."
         )
     return arr
-
-
-def _check_confusion(confusion: npt.ArrayLike, name: str = "confusion") -> np.ndarray:
-    """Validate confusion matrices; return a float copy whose rows sum to 1 exactly."""
-    conf = np.asarray(confusion)
-    if conf.dtype == bool or not (
-        np.issubdtype(conf.dtype, np.floating) or np.issubdtype(conf.dtype, np.integer)
-    ):
-        raise TypeError(f"`{name}` must be a float array; got dtype {conf.dtype}.")
-    conf = conf.astype(np.float64)
-    if conf.ndim != 3 or conf.shape[1] != conf.shape[2] or conf.shape[0] == 0:
-        hint = " Use confusion[None] for a single annotator." if conf.ndim == 2 else ""
-        raise ValueError(
-            f"`{name}` must have shape (n_annotators, n_classes, n_classes); got shape "
-            f"{conf.shape}.{hint}"
-        )
-    if conf.shape[1] < 2:
-        raise ValueError(f"`{name}` must have at least 2 classes; got {conf.shape[1]}.")
-    bad = ~((conf >= 0) & (conf <= 1))
-    if bad.any():
-        raise ValueError(f"`{name}` must hold probabilities in [0, 1]; got {_short(conf[bad])}.")
-    sums = conf.sum(axis=2)
-    off = np.abs(sums - 1) > ROW_SUM_TOL
-    if off.any():
-        a, k = np.argwhere(off)[0]
-        raise ValueError(
-            f"Each row of `{name}` must sum to 1 (rows are the true class, see "
-            f"docs/conventions.md); got {off.sum()} rows that do not, e.g. "
-            f"{name}[{a}, {k}].sum() = {sums[a, k]:.6g}. Transpose if your matrices "
-            "keep the true class in the columns."
-        )
-    return conf / sums[..., None]
-
-
-def _fill_off_diagonal(diag: np.ndarray, spread: Spread, rng: np.random.Generator) -> np.ndarray:
-    """Confusion matrices with the given diagonal, ``diag`` of shape ``(A, K)``.
-
-    The mass ``1 - diag[a, k]`` of row ``k`` goes to the other classes, equally
-    (``"uniform"``) or in Dirichlet(1, ..., 1) shares drawn per row (``"random"``).
-    """
-    n_annotators, k = diag.shape
-    eye = np.eye(k, dtype=bool)
-    if spread is Spread.UNIFORM:
-        shares = np.broadcast_to(np.where(eye, 0.0, 1.0 / (k - 1)), (n_annotators, k, k))
-    else:
-        # normalised exponentials on the K-1 off-diagonal cells are Dirichlet(1) shares
-        w = np.where(eye, 0.0, rng.standard_exponential((n_annotators, k, k)))
-        shares = w / w.sum(axis=2, keepdims=True)
-    return np.where(eye, diag[:, :, None], (1.0 - diag)[:, :, None] * shares)
 
 
 def _random_derangements(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -257,8 +193,8 @@ def diagonal_confusion(
                [0.15, 0.7 , 0.15],
                [0.15, 0.15, 0.7 ]])
     """
-    n_annotators = _check_int(n_annotators, "n_annotators", minimum=1)
-    n_classes = _check_int(n_classes, "n_classes", minimum=2)
+    n_annotators = check_int(n_annotators, "n_annotators", minimum=1)
+    n_classes = check_int(n_classes, "n_classes", minimum=2)
     p_ = float(_check_probabilities(p, "p")[0])
     if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
         raise TypeError(f"`sigma` must be a number; got {sigma!r}.")
@@ -269,7 +205,7 @@ def diagonal_confusion(
     rng = check_random_state(random_state)
     alpha = rng.normal(p_, float(sigma), size=(n_annotators, n_classes))
     diag = np.clip(alpha, zeta_, 1.0)
-    return _fill_off_diagonal(diag, spread, rng)
+    return fill_off_diagonal(diag, uniform=spread is Spread.UNIFORM, rng=rng)
 
 
 def spammer_confusion(
@@ -305,8 +241,8 @@ def spammer_confusion(
         >>> bool((conf == conf[:, :1, :]).all())
         True
     """
-    n_annotators = _check_int(n_annotators, "n_annotators", minimum=1)
-    n_classes = _check_int(n_classes, "n_classes", minimum=2)
+    n_annotators = check_int(n_annotators, "n_annotators", minimum=1)
+    n_classes = check_int(n_classes, "n_classes", minimum=2)
     spread = check_option(distribution, Spread, "distribution")
     rng = check_random_state(random_state)
     if spread is Spread.UNIFORM:
@@ -358,8 +294,8 @@ def adversarial_confusion(
                 [0. , 0.1, 0.9],
                 [0.9, 0. , 0.1]]])
     """
-    n_annotators = _check_int(n_annotators, "n_annotators", minimum=1)
-    n_classes = _check_int(n_classes, "n_classes", minimum=2)
+    n_annotators = check_int(n_annotators, "n_annotators", minimum=1)
+    n_classes = check_int(n_classes, "n_classes", minimum=2)
     s = _check_probabilities(strength, "strength", size=n_annotators)
     mode = check_option(permutation, Derangement, "permutation")
     rng = check_random_state(random_state)
@@ -411,8 +347,8 @@ def biased_confusion(
                 [0.  , 0.75, 0.25],
                 [0.  , 0.  , 1.  ]]])
     """
-    n_annotators = _check_int(n_annotators, "n_annotators", minimum=1)
-    n_classes = _check_int(n_classes, "n_classes", minimum=2)
+    n_annotators = check_int(n_annotators, "n_annotators", minimum=1)
+    n_classes = check_int(n_classes, "n_classes", minimum=2)
     b = _check_probabilities(bias, "bias", size=n_annotators)
     pc = np.asarray(preferred_class)
     if pc.dtype == bool or not np.issubdtype(pc.dtype, np.integer):
@@ -428,12 +364,13 @@ def biased_confusion(
     bad = (pc < 0) | (pc >= n_classes)
     if bad.any():
         raise ValueError(
-            f"`preferred_class` must lie in 0..{n_classes - 1}; got {_short(np.unique(pc[bad]))}."
+            f"`preferred_class` must lie in 0..{n_classes - 1}; "
+            f"got {short_list(np.unique(pc[bad]))}."
         )
     if base is None:
         base_ = np.broadcast_to(np.eye(n_classes), (n_annotators, n_classes, n_classes))
     else:
-        base_ = _check_confusion(base, "base")
+        base_ = check_confusion(base, "base")
         if base_.shape != (n_annotators, n_classes, n_classes):
             raise ValueError(
                 f"`base` must have shape ({n_annotators}, {n_classes}, {n_classes}); got "

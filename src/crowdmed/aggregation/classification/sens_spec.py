@@ -8,10 +8,11 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from crowdmed._text import short_list
 from crowdmed._validation import interval
 from crowdmed.aggregation.base import EPS, EMAggregator
 from crowdmed.aggregation.classification.dawid_skene import DawidSkene
-from crowdmed.data.labels import CrowdLabels, _short
+from crowdmed.data.labels import CrowdLabels
 
 __all__ = ["BinarySensSpec", "sens_spec_m_step"]
 
@@ -154,7 +155,7 @@ class BinarySensSpec(DawidSkene):
         if cl.n_classes != 2:
             raise ValueError(
                 f"BinarySensSpec needs binary labels (2 classes); got {cl.n_classes} classes "
-                f"{_short(cl.classes)}. Use DawidSkene for more classes."
+                f"{short_list(cl.classes)}. Use DawidSkene for more classes."
             )
         quiz = self._quiz if self._quiz is not None else cl.quiz_accuracy
         if quiz is None:
