@@ -10,6 +10,7 @@ _OPTIONAL = (
     ("torch", "src/crowdmed/pipelines/refine.py"),
     ("matplotlib", "src/crowdmed/report/figures.py"),
     ("matplotlib", "src/crowdmed/report/crowd.py"),
+    ("fastapi", "src/crowdmed/crowdsourcing/server/*"),
 )
 for _module, _path in _OPTIONAL:
     if importlib.util.find_spec(_module) is None:
