@@ -1,5 +1,7 @@
 """The AggNet network, dense inference, test-time augmentation and multi-scale fusion."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +12,7 @@ from crowdmed.nn.aggnet import AggNetCNN, dense_logits  # noqa: E402
 from crowdmed.pathology.detector import MultiScaleDetector, detect, geometric_mean, load_detector  # noqa: E402
 from crowdmed.pathology.patches import extract_patches, rescale_image  # noqa: E402
 from crowdmed.pathology.synthetic import make_synthetic_fields  # noqa: E402
+from crowdmed.training.persistence import load_model  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -116,15 +119,97 @@ def test_detect_and_save_load_round_trip(tmp_path):
     f = make_synthetic_fields(2, size=(64, 64), random_state=5)
     det = _detector()
     det.threshold = 0.0
+    det.history = {0.5: [{"epoch": 1.0, "loss": 0.25}], 1.0: [{"epoch": 1.0, "loss": 0.125}]}
+    det.settings = {"seed": 3}
     maps = {}
     cands = detect(det, f.as_dict(), maps=maps)
     assert list(cands.columns) == ["image", "x", "y", "score"]
     assert set(maps) == set(f.names)
-    det.save(tmp_path / "d.pt")
-    again = load_detector(tmp_path / "d.pt")
-    assert again.scales == det.scales
-    assert again.radius == det.radius
-    pd.testing.assert_frame_equal(detect(again, f.as_dict()), cands)
+    folder = det.save(tmp_path / "d")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["task"] == "patch-detect"
+    assert config["scales"] == [0.5, 1.0]
+    assert config["architecture"]["channels"] == [16, 32, 32]
+    for again in (load_detector(folder), MultiScaleDetector.load(folder), load_model(folder)):
+        assert isinstance(again, MultiScaleDetector)
+        assert again.scales == det.scales
+        assert again.radius == det.radius
+        assert again.threshold == det.threshold
+        assert again.history == det.history
+        assert again.settings == det.settings
+        assert again.stain is None
+        pd.testing.assert_frame_equal(detect(again, f.as_dict()), cands)
+
+
+def test_stain_normaliser_is_saved(tmp_path):
+    pytest.importorskip("torchstain")
+    from crowdmed.pathology.stain import StainNormalizer
+
+    f = make_synthetic_fields(2, size=(64, 64), random_state=6)
+    det = _detector(scales=(1.0,))
+    det.stain = StainNormalizer(beta=0.1).fit(f.images[0])
+    expected = det.detection_map(f.images[1], tta=False)
+    again = load_detector(det.save(tmp_path / "d"))
+    assert again.stain.beta == 0.1
+    np.testing.assert_array_equal(again.stain.stain_matrix_, det.stain.stain_matrix_)
+    np.testing.assert_array_equal(again.detection_map(f.images[1], tta=False), expected)
+
+
+def test_a_detector_file_of_the_old_format_is_still_read(tmp_path):
+    f = make_synthetic_fields(1, size=(48, 48), random_state=7)
+    det = _detector()
+    payload = {
+        "format": "crowdmed-mitosis-detector",
+        "format_version": 1,
+        "scales": det.scales,
+        "network": {"channels": [16, 32, 32], "hidden": 64, "n_classes": 2},
+        "state_dicts": [m.state_dict() for m in det.models],
+        "radius": det.radius,
+        "threshold": 0.25,
+        "stain": None,
+        "history": {"0.5": [{"epoch": 1.0}]},
+        "settings": {},
+    }
+    torch.save(payload, tmp_path / "detector.pt")
+    old = load_detector(tmp_path / "detector.pt")
+    assert old.threshold == 0.25
+    assert old.history == {0.5: [{"epoch": 1.0}]}
+    np.testing.assert_array_equal(old.detection_map(f.images[0]), det.detection_map(f.images[0]))
     torch.save({"format": "x"}, tmp_path / "x.pt")
     with pytest.raises(ValueError, match="not a mitosis detector"):
         load_detector(tmp_path / "x.pt")
+
+
+def _one_line_error(folder, pattern):
+    with pytest.raises(ValueError, match=pattern) as info:
+        load_detector(folder)
+    assert "\n" not in str(info.value)
+
+
+def test_changed_or_corrupt_folders_fail_with_one_line_naming_the_file(tmp_path):
+    _one_line_error(tmp_path / "nowhere", "nowhere' does not exist")
+    folder = _detector().save(tmp_path / "d")
+    cfg, weights = folder / "config.json", folder / "model.safetensors"
+    text = cfg.read_text()
+    config = json.loads(text)
+    config["architecture"]["hidden"] = 32
+    cfg.write_text(json.dumps(config))
+    _one_line_error(folder, r"model\.safetensors' does not fit its config\.json \(scale 0\.5")
+    config["scales"] = [0.5, 1.0, 2.0]
+    config["architecture"]["hidden"] = 64
+    cfg.write_text(json.dumps(config))
+    _one_line_error(folder, r"model\.safetensors' does not fit its config\.json \(scale 2\.0")
+    del config["radius"]
+    config["scales"] = [0.5, 1.0]
+    cfg.write_text(json.dumps(config))
+    _one_line_error(folder, r"config\.json' is not a valid mitosis detector config \('radius'\)")
+    cfg.write_text(text.replace('"task": "patch-detect"', '"task": "detect"'))
+    _one_line_error(folder, r"config\.json' holds a 'detect' model")
+    cfg.write_text("{")
+    _one_line_error(folder, r"Cannot read '.*config\.json'")
+    cfg.write_text(text)
+    weights.write_bytes(b"\x00" * 64)
+    _one_line_error(folder, r"Cannot read '.*model\.safetensors'")
+    weights.unlink()
+    _one_line_error(folder, r"model\.safetensors' is missing")

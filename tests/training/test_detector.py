@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,12 +17,14 @@ from torchvision.models.detection.fcos import FCOSHead  # noqa: E402
 from crowdmed.exceptions import NotFittedError  # noqa: E402
 from crowdmed.nn.detection import EarlFCOSHead, fcos_detector, load_detector_weights  # noqa: E402
 from crowdmed.training.detector import (  # noqa: E402
+    CrowdDetector,
     DetectorTrainer,
     fuse_model_predictions,
     make_targets,
     predict_boxes,
     variant_targets,
 )
+from crowdmed.training.persistence import load_model  # noqa: E402
 
 SIZE = 48
 
@@ -167,28 +172,113 @@ def test_fit_leaves_the_global_torch_rng_alone() -> None:
     assert torch.equal(state, torch.random.get_rng_state())
 
 
-def test_trainer_errors_and_checkpoint(tmp_path) -> None:
+def test_trainer_errors(tmp_path: Path) -> None:
     x, targets = _tiny_data()
     net = fcos_detector(2, image_size=SIZE, random_state=0)
     with pytest.raises(NotFittedError, match="not fitted"):
         DetectorTrainer(net).predict(x)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        CrowdDetector(net).save(tmp_path / "m")
     with pytest.raises(ValueError, match="one entry per image"):
         DetectorTrainer(net, epochs=1).fit(x, targets[:3])
     with pytest.raises(ValueError, match="`epochs` must be a positive integer"):
         DetectorTrainer(net, epochs=0).fit(x, targets)
-    ckpt = tmp_path / "ckpt.pt"
-    DetectorTrainer(net, epochs=1, batch_size=6, checkpoint_path=ckpt, random_state=0).fit(
-        x, targets
-    )
-    other = load_detector_weights(fcos_detector(2, image_size=SIZE, random_state=9), ckpt)
-    for pa, pb in zip(net.state_dict().values(), other.state_dict().values(), strict=True):
-        assert torch.equal(pa, pb)
-    with pytest.raises(ValueError, match="does not fit this detector"):
-        load_detector_weights(fcos_detector(5, image_size=SIZE), ckpt)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_detector_weights(net, tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="backbone"):
         fcos_detector(2, backbone="vgg")
+
+
+def test_start_from_the_weights_of_a_model_folder(tmp_path: Path) -> None:
+    det = _fit(0)
+    folder = det.save(tmp_path / "model")
+    other = load_detector_weights(fcos_detector(2, image_size=SIZE, random_state=9), folder)
+    for pa, pb in zip(det.network.state_dict().values(), other.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb)
+    # a state dict in a .pt file (weights only) is read too
+    torch.save({"state_dict": det.network.state_dict()}, tmp_path / "w.pt")
+    again = load_detector_weights(fcos_detector(2, image_size=SIZE), tmp_path / "w.pt")
+    assert torch.equal(
+        again.head.classification_head.cls_logits.weight,
+        det.network.head.classification_head.cls_logits.weight,
+    )
+    with pytest.raises(ValueError, match="does not fit this detector"):
+        load_detector_weights(fcos_detector(5, image_size=SIZE), tmp_path / "w.pt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_detector_weights(det.network, tmp_path / "missing.pt")
+
+
+# ---------------------------------------------------------------------- persistence
+@pytest.fixture(scope="module")
+def fitted() -> CrowdDetector:
+    x, targets = _tiny_data()
+    net = fcos_detector(2, image_size=SIZE, random_state=4)
+    return CrowdDetector(
+        net, classes=["a", "b"], epochs=2, batch_size=3, warmup=1, random_state=4
+    ).fit(x, targets)
+
+
+def test_save_load_round_trip_predicts_the_same(fitted: CrowdDetector, tmp_path: Path) -> None:
+    x, _ = _tiny_data()
+    folder = fitted.save(tmp_path / "det")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["task"] == "detect"
+    assert config["classes"] == ["a", "b"]
+    assert config["architecture"]["backbone"] == "resnet10"
+    assert config["settings"]["random_state"] == 4
+    expected = fitted.predict(x, image_ids=list("uvwxyz"))
+    assert len(expected) > 0
+    assert set(expected["class"]) <= {"a", "b"}
+    for loaded in (CrowdDetector.load(folder), load_model(folder)):
+        assert isinstance(loaded, CrowdDetector)
+        assert loaded.classes == ["a", "b"]
+        assert loaded.history_ == fitted.history_
+        assert loaded.n_steps_ == fitted.n_steps_ == 4
+        assert not loaded.network.training
+        pd.testing.assert_frame_equal(loaded.predict(x, image_ids=list("uvwxyz")), expected)
+    # the weights can also go into a network the caller built
+    own = CrowdDetector.load(folder, network=fcos_detector(2, image_size=SIZE))
+    pd.testing.assert_frame_equal(own.predict(x, image_ids=list("uvwxyz")), expected)
+
+
+def _one_line_error(folder: Path, pattern: str) -> None:
+    with pytest.raises(ValueError, match=pattern) as info:
+        CrowdDetector.load(folder)
+    assert "\n" not in str(info.value)
+
+
+def test_changed_or_corrupt_folders_fail_with_one_line_naming_the_file(
+    fitted: CrowdDetector, tmp_path: Path
+) -> None:
+    _one_line_error(tmp_path / "nowhere", "nowhere' does not exist")
+    folder = fitted.save(tmp_path / "det")
+    cfg = folder / "config.json"
+    weights = folder / "model.safetensors"
+    text = cfg.read_text()
+    config = json.loads(text)
+    # another architecture than the weights'
+    config["architecture"]["fpn_channels"] = 32
+    cfg.write_text(json.dumps(config))
+    _one_line_error(folder, r"model\.safetensors' does not fit the detector")
+    # a config without the training settings
+    del config["settings"]
+    cfg.write_text(json.dumps(config))
+    _one_line_error(folder, r"config\.json' is not a valid detector config \('settings'\)")
+    cfg.write_text(text[:-20])
+    _one_line_error(folder, r"Cannot read '.*config\.json'")
+    cfg.write_text(text.replace('"task": "detect"', '"task": "patch-detect"'))
+    _one_line_error(folder, r"config\.json' holds a 'patch-detect' model")
+    cfg.write_text(text)
+    weights.write_bytes(weights.read_bytes()[:1000])
+    _one_line_error(folder, r"Cannot read '.*model\.safetensors'")
+    weights.unlink()
+    _one_line_error(folder, r"model\.safetensors' is missing")
+
+
+def test_only_networks_built_by_fcos_detector_can_be_saved(tmp_path: Path) -> None:
+    det = CrowdDetector(_FixedDetector([[0, 0, 4, 4]]))
+    det.history_, det.n_steps_ = [], 0
+    with pytest.raises(ValueError, match=r"built by crowdmed\.nn\.detection\.fcos_detector"):
+        det.save(tmp_path / "m")
 
 
 def test_make_targets_orders_by_image_and_maps_classes() -> None:

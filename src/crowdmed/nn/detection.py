@@ -150,27 +150,38 @@ class EarlFCOSHead(FCOSHead):
 
 
 def load_detector_weights(model: nn.Module, checkpoint: str | os.PathLike[str]) -> nn.Module:
-    """Load a state dict (or a ``{"state_dict": ...}`` file written by crowdmed) into ``model``.
+    """Load the weights of a detector model folder or a ``.pt`` state dict into ``model``.
 
     Args:
         model: The detector built with the same settings as the checkpoint.
-        checkpoint: Path of a ``.pt`` file; read with ``weights_only=True`` (no code runs).
+        checkpoint: A model folder written by :meth:`crowdmed.training.CrowdDetector.save`
+            (its ``model.safetensors`` is read), or a ``.pt`` file holding a state dict or a
+            ``{"state_dict": ...}`` dict (read with ``weights_only=True``: no code runs).
 
     Returns:
         ``model``, with the loaded weights.
 
     Raises:
-        FileNotFoundError: When the file does not exist.
-        ValueError: When the file is not a state dict of this architecture.
+        FileNotFoundError: When the file or folder does not exist.
+        ValueError: When it holds no state dict of this architecture.
     """
     path = os.fspath(checkpoint)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Checkpoint '{path}' does not exist; pass an existing .pt file.")
-    try:
-        payload: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        raise ValueError(f"Cannot read checkpoint '{path}': {exc}".splitlines()[0]) from exc
-    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
+    state: Any
+    if os.path.isdir(path):
+        from crowdmed.training.persistence import read_folder
+
+        _, state = read_folder(path, task="detect")
+        path = os.path.join(path, "model.safetensors")
+    elif not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"Checkpoint '{path}' does not exist; pass a detector model folder or a .pt file."
+        )
+    else:
+        try:
+            payload: Any = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for a corrupt or foreign file
+            raise ValueError(f"Cannot read checkpoint '{path}': {exc}".splitlines()[0]) from exc
+        state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"Checkpoint '{path}' holds no state dict.")
     try:
@@ -211,14 +222,16 @@ def fcos_detector(
         score_thresh: Lowest score of a returned box (low for mAP evaluation).
         nms_thresh: IoU of the per-class non-maximum suppression.
         detections_per_img: Most boxes returned per image.
-        checkpoint: Optional ``.pt`` state dict to start from (see
+        checkpoint: Optional model folder or ``.pt`` state dict to start from (see
             :func:`load_detector_weights`).
         random_state: Seed of the weight initialisation; the global torch RNG is untouched.
 
     Returns:
         A :class:`torchvision.models.detection.FCOS`. In training mode it takes
         ``(images, targets)`` (targets may hold ``weights``) and returns the loss dict; in
-        eval mode it returns one dict of ``boxes``, ``scores``, ``labels`` per image.
+        eval mode it returns one dict of ``boxes``, ``scores``, ``labels`` per image. Its
+        ``architecture`` attribute holds the arguments that rebuild it (``checkpoint`` and
+        ``random_state`` aside), which :meth:`crowdmed.training.CrowdDetector.save` stores.
 
     Raises:
         ValueError: For non-positive sizes or an unknown backbone.
@@ -249,7 +262,7 @@ def fcos_detector(
         if in_channels != 3:
             body.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
             nn.init.kaiming_normal_(body.conv1.weight, mode="fan_out", nonlinearity="relu")
-        backbone = BackboneWithFPN(
+        features = BackboneWithFPN(
             body,
             return_layers={"layer2": "0", "layer3": "1"},
             in_channels_list=[128, 256],
@@ -260,7 +273,7 @@ def fcos_detector(
         anchors = AnchorGenerator(sizes=((8,), (16,), (32,)), aspect_ratios=((1.0,),) * 3)
         head = EarlFCOSHead(fpn_channels, 1, n_classes, num_convs=head_convs)
         model = FCOS(
-            backbone,
+            features,
             num_classes=n_classes,
             min_size=image_size,
             max_size=image_size,
@@ -272,6 +285,19 @@ def fcos_detector(
             nms_thresh=nms_thresh,
             detections_per_img=detections_per_img,
         )
+    # The settings that rebuild this network (read by CrowdDetector.save / load).
+    model.architecture = {
+        "network": "fcos",
+        "n_classes": int(n_classes),
+        "image_size": int(image_size),
+        "in_channels": int(in_channels),
+        "backbone": backbone,
+        "fpn_channels": int(fpn_channels),
+        "head_convs": int(head_convs),
+        "score_thresh": float(score_thresh),
+        "nms_thresh": float(nms_thresh),
+        "detections_per_img": int(detections_per_img),
+    }
     if checkpoint is not None:
         load_detector_weights(model, checkpoint)
     return model

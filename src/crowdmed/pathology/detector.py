@@ -35,8 +35,9 @@ from crowdmed.pathology.stain import StainNormalizer
 
 __all__ = ["MultiScaleDetector", "detect", "geometric_mean", "load_detector"]
 
-_FORMAT = "crowdmed-mitosis-detector"
-_FORMAT_VERSION = 1
+#: Task of the model folders written by :meth:`MultiScaleDetector.save`.
+TASK = "patch-detect"
+_LEGACY_FORMAT = "crowdmed-mitosis-detector"
 _HALF = PATCH_SIZE // 2
 _EPS = 1e-7
 
@@ -193,51 +194,75 @@ class MultiScaleDetector:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the detector to ``path`` (a torch file of tensors and plain values; atomic)."""
-        from crowdmed._io import atomic_path
+        """Write the detector as a model folder (``config.json`` + ``model.safetensors``).
+
+        The folder is written atomically (see :func:`crowdmed.training.persistence.save_folder`)
+        with task ``"patch-detect"``; :func:`load_detector`, :meth:`load` and
+        :func:`crowdmed.training.load_model` read it back.
+
+        ``config.json`` holds the scales, the network architecture, ``radius``,
+        ``threshold``, the stain normaliser's parameters, ``history`` and ``settings``;
+        ``model.safetensors`` the weights of every scale's network (``scale{i}.{name}``)
+        and the fitted stain vectors (``stain.*``).
+
+        Args:
+            path: The model folder (created when missing; other files in it are kept).
+
+        Returns:
+            The folder.
+        """
+        from crowdmed.training.persistence import save_folder
 
         m0 = self.models[0]
-        payload = {
-            "format": _FORMAT,
-            "format_version": _FORMAT_VERSION,
-            "scales": self.scales,
-            "network": {
+        tensors: dict[str, torch.Tensor] = {}
+        for i, model in enumerate(self.models):
+            for key, value in model.state_dict().items():
+                tensors[f"scale{i}.{key}"] = value
+        stain = None
+        if self.stain is not None:
+            stain = self.stain.get_params()
+            tensors["stain.stain_matrix"] = torch.as_tensor(self.stain.stain_matrix_)
+            tensors["stain.max_concentrations"] = torch.as_tensor(self.stain.max_concentrations_)
+        config = {
+            "classes": ["background", "mitosis"]
+            if m0.n_classes == 2
+            else list(range(m0.n_classes)),
+            "architecture": {
+                "network": "AggNetCNN",
+                "n_classes": m0.n_classes,
+                "in_channels": m0.in_channels,
                 "channels": list(m0.channels),
                 "hidden": m0.hidden,
-                "n_classes": m0.n_classes,
             },
-            "state_dicts": [
-                {k: v.detach().cpu() for k, v in m.state_dict().items()} for m in self.models
-            ],
+            "scales": self.scales,
             "radius": self.radius,
             "threshold": self.threshold,
-            "stain": None
-            if self.stain is None
-            else {
-                "stain_matrix": torch.as_tensor(self.stain.stain_matrix_),
-                "max_concentrations": torch.as_tensor(self.stain.max_concentrations_),
-                "params": self.stain.get_params(),
-            },
-            "history": {str(k): v for k, v in self.history.items()},
+            "stain": stain,
+            "history": {repr(float(k)): v for k, v in self.history.items()},
             "settings": self.settings,
         }
-        target = Path(path)
-        with atomic_path(target) as tmp:
-            torch.save(payload, tmp)
-        return target
+        return save_folder(path, task=TASK, config=config, tensors=tensors)
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], *, device: str | torch.device | None = None
+    ) -> MultiScaleDetector:
+        """Read a detector folder written by :meth:`save` (see :func:`load_detector`)."""
+        return load_detector(path, device=device)
 
 
 def _dense_probability(model: AggNetCNN, padded: np.ndarray, tile: int) -> np.ndarray:
     """Softmax mitosis probability at every window centre of a padded ``(Hp, Wp, 3)`` image."""
     hp, wp = padded.shape[:2]
     h, w = hp - 2 * _HALF, wp - 2 * _HALF
-    x = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))[None].float()
+    device = next(model.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))[None].float().to(device)
     out = np.empty((h, w), dtype=np.float64)
     for r0 in range(0, h, tile):
         for c0 in range(0, w, tile):
             r1, c1 = min(r0 + tile, h), min(c0 + tile, w)
             logits = dense_logits(model, x[:, :, r0 : r1 + 2 * _HALF, c0 : c1 + 2 * _HALF])
-            out[r0:r1, c0:c1] = torch.softmax(logits.double(), dim=1)[0, 1].numpy()
+            out[r0:r1, c0:c1] = torch.softmax(logits.double(), dim=1)[0, 1].cpu().numpy()
     return out
 
 
@@ -252,22 +277,103 @@ def geometric_mean(maps: Sequence[np.ndarray], eps: float = _EPS) -> np.ndarray:
     return np.exp(np.log(np.clip(stack, eps, None)).mean(axis=0))
 
 
-def load_detector(path: str | os.PathLike[str]) -> MultiScaleDetector:
+def load_detector(
+    path: str | os.PathLike[str], *, device: str | torch.device | None = None
+) -> MultiScaleDetector:
     """Read a detector written by :meth:`MultiScaleDetector.save` (weights only; no code runs).
 
+    Args:
+        path: The model folder. A single ``.pt`` file of crowdmed 0.x (``torch.save`` of
+            tensors and plain values) is still read, with ``weights_only=True``.
+        device: Torch device of the networks; the CPU when ``None``.
+
+    Returns:
+        The detector, with its operating point, stain normaliser, history and settings.
+
     Raises:
-        ValueError: If the file is missing, unreadable or not a mitosis detector.
+        ValueError: One line naming the file when it is missing, changed or corrupt, or not a
+            mitosis detector.
     """
+    p = Path(path)
+    if p.is_file():
+        detector = _load_legacy(p)
+    else:
+        from crowdmed.training.persistence import CONFIG_NAME, WEIGHTS_NAME, read_folder
+
+        config, tensors = read_folder(p, task=TASK)
+        try:
+            detector = _from_folder(config, tensors)
+        except _BadWeights as exc:
+            raise ValueError(
+                f"'{p / WEIGHTS_NAME}' does not fit its config.json ({exc}); the folder was "
+                "changed, save the detector again."
+            ) from None
+        except (KeyError, TypeError, ValueError) as exc:
+            first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            raise ValueError(
+                f"'{p / CONFIG_NAME}' is not a valid mitosis detector config ({first}); "
+                "save the detector again."
+            ) from None
+    if device is not None:
+        detector.models = [m.to(device) for m in detector.models]
+    return detector
+
+
+class _BadWeights(Exception):
+    """The weights of a detector folder do not fit its networks."""
+
+
+def _from_folder(config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> MultiScaleDetector:
+    arch = config["architecture"]
+    if arch.get("network") != "AggNetCNN":
+        raise ValueError(f"unknown network {arch.get('network')!r}")
+    scales = [float(s) for s in config["scales"]]
+    models = []
+    for i in range(len(scales)):
+        c1, c2, c3 = (int(c) for c in arch["channels"])
+        model = AggNetCNN(
+            n_classes=int(arch["n_classes"]),
+            in_channels=int(arch["in_channels"]),
+            channels=(c1, c2, c3),
+            hidden=int(arch["hidden"]),
+        )
+        prefix = f"scale{i}."
+        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise _BadWeights(f"scale {scales[i]}: {str(exc).splitlines()[0]}") from None
+        models.append(model)
+    stain = None
+    if config.get("stain") is not None:
+        if "stain.stain_matrix" not in tensors or "stain.max_concentrations" not in tensors:
+            raise _BadWeights("no stain vectors")
+        stain = StainNormalizer(**config["stain"])
+        stain.stain_matrix_ = tensors["stain.stain_matrix"].numpy()
+        stain.max_concentrations_ = tensors["stain.max_concentrations"].numpy()
+    history = {float(k): list(v) for k, v in (config.get("history") or {}).items()}
+    return MultiScaleDetector(
+        scales,
+        models,
+        radius=float(config["radius"]),
+        threshold=float(config["threshold"]),
+        stain=stain,
+        history=history,
+        settings=dict(config.get("settings") or {}),
+    )
+
+
+def _load_legacy(p: Path) -> MultiScaleDetector:
+    """A detector of the single-file format of crowdmed 0.x (``torch.load``, weights only)."""
     from crowdmed.training._torch_io import load_payload
 
-    p = Path(path)
     payload = load_payload(
-        p, fmt=_FORMAT, command="crowdmed mitosis train", what="mitosis detector"
+        p, fmt=_LEGACY_FORMAT, command="crowdmed mitosis train", what="mitosis detector"
     )
-    if payload.get("format_version") != _FORMAT_VERSION:
+    if payload.get("format_version") != 1:
         raise ValueError(
             f"'{p}' has detector format {payload.get('format_version')}; this version reads "
-            f"{_FORMAT_VERSION}. Retrain the detector."
+            "1. Retrain the detector."
         )
     net = payload["network"]
     models = []

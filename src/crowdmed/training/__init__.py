@@ -1,5 +1,11 @@
-"""Fit loops for networks trained on the labels of many annotators (needs PyTorch)."""
+"""Training networks on the labels of many annotators (needs PyTorch).
 
+Every trainer runs on :class:`~crowdmed.training.engine.Engine` (the one epoch loop:
+seeding, checkpoints and exact resume, early stopping, ``torchrun``) and saves itself as a
+model folder (``config.json`` + ``model.safetensors``) that :func:`load_model` reads back.
+"""
+
+from crowdmed.training._checkpoint import CheckpointMismatchError
 from crowdmed.training.classifier import CrowdClassifier, TrainMethod, tta_views
 from crowdmed.training.detector import (
     DetectionVariant,
@@ -9,18 +15,28 @@ from crowdmed.training.detector import (
     predict_boxes,
     variant_targets,
 )
+from crowdmed.training.engine import Engine, FitResult, TrainTask
+from crowdmed.training.persistence import load_model, read_folder, register_loader, save_folder
 from crowdmed.training.segmenter import CrowdSegmenter, SegmentationMethod
 
 __all__ = [
+    "CheckpointMismatchError",
     "CrowdClassifier",
     "CrowdSegmenter",
     "DetectionVariant",
     "DetectorTrainer",
+    "Engine",
+    "FitResult",
     "SegmentationMethod",
     "TrainMethod",
+    "TrainTask",
     "fuse_model_predictions",
+    "load_model",
     "make_targets",
     "predict_boxes",
+    "read_folder",
+    "register_loader",
+    "save_folder",
     "tta_views",
     "variant_targets",
 ]

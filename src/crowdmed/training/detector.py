@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import math
 import os
-import time
-from collections.abc import Callable, Mapping, Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,11 +32,26 @@ import pandas as pd
 import torch
 from torch import nn
 
-from crowdmed._io import atomic_path
 from crowdmed._validation import check_option, check_random_state
 from crowdmed.exceptions import NotFittedError
+from crowdmed.training.engine import (
+    CHECKPOINT_NAME,
+    Engine,
+    ProgressHook,
+    TrainTask,
+    data_digest,
+    resolve_device,
+)
+from crowdmed.training.persistence import register_loader
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # pragma: no cover - Python 3.10
+    from typing_extensions import Self
 
 __all__ = [
+    "TASK",
+    "CrowdDetector",
     "DetectionVariant",
     "DetectorTrainer",
     "fuse_model_predictions",
@@ -44,6 +60,8 @@ __all__ = [
     "variant_targets",
 ]
 
+#: Task of the model folders written by :meth:`CrowdDetector.save`.
+TASK = "detect"
 _BOX = ["xmin", "ymin", "xmax", "ymax"]
 #: Predicted boxes narrower than this (pixels) are dropped (torchvision's ``min_size``).
 _MIN_SIDE = 1e-2
@@ -162,11 +180,17 @@ def _as_images(images: Any) -> torch.Tensor:
     return x
 
 
-class DetectorTrainer:
-    """Seeded SGD training and prediction for a torchvision detector.
+class CrowdDetector:
+    """Seeded SGD training, prediction and persistence of a torchvision detector.
+
+    The fit runs on :class:`crowdmed.training.engine.Engine` (checkpoints, exact resume,
+    progress, ``torchrun``).
 
     Args:
-        network: A torchvision detector (e.g. :func:`crowdmed.nn.detection.fcos_detector`).
+        network: A torchvision detector (e.g. :func:`crowdmed.nn.detection.fcos_detector`;
+            only a network built by ``fcos_detector`` can be saved).
+        classes: Class value of each label ``0..n_classes-1`` (used by :meth:`predict` and
+            stored by :meth:`save`); ``None`` keeps the integer labels.
         epochs: Passes over the training images.
         batch_size: Images per step.
         lr: Peak learning rate of SGD.
@@ -175,15 +199,20 @@ class DetectorTrainer:
         warmup: Steps of linear warm-up from ``lr / 10`` to ``lr``; a cosine decay to 0
             follows.
         clip_grad: Largest gradient norm (steadies the first steps from scratch).
-        checkpoint_path: Optional ``.pt`` file written (atomically) after every epoch with
-            the weights, optimiser state and history.
+        device: Torch device of the fit (see :func:`crowdmed.training.engine.resolve_device`).
+        checkpoint_dir: Folder for ``checkpoint.safetensors``, written atomically after every
+            epoch; a fit with the same folder, data, settings and integer ``random_state``
+            resumes from it (only ``epochs`` may change).
+        resume: ``False`` deletes an existing checkpoint and starts over.
         random_state: Seed of the data order and of torch during ``fit``; the global torch
             RNG is left as it was.
-        progress: Optional ``callback(step, total_steps, losses)`` after every step.
+        progress: ``True`` for a progress bar, or ``progress(epoch, epochs, record)`` called
+            after every epoch with the epoch's :attr:`history_` record.
 
     Attributes:
         history_ (list[dict[str, float]]): One record per epoch: ``epoch``, ``loss`` and its
-            parts (means over the epoch), ``lr``, ``seconds``.
+            parts (means over the epoch's steps), ``lr`` (of the epoch's last step),
+            ``seconds``.
         n_steps_ (int): Optimiser steps taken.
     """
 
@@ -191,6 +220,7 @@ class DetectorTrainer:
         self,
         network: nn.Module,
         *,
+        classes: Sequence[Any] | None = None,
         epochs: int = 10,
         batch_size: int = 16,
         lr: float = 0.01,
@@ -198,11 +228,14 @@ class DetectorTrainer:
         weight_decay: float = 1e-4,
         warmup: int = 50,
         clip_grad: float = 10.0,
-        checkpoint_path: str | os.PathLike[str] | None = None,
+        device: str | torch.device | None = "cpu",
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        resume: bool = True,
         random_state: int | None = None,
-        progress: Callable[[int, int, dict[str, float]], None] | None = None,
+        progress: bool | ProgressHook | None = None,
     ) -> None:
         self.network = network
+        self.classes = classes
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -210,7 +243,9 @@ class DetectorTrainer:
         self.weight_decay = weight_decay
         self.warmup = warmup
         self.clip_grad = clip_grad
-        self.checkpoint_path = checkpoint_path
+        self.device = device
+        self.checkpoint_dir = checkpoint_dir
+        self.resume = resume
         self.random_state = random_state
         self.progress = progress
 
@@ -224,7 +259,7 @@ class DetectorTrainer:
         if self.warmup < 0:
             raise ValueError(f"`warmup` must be >= 0; got {self.warmup!r}.")
 
-    def fit(self, images: Any, targets: list[dict[str, torch.Tensor]]) -> DetectorTrainer:
+    def fit(self, images: Any, targets: list[dict[str, torch.Tensor]]) -> Self:
         """Train the network.
 
         Args:
@@ -235,8 +270,9 @@ class DetectorTrainer:
             ``self``.
 
         Raises:
-            ValueError: For bad hyperparameters or a number of targets different from the
-                number of images.
+            ValueError: For bad hyperparameters, a number of targets different from the
+                number of images, or a checkpoint of another run.
+            FloatingPointError: When the loss becomes infinite or NaN.
         """
         self._check()
         x = _as_images(images)
@@ -246,73 +282,29 @@ class DetectorTrainer:
             )
         rng = check_random_state(self.random_state)
         seed = int(rng.integers(2**31 - 1))
-        n = len(x)
-        per_epoch = math.ceil(n / self.batch_size)
-        total = per_epoch * self.epochs
-        net = self.network
-        params = [p for p in net.parameters() if p.requires_grad]
-        opt = torch.optim.SGD(
-            params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        engine = Engine(
+            epochs=int(self.epochs),
+            batch_size=int(self.batch_size),
+            seed=seed,
+            numpy_rng=rng,
+            shuffle="numpy",
+            join_single=False,
+            loss_average="batches",
+            keep_best=False,
+            clip_grad_norm=self.clip_grad,
+            device=self.device,
+            checkpoint=None
+            if self.checkpoint_dir is None
+            else Path(self.checkpoint_dir) / CHECKPOINT_NAME,
+            resume=self.resume,
+            mismatch_hint="use another checkpoint_dir, delete it or pass resume=False. Only "
+            "`epochs` may change on resume.",
+            progress=False if self.progress is None else self.progress,
         )
-
-        def lr_at(step: int) -> float:
-            if step < self.warmup:
-                return self.lr * (0.1 + 0.9 * step / self.warmup)
-            done = (step - self.warmup) / max(1, total - self.warmup)
-            return self.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
-
-        self.history_: list[dict[str, float]] = []
-        step = 0
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net.train()
-            for epoch in range(1, self.epochs + 1):
-                started = time.perf_counter()
-                order = rng.permutation(n)
-                sums: dict[str, float] = {}
-                for b in range(per_epoch):
-                    idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-                    for group in opt.param_groups:
-                        group["lr"] = lr_at(step)
-                    losses = net([x[i] for i in idx], [targets[i] for i in idx])
-                    loss = sum(losses.values())
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"The detector loss became {float(loss)} at step {step + 1}; "
-                            "lower `lr`."
-                        )
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    nn.utils.clip_grad_norm_(params, self.clip_grad)
-                    opt.step()
-                    step += 1
-                    record = {k: float(v.detach()) for k, v in losses.items()}
-                    record["loss"] = float(loss.detach())
-                    for k, v in record.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    if self.progress is not None:
-                        self.progress(step, total, record)
-                self.history_.append(
-                    {
-                        "epoch": float(epoch),
-                        **{k: v / per_epoch for k, v in sums.items()},
-                        "lr": lr_at(step - 1),
-                        "seconds": time.perf_counter() - started,
-                    }
-                )
-                if self.checkpoint_path is not None:
-                    with atomic_path(self.checkpoint_path) as tmp:
-                        torch.save(
-                            {
-                                "state_dict": net.state_dict(),
-                                "optimizer": opt.state_dict(),
-                                "epoch": epoch,
-                                "history": self.history_,
-                            },
-                            tmp,
-                        )
-        net.eval()
-        self.n_steps_ = step
+        result = engine.fit(_DetectionTask(self, x, targets))
+        self.network.eval()
+        self.history_: list[dict[str, float]] = result.history
+        self.n_steps_ = result.step
         return self
 
     def predict(
@@ -328,7 +320,8 @@ class DetectorTrainer:
         Args:
             images: Float array ``(n_images, H, W)`` or ``(n_images, C, H, W)``.
             image_ids: Id of each image (``0..n-1`` when ``None``).
-            classes: Class value of each label (the label itself when ``None``).
+            classes: Class value of each label; the detector's ``classes`` when ``None``
+                (the label itself when both are ``None``).
             batch_size: Images per forward pass.
 
         Returns:
@@ -339,11 +332,222 @@ class DetectorTrainer:
         """
         if not hasattr(self, "history_"):
             raise NotFittedError(
-                "This DetectorTrainer instance is not fitted yet. Call 'fit' first."
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' first."
             )
         return predict_boxes(
-            self.network, images, image_ids=image_ids, classes=classes, batch_size=batch_size
+            self.network,
+            images,
+            image_ids=image_ids,
+            classes=self.classes if classes is None else classes,
+            batch_size=batch_size,
         )
+
+    # ------------------------------------------------------------------ persistence
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
+            "warmup": self.warmup,
+            "clip_grad": self.clip_grad,
+            "random_state": self.random_state,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the fitted detector as a model folder (task ``"detect"``).
+
+        ``config.json`` holds ``classes``, ``architecture`` (the arguments of
+        :func:`~crowdmed.nn.detection.fcos_detector`), ``settings`` (the training
+        hyperparameters), ``history`` and ``n_steps``; ``model.safetensors`` the network's
+        state dict. :meth:`load` and :func:`crowdmed.training.load_model` read it back.
+
+        Args:
+            path: The model folder (created when missing; other files in it are kept).
+
+        Returns:
+            The folder.
+
+        Raises:
+            NotFittedError: Before ``fit``.
+            ValueError: When the network was not built by ``fcos_detector``.
+        """
+        if not hasattr(self, "history_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' first."
+            )
+        arch = getattr(self.network, "architecture", None)
+        if not isinstance(arch, dict):
+            raise ValueError(
+                "`network` must be built by crowdmed.nn.detection.fcos_detector to be saved; got "
+                f"a {type(self.network).__name__} without its `architecture`. Save its "
+                "state_dict yourself."
+            )
+        from crowdmed.training.persistence import save_folder
+
+        config = {
+            "classes": None if self.classes is None else list(self.classes),
+            "architecture": dict(arch),
+            "settings": self._settings(),
+            "history": self.history_,
+            "n_steps": self.n_steps_,
+        }
+        return save_folder(path, task=TASK, config=config, tensors=self.network.state_dict())
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        device: str | torch.device | None = None,
+        network: nn.Module | None = None,
+    ) -> Self:
+        """Read a detector folder written by :meth:`save`, ready to predict.
+
+        Args:
+            path: The model folder.
+            device: Torch device of the network; the CPU when ``None``.
+            network: A network to load the weights into instead of rebuilding it from the
+                folder's ``architecture``.
+
+        Returns:
+            The fitted detector (``history_`` and ``n_steps_`` as saved).
+
+        Raises:
+            ValueError: One line naming the file when it is missing, changed or corrupt.
+        """
+        from crowdmed.nn.detection import fcos_detector
+        from crowdmed.training.persistence import CONFIG_NAME, WEIGHTS_NAME, read_folder
+
+        folder = Path(path)
+        config, tensors = read_folder(folder, task=TASK)
+        try:
+            if network is None:
+                arch = dict(config["architecture"])
+                if arch.pop("network", None) != "fcos":
+                    raise ValueError("the architecture is not 'fcos'")
+                network = fcos_detector(**arch)
+            model = cls(network, classes=config["classes"], **config["settings"])
+            history = [dict(r) for r in config["history"]]
+            n_steps = int(config["n_steps"])
+        except (KeyError, TypeError, ValueError) as exc:
+            first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            raise ValueError(
+                f"'{folder / CONFIG_NAME}' is not a valid detector config ({first}); save the "
+                "detector again."
+            ) from None
+        try:
+            network.load_state_dict(tensors)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"'{folder / WEIGHTS_NAME}' does not fit the detector "
+                f"({str(exc).splitlines()[0]}); the folder was changed, save it again."
+            ) from None
+        network.to(resolve_device("cpu" if device is None else device)).eval()
+        model.history_ = history
+        model.n_steps_ = n_steps
+        return model
+
+
+#: The former name of :class:`CrowdDetector`.
+DetectorTrainer = CrowdDetector
+
+
+class _DetectionTask(TrainTask):
+    """One SGD step of a torchvision detector on a batch of images and their targets."""
+
+    name = "detector"
+
+    def __init__(
+        self, owner: CrowdDetector, x: torch.Tensor, targets: list[dict[str, torch.Tensor]]
+    ) -> None:
+        self.owner = owner
+        self.x = x
+        self.targets = targets
+
+    def setup(self, engine: Engine) -> None:
+        o = self.owner
+        self.device = engine.device
+        o.network.to(engine.device)
+        self.model = engine.wrap(o.network)
+        params = [p for p in o.network.parameters() if p.requires_grad]
+        self.opt = torch.optim.SGD(
+            params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+        )
+        self.total = math.ceil(len(self.x) / engine.batch_size) * engine.epochs
+        self.warmup = int(o.warmup)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"network": self.owner.network}
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.opt
+
+    def config(self) -> dict[str, Any]:
+        o = self.owner
+        t = self.targets
+        empty = torch.zeros(0)
+        return {
+            "lr": o.lr,
+            "momentum": o.momentum,
+            "weight_decay": o.weight_decay,
+            "warmup": o.warmup,
+            "clip_grad": o.clip_grad,
+            "data": data_digest(
+                self.x,
+                torch.tensor([len(d["labels"]) for d in t]),
+                torch.cat([d["boxes"].reshape(-1).float() for d in t]) if t else empty,
+                torch.cat([d["labels"].reshape(-1) for d in t]) if t else empty,
+                torch.cat([d.get("weights", torch.ones(len(d["labels"]))).float() for d in t])
+                if t
+                else empty,
+            ),
+        }
+
+    def lr_at(self, step: int) -> float:
+        lr = float(self.owner.lr)
+        if step < self.warmup:
+            return lr * (0.1 + 0.9 * step / self.warmup)
+        done = (step - self.warmup) / max(1, self.total - self.warmup)
+        return lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
+
+    def epoch_items(self, epoch: int, engine: Engine) -> int:
+        return len(self.x)
+
+    def train_batch(
+        self, idx: torch.Tensor, engine: Engine
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(engine.step)
+        dev = self.device
+        ids = idx.tolist()
+        images = [self.x[i].to(dev) for i in ids]
+        targets = [{k: v.to(dev) for k, v in self.targets[i].items()} for i in ids]
+        losses = self.model(images, targets)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"The detector loss became {float(loss)} at step {engine.step + 1}; lower `lr`."
+            )
+        return loss, {k: float(v.detach()) for k, v in losses.items()}
+
+    def end_epoch(self, epoch: int, engine: Engine) -> dict[str, float]:
+        return {"lr": self.lr_at(engine.step - 1)}
+
+
+def _load_detect(path: str | os.PathLike[str], **kwargs: Any) -> CrowdDetector:
+    return CrowdDetector.load(path, **kwargs)
+
+
+def _load_patch_detect(path: str | os.PathLike[str], **kwargs: Any) -> Any:
+    from crowdmed.pathology.detector import load_detector
+
+    return load_detector(path, **kwargs)
+
+
+register_loader(TASK, _load_detect)
+register_loader("patch-detect", _load_patch_detect)
 
 
 def predict_boxes(
