@@ -8,6 +8,7 @@ model folder (``config.json`` + ``model.safetensors``) that :func:`load_model` r
 from crowdmed.training._checkpoint import CheckpointMismatchError
 from crowdmed.training.classifier import CrowdClassifier, TrainMethod, tta_views
 from crowdmed.training.detector import (
+    CrowdDetector,
     DetectionVariant,
     DetectorTrainer,
     fuse_model_predictions,
@@ -22,6 +23,7 @@ from crowdmed.training.segmenter import CrowdSegmenter, SegmentationMethod
 __all__ = [
     "CheckpointMismatchError",
     "CrowdClassifier",
+    "CrowdDetector",
     "CrowdSegmenter",
     "DetectionVariant",
     "DetectorTrainer",
