@@ -26,6 +26,7 @@ import pandas as pd
 
 from crowdmed._io import atomic_path
 from crowdmed._text import short_list
+from crowdmed.data._csv import write_csv
 from crowdmed.data._tables import ALIASES, find_column, read_table, table_suffix
 from crowdmed.data.labels import MISSING, CrowdLabels
 
@@ -444,12 +445,9 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
                     "Writing Parquet needs pyarrow: pip install 'crowdmed[parquet]'."
                 ) from exc
         else:
-            df.to_csv(
-                tmp,
-                index=False,
-                sep="\t" if suffix in (".tsv", ".tab") else ",",
-                compression="gzip" if p.suffix.lower() == ".gz" else None,
-            )
+            # Same text as df.to_csv(index=False), built with pyarrow when it is installed.
+            sep = "\t" if suffix in (".tsv", ".tab") else ","
+            write_csv(df, tmp, sep=sep, compress=p.suffix.lower() == ".gz")
 
 
 # Old private names still imported by crowdmed.cli.root and crowdmed.data.features.
