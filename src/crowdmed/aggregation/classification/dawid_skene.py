@@ -100,23 +100,36 @@ class DawidSkene(EMAggregator):
 
     def _m_step(self, cl: CrowdLabels, posteriors: np.ndarray) -> None:
         counts = self._counts(cl, posteriors)
+        self._m_step_from_stats(counts, cl.label_counts(), posteriors.sum(axis=0), cl.n_items)
+
+    def _m_step_from_stats(
+        self,
+        counts: np.ndarray,
+        label_counts: np.ndarray,
+        class_totals: np.ndarray,
+        n_items: int,
+    ) -> None:
+        """M-step from sums over items, which partitions of the items can add up.
+
+        Args:
+            counts: Soft confusion counts ``[a, k, l]`` (see :meth:`_counts`).
+            label_counts: Integer array ``[a, l]``: how often annotator ``a`` gave label ``l``.
+            class_totals: Sum of the posteriors over items, shape ``(n_classes,)``.
+            n_items: Number of items.
+        """
         # Floor the counts of labels the annotator used (so a class never seen with that
         # annotator gets a uniform row over their labels rather than 0/0); labels never used
         # keep only the smoothing pseudo-count.
-        used = self._used_labels(cl)[:, None, :]
+        used = (label_counts > 0)[:, None, :]
         counts = np.where(used, np.maximum(counts, EPS), 0.0) + self.smoothing
         totals = counts.sum(axis=2, keepdims=True)
         # An annotator without labels (and no smoothing) has no evidence: uniform rows.
-        conf = np.where(totals > 0, counts / np.where(totals > 0, totals, 1.0), 1.0 / cl.n_classes)
+        k = counts.shape[1]
+        conf = np.where(totals > 0, counts / np.where(totals > 0, totals, 1.0), 1.0 / k)
         # Labels an annotator never gave have probability 0 without smoothing; floor them so
         # new labels in predict_proba stay finite (fitted items never use these entries).
         self.confusion_ = np.where(conf > 0, conf, EPS)
-        self.priors_ = np.maximum(posteriors.mean(axis=0), EPS)
-
-    @staticmethod
-    def _used_labels(cl: CrowdLabels) -> np.ndarray:
-        """Boolean array ``[a, l]``: whether annotator ``a`` ever gave label ``l``."""
-        return cl.label_counts() > 0
+        self.priors_ = np.maximum(class_totals / n_items, EPS)
 
     def _log_joint(self, cl: CrowdLabels) -> np.ndarray:
         k = cl.n_classes
@@ -162,11 +175,16 @@ class OneCoinDawidSkene(DawidSkene):
         array([1. , 1. , 0.5])
     """
 
-    def _m_step(self, cl: CrowdLabels, posteriors: np.ndarray) -> None:
-        k = cl.n_classes
-        counts = self._counts(cl, posteriors)
+    def _m_step_from_stats(
+        self,
+        counts: np.ndarray,
+        label_counts: np.ndarray,
+        class_totals: np.ndarray,
+        n_items: int,
+    ) -> None:
+        k = counts.shape[1]
         correct = np.trace(counts, axis1=1, axis2=2)
-        n = cl.labels_per_annotator()
+        n = label_counts.sum(axis=1)
         s = self.smoothing
         with np.errstate(invalid="ignore", divide="ignore"):
             skill = np.where(n + k * s > 0, (correct + s) / (n + k * s), 1.0 / k)
@@ -176,7 +194,7 @@ class OneCoinDawidSkene(DawidSkene):
         idx = np.arange(k)
         conf[:, idx, idx] = self.skills_[:, None]
         self.confusion_ = np.clip(conf, EPS, 1 - EPS)
-        self.priors_ = np.maximum(posteriors.mean(axis=0), EPS)
+        self.priors_ = np.maximum(class_totals / n_items, EPS)
 
     def _log_param_prior(self) -> float:
         k = self.confusion_.shape[1]
