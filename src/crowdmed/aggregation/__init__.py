@@ -11,6 +11,7 @@ from crowdmed.aggregation.classification import (
     GLAD,
     KOS,
     MACE,
+    MMSR,
     BinarySensSpec,
     DawidSkene,
     GoldMajorityVote,
@@ -48,6 +49,7 @@ __all__ = [
     "KOS",
     "MACE",
     "METHODS",
+    "MMSR",
     "ORDINAL_METHODS",
     "STAPLE",
     "BaseAggregator",
@@ -93,6 +95,7 @@ class Method(str, Enum):
     GOLD_MAJORITY_VOTE = "gold-majority-vote"
     MACE = "mace"
     BCC = "bcc"
+    MMSR = "mmsr"
 
 
 METHODS: dict[Method, type[BaseAggregator]] = {
@@ -107,6 +110,7 @@ METHODS: dict[Method, type[BaseAggregator]] = {
     Method.GOLD_MAJORITY_VOTE: GoldMajorityVote,
     Method.MACE: MACE,
     Method.BCC: BCC,
+    Method.MMSR: MMSR,
 }
 
 

@@ -7,6 +7,7 @@ from crowdmed.aggregation.classification.gold_majority_vote import GoldMajorityV
 from crowdmed.aggregation.classification.kos import KOS
 from crowdmed.aggregation.classification.mace import MACE
 from crowdmed.aggregation.classification.majority_vote import MajorityVote, WeightedMajorityVote
+from crowdmed.aggregation.classification.mmsr import MMSR
 from crowdmed.aggregation.classification.sens_spec import BinarySensSpec
 from crowdmed.aggregation.classification.zero_based_skill import ZeroBasedSkill
 
@@ -15,6 +16,7 @@ __all__ = [
     "GLAD",
     "KOS",
     "MACE",
+    "MMSR",
     "BinarySensSpec",
     "DawidSkene",
     "GoldMajorityVote",
