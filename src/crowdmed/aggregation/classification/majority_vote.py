@@ -28,6 +28,21 @@ def soft_confusion(cl: CrowdLabels, posteriors: np.ndarray, smoothing: float = 0
     """
     k = cl.n_classes
     counts = (cl.incidence_t() @ posteriors).reshape(cl.n_annotators, k, k).transpose(0, 2, 1)
+    return confusion_from_counts(counts, smoothing)
+
+
+def confusion_from_counts(counts: np.ndarray, smoothing: float = 0.0) -> np.ndarray:
+    """Confusion matrices from soft counts ``[a, k, l]`` (rows normalised, see conventions).
+
+    Args:
+        counts: Float array of shape ``(n_annotators, n_classes, n_classes)``: summed
+            posterior of class ``k`` over the items annotator ``a`` labelled ``l``.
+        smoothing: Pseudo-count added to every cell.
+
+    Returns:
+        Float array of the same shape; rows without any evidence are uniform.
+    """
+    k = counts.shape[1]
     counts = counts + smoothing
     totals = counts.sum(axis=2, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
