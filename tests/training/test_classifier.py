@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 from crowdmed.data import CrowdLabels  # noqa: E402
 from crowdmed.nn.models import mlp_head, small_cnn  # noqa: E402
-from crowdmed.training import CrowdClassifier, TrainMethod, tta_views  # noqa: E402
+from crowdmed.training import CrowdClassifier, Engine, TrainMethod, tta_views  # noqa: E402
 
 N_FEATURES = 6
 
@@ -194,7 +194,7 @@ def test_resume_continues_exactly(tmp_path: Path, method: str) -> None:
     kwargs = fit_kwargs(method=method, patience=10)  # validation and dropout in play
     first = CrowdClassifier(make_net(), **{**kwargs, "epochs": 3}, checkpoint_dir=tmp_path)
     first.fit(x, labels, X_val=x_val, y_val=y_val)
-    assert (tmp_path / "checkpoint.pt").is_file()
+    assert (tmp_path / "checkpoint.safetensors").is_file()
 
     calls: list[int] = []
     before = torch.get_rng_state()
@@ -264,9 +264,10 @@ def test_last_batch_of_one_joins_the_previous_batch() -> None:
     clf = CrowdClassifier(make_cnn(), **fit_kwargs(epochs=1, method="dl-mv"))
     clf.fit(images, labels)
     assert len(clf.history_) == 1
-    assert [len(b) for b in clf._batches(torch.arange(33))] == [33]
-    assert [len(b) for b in clf._batches(torch.arange(65))] == [32, 33]
-    assert [len(b) for b in clf._batches(torch.arange(70))] == [32, 32, 6]
+    engine = Engine(epochs=1, batch_size=32)
+    assert [len(b) for b in engine.batches(torch.arange(33))] == [33]
+    assert [len(b) for b in engine.batches(torch.arange(65))] == [32, 33]
+    assert [len(b) for b in engine.batches(torch.arange(70))] == [32, 32, 6]
 
 
 # ---------------------------------------------------------------------- test-time augmentation

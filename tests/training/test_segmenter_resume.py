@@ -16,9 +16,9 @@ PIL_Image = pytest.importorskip("PIL.Image")
 
 from typer.testing import CliRunner  # noqa: E402
 
-import crowdmed.training.segmenter as seg_module  # noqa: E402
 from crowdmed.cli import app  # noqa: E402
 from crowdmed.training import CrowdSegmenter  # noqa: E402
+from crowdmed.training.engine import Engine  # noqa: E402
 
 SIZE = 16
 
@@ -58,8 +58,8 @@ def _net() -> Any:
 
 
 def _augment(x: Any, m: Any) -> tuple[Any, Any]:
-    """Random flips drawn from both global RNGs (torch and NumPy)."""
-    if np.random.rand() < 0.5:
+    """Random flips drawn from torch's global RNG (forked and seeded by the fit)."""
+    if bool(torch.rand(()) < 0.5):
         x, m = x.flip(-1), m.flip(-1)
     if bool(torch.rand(()) < 0.5):
         x, m = x.flip(-2), m.flip(-2)
@@ -121,8 +121,10 @@ def test_resume_is_exact(tmp_path: Path, how: str) -> None:
         CrowdSegmenter(_net(), epochs=2, checkpoint_dir=tmp_path, **_kwargs()).fit(
             images, raters, **val
         )
-    assert (tmp_path / "checkpoint.pt").is_file()
-    assert not [p for p in tmp_path.iterdir() if p.name != "checkpoint.pt"]  # no temp files
+    assert (tmp_path / "checkpoint.safetensors").is_file()
+    assert not [
+        p for p in tmp_path.iterdir() if p.name != "checkpoint.safetensors"
+    ]  # no temp files
 
     calls: list[int] = []
     torch_before, np_before = torch.get_rng_state(), np.random.get_state()
@@ -152,7 +154,7 @@ def test_checkpoint_of_another_run_is_refused(tmp_path: Path) -> None:
     images, _, raters = _toy()
     kw = _kwargs(method="consensus", augment=None)
     CrowdSegmenter(_net(), epochs=1, checkpoint_dir=tmp_path, **kw).fit(images, raters)
-    stamp = (tmp_path / "checkpoint.pt").stat().st_mtime_ns
+    stamp = (tmp_path / "checkpoint.safetensors").stat().st_mtime_ns
 
     other = CrowdSegmenter(_net(), epochs=2, checkpoint_dir=tmp_path, **{**kw, "lr": 0.5})
     with pytest.raises(ValueError, match=r"changed: \['lr'\]\); delete the folder, pass resume"):
@@ -163,7 +165,7 @@ def test_checkpoint_of_another_run_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"changed: \['data_sha256'\]") as info:
         again.fit(images, changed)
     assert "\n" not in str(info.value)
-    assert (tmp_path / "checkpoint.pt").stat().st_mtime_ns == stamp  # left untouched
+    assert (tmp_path / "checkpoint.safetensors").stat().st_mtime_ns == stamp  # left untouched
 
     fresh = CrowdSegmenter(_net(), epochs=2, checkpoint_dir=tmp_path, resume=False, **kw)
     fresh.fit(images, changed)
@@ -223,18 +225,18 @@ def _train(images: Path, masks: Path, out: Path, *extra: str) -> Any:
 def test_cli_rerun_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     images, masks = _write_data(tmp_path / "data")
     model, straight = tmp_path / "model", tmp_path / "straight"
-    original = seg_module.save_checkpoint
+    original = Engine._save
 
-    def interrupt_after_epoch_2(path: Path, state: dict[str, Any]) -> None:
-        original(path, state)
-        if state["epoch"] == 2:
+    def interrupt_after_epoch_2(self: Engine, *args: Any) -> None:
+        original(self, *args)
+        if self.epoch + 1 == 2:
             raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(seg_module, "save_checkpoint", interrupt_after_epoch_2)
+        m.setattr(Engine, "_save", interrupt_after_epoch_2)
         result = _train(images, masks, model)
     assert result.exit_code != 0
-    assert (model / "checkpoint" / "checkpoint.pt").is_file()
+    assert (model / "checkpoint" / "checkpoint.safetensors").is_file()
     assert not (model / "model.pt").exists()
 
     # another command is refused while the checkpoint holds unsaved work

@@ -21,6 +21,7 @@ from crowdmed.nn.layers import (
 )
 from crowdmed.nn.losses import crowd_cross_entropy, crowd_mse
 from crowdmed.nn.models import mlp_head, small_cnn, zero_last_linear
+from crowdmed.nn.registry import build_network, network_names, network_spec, register_network
 from crowdmed.nn.segmentation import (
     GaussianAttentionFocalLoss,
     LabelReweightingLoss,
@@ -43,6 +44,7 @@ __all__ = [
     "LabelReweightingLoss",
     "RegressionMode",
     "WeightingNetwork",
+    "build_network",
     "crowd_cross_entropy",
     "crowd_mse",
     "dense_logits",
@@ -51,7 +53,10 @@ __all__ = [
     "load_detector_weights",
     "masked_rater_softmax",
     "mlp_head",
+    "network_names",
+    "network_spec",
     "pixel_loss",
+    "register_network",
     "reweight_lambdas",
     "segmentation_network",
     "size_multiple",

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from crowdmed._validation import check_option
+from crowdmed.nn.registry import set_spec
 
 __all__ = ["DeepLabV3Logits", "SegmentationBackbone", "segmentation_network", "size_multiple"]
 
@@ -169,8 +170,9 @@ def segmentation_network(
             untouched. ``None`` draws from the global generator.
 
     Returns:
-        The network (training mode); its forward returns logits ``(B, K, *spatial)``. Input
-        sizes must be multiples of :func:`size_multiple`.
+        The network (training mode, its :func:`~crowdmed.nn.network_spec` set); its forward
+        returns logits ``(B, K, *spatial)``. Input sizes must be multiples of
+        :func:`size_multiple`.
 
     Raises:
         ValueError: For an unknown name, bad sizes or a 3-D DeepLabV3.
@@ -204,10 +206,15 @@ def segmentation_network(
         return _deeplab(backbone, in_channels, n_classes)
 
     if random_state is None:
-        return build()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(random_state)
-        return build()
+        net = build()
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(random_state)
+            net = build()
+    spec = {"in_channels": in_channels, "n_classes": n_classes, "spatial_dims": spatial_dims}
+    return set_spec(
+        net, backbone.value, {**spec, "channels": None if channels is None else list(channels)}
+    )
 
 
 def size_multiple(network: nn.Module) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from crowdmed.nn.registry import set_spec
+
 __all__ = ["mlp_head", "small_cnn"]
 
 
@@ -22,19 +24,22 @@ def mlp_head(
         dropout: Dropout probability.
 
     Returns:
-        The network; input ``(B, in_features)``, output logits ``(B, n_classes)``.
+        The network (its :func:`~crowdmed.nn.network_spec` set); input ``(B, in_features)``,
+        output logits ``(B, n_classes)``.
 
     Examples:
         >>> import torch
         >>> mlp_head(512, 8)(torch.zeros(2, 512)).shape
         torch.Size([2, 8])
     """
-    return nn.Sequential(
+    net = nn.Sequential(
         nn.Linear(in_features, hidden),
         nn.ReLU(),
         nn.Dropout(dropout),
         nn.Linear(hidden, n_classes),
     )
+    spec = {"in_features": in_features, "n_classes": n_classes, "hidden": hidden}
+    return set_spec(net, "mlp_head", {**spec, "dropout": dropout})
 
 
 def small_cnn(
@@ -54,7 +59,8 @@ def small_cnn(
         dropout: Dropout before the linear layer.
 
     Returns:
-        The network; input ``(B, C, H, W)``, output logits ``(B, n_classes)``.
+        The network (its :func:`~crowdmed.nn.network_spec` set); input ``(B, C, H, W)``,
+        output logits ``(B, n_classes)``.
 
     Examples:
         >>> import torch
@@ -80,7 +86,8 @@ def small_cnn(
         )
         c = out
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c, n_classes)]
-    return nn.Sequential(*layers)
+    spec = {"in_channels": in_channels, "n_classes": n_classes, "width": width, "depth": depth}
+    return set_spec(nn.Sequential(*layers), "small_cnn", {**spec, "dropout": dropout})
 
 
 def zero_last_linear(model: nn.Module) -> None:

@@ -1,17 +1,14 @@
-"""Checkpoint files shared by the fit loops: fingerprints, atomic saving, checked loading."""
+"""Run fingerprints and the error for a checkpoint of another run (see :mod:`.engine`)."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from crowdmed._io import atomic_path
-
-__all__ = ["CheckpointMismatchError", "data_digest", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CheckpointMismatchError", "data_digest"]
 
 
 class CheckpointMismatchError(ValueError):
@@ -38,37 +35,3 @@ def data_digest(*arrays: torch.Tensor | np.ndarray | None) -> str:
         values = arr.detach().cpu().numpy() if isinstance(arr, torch.Tensor) else arr
         h.update(np.ascontiguousarray(values).tobytes())
     return h.hexdigest()[:16]
-
-
-def load_checkpoint(
-    path: Path | None, config: dict[str, Any], device: torch.device, *, fix: str
-) -> dict[str, Any] | None:
-    """The state saved in ``path``, or ``None`` when there is none.
-
-    Args:
-        path: Checkpoint file, or ``None`` for no checkpointing.
-        config: Settings that must equal those saved with the checkpoint.
-        device: Where to map the saved tensors.
-        fix: End of the error message: how to start over.
-
-    Raises:
-        CheckpointMismatchError: The checkpoint belongs to a run with another ``config``.
-    """
-    if path is None or not path.exists():
-        return None
-    state: dict[str, Any] = torch.load(path, map_location=device, weights_only=False)
-    old = state.get("config", {})
-    changed = sorted(key for key in config if old.get(key) != config[key])
-    if changed:
-        raise CheckpointMismatchError(
-            f"Checkpoint {str(path)!r} belongs to another run (changed: {changed}); {fix}",
-            path,
-            changed,
-        )
-    return state
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` with :func:`torch.save` atomically (the folder is created if needed)."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)

@@ -19,10 +19,8 @@ baselines with the same network, optimiser and schedule:
 
 from __future__ import annotations
 
-import copy
 import math
 import os
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from enum import Enum
@@ -37,7 +35,22 @@ from crowdmed._validation import check_option
 from crowdmed.data.labels import CrowdLabels
 from crowdmed.metrics import roc_auc
 from crowdmed.nn.layers import AggNetEM, CrowdLayer, DawidSkeneEM
-from crowdmed.training._checkpoint import data_digest, load_checkpoint, save_checkpoint
+from crowdmed.nn.registry import network_spec
+from crowdmed.training.engine import (
+    CHECKPOINT_NAME,
+    Engine,
+    TrainTask,
+    data_digest,
+    is_main_process,
+    resolve_device,
+)
+from crowdmed.training.persistence import (
+    load_state,
+    read_folder,
+    rebuild_network,
+    register_loader,
+    save_folder,
+)
 
 __all__ = ["CrowdClassifier", "TrainMethod"]
 
@@ -97,14 +110,25 @@ class CrowdClassifier:
         tau: Strength of AggNet's quiz trust prior.
         augment: Callable applied to each training batch of inputs (e.g. random flips).
         tta: Average the softmax over the 8 rotations/mirrors at prediction (images only).
-        checkpoint_dir: Folder for ``checkpoint.pt``, written atomically after every epoch;
-            a fit with the same folder resumes from it.
-        device: Torch device.
+        checkpoint_dir: Folder for ``checkpoint.safetensors``, written atomically after every
+            epoch (weights, optimiser, RNG states, history; no pickle); a fit with the same
+            folder, settings and data resumes from it exactly, and other settings raise
+            :class:`~crowdmed.training.CheckpointMismatchError`.
+        device: Torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``; ``None``: CUDA when
+            available). Under ``torchrun`` ``"cuda"`` means this process's GPU.
         random_state: Seed of the data order, dropout, the crowd/EM head's initialisation and
             tie-breaking (the network's own weights are initialised when you build it: build
             it inside ``torch.random.fork_rng()`` with a seed for a fully seeded run).
         progress: ``True`` for a rich progress bar, ``False`` for none, or a callable
             ``progress(epoch, epochs, metrics)`` called after every epoch.
+        resume: ``False`` deletes an existing checkpoint in ``checkpoint_dir`` and starts over.
+        num_threads: Torch CPU threads during ``fit`` (restored afterwards); ``None`` leaves
+            the setting alone.
+
+    The fit runs on :class:`crowdmed.training.engine.Engine`, also under
+    ``torchrun --nproc_per_node N`` (data parallel, one shard of every epoch per process).
+    :meth:`save` writes a model folder that :meth:`load` and
+    :func:`crowdmed.training.load_model` read back.
 
     Attributes:
         history_ (list[dict]): One record per epoch: ``epoch, loss, seconds`` and the
@@ -151,6 +175,8 @@ class CrowdClassifier:
         device: str | torch.device = "cpu",
         random_state: int = 0,
         progress: bool | ProgressHook = True,
+        resume: bool = True,
+        num_threads: int | None = None,
     ) -> None:
         self.network = network
         self.method = method
@@ -168,6 +194,8 @@ class CrowdClassifier:
         self.device = device
         self.random_state = random_state
         self.progress = progress
+        self.resume = resume
+        self.num_threads = num_threads
 
     # ------------------------------------------------------------------ validation
     def _check_params(self) -> TrainMethod:
@@ -365,27 +393,38 @@ class CrowdClassifier:
             if bad.any():
                 bad_vals = np.unique(yv[bad])[:5].tolist()
                 raise ValueError(f"`y_val` must hold true classes 0..{k - 1}; got {bad_vals}.")
-        device = torch.device(self.device)
+        device = resolve_device(self.device)
         self._check_network_output(x[:2].to(device), k)
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.random_state)
-            head = self._build_head(method, dense, k, a, quiz)
-            self._fit_loop(method, x, dense, k, head, xv, yv, device)
+        task = _ClassifierTask(self, method, x, dense, k, a, quiz, xv, yv)
+        result = self._engine(device).fit(task)
+        head = task.head
+        self.history_ = result.history
+        self.best_epoch_ = result.best_epoch
+        self.stopped_early_ = result.stopped_early
         self.n_classes_ = k
         self.n_annotators_ = a if method is not TrainMethod.DL_TRUE else 0
         self.method_ = method
         self.head_ = head
-        if isinstance(head, (CrowdLayer, DawidSkeneEM)):
-            self.annotator_confusion_: np.ndarray | None = head.confusion_matrices()
-        elif isinstance(head, AggNetEM):
-            al, be = head.sensitivity.numpy(), head.specificity.numpy()
-            self.annotator_confusion_ = np.stack(
-                [np.stack([be, 1 - be], -1), np.stack([1 - al, al], -1)], axis=1
-            )
-        else:
-            self.annotator_confusion_ = None
+        self.annotator_confusion_ = _head_confusion(head)
         return self
+
+    def _engine(self, device: torch.device) -> Engine:
+        ckpt = Path(self.checkpoint_dir) / CHECKPOINT_NAME if self.checkpoint_dir else None
+        return Engine(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            seed=self.random_state,
+            patience=self.patience,
+            device=device,
+            checkpoint=ckpt,
+            resume=self.resume,
+            mismatch_hint="use another checkpoint_dir or delete it. Only `epochs` may grow on "
+            "resume.",
+            progress=self.progress,
+            num_threads=self.num_threads,
+            setting_names={"seed": "random_state"},
+        )
 
     def _check_network_output(self, x: torch.Tensor, k: int) -> None:
         net = self.network.to(x.device)
@@ -435,222 +474,6 @@ class CrowdClassifier:
             return ce / logits.shape[0], None
         raise NotImplementedError(f"no loss for method {method.value!r}")  # pragma: no cover
 
-    def _fit_loop(
-        self,
-        method: TrainMethod,
-        x: torch.Tensor,
-        dense: np.ndarray,
-        k: int,
-        head: nn.Module | None,
-        xv: torch.Tensor | None,
-        yv: np.ndarray | None,
-        device: torch.device,
-    ) -> None:
-        net = self.network.to(device)
-        if head is not None:
-            head.to(device)
-        targets = torch.as_tensor(self._targets(method, dense, k))
-        groups: list[dict[str, Any]] = [{"params": list(net.parameters())}]
-        if isinstance(head, CrowdLayer):
-            # Weight decay would pull the per-annotator transforms towards zero (a uniform
-            # confusion), not towards the identity: the crowd layer is never decayed.
-            if self.crowd_lr is None and self.weight_decay == 0:
-                groups[0]["params"] += list(head.parameters())
-            else:
-                groups.append(
-                    {
-                        "params": list(head.parameters()),
-                        "lr": self.crowd_lr or self.lr,
-                        "weight_decay": 0.0,
-                    }
-                )
-        opt = torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
-        gen = torch.Generator().manual_seed(self.random_state)
-
-        start_epoch: int = 0
-        history: list[dict[str, float]] = []
-        best: dict[str, Any] = {"score": -math.inf, "epoch": 0, "state": None}
-        ckpt = Path(self.checkpoint_dir) / "checkpoint.pt" if self.checkpoint_dir else None
-        config = self._run_config(method, x, targets)
-        stopped = False
-        state = load_checkpoint(
-            ckpt,
-            config,
-            device,
-            fix="use another checkpoint_dir or delete it. Only `epochs` may grow on resume.",
-        )
-        if state is not None:
-            net.load_state_dict(state["network"])
-            if head is not None and state.get("head") is not None:
-                head.load_state_dict(state["head"])
-            opt.load_state_dict(state["optimizer"])
-            gen.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
-            start_epoch, history, best = state["epoch"], state["history"], state["best"]
-            stopped = bool(state.get("stopped", False))
-
-        n = len(x)
-        bar = self._progress_bar()
-        try:
-            for epoch in range(start_epoch, self.epochs if not stopped else start_epoch):
-                t0 = time.perf_counter()
-                net.train()
-                perm = torch.randperm(n, generator=gen)
-                total, seen = 0.0, 0
-                em_post: list[torch.Tensor] = []
-                em_idx: list[torch.Tensor] = []
-                for idx in self._batches(perm):
-                    xb = x[idx].to(device)
-                    if self.augment is not None:
-                        xb = self.augment(xb)
-                    tb = targets[idx].to(device)
-                    logits = net(xb)
-                    loss, post = self._loss(method, head, logits, tb)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    total += float(loss.detach()) * len(idx)
-                    seen += len(idx)
-                    if post is not None:
-                        em_post.append(post.cpu())
-                        em_idx.append(idx)
-                if isinstance(head, (AggNetEM, DawidSkeneEM)) and em_post:
-                    # M-step once per epoch on the posteriors of the whole training set
-                    order = torch.cat(em_idx)
-                    post = torch.cat(em_post)
-                    full = torch.empty_like(post)
-                    full[order] = post
-                    head.m_step(full, targets)
-                record: dict[str, float] = {"epoch": epoch + 1, "loss": total / max(seen, 1)}
-                score = -record["loss"]
-                if xv is not None and yv is not None:
-                    proba = self._predict_proba_tensor(xv, device, tta=False)
-                    record["val_accuracy"] = float((proba.argmax(1) == yv).mean())
-                    if k == 2:
-                        record["val_auc"] = roc_auc(proba[:, 1], yv)
-                    score = record.get("val_auc", record["val_accuracy"])
-                    if k == 2 and math.isnan(score):
-                        score = record["val_accuracy"]
-                record["seconds"] = time.perf_counter() - t0
-                history.append(record)
-                if score > best["score"] or self.patience is None:
-                    best = {
-                        "score": score,
-                        "epoch": epoch + 1,
-                        "state": (
-                            copy.deepcopy(net.state_dict()),
-                            None if head is None else copy.deepcopy(head.state_dict()),
-                        ),
-                    }
-                stopped = self.patience is not None and epoch + 1 - best["epoch"] >= self.patience
-                if ckpt is not None:
-                    self._save_checkpoint(
-                        ckpt, config, epoch + 1, stopped, net, head, opt, gen, history, best
-                    )
-                self._report(bar, epoch + 1, record)
-                if stopped:
-                    break
-        finally:
-            if bar is not None:
-                bar.stop()
-        if best["state"] is not None:
-            net.load_state_dict(best["state"][0])
-            if head is not None and best["state"][1] is not None:
-                head.load_state_dict(best["state"][1])
-        self.history_ = history
-        self.best_epoch_ = int(best["epoch"])
-        self.stopped_early_ = stopped
-
-    def _batches(self, perm: torch.Tensor) -> Iterator[torch.Tensor]:
-        """Mini-batches of a permutation.
-
-        A last batch of a single item joins the previous one: batch normalisation cannot
-        train on one item.
-        """
-        n, b = len(perm), self.batch_size
-        starts = list(range(0, n, b))
-        if len(starts) > 1 and n - starts[-1] == 1:
-            starts.pop()
-        for i, s in enumerate(starts):
-            end = starts[i + 1] if i + 1 < len(starts) else n
-            yield perm[s:end]
-
-    def _run_config(
-        self, method: TrainMethod, x: torch.Tensor, targets: torch.Tensor
-    ) -> dict[str, Any]:
-        """Everything but ``epochs`` that must match for a checkpoint to be resumed."""
-        digest = data_digest(targets)
-        return {
-            "method": method.value,
-            "n": len(x),
-            "input_shape": list(x.shape[1:]),
-            "targets_sha256": digest,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "weight_decay": self.weight_decay,
-            "crowd_lr": self.crowd_lr,
-            "patience": self.patience,
-            "smoothing": self.smoothing,
-            "tau": self.tau,
-            "random_state": self.random_state,
-        }
-
-    def _save_checkpoint(
-        self,
-        path: Path,
-        config: dict[str, Any],
-        epoch: int,
-        stopped: bool,
-        net: nn.Module,
-        head: nn.Module | None,
-        opt: torch.optim.Optimizer,
-        gen: torch.Generator,
-        history: list[dict[str, float]],
-        best: dict[str, Any],
-    ) -> None:
-        state = {
-            "config": config,
-            "epoch": epoch,
-            "stopped": stopped,
-            "network": net.state_dict(),
-            "head": None if head is None else head.state_dict(),
-            "optimizer": opt.state_dict(),
-            "generator": gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "history": history,
-            "best": best,
-        }
-        save_checkpoint(path, state)
-
-    # ------------------------------------------------------------------ progress
-    def _progress_bar(self) -> Any:
-        if self.progress is not True:
-            return None
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} epochs"),
-            TextColumn("{task.fields[metrics]}"),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=False,
-        )
-        bar.start()
-        self._task = bar.add_task(str(self.method), total=self.epochs, metrics="")
-        return bar
-
-    def _report(self, bar: Any, epoch: int, record: dict[str, float]) -> None:
-        if callable(self.progress) and self.progress is not True:
-            self.progress(epoch, self.epochs, record)
-        elif bar is not None:
-            shown = " ".join(
-                f"{k}={v:.3f}" for k, v in record.items() if k not in ("epoch", "seconds")
-            )
-            bar.update(self._task, completed=epoch, metrics=shown)
-
     # ------------------------------------------------------------------ prediction
     def _predict_proba_tensor(
         self, x: torch.Tensor, device: torch.device, *, tta: bool
@@ -674,15 +497,280 @@ class CrowdClassifier:
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities ``(N, K)`` of the network (the crowd layer is dropped)."""
+        self._check_fitted()
+        x = self._as_tensor(X, "X")
+        return self._predict_proba_tensor(x, resolve_device(self.device), tta=self.tta)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Most probable class ``(N,)``."""
+        return self.predict_proba(X).argmax(axis=1)
+
+    # ------------------------------------------------------------------ persistence
+    _SAVED_PARAMS = (
+        "method",
+        "epochs",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "crowd_lr",
+        "patience",
+        "smoothing",
+        "tau",
+        "tta",
+        "random_state",
+    )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the fitted model as a folder: ``config.json`` + ``model.safetensors``.
+
+        The folder holds the network's weights (and its :func:`~crowdmed.nn.network_spec`
+        when it was built by :func:`crowdmed.nn.build_network`, :func:`~crowdmed.nn.mlp_head`
+        or :func:`~crowdmed.nn.small_cnn`), the crowd/EM head, the settings and the fitted
+        attributes. Under ``torchrun`` only rank 0 writes.
+
+        Args:
+            path: The model folder (created when missing; other files in it are kept).
+
+        Returns:
+            The folder.
+        """
+        self._check_fitted()
+        tensors = {f"network/{k}": v for k, v in self.network.state_dict().items()}
+        head = self.head_
+        head_config: dict[str, Any] | None = None
+        if head is not None:
+            tensors.update({f"head/{k}": v for k, v in head.state_dict().items()})
+            head_config = {"type": type(head).__name__}
+            if isinstance(head, CrowdLayer):
+                head_config["mode"] = head.mode.value
+            if isinstance(head, AggNetEM):
+                tensors["head_quiz_accuracy"] = torch.as_tensor(head.quiz_accuracy)
+        if self.annotator_confusion_ is not None:
+            tensors["annotator_confusion"] = torch.as_tensor(self.annotator_confusion_)
+        config = {
+            "network": network_spec(self.network),
+            "network_class": type(self.network).__qualname__,
+            "params": {name: getattr(self, name) for name in self._SAVED_PARAMS},
+            "augment": None if self.augment is None else _qualname(self.augment),
+            "head": head_config,
+            "fitted": {
+                "method": self.method_.value,
+                "n_classes": self.n_classes_,
+                "n_annotators": self.n_annotators_,
+                "history": self.history_,
+                "best_epoch": self.best_epoch_,
+                "stopped_early": self.stopped_early_,
+            },
+        }
+        if not is_main_process():
+            return Path(path)
+        return save_folder(path, task="classifier", config=config, tensors=tensors)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        network: nn.Module | None = None,
+        device: str | torch.device | None = None,
+    ) -> CrowdClassifier:
+        """Read a folder written by :meth:`save`; the model is ready to predict.
+
+        Args:
+            path: The model folder.
+            network: The network to fill with the saved weights; needed only when the saved
+                network was not built by :func:`crowdmed.nn.build_network` (its config has no
+                network spec).
+            device: Torch device of the model; CUDA when available if ``None``.
+
+        Returns:
+            The fitted classifier (``augment`` is not saved: it is ``None``).
+
+        Raises:
+            ValueError: The folder is missing, corrupt, of another task, or its weights do not
+                fit ``network`` (one line naming the file).
+        """
+        config, tensors = read_folder(path, task="classifier")
+        folder = Path(path)
+        net = rebuild_network(config, network, folder)
+        load_state(net, tensors, "network/", folder)
+        dev = resolve_device(device)
+        clf = cls(net, **config["params"], device=str(dev), progress=False)
+        fitted = config["fitted"]
+        method = TrainMethod(fitted["method"])
+        k, a = int(fitted["n_classes"]), int(fitted["n_annotators"])
+        head = _head_from(config.get("head"), tensors, k, a, float(clf.smoothing), float(clf.tau))
+        if head is not None:
+            load_state(head, tensors, "head/", folder)
+            head.to(dev)
+        net.to(dev)
+        clf.history_ = list(fitted["history"])
+        clf.best_epoch_ = int(fitted["best_epoch"])
+        clf.stopped_early_ = bool(fitted["stopped_early"])
+        clf.n_classes_, clf.n_annotators_, clf.method_, clf.head_ = k, a, method, head
+        conf = tensors.get("annotator_confusion")
+        clf.annotator_confusion_ = None if conf is None else conf.numpy()
+        return clf
+
+    def _check_fitted(self) -> None:
         if not hasattr(self, "history_"):
             from crowdmed.exceptions import NotFittedError
 
             raise NotFittedError(
                 "This CrowdClassifier instance is not fitted yet. Call 'fit' first."
             )
-        x = self._as_tensor(X, "X")
-        return self._predict_proba_tensor(x, torch.device(self.device), tta=self.tta)
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Most probable class ``(N,)``."""
-        return self.predict_proba(X).argmax(axis=1)
+
+class _ClassifierTask(TrainTask):
+    """One :class:`CrowdClassifier` fit as an engine task."""
+
+    def __init__(
+        self,
+        clf: CrowdClassifier,
+        method: TrainMethod,
+        x: torch.Tensor,
+        dense: np.ndarray,
+        k: int,
+        a: int,
+        quiz: np.ndarray | None,
+        xv: torch.Tensor | None,
+        yv: np.ndarray | None,
+    ) -> None:
+        self.clf, self.method, self.x, self.dense = clf, method, x, dense
+        self.k, self.a, self.quiz, self.xv, self.yv = k, a, quiz, xv, yv
+        self.name = str(clf.method)
+        self.head: nn.Module | None = None
+        self.em_post: list[torch.Tensor] = []
+        self.em_idx: list[torch.Tensor] = []
+
+    def setup(self, engine: Engine) -> None:
+        clf, device = self.clf, engine.device
+        # built with the seeded global RNG, before the data order is drawn
+        self.head = clf._build_head(self.method, self.dense, self.k, self.a, self.quiz)
+        self.net = clf.network.to(device)
+        if self.head is not None:
+            self.head.to(device)
+        self.targets = torch.as_tensor(clf._targets(self.method, self.dense, self.k))
+        groups: list[dict[str, Any]] = [{"params": list(self.net.parameters())}]
+        if isinstance(self.head, CrowdLayer):
+            # Weight decay would pull the per-annotator transforms towards zero (a uniform
+            # confusion), not towards the identity: the crowd layer is never decayed.
+            if clf.crowd_lr is None and clf.weight_decay == 0:
+                groups[0]["params"] += list(self.head.parameters())
+            else:
+                groups.append(
+                    {
+                        "params": list(self.head.parameters()),
+                        "lr": clf.crowd_lr or clf.lr,
+                        "weight_decay": 0.0,
+                    }
+                )
+        self.opt = torch.optim.Adam(groups, lr=clf.lr, weight_decay=clf.weight_decay)
+        self.model = engine.wrap(self.net)
+        self.em_post, self.em_idx = [], []
+
+    def modules(self) -> dict[str, nn.Module]:
+        out = {"network": self.net}
+        if self.head is not None:
+            out["head"] = self.head
+        return out
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.opt
+
+    def config(self) -> dict[str, Any]:
+        clf = self.clf
+        return {
+            "method": self.method.value,
+            "n": len(self.x),
+            "input_shape": list(self.x.shape[1:]),
+            "inputs_sha256": data_digest(self.x),
+            "targets_sha256": data_digest(self.targets),
+            "lr": clf.lr,
+            "weight_decay": clf.weight_decay,
+            "crowd_lr": clf.crowd_lr,
+            "smoothing": clf.smoothing,
+            "tau": clf.tau,
+        }
+
+    def epoch_items(self, epoch: int, engine: Engine) -> int:
+        return len(self.x)
+
+    def train_batch(self, idx: torch.Tensor, engine: Engine) -> torch.Tensor:
+        xb = self.x[idx].to(engine.device)
+        if self.clf.augment is not None:
+            xb = self.clf.augment(xb)
+        tb = self.targets[idx].to(engine.device)
+        loss, post = self.clf._loss(self.method, self.head, self.model(xb), tb)
+        if post is not None:
+            self.em_post.append(post.cpu())
+            self.em_idx.append(idx)
+        return loss
+
+    def end_epoch(self, epoch: int, engine: Engine) -> dict[str, float]:
+        if isinstance(self.head, (AggNetEM, DawidSkeneEM)) and self.em_post:
+            # M-step once per epoch on the posteriors of the whole training set (of every
+            # process under torchrun: the shards have equal sizes)
+            order = engine.all_gather(torch.cat(self.em_idx))
+            post = engine.all_gather(torch.cat(self.em_post))
+            full = torch.empty((len(self.x), *post.shape[1:]), dtype=post.dtype)
+            full[order] = post
+            self.head.m_step(full, self.targets)
+        self.em_post, self.em_idx = [], []
+        return {}
+
+    def validate(self, engine: Engine) -> dict[str, float]:
+        if self.xv is None or self.yv is None:
+            return {}
+        proba = self.clf._predict_proba_tensor(self.xv, engine.device, tta=False)
+        out = {"val_accuracy": float((proba.argmax(1) == self.yv).mean())}
+        if self.k == 2:
+            out["val_auc"] = roc_auc(proba[:, 1], self.yv)
+        return out
+
+    def score(self, record: dict[str, float]) -> float:
+        if "val_accuracy" not in record:
+            return -record["loss"]
+        score = record.get("val_auc", record["val_accuracy"])
+        if self.k == 2 and math.isnan(score):
+            score = record["val_accuracy"]
+        return score
+
+
+def _head_confusion(head: nn.Module | None) -> np.ndarray | None:
+    """Annotator confusion matrices ``(A, K, K)`` of a crowd/EM head, else ``None``."""
+    if isinstance(head, (CrowdLayer, DawidSkeneEM)):
+        return head.confusion_matrices()
+    if isinstance(head, AggNetEM):
+        al, be = head.sensitivity.cpu().numpy(), head.specificity.cpu().numpy()
+        return np.stack([np.stack([be, 1 - be], -1), np.stack([1 - al, al], -1)], axis=1)
+    return None
+
+
+def _head_from(
+    config: dict[str, Any] | None,
+    tensors: dict[str, torch.Tensor],
+    k: int,
+    a: int,
+    smoothing: float,
+    tau: float,
+) -> nn.Module | None:
+    """An empty head of the saved type (its weights are loaded afterwards)."""
+    if config is None:
+        return None
+    kind = config.get("type")
+    if kind == "CrowdLayer":
+        return CrowdLayer(k, a, mode=config["mode"])
+    if kind == "DawidSkeneEM":
+        return DawidSkeneEM(k, a, smoothing=smoothing)
+    if kind == "AggNetEM":
+        quiz = tensors.get("head_quiz_accuracy")
+        return AggNetEM(a, tau=tau, quiz_accuracy=None if quiz is None else quiz.numpy())
+    raise ValueError(f"Unknown crowd head {kind!r} in the model config; save the model again.")
+
+
+def _qualname(obj: Any) -> str:
+    return str(getattr(obj, "__qualname__", type(obj).__qualname__))
+
+
+register_loader("classifier", CrowdClassifier.load)

@@ -271,6 +271,8 @@ class Engine:
             ``False`` never does.
         numpy_rng: A NumPy generator to use as :attr:`rng` instead of one seeded with
             ``seed`` (its state is checkpointed).
+        setting_names: Names of the engine's settings in the mismatch error, e.g.
+            ``{"seed": "random_state"}`` for a trainer whose users set ``random_state``.
 
     Attributes:
         device (torch.device): Device of the fit.
@@ -302,6 +304,7 @@ class Engine:
         num_threads: int | None = None,
         distributed: bool | None = None,
         numpy_rng: np.random.Generator | None = None,
+        setting_names: dict[str, str] | None = None,
     ) -> None:
         for name, value in (("epochs", epochs), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -330,6 +333,7 @@ class Engine:
         self.progress = progress
         self.num_threads = num_threads
         self.distributed = distributed
+        self.setting_names = dict(setting_names or {})
         self.generator = torch.Generator().manual_seed(self.seed)
         self.rng = numpy_rng if numpy_rng is not None else np.random.default_rng(self.seed)
         self.step = 0
@@ -419,8 +423,13 @@ class Engine:
 
     def _sync_grads(self, params: list[nn.Parameter]) -> None:
         """Average the gradients DDP does not handle (e.g. a crowd layer) over ranks."""
-        for p in params:
-            if id(p) in self._ddp_params or not p.requires_grad:
+        extra = [p for p in params if id(p) not in self._ddp_params and p.requires_grad]
+        if not extra:
+            return
+        # a parameter without a gradient on every rank keeps none (the optimiser skips it)
+        has = self.all_reduce_sum([float(p.grad is not None) for p in extra])
+        for p, count in zip(extra, has, strict=True):
+            if count == 0:
                 continue
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
@@ -500,7 +509,7 @@ class Engine:
         modules = task.modules()
         opt = task.optimizer()
         params = [p for g in opt.param_groups for p in g["params"]]
-        config = self._run_config(task)
+        config = self._run_config(task) if self.checkpoint is not None else {}
         result = FitResult()
         best_state: dict[str, dict[str, torch.Tensor]] | None = None
         ckpt = self.checkpoint
@@ -655,9 +664,14 @@ class Engine:
     ) -> dict[str, dict[str, torch.Tensor]] | None:
         meta, tensors = read_checkpoint(path)
         old = meta.get("config", {})
+        old_task = old.get("task", {})
         changed = sorted(
-            {k for k in config if k != "task" and old.get(k) != config[k]}
-            | {f"{k}" for k in config["task"] if old.get("task", {}).get(k) != config["task"][k]}
+            {
+                self.setting_names.get(k, k)
+                for k in config
+                if k != "task" and old.get(k) != config[k]
+            }
+            | {k for k in config["task"] if old_task.get(k) != config["task"][k]}
         )
         if changed:
             raise CheckpointMismatchError(

@@ -38,8 +38,10 @@ __all__ = [
     "WEIGHTS_NAME",
     "dumps_json",
     "load_model",
+    "load_state",
     "read_config",
     "read_folder",
+    "rebuild_network",
     "register_loader",
     "registered_tasks",
     "save_folder",
@@ -248,6 +250,71 @@ def read_folder(
             "the folder was changed, save the model again."
         )
     return config, tensors
+
+
+def rebuild_network(
+    config: dict[str, Any], network: Any, path: str | os.PathLike[str], *, key: str = "network"
+) -> Any:
+    """The network of a model folder: ``network`` if given, else rebuilt from its spec.
+
+    Args:
+        config: The folder's configuration; ``config[key]`` is the
+            :func:`crowdmed.nn.network_spec` saved with the model, or ``None``.
+        network: A module given by the caller (returned as is), or ``None``.
+        path: The model folder (named in the error).
+        key: Where the spec is in ``config``.
+
+    Returns:
+        The module (weights not loaded yet: see :func:`load_state`).
+
+    Raises:
+        ValueError: No ``network`` and no spec (a network built outside
+            :func:`crowdmed.nn.build_network`).
+    """
+    from torch import nn
+
+    if network is not None:
+        if not isinstance(network, nn.Module):
+            raise TypeError(f"`{key}` must be a torch.nn.Module; got {type(network).__name__}.")
+        return network
+    spec = config.get(key)
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        cls = config.get(f"{key}_class", "custom")
+        raise ValueError(
+            f"'{Path(path) / CONFIG_NAME}' holds the weights of a {cls} {key} that crowdmed "
+            f"cannot rebuild; pass load(path, {key}=...) with the same architecture (or build "
+            "it with crowdmed.nn.build_network before training)."
+        )
+    from crowdmed.nn.registry import build_network
+
+    try:
+        return build_network(spec["name"], dict(spec.get("kwargs") or {}))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"'{Path(path) / CONFIG_NAME}' has a {key} spec crowdmed cannot build: "
+            f"{_first_line(exc)}"
+        ) from None
+
+
+def load_state(
+    module: Any, tensors: dict[str, torch.Tensor], prefix: str, path: str | os.PathLike[str]
+) -> None:
+    """Load the tensors named ``prefix + key`` into ``module`` (all keys must fit exactly).
+
+    Raises:
+        ValueError: Missing, unexpected or other-shaped weights (one line naming the file).
+    """
+    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()]
+        detail = " ".join(lines) or _first_line(exc)
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."
+        raise ValueError(
+            f"The weights in '{Path(path) / WEIGHTS_NAME}' do not fit the {prefix.rstrip('/')} "
+            f"({detail}); pass the network they were trained with."
+        ) from None
 
 
 def register_loader(task: str, loader: Callable[..., Any]) -> None:

@@ -19,11 +19,9 @@ The last three follow Xiao et al. (2021), see :mod:`crowdmed.nn.segmentation`.
 
 from __future__ import annotations
 
-import copy
 import math
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -33,13 +31,29 @@ import torch
 from torch import nn
 
 from crowdmed._validation import check_option
+from crowdmed.nn.registry import network_spec
 from crowdmed.nn.segmentation import (
     LabelReweightingLoss,
     WeightingNetwork,
     pixel_loss,
     reweight_lambdas,
 )
-from crowdmed.training._checkpoint import data_digest, load_checkpoint, save_checkpoint
+from crowdmed.training.engine import (
+    CHECKPOINT_NAME,
+    Engine,
+    TrainTask,
+    data_digest,
+    is_main_process,
+    resolve_device,
+)
+from crowdmed.training.persistence import (
+    CONFIG_NAME,
+    load_state,
+    read_folder,
+    rebuild_network,
+    register_loader,
+    save_folder,
+)
 
 __all__ = ["CrowdSegmenter", "SegmentationMethod"]
 
@@ -94,8 +108,8 @@ class CrowdSegmenter:
     """Train a segmentation network on the masks of several raters.
 
     The network maps images ``(B, C, *spatial)`` to logits ``(B, K, *spatial)`` of the same
-    spatial size. Training runs with Adam, a seeded data order (the global torch and NumPy
-    RNGs are restored afterwards), validation Dice each epoch, early stopping, the weights of
+    spatial size. Training runs with Adam, a seeded data order (the global torch RNG is
+    forked and restored afterwards), validation Dice each epoch, early stopping, the weights of
     the best epoch kept, and optional checkpoints that let an interrupted fit resume exactly
     where it stopped.
 
@@ -121,19 +135,28 @@ class CrowdSegmenter:
             trains all epochs and keeps the last weights.
         augment: Callable ``(images, masks) -> (images, masks)`` applied to each training batch
             (``masks`` is ``(B, A + 1, *spatial)``: the raters then the consensus); it must move
-            masks with the images (flips, 90° rotations).
-        device: Torch device.
-        random_state: Seed of the data order, the weighting network's initialisation and any
-            randomness in ``augment`` from the global torch or NumPy RNG (build ``network``
+            masks with the images (flips, 90° rotations). Draw its randomness from torch's
+            global RNG, which the fit forks and seeds with ``random_state``.
+        device: Torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``; ``None``: CUDA when
+            available). Under ``torchrun`` ``"cuda"`` means this process's GPU.
+        random_state: Seed of the data order, the weighting network's initialisation, dropout
+            and ``augment``'s draws from the (forked) global torch RNG (build ``network``
             under ``torch.manual_seed`` for a fully seeded run).
-        checkpoint_dir: Folder for ``checkpoint.pt``, written atomically after every epoch
-            (both networks, optimiser, RNG states, history, best weights, schedule step and a
-            fingerprint of the settings and data). A fit with the same folder, settings and
-            data resumes from it, a larger ``epochs`` trains a finished run longer, and a run
-            that stopped early stays stopped; other settings or data raise ``ValueError``.
+        checkpoint_dir: Folder for ``checkpoint.safetensors``, written atomically after every
+            epoch (both networks, optimiser, RNG states, history, best weights, schedule step
+            and a fingerprint of the settings and data; no pickle). A fit with the same
+            folder, settings and data resumes from it exactly, a larger ``epochs`` trains a
+            finished run longer, and a run that stopped early stays stopped; other settings
+            or data raise :class:`~crowdmed.training.CheckpointMismatchError`.
         resume: ``False`` deletes an existing checkpoint in ``checkpoint_dir`` and starts over.
         progress: ``True`` for a rich progress bar, ``False`` for none, or a callable
             ``progress(epoch, epochs, metrics)`` called after every epoch.
+        num_threads: Torch CPU threads during ``fit`` (restored afterwards); ``None`` leaves
+            the setting alone.
+
+    The fit runs on :class:`crowdmed.training.engine.Engine`, also under
+    ``torchrun --nproc_per_node N``. :meth:`save` writes a model folder that :meth:`load` and
+    :func:`crowdmed.training.load_model` read back.
 
     Attributes:
         history_ (list[dict]): One record per epoch: ``epoch, loss, k, lambda1, seconds`` and
@@ -172,6 +195,7 @@ class CrowdSegmenter:
         progress: bool | ProgressHook = False,
         checkpoint_dir: str | os.PathLike[str] | None = None,
         resume: bool = True,
+        num_threads: int | None = None,
     ) -> None:
         self.network = network
         self.method = method
@@ -194,6 +218,7 @@ class CrowdSegmenter:
         self.progress = progress
         self.checkpoint_dir = checkpoint_dir
         self.resume = resume
+        self.num_threads = num_threads
 
     # ------------------------------------------------------------------ validation
     def _check_params(self) -> SegmentationMethod:
@@ -304,7 +329,13 @@ class CrowdSegmenter:
             The fitted estimator.
         """
         method = self._check_params()
-        for attr in ("history_", "best_epoch_", "stopped_early_", "weighting_network_"):
+        for attr in (
+            "history_",
+            "best_epoch_",
+            "stopped_early_",
+            "weighting_network_",
+            "in_channels_",
+        ):
             self.__dict__.pop(attr, None)
         x = self._images(images, "images")
         n, spatial = x.shape[0], tuple(x.shape[2:])
@@ -360,51 +391,38 @@ class CrowdSegmenter:
                     f"`y_val` holds class {int(yv.max())} but the network has {k} classes; "
                     "give reference masks with classes 0..K-1 (0/255 masks: use y_val != 0)."
                 )
-        device = torch.device(self.device)
+        device = resolve_device(self.device)
         self.network.to(device)
         self._check_output(x[:2].to(device), k)
 
-        # the legacy global NumPy RNG is what an `augment` callable draws from: seed it too
-        np_state = np.random.get_state()  # noqa: NPY002
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.random_state)
-                np.random.seed(self.random_state)  # noqa: NPY002
-                wnet = self._fit_seeded(method, x, masks, vote, k, a, xv, yv, device)
-        finally:
-            np.random.set_state(np_state)  # noqa: NPY002
+        task = _SegmenterTask(self, method, x, masks, vote, k, a, xv, yv)
+        result = self._engine(device).fit(task)
+        self.history_ = result.history
+        self.best_epoch_ = result.best_epoch
+        self.stopped_early_ = result.stopped_early
         self.n_classes_ = k
         self.n_raters_ = a
         self.method_ = method
-        self.weighting_network_ = wnet
+        self.in_channels_ = int(x.shape[1])
+        self.weighting_network_ = task.wnet
         return self
 
-    def _fit_seeded(
-        self,
-        method: SegmentationMethod,
-        x: torch.Tensor,
-        masks: np.ndarray,
-        vote: np.ndarray,
-        k: int,
-        a: int,
-        xv: torch.Tensor | None,
-        yv: np.ndarray | None,
-        device: torch.device,
-    ) -> WeightingNetwork | None:
-        """Build the weighting network and train; the caller seeds and restores the RNGs."""
-        spatial = tuple(x.shape[2:])
-        wnet: WeightingNetwork | None = None
-        if method in (SegmentationMethod.REWEIGHT, SegmentationMethod.REWEIGHT_GAF):
-            given = self.weighting_network
-            if isinstance(given, WeightingNetwork):
-                wnet = given
-            else:
-                wnet = WeightingNetwork(x.shape[1], a, spatial_dims=len(spatial), backbone=given)
-            wnet.to(device)
-        self._fit_loop(
-            method, x, torch.as_tensor(masks), torch.as_tensor(vote), k, wnet, xv, yv, device
+    def _engine(self, device: torch.device) -> Engine:
+        ckpt = Path(self.checkpoint_dir) / CHECKPOINT_NAME if self.checkpoint_dir else None
+        return Engine(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            seed=self.random_state,
+            patience=self.patience,
+            device=device,
+            checkpoint=ckpt,
+            resume=self.resume,
+            mismatch_hint="delete the folder, pass resume=False or use another checkpoint_dir. "
+            "Only `epochs` may change on resume.",
+            progress=self.progress,
+            num_threads=self.num_threads,
+            setting_names={"seed": "random_state"},
         )
-        return wnet
 
     def _batch_loss(
         self,
@@ -415,8 +433,9 @@ class CrowdSegmenter:
         mb: torch.Tensor,
         vb: torch.Tensor,
         step: int,
+        model: nn.Module | None = None,
     ) -> torch.Tensor:
-        logits = self.network(xb)
+        logits = (self.network if model is None else model)(xb)
         if method in (SegmentationMethod.SINGLE, SegmentationMethod.CONSENSUS):
             loss, valid = pixel_loss(logits, vb, kind="ce")
             return loss.sum() / valid.sum().clamp_min(1)
@@ -430,222 +449,6 @@ class CrowdSegmenter:
         if k_now > 0 and wnet is not None:
             weights = wnet(xb, size=tuple(logits.shape[2:]), available=mb >= 0)
         return crit(logits, mb, vb, weights, k=k_now, image=xb)
-
-    def _fit_loop(
-        self,
-        method: SegmentationMethod,
-        x: torch.Tensor,
-        masks: torch.Tensor,
-        vote: torch.Tensor,
-        k: int,
-        wnet: WeightingNetwork | None,
-        xv: torch.Tensor | None,
-        yv: np.ndarray | None,
-        device: torch.device,
-    ) -> None:
-        net = self.network
-        params = list(net.parameters()) + ([] if wnet is None else list(wnet.parameters()))
-        opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        crit = LabelReweightingLoss(
-            kind="focal" if method is SegmentationMethod.REWEIGHT_GAF else "ce",
-            attention=method is SegmentationMethod.REWEIGHT_GAF,
-            gamma=self.gamma,
-            radius=self.radius,
-            sigma=self.sigma,
-            lambda_a=self.lambda_a,
-            lambda_b=self.lambda_b,
-        )
-        gen = torch.Generator().manual_seed(self.random_state)
-        n = len(x)
-        history: list[dict[str, float]] = []
-        best: dict[str, Any] = {"score": -math.inf, "epoch": 0, "state": None}
-        stopped = False
-        step = start_epoch = 0
-        ckpt = Path(self.checkpoint_dir) / "checkpoint.pt" if self.checkpoint_dir else None
-        config = self._run_config(method, x, masks, vote, k, wnet, xv, yv)
-        if ckpt is not None and not self.resume:
-            ckpt.unlink(missing_ok=True)
-        state = load_checkpoint(
-            ckpt,
-            config,
-            device,
-            fix="delete the folder, pass resume=False or use another checkpoint_dir. Only "
-            "`epochs` may change on resume.",
-        )
-        if state is not None:
-            net.load_state_dict(state["network"])
-            if wnet is not None and state.get("weighting_network") is not None:
-                wnet.load_state_dict(state["weighting_network"])
-            opt.load_state_dict(state["optimizer"])
-            gen.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
-            np.random.set_state(state["numpy_rng"])  # noqa: NPY002
-            start_epoch, step = int(state["epoch"]), int(state["step"])
-            history, best = state["history"], state["best"]
-            stopped = bool(state["stopped"])
-        bar = self._progress_bar()
-        try:
-            for epoch in range(start_epoch, start_epoch if stopped else self.epochs):
-                t0 = time.perf_counter()
-                net.train()
-                if wnet is not None:
-                    wnet.train()
-                perm = torch.randperm(n, generator=gen)
-                total, seen = 0.0, 0
-                for idx in self._batches(perm):
-                    xb = x[idx].to(device)
-                    mb = masks[idx].to(device)
-                    vb = vote[idx].to(device)
-                    if self.augment is not None:
-                        xb, both = self.augment(xb, torch.cat([mb, vb.unsqueeze(1)], 1))
-                        mb, vb = both[:, :-1], both[:, -1]
-                    loss = self._batch_loss(method, crit, wnet, xb, mb, vb, step)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    step += 1
-                    total += float(loss.detach()) * len(idx)
-                    seen += len(idx)
-                k_now = step // self.k_every
-                record: dict[str, float] = {
-                    "epoch": epoch + 1,
-                    "loss": total / max(seen, 1),
-                    "k": float(k_now),
-                    "lambda1": reweight_lambdas(k_now)[0],
-                }
-                score = -record["loss"]
-                if xv is not None and yv is not None:
-                    pred = self._predict_tensor(xv, device).argmax(1)
-                    record["val_dice"] = _foreground_dice(pred, yv, k)
-                    if not math.isnan(record["val_dice"]):
-                        score = record["val_dice"]
-                record["seconds"] = time.perf_counter() - t0
-                history.append(record)
-                if score > best["score"] or self.patience is None:
-                    best = {
-                        "score": score,
-                        "epoch": epoch + 1,
-                        "state": (
-                            copy.deepcopy(net.state_dict()),
-                            None if wnet is None else copy.deepcopy(wnet.state_dict()),
-                        ),
-                    }
-                stopped = self.patience is not None and epoch + 1 - best["epoch"] >= self.patience
-                if ckpt is not None:
-                    save_checkpoint(
-                        ckpt,
-                        {
-                            "config": config,
-                            "epoch": epoch + 1,
-                            "step": step,
-                            "stopped": stopped,
-                            "network": net.state_dict(),
-                            "weighting_network": None if wnet is None else wnet.state_dict(),
-                            "optimizer": opt.state_dict(),
-                            "generator": gen.get_state(),
-                            "torch_rng": torch.get_rng_state(),
-                            "numpy_rng": np.random.get_state(),  # noqa: NPY002
-                            "history": history,
-                            "best": best,
-                        },
-                    )
-                self._report(bar, epoch + 1, record)
-                if stopped:
-                    break
-        finally:
-            if bar is not None:
-                bar.stop()
-        if best["state"] is not None:
-            net.load_state_dict(best["state"][0])
-            if wnet is not None and best["state"][1] is not None:
-                wnet.load_state_dict(best["state"][1])
-        self.history_ = history
-        self.best_epoch_ = int(best["epoch"])
-        self.stopped_early_ = stopped
-
-    def _run_config(
-        self,
-        method: SegmentationMethod,
-        x: torch.Tensor,
-        masks: torch.Tensor,
-        vote: torch.Tensor,
-        k: int,
-        wnet: WeightingNetwork | None,
-        xv: torch.Tensor | None,
-        yv: np.ndarray | None,
-    ) -> dict[str, Any]:
-        """Everything but ``epochs`` that must match for a checkpoint to be resumed."""
-
-        def shapes(module: nn.Module | None) -> str | None:
-            if module is None:
-                return None
-            sizes = [f"{name}:{tuple(t.shape)}" for name, t in module.state_dict().items()]
-            return data_digest(np.frombuffer(";".join(sizes).encode(), dtype=np.uint8))
-
-        return {
-            "method": method.value,
-            "n": len(x),
-            "input_shape": list(x.shape[1:]),
-            "n_raters": int(masks.shape[1]),
-            "n_classes": k,
-            "data_sha256": data_digest(x, masks, vote),
-            "val_sha256": data_digest(xv, yv),
-            "network": f"{type(self.network).__name__}/{shapes(self.network)}",
-            "weighting_network": None if wnet is None else shapes(wnet),
-            "rater": self.rater if method is SegmentationMethod.SINGLE else None,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "weight_decay": self.weight_decay,
-            "k_every": self.k_every,
-            "gamma": self.gamma,
-            "radius": self.radius,
-            "sigma": self.sigma,
-            "lambda_a": self.lambda_a,
-            "lambda_b": self.lambda_b,
-            "patience": self.patience,
-            "augment": None
-            if self.augment is None
-            else getattr(self.augment, "__qualname__", type(self.augment).__qualname__),
-            "random_state": self.random_state,
-        }
-
-    def _batches(self, perm: torch.Tensor) -> Iterator[torch.Tensor]:
-        """Mini-batches; a last batch of one item joins the previous one (batch norm)."""
-        n, b = len(perm), self.batch_size
-        starts = list(range(0, n, b))
-        if len(starts) > 1 and n - starts[-1] == 1:
-            starts.pop()
-        for i, s in enumerate(starts):
-            end = starts[i + 1] if i + 1 < len(starts) else n
-            yield perm[s:end]
-
-    # ------------------------------------------------------------------ progress
-    def _progress_bar(self) -> Any:
-        if self.progress is not True:
-            return None
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} epochs"),
-            TextColumn("{task.fields[metrics]}"),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-        )
-        bar.start()
-        self._task = bar.add_task(str(self.method), total=self.epochs, metrics="")
-        return bar
-
-    def _report(self, bar: Any, epoch: int, record: dict[str, float]) -> None:
-        if callable(self.progress) and self.progress is not True:
-            self.progress(epoch, self.epochs, record)
-        elif bar is not None:
-            shown = " ".join(
-                f"{k}={v:.3f}" for k, v in record.items() if k not in ("epoch", "seconds")
-            )
-            bar.update(self._task, completed=epoch, metrics=shown)
 
     # ------------------------------------------------------------------ prediction
     def _predict_tensor(self, x: torch.Tensor, device: torch.device) -> np.ndarray:
@@ -673,7 +476,7 @@ class CrowdSegmenter:
         """Class probabilities ``(N, K, *spatial)`` (float32) of the segmentation network."""
         self._check_fitted()
         x = self._images(images, "images")
-        return self._predict_tensor(x, torch.device(self.device))
+        return self._predict_tensor(x, resolve_device(self.device))
 
     def predict(self, images: Any) -> np.ndarray:
         """Most probable class ``(N, *spatial)`` (int64)."""
@@ -702,7 +505,7 @@ class CrowdSegmenter:
         if rater_masks is not None:
             m = self._labels(rater_masks, "rater_masks", (x.shape[0], self.n_raters_, *x.shape[2:]))
             avail = torch.as_tensor(m >= 0)
-        device = torch.device(self.device)
+        device = resolve_device(self.device)
         out = []
         wnet.eval()
         with torch.no_grad():
@@ -711,3 +514,265 @@ class CrowdSegmenter:
                 av = None if avail is None else avail[s : s + self.batch_size].to(device)
                 out.append(wnet(xb, available=av).cpu())
         return torch.cat(out).numpy()
+
+    # ------------------------------------------------------------------ persistence
+    _SAVED_PARAMS = (
+        "method",
+        "rater",
+        "epochs",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "k_every",
+        "gamma",
+        "radius",
+        "sigma",
+        "lambda_a",
+        "lambda_b",
+        "patience",
+        "random_state",
+    )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the fitted model as a folder: ``config.json`` + ``model.safetensors``.
+
+        The folder holds the segmentation network's weights (and its
+        :func:`~crowdmed.nn.network_spec` when it was built by
+        :func:`crowdmed.nn.segmentation_network` or :func:`crowdmed.nn.build_network`), the
+        weighting network, the settings and the fitted attributes. Under ``torchrun`` only
+        rank 0 writes.
+
+        Args:
+            path: The model folder (created when missing; other files in it are kept).
+
+        Returns:
+            The folder.
+        """
+        self._check_fitted()
+        tensors = {f"network/{k}": v for k, v in self.network.state_dict().items()}
+        wnet = self.weighting_network_
+        wconfig: dict[str, Any] | None = None
+        if wnet is not None:
+            tensors.update({f"weighting_network/{k}": v for k, v in wnet.state_dict().items()})
+            wconfig = {
+                "n_raters": wnet.n_raters,
+                "spatial_dims": wnet.spatial_dims,
+                "custom": self.weighting_network is not None,
+            }
+        config = {
+            "network": network_spec(self.network),
+            "network_class": type(self.network).__qualname__,
+            "params": {name: getattr(self, name) for name in self._SAVED_PARAMS},
+            "augment": None if self.augment is None else _qualname(self.augment),
+            "weighting_network": wconfig,
+            "fitted": {
+                "method": self.method_.value,
+                "n_classes": self.n_classes_,
+                "n_raters": self.n_raters_,
+                "in_channels": self.in_channels_,
+                "history": self.history_,
+                "best_epoch": self.best_epoch_,
+                "stopped_early": self.stopped_early_,
+            },
+        }
+        if not is_main_process():
+            return Path(path)
+        return save_folder(path, task="segmenter", config=config, tensors=tensors)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        network: nn.Module | None = None,
+        weighting_network: nn.Module | None = None,
+        device: str | torch.device | None = None,
+    ) -> CrowdSegmenter:
+        """Read a folder written by :meth:`save`; the model is ready to predict.
+
+        Args:
+            path: The model folder.
+            network: The segmentation network to fill with the saved weights; needed only
+                when the saved network has no spec (not built by
+                :func:`crowdmed.nn.segmentation_network` or :func:`crowdmed.nn.build_network`).
+            weighting_network: The weighting network (or its backbone) the model was trained
+                with; needed only when a custom one was passed to the constructor.
+            device: Torch device of the model; CUDA when available if ``None``.
+
+        Returns:
+            The fitted segmenter (``augment`` is not saved: it is ``None``).
+
+        Raises:
+            ValueError: The folder is missing, corrupt, of another task, or its weights do not
+                fit the networks (one line naming the file).
+        """
+        config, tensors = read_folder(path, task="segmenter")
+        folder = Path(path)
+        net = rebuild_network(config, network, folder)
+        load_state(net, tensors, "network/", folder)
+        fitted = config["fitted"]
+        wconfig = config.get("weighting_network")
+        wnet: WeightingNetwork | None = None
+        if wconfig is not None:
+            if wconfig.get("custom") and weighting_network is None:
+                raise ValueError(
+                    f"'{folder / CONFIG_NAME}' was trained with a custom weighting network; "
+                    "pass load(path, weighting_network=...) with the same architecture."
+                )
+            if isinstance(weighting_network, WeightingNetwork):
+                wnet = weighting_network
+            else:
+                wnet = WeightingNetwork(
+                    int(fitted["in_channels"]),
+                    int(wconfig["n_raters"]),
+                    spatial_dims=int(wconfig["spatial_dims"]),
+                    backbone=weighting_network,
+                )
+            load_state(wnet, tensors, "weighting_network/", folder)
+        dev = resolve_device(device)
+        seg = cls(
+            net,
+            **config["params"],
+            weighting_network=weighting_network,
+            device=str(dev),
+            progress=False,
+        )
+        net.to(dev)
+        if wnet is not None:
+            wnet.to(dev)
+        seg.history_ = list(fitted["history"])
+        seg.best_epoch_ = int(fitted["best_epoch"])
+        seg.stopped_early_ = bool(fitted["stopped_early"])
+        seg.n_classes_ = int(fitted["n_classes"])
+        seg.n_raters_ = int(fitted["n_raters"])
+        seg.in_channels_ = int(fitted["in_channels"])
+        seg.method_ = SegmentationMethod(fitted["method"])
+        seg.weighting_network_ = wnet
+        return seg
+
+
+class _SegmenterTask(TrainTask):
+    """One :class:`CrowdSegmenter` fit as an engine task."""
+
+    def __init__(
+        self,
+        seg: CrowdSegmenter,
+        method: SegmentationMethod,
+        x: torch.Tensor,
+        masks: np.ndarray,
+        vote: np.ndarray,
+        k: int,
+        a: int,
+        xv: torch.Tensor | None,
+        yv: np.ndarray | None,
+    ) -> None:
+        self.seg, self.method, self.x, self.k, self.a = seg, method, x, k, a
+        self.masks, self.vote = torch.as_tensor(masks), torch.as_tensor(vote)
+        self.xv, self.yv = xv, yv
+        self.name = str(seg.method)
+        self.wnet: WeightingNetwork | None = None
+
+    def setup(self, engine: Engine) -> None:
+        seg, device = self.seg, engine.device
+        spatial = tuple(self.x.shape[2:])
+        # built with the seeded global RNG, before the data order is drawn
+        if self.method in (SegmentationMethod.REWEIGHT, SegmentationMethod.REWEIGHT_GAF):
+            given = seg.weighting_network
+            if isinstance(given, WeightingNetwork):
+                self.wnet = given
+            else:
+                self.wnet = WeightingNetwork(
+                    self.x.shape[1], self.a, spatial_dims=len(spatial), backbone=given
+                )
+            self.wnet.to(device)
+        self.net = seg.network.to(device)
+        params = list(self.net.parameters())
+        if self.wnet is not None:
+            params += list(self.wnet.parameters())
+        self.opt = torch.optim.Adam(params, lr=seg.lr, weight_decay=seg.weight_decay)
+        self.crit = LabelReweightingLoss(
+            kind="focal" if self.method is SegmentationMethod.REWEIGHT_GAF else "ce",
+            attention=self.method is SegmentationMethod.REWEIGHT_GAF,
+            gamma=seg.gamma,
+            radius=seg.radius,
+            sigma=seg.sigma,
+            lambda_a=seg.lambda_a,
+            lambda_b=seg.lambda_b,
+        )
+        self.model = engine.wrap(self.net)
+
+    def modules(self) -> dict[str, nn.Module]:
+        out: dict[str, nn.Module] = {"network": self.net}
+        if self.wnet is not None:
+            out["weighting_network"] = self.wnet
+        return out
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.opt
+
+    def config(self) -> dict[str, Any]:
+        seg = self.seg
+
+        def shapes(module: nn.Module | None) -> str | None:
+            if module is None:
+                return None
+            sizes = [f"{name}:{tuple(t.shape)}" for name, t in module.state_dict().items()]
+            return data_digest(np.frombuffer(";".join(sizes).encode(), dtype=np.uint8))
+
+        return {
+            "method": self.method.value,
+            "n": len(self.x),
+            "input_shape": list(self.x.shape[1:]),
+            "n_raters": self.a,
+            "n_classes": self.k,
+            "data_sha256": data_digest(self.x, self.masks, self.vote),
+            "val_sha256": data_digest(self.xv, self.yv),
+            "network": f"{type(self.net).__name__}/{shapes(self.net)}",
+            "weighting_network": shapes(self.wnet),
+            "rater": seg.rater if self.method is SegmentationMethod.SINGLE else None,
+            "lr": seg.lr,
+            "weight_decay": seg.weight_decay,
+            "k_every": seg.k_every,
+            "gamma": seg.gamma,
+            "radius": seg.radius,
+            "sigma": seg.sigma,
+            "lambda_a": seg.lambda_a,
+            "lambda_b": seg.lambda_b,
+            "augment": None if seg.augment is None else _qualname(seg.augment),
+        }
+
+    def epoch_items(self, epoch: int, engine: Engine) -> int:
+        return len(self.x)
+
+    def train_batch(self, idx: torch.Tensor, engine: Engine) -> torch.Tensor:
+        seg, device = self.seg, engine.device
+        xb = self.x[idx].to(device)
+        mb = self.masks[idx].to(device)
+        vb = self.vote[idx].to(device)
+        if seg.augment is not None:
+            xb, both = seg.augment(xb, torch.cat([mb, vb.unsqueeze(1)], 1))
+            mb, vb = both[:, :-1], both[:, -1]
+        return seg._batch_loss(
+            self.method, self.crit, self.wnet, xb, mb, vb, engine.step, self.model
+        )
+
+    def end_epoch(self, epoch: int, engine: Engine) -> dict[str, float]:
+        k_now = engine.step // self.seg.k_every
+        return {"k": float(k_now), "lambda1": reweight_lambdas(k_now)[0]}
+
+    def validate(self, engine: Engine) -> dict[str, float]:
+        if self.xv is None or self.yv is None:
+            return {}
+        pred = self.seg._predict_tensor(self.xv, engine.device).argmax(1)
+        return {"val_dice": _foreground_dice(pred, self.yv, self.k)}
+
+    def score(self, record: dict[str, float]) -> float:
+        dice = record.get("val_dice", math.nan)
+        return -record["loss"] if math.isnan(dice) else dice
+
+
+def _qualname(obj: Any) -> str:
+    return str(getattr(obj, "__qualname__", type(obj).__qualname__))
+
+
+register_loader("segmenter", CrowdSegmenter.load)
