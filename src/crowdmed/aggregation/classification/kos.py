@@ -37,8 +37,8 @@ class KOS(BaseAggregator):
     Args:
         max_iter: Maximum number of message-passing iterations.
         tol: Stop when no normalised annotator message changes by more than ``tol``.
-        random_state: Seed or ``numpy.random.Generator`` for the starting messages and
-            tie-breaking.
+        random_state: Seed or ``numpy.random.Generator`` for the starting messages; a zero
+            score gives ``[0.5, 0.5]`` and label 0.
 
     Attributes:
         scores_ (ndarray of shape (n_items,)): ``Σ_j A_ij y_{j→i}`` (normalised messages);
@@ -89,6 +89,10 @@ class KOS(BaseAggregator):
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
+
+    def _tie_random_state(self) -> None:
+        """Ties go to the lowest class index: ``random_state`` seeds only the start."""
+        return None
 
     def _validate_data(self, cl: CrowdLabels) -> None:
         if cl.n_classes != 2:

@@ -87,8 +87,8 @@ class MACE(BaseAggregator):
         beta: Beta prior pseudo-count of not spamming (``vb``).
         strategy_prior: Dirichlet prior pseudo-count of each label in the strategy (``vb``).
         smoothing: Pseudo-count of every count in the ``em`` M-step; ``None`` for ``0.01 / K``.
-        random_state: Seed or ``numpy.random.Generator`` for the starting parameters and
-            tie-breaking.
+        random_state: Seed or ``numpy.random.Generator`` for the starting parameters of
+            the restarts; ties go to the lowest class index.
 
     Attributes:
         posteriors_ (ndarray of shape (n_items, n_classes)): P(true class | labels).
@@ -154,6 +154,10 @@ class MACE(BaseAggregator):
         self.strategy_prior = strategy_prior
         self.smoothing = smoothing
         self.random_state = random_state
+
+    def _tie_random_state(self) -> None:
+        """Ties go to the lowest class index: ``random_state`` seeds only the start."""
+        return None
 
     # ------------------------------------------------------------------ model terms
     def _init_params(

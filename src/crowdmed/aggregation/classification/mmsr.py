@@ -92,8 +92,8 @@ class MMSR(BaseAggregator):
         tol: Stop when ``‖u vᵀ - u' v'ᵀ‖_F`` falls below ``tol``.
         n_trim: ``F``, the number of ratios trimmed on each side; ``None`` for
             ``max(⌊min co-annotators / 2⌋ - 1, 0)``.
-        random_state: Seed or ``numpy.random.Generator`` for the starting ``u = v ~ U(0, 1)``
-            and tie-breaking.
+        random_state: Seed or ``numpy.random.Generator`` for the starting ``u = v ~ U(0, 1)``;
+            ties go to the lowest class index.
 
     Attributes:
         skills_ (ndarray of shape (n_annotators,)): Probability ``p`` of a correct label.
@@ -142,6 +142,10 @@ class MMSR(BaseAggregator):
         self.tol = tol
         self.n_trim = n_trim
         self.random_state = random_state
+
+    def _tie_random_state(self) -> None:
+        """Ties go to the lowest class index: ``random_state`` seeds only the start."""
+        return None
 
     def _init_uv(self, n_annotators: int) -> np.ndarray:
         """Starting value of both ``u`` and ``v``, shape ``(n_annotators,)``."""
@@ -216,7 +220,7 @@ class MMSR(BaseAggregator):
         p = s * (k - 1) / k + 1.0 / k
         self.skills_ = np.where(has_pairs, p, 1.0 / k)
         self.weights_ = np.log(self.skills_ * (k - 1) / (1.0 - self.skills_))
-        self.scores_ = cl.vote_counts(self.weights_)
+        self.scores_ = self._scores(cl)
         post = normalize_log(self.scores_)[0]
         if gold is not None:
             known = gold >= 0
@@ -255,4 +259,9 @@ class MMSR(BaseAggregator):
         return signs
 
     def _predict_proba(self, cl: CrowdLabels) -> np.ndarray:
-        return normalize_log(cl.vote_counts(self.weights_))[0]
+        return normalize_log(self._scores(cl))[0]
+
+    def _scores(self, cl: CrowdLabels) -> np.ndarray:
+        # Rounded so that votes that are equal in exact arithmetic tie exactly (w1 + w2 - w2
+        # and w1 differ in the last bit); ties then go to the lowest class index.
+        return np.round(cl.vote_counts(self.weights_), 12)
