@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -159,6 +160,16 @@ def test_seeds_reproduce() -> None:
     for (name, pa), pb in pairs:
         assert torch.equal(pa, pb), name
     assert a.history_[0]["loss"] != c.history_[0]["loss"]
+    # the numbers of the loop this one replaced (crowdmed before the training engine)
+    rec = a.history_[0]
+    assert [rec[k] for k in ("classification", "bbox_regression", "bbox_ctrness", "loss")] == (
+        pytest.approx(
+            [0.918346643447876, 0.8144108653068542, 0.5445311665534973, 2.277288794517517]
+        )
+    )
+    assert rec["lr"] == 0.01
+    bias = a.network.head.classification_head.cls_logits.bias
+    assert bias.tolist() == pytest.approx([-4.592004776000977, -4.593884468078613], rel=1e-5)
     x, _ = _tiny_data()
     pa = a.predict(x[:2], classes=["a", "b"])
     pd.testing.assert_frame_equal(pa, b.predict(x[:2], classes=["a", "b"]))
@@ -204,6 +215,47 @@ def test_start_from_the_weights_of_a_model_folder(tmp_path: Path) -> None:
         load_detector_weights(fcos_detector(5, image_size=SIZE), tmp_path / "w.pt")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_detector_weights(det.network, tmp_path / "missing.pt")
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_an_interrupted_fit_resumes_exactly(tmp_path: Path) -> None:
+    x, targets = _tiny_data()
+
+    def trainer(**kw: Any) -> CrowdDetector:
+        net = fcos_detector(2, image_size=SIZE, random_state=5)
+        return CrowdDetector(net, epochs=3, batch_size=4, warmup=2, random_state=5, **kw)
+
+    full = trainer().fit(x, targets)
+
+    def stop(epoch: int, epochs: int, record: dict[str, float]) -> None:
+        if epoch == 1:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        trainer(checkpoint_dir=tmp_path, progress=stop).fit(x, targets)
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.safetensors"]
+    epochs_run: list[int] = []
+    resumed = trainer(checkpoint_dir=tmp_path, progress=lambda e, n, r: epochs_run.append(e))
+    resumed.fit(x, targets)
+    assert epochs_run == [2, 3]
+    assert resumed.n_steps_ == full.n_steps_ == 6
+    drop = ("seconds",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in resumed.history_] == [
+        {k: v for k, v in r.items() if k not in drop} for r in full.history_
+    ]
+    pairs = zip(
+        full.network.state_dict().items(), resumed.network.state_dict().values(), strict=True
+    )
+    for (name, pa), pb in pairs:
+        assert torch.equal(pa, pb), name
+    with pytest.raises(ValueError, match=r"another run \(changed: \['momentum'\]\)"):
+        trainer(checkpoint_dir=tmp_path, momentum=0.5).fit(x, targets)
+    # resume=False starts over: the same run as without a checkpoint
+    fresh = trainer(checkpoint_dir=tmp_path, resume=False).fit(x, targets)
+    assert fresh.history_[0]["loss"] == full.history_[0]["loss"]
 
 
 # ---------------------------------------------------------------------- persistence

@@ -16,8 +16,11 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.spatial import cKDTree
+from torch import nn
 
 from crowdmed._validation import check_random_state
 from crowdmed.data.points import check_points
@@ -33,6 +37,7 @@ from crowdmed.nn.aggnet import PATCH_SIZE, AggNetCNN
 from crowdmed.pathology.detector import MultiScaleDetector
 from crowdmed.pathology.patches import DIHEDRAL, rescale_image, scale_points, to_float
 from crowdmed.pathology.stain import StainNormalizer
+from crowdmed.training.engine import Engine, TrainTask, data_digest
 
 __all__ = ["train_detector"]
 
@@ -140,6 +145,9 @@ def train_detector(
     hidden: int = 64,
     random_state: int | None = None,
     callback: Callable[[float, int, int, dict[str, float]], None] | None = None,
+    device: str | torch.device | None = "cpu",
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool = True,
 ) -> MultiScaleDetector:
     """Train one AggNet network per image scale on point annotations of mitoses.
 
@@ -169,12 +177,21 @@ def train_detector(
         random_state: Seed of weight initialisation, sampling and batch order.
         callback: Called as ``callback(scale, epoch, epochs, record)`` after every epoch, with
             ``record`` the epoch's entry of :attr:`MultiScaleDetector.history`.
+        device: Torch device of the fit; the networks are returned on the CPU.
+        checkpoint_dir: Folder for one checkpoint per scale (``checkpoint_scale{i}.safetensors``),
+            written atomically after every epoch; a call with the same folder, data, settings
+            and integer ``random_state`` resumes where the interrupted one stopped and
+            returns the same detector (only ``epochs`` may change).
+        resume: ``False`` deletes existing checkpoints and starts over.
 
     Returns:
-        The trained :class:`MultiScaleDetector` (threshold 0.5 until calibrated).
+        The trained :class:`MultiScaleDetector` (threshold 0.5 until calibrated). Its
+        ``history`` holds, per scale and epoch: ``epoch``, ``loss``, ``accuracy`` (of the
+        epoch's training patches), ``n_positive``, ``n_negative`` and ``seconds``.
 
     Raises:
-        ValueError: Bad hyperparameters, no points, or points naming unknown images.
+        ValueError: Bad hyperparameters, no points, points naming unknown images, or a
+            checkpoint of another run.
     """
     imgs = _as_dict(images)
     if not imgs:
@@ -242,7 +259,6 @@ def train_detector(
             padded.append(np.pad(scaled, ((_HALF, _HALF), (_HALF, _HALF), (0, 0)), mode="reflect"))
             pos_sites.append(np.column_stack([np.full(len(pos), ii), pos]))
             neg_sites.append(np.column_stack([np.full(len(neg), ii), neg]))
-        windows = [sliding_window_view(p, (PATCH_SIZE, PATCH_SIZE), axis=(0, 1)) for p in padded]
         pos_all = np.concatenate(pos_sites).astype(np.int64)
         neg_all = np.concatenate(neg_sites).astype(np.int64)
         if len(pos_all) == 0 or len(neg_all) == 0:
@@ -250,50 +266,39 @@ def train_detector(
         n_pos = 8 * len(pos_all)
         n_neg = min(len(neg_all), round(n_pos * (1 - positive_fraction) / positive_fraction))
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + si)
-            model = AggNetCNN(channels=channels, hidden=hidden)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        hist: list[dict[str, float]] = []
-        for epoch in range(1, epochs + 1):
-            model.train()
-            negs = neg_all[rng.choice(len(neg_all), n_neg, replace=False)]
-            sites = np.concatenate([np.repeat(pos_all, 8, axis=0), negs])
-            views = np.concatenate([np.tile(np.arange(8), len(pos_all)), rng.integers(0, 8, n_neg)])
-            labels = np.concatenate([np.ones(n_pos, np.int64), np.zeros(n_neg, np.int64)])
-            order = rng.permutation(len(sites))
-            total, correct, seen = 0.0, 0, 0
-            for b0 in range(0, len(order), batch_size):
-                idx = order[b0 : b0 + batch_size]
-                batch = np.stack([windows[i][r, c] for i, r, c in sites[idx]])
-                xb = torch.from_numpy(batch)
-                vb = views[idx]
-                for v in np.unique(vb):
-                    sel = torch.from_numpy(np.nonzero(vb == v)[0])
-                    k, flip = DIHEDRAL[int(v)]
-                    xb[sel] = _to_tensor_view(xb[sel], k, flip)
-                yb = torch.from_numpy(labels[idx])
-                logits = model(xb)
-                loss = F.cross_entropy(logits, yb)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-                correct += int((logits.argmax(1) == yb).sum())
-                seen += len(idx)
-            record = {
-                "epoch": float(epoch),
-                "loss": total / seen,
-                "accuracy": correct / seen,
-                "n_positive": float(n_pos),
-                "n_negative": float(n_neg),
-            }
-            hist.append(record)
-            if callback is not None:
-                callback(scale, epoch, epochs, record)
-        model.eval()
+        engine = Engine(
+            epochs=int(epochs),
+            batch_size=int(batch_size),
+            seed=seed + si,
+            numpy_rng=rng,
+            shuffle="numpy",
+            join_single=False,
+            keep_best=False,
+            device=device,
+            checkpoint=None
+            if checkpoint_dir is None
+            else Path(checkpoint_dir) / f"checkpoint_scale{si}.safetensors",
+            resume=resume,
+            mismatch_hint="use another checkpoint_dir, delete it or pass resume=False. Only "
+            "`epochs` may change on resume.",
+            progress=False
+            if callback is None
+            else functools.partial(_scale_callback, callback, scale),
+        )
+        task = _PatchTask(
+            scale,
+            padded,
+            pos_all,
+            neg_all,
+            n_neg=n_neg,
+            lr=lr,
+            channels=channels,
+            hidden=hidden,
+        )
+        result = engine.fit(task)
+        model = task.network.cpu().eval()
         models.append(model)
-        history[scale] = hist
+        history[scale] = result.history
     settings = {
         "scales": [float(s) for s in scales],
         "epochs": epochs,
@@ -313,3 +318,106 @@ def train_detector(
     return MultiScaleDetector(
         scales, models, radius=radius, stain=stain, history=history, settings=settings
     )
+
+
+def _scale_callback(
+    callback: Callable[[float, int, int, dict[str, float]], None],
+    scale: float,
+    epoch: int,
+    epochs: int,
+    record: dict[str, float],
+) -> None:
+    callback(scale, epoch, epochs, record)
+
+
+class _PatchTask(TrainTask):
+    """Adam steps of one scale's AggNet network on patches drawn anew every epoch.
+
+    Every epoch holds all positive sites in the eight rotations/mirrors and ``n_neg``
+    negatives drawn from the pool, each in a random rotation/mirror (``engine.rng``).
+    """
+
+    def __init__(
+        self,
+        scale: float,
+        padded: list[np.ndarray],
+        pos_all: np.ndarray,
+        neg_all: np.ndarray,
+        *,
+        n_neg: int,
+        lr: float,
+        channels: tuple[int, int, int],
+        hidden: int,
+    ) -> None:
+        self.name = f"scale {scale:g}"
+        self.scale = scale
+        self.padded = padded
+        self.windows = [
+            sliding_window_view(p, (PATCH_SIZE, PATCH_SIZE), axis=(0, 1)) for p in padded
+        ]
+        self.pos_all = pos_all
+        self.neg_all = neg_all
+        self.n_pos = 8 * len(pos_all)
+        self.n_neg = n_neg
+        self.lr = lr
+        self.channels = channels
+        self.hidden = hidden
+
+    def setup(self, engine: Engine) -> None:
+        # the engine has seeded (a fork of) the global torch RNG: the initial weights
+        self.network = AggNetCNN(channels=self.channels, hidden=self.hidden).to(engine.device)
+        self.model = engine.wrap(self.network)
+        self.opt = torch.optim.Adam(self.network.parameters(), lr=self.lr)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"network": self.network}
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.opt
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "scale": self.scale,
+            "lr": self.lr,
+            "channels": list(self.channels),
+            "hidden": self.hidden,
+            "n_negative": self.n_neg,
+            "data": data_digest(*self.padded, self.pos_all, self.neg_all),
+        }
+
+    def epoch_items(self, epoch: int, engine: Engine) -> int:
+        rng = engine.rng
+        negs = self.neg_all[rng.choice(len(self.neg_all), self.n_neg, replace=False)]
+        self.sites = np.concatenate([np.repeat(self.pos_all, 8, axis=0), negs])
+        self.views = np.concatenate(
+            [np.tile(np.arange(8), len(self.pos_all)), rng.integers(0, 8, self.n_neg)]
+        )
+        self.labels = np.concatenate(
+            [np.ones(self.n_pos, np.int64), np.zeros(self.n_neg, np.int64)]
+        )
+        self.correct = self.seen = 0
+        return len(self.sites)
+
+    def train_batch(self, idx: torch.Tensor, engine: Engine) -> torch.Tensor:
+        ids = idx.numpy()
+        batch = np.stack([self.windows[i][r, c] for i, r, c in self.sites[ids]])
+        xb = torch.from_numpy(batch)
+        vb = self.views[ids]
+        for v in np.unique(vb):
+            sel = torch.from_numpy(np.nonzero(vb == v)[0])
+            k, flip = DIHEDRAL[int(v)]
+            xb[sel] = _to_tensor_view(xb[sel], k, flip)
+        xb = xb.to(engine.device)
+        yb = torch.from_numpy(self.labels[ids]).to(engine.device)
+        logits = self.model(xb)
+        self.correct += int((logits.argmax(1) == yb).sum())
+        self.seen += len(ids)
+        return F.cross_entropy(logits, yb)
+
+    def end_epoch(self, epoch: int, engine: Engine) -> dict[str, float]:
+        correct, seen = engine.all_reduce_sum([float(self.correct), float(self.seen)])
+        return {
+            "accuracy": correct / max(seen, 1.0),
+            "n_positive": float(self.n_pos),
+            "n_negative": float(self.n_neg),
+        }
