@@ -218,6 +218,50 @@ def test_resume_continues_exactly(tmp_path: Path, method: str) -> None:
     np.testing.assert_array_equal(resumed.annotator_confusion_, straight.annotator_confusion_)
 
 
+class _StopAfter:
+    """Progress hook interrupting the fit after epoch ``at`` (its checkpoint is written)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def __call__(self, epoch: int, total: int, record: dict[str, float]) -> None:
+        if epoch == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("method", ["crowd-layer-vw+b", "dl-em", "aggnet", "dl-soft"])
+def test_interrupted_fit_resumes_exactly(tmp_path: Path, method: str) -> None:
+    """Interrupted after epoch 2 and resumed: the weights and history of an uninterrupted run."""
+    x, labels, truth = make_problem(seed=1, n=100)
+    kwargs = fit_kwargs(method=method, epochs=5, patience=3, weight_decay=1e-3, batch_size=16)
+    val = {"X_val": x[:30], "y_val": truth[:30]}
+    straight = CrowdClassifier(make_net(), **kwargs).fit(x, labels, **val)
+
+    broken = CrowdClassifier(
+        make_net(), **{**kwargs, "progress": _StopAfter(2)}, checkpoint_dir=tmp_path
+    )
+    with pytest.raises(KeyboardInterrupt):
+        broken.fit(x, labels, **val)
+    resumed = CrowdClassifier(make_net(), **kwargs, checkpoint_dir=tmp_path).fit(x, labels, **val)
+
+    def strip(history: list[dict[str, float]]) -> list[dict[str, float]]:
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+    assert strip(resumed.history_) == strip(straight.history_)
+    assert resumed.best_epoch_ == straight.best_epoch_
+    assert resumed.stopped_early_ == straight.stopped_early_
+    for a, b in zip(
+        resumed.network.state_dict().values(), straight.network.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    if straight.head_ is not None:
+        for a, b in zip(
+            resumed.head_.state_dict().values(), straight.head_.state_dict().values(), strict=True
+        ):
+            assert torch.equal(a, b)
+    np.testing.assert_array_equal(resumed.predict_proba(x), straight.predict_proba(x))
+
+
 def test_checkpoint_of_another_run_is_refused(tmp_path: Path) -> None:
     x, labels, _ = make_problem(seed=0, n=60)
     CrowdClassifier(make_net(), **fit_kwargs(epochs=1), checkpoint_dir=tmp_path).fit(x, labels)
