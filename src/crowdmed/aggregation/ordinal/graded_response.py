@@ -12,7 +12,7 @@ from crowdmed._validation import check_option, interval
 from crowdmed.aggregation.base import EPS, EMAggregator
 from crowdmed.data.labels import CrowdLabels
 
-__all__ = ["GradedResponse", "Link", "ordinal_confusion"]
+__all__ = ["GradedResponse", "Link", "Locations", "ordinal_confusion"]
 
 _SQRT_2PI = np.sqrt(2.0 * np.pi)
 
@@ -22,6 +22,18 @@ class Link(str, Enum):
 
     PROBIT = "probit"
     LOGIT = "logit"
+
+
+class Locations(str, Enum):
+    """Whether the middle class locations on the latent axis are estimated."""
+
+    FREE = "free"
+    FIXED = "fixed"
+
+
+def _check_locations(value: Any) -> str | None:
+    check_option(value, Locations, "locations")
+    return None
 
 
 def _check_link(value: Any) -> str | None:
@@ -41,16 +53,20 @@ def _cdf_sf_pdf(u: np.ndarray, link: Link) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def _link_parts(
-    thresholds: np.ndarray, offsets: np.ndarray, noise: np.ndarray, link: Link
+    thresholds: np.ndarray,
+    offsets: np.ndarray,
+    noise: np.ndarray,
+    link: Link,
+    locations: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Category probabilities and the pieces of their derivatives, shape ``(A, K, K)``.
 
     Entry ``[a, k, l]`` belongs to true class ``k`` and reported class ``l``; the class
-    locations are ``0..K-1``.
+    locations are ``0..K-1`` unless given.
     """
     k = thresholds.size + 1
     tau = np.concatenate([[-np.inf], thresholds, [np.inf]])
-    mu = np.arange(k, dtype=np.float64)
+    mu = np.arange(k, dtype=np.float64) if locations is None else locations
     shift = offsets[:, None, None] + mu[None, :, None]  # (A, K, 1)
     s = noise[:, None, None]
     u_hi = (tau[None, None, 1:] - shift) / s
@@ -74,20 +90,23 @@ def ordinal_confusion(
     offsets: np.ndarray,
     noise: np.ndarray,
     *,
+    locations: np.ndarray | None = None,
     link: str = "probit",
 ) -> np.ndarray:
     """Confusion matrices implied by the graded-response annotator model.
 
-    An annotator perceives an item of true class ``k`` at ``k + offset + noise · ε`` (``ε``
+    An annotator perceives an item of true class ``k`` at ``μ_k + offset + noise · ε`` (``ε``
     standard normal for ``"probit"``, standard logistic for ``"logit"``) and reports the class
     ``l`` whose interval ``(thresholds[l-1], thresholds[l]]`` holds it, with
     ``thresholds[-1] = -inf`` and ``thresholds[K-1] = +inf``:
-    ``P(l | k) = F((τ_l − b_a − k) / s_a) − F((τ_{l−1} − b_a − k) / s_a)``.
+    ``P(l | k) = F((τ_l − b_a − μ_k) / s_a) − F((τ_{l−1} − b_a − μ_k) / s_a)``.
 
     Args:
         thresholds: Float array of shape ``(K - 1,)``, increasing.
         offsets: Float array of shape ``(n_annotators,)``; a positive offset rates higher.
         noise: Float array of shape ``(n_annotators,)``, positive noise scales.
+        locations: Float array of shape ``(K,)``: class locations ``μ``; ``0..K-1`` when
+            omitted.
         link: ``"probit"`` or ``"logit"``.
 
     Returns:
@@ -105,6 +124,7 @@ def ordinal_confusion(
         np.asarray(offsets, dtype=np.float64),
         np.asarray(noise, dtype=np.float64),
         check_option(link, Link, "link"),
+        None if locations is None else np.asarray(locations, dtype=np.float64),
     )
     return np.clip(parts["prob"], 0.0, 1.0)
 
@@ -113,37 +133,43 @@ class GradedResponse(EMAggregator):
     """Graded-response (cumulative-link) annotator model for ordinal classes, fitted by EM.
 
     Classes ``0..K-1`` are ordered (in the order of ``classes``). Annotator ``a`` perceives an
-    item of true class ``k`` at ``k + b_a + s_a ε`` and reports the class whose interval of
+    item of true class ``k`` at ``μ_k + b_a + s_a ε`` and reports the class whose interval of
     the shared thresholds ``τ_1 < … < τ_{K-1}`` holds it, so
 
-    ``P(a says l | k) = F((τ_{l+1} − b_a − k) / s_a) − F((τ_l − b_a − k) / s_a)``
+    ``P(a says l | k) = F((τ_{l+1} − b_a − μ_k) / s_a) − F((τ_l − b_a − μ_k) / s_a)``
 
     with ``F`` the normal (``"probit"``) or logistic (``"logit"``) CDF, ``τ_0 = −∞`` and
     ``τ_K = +∞``. ``b_a`` (``offsets_``) is the annotator's severity: a reader with
     ``b_a = 0.5`` rates half a class higher than the average reader; ``s_a`` (``noise_``) is
-    their noise. The class locations are fixed at ``0..K-1`` (this fixes the scale of the
-    latent axis) and the offsets have mean zero (this fixes its origin): thresholds, offsets
-    and noise are then identified. A reader one grade stricter than the others is thereby
-    told apart from a reader who answers at random, which a nominal model such as Dawid–Skene
-    cannot do with few items per class.
+    their noise. The likelihood is unchanged by shifting or stretching the latent axis, so the
+    model is identified by fixing the end classes at ``μ_0 = 0`` and ``μ_{K-1} = K-1`` (the
+    scale: one unit per class on average) and the offsets at mean zero over the annotators
+    with labels (the origin: the average reader); the thresholds, the middle class locations,
+    the offsets and the noise scales are estimated (``locations="fixed"`` keeps every class at
+    ``μ_k = k``: equally spaced grades, which suits data generated that way). A reader one
+    grade stricter than the others is thereby told apart from a reader who answers at random,
+    which a nominal model such as Dawid–Skene cannot do with few items per class.
 
     The E-step is Dawid–Skene's with the model's confusion matrices, summed in log space (a
     product of many probabilities underflows). The M-step maximises the expected complete-data
     log-likelihood, which depends on the labels only through the soft counts ``C[a, k, l]``
-    (``n_annotators × K × K`` numbers), by a few L-BFGS steps with the analytic gradient over
-    ``(τ, b, log s)``, warm-started from the previous iteration; a step that does not improve
+    (``n_annotators × K × K`` numbers), by a few BFGS steps with the analytic gradient over
+    ``(τ, μ, b, log s)``, warm-started from the previous iteration; a step that does not improve
     the objective is rejected, so ``log_likelihoods_`` never decreases (generalised EM). A
-    Gaussian penalty ``regularization / 2 · Σ (b_a² + (log s_a)² + (log gap)²)`` on the
-    offsets, log noise scales and log gaps between thresholds keeps readers with few or
-    one-sided labels finite (MAP-EM; its log-density is part of ``log_likelihoods_``).
+    Gaussian penalty ``regularization / 2 · Σ (b_a² + (log s_a)² + (log gap)² + (μ_k − k)²)``
+    on the offsets, log noise scales, log gaps between thresholds and middle class locations
+    keeps readers with few or one-sided labels, and classes nobody uses, finite (MAP-EM; its
+    log-density is part of ``log_likelihoods_``).
 
     Args:
         max_iter: Maximum number of EM iterations.
         tol: Stop when the gain in log-likelihood per annotation is below ``tol``.
         link: ``"probit"`` (normal perception noise) or ``"logit"`` (logistic noise).
+        locations: ``"free"`` (estimate the middle class locations) or ``"fixed"``
+            (``μ_k = k``).
         regularization: Precision of the Gaussian penalty described above; ``0`` gives
             maximum likelihood.
-        m_step_iter: Maximum L-BFGS iterations per M-step.
+        m_step_iter: Maximum BFGS iterations per M-step.
         random_state: Seed or ``numpy.random.Generator`` for tie-breaking of ``labels_``;
             ``None`` breaks ties by the lowest class index.
 
@@ -152,7 +178,9 @@ class GradedResponse(EMAggregator):
             ordered classes.
         labels_ (ndarray of shape (n_items,)): Argmax of ``posteriors_``.
         thresholds_ (ndarray of shape (n_classes - 1,)): Shared thresholds ``τ``, increasing,
-            on the latent axis where class ``k`` sits at ``k``.
+            on the latent axis.
+        locations_ (ndarray of shape (n_classes,)): Class locations ``μ``; the first is 0 and
+            the last ``K - 1``.
         offsets_ (ndarray of shape (n_annotators,)): Severity offsets ``b_a`` (mean 0);
             positive rates higher.
         noise_ (ndarray of shape (n_annotators,)): Noise scales ``s_a`` (latent-axis units).
@@ -173,17 +201,17 @@ class GradedResponse(EMAggregator):
 
     Examples:
         >>> import numpy as np
-        >>> labels = np.array([[0, 1, 0], [2, 2, 1], [1, 2, 1], [3, 3, 2], [0, 0, -1]])
-        >>> gr = GradedResponse().fit(labels)
-        >>> gr.labels_
-        array([0, 2, 2, 3, 0])
-        >>> bool(gr.offsets_[1] > gr.offsets_[2])  # reader 1 rates higher than reader 2
-        True
+        >>> from crowdmed.simulate import simulate_ordinal_readers
+        >>> sim = simulate_ordinal_readers(200, [-0.5, 0.0, 0.5], [0.5, 0.5, 0.5], random_state=0)
+        >>> gr = GradedResponse().fit(sim.labels)  # 3 readers, K = 5
+        >>> gr.offsets_.round(1) + 0.0
+        array([-0.5,  0. ,  0.5])
     """
 
     _parameter_constraints: ClassVar[dict[str, Any]] = {
         **EMAggregator._parameter_constraints,
         "link": _check_link,
+        "locations": _check_locations,
         "regularization": interval(0, None),
         "m_step_iter": interval(1, None, integer=True),
     }
@@ -194,6 +222,7 @@ class GradedResponse(EMAggregator):
         max_iter: int = 100,
         tol: float = 1e-6,
         link: str = "probit",
+        locations: str = "free",
         regularization: float = 0.1,
         m_step_iter: int = 20,
         random_state: int | np.random.Generator | None = None,
@@ -201,27 +230,48 @@ class GradedResponse(EMAggregator):
         self.max_iter = max_iter
         self.tol = tol
         self.link = link
+        self.locations = locations
         self.regularization = regularization
         self.m_step_iter = m_step_iter
         self.random_state = random_state
 
     # ------------------------------------------------------------------ parameters
-    def _unpack(self, theta: np.ndarray, k: int, n_ann: int) -> tuple[np.ndarray, ...]:
-        """``theta = [τ_1, log gaps (K-2), offsets (A), log noise (A)]``."""
+    @staticmethod
+    def _unpack(theta: np.ndarray, k: int, n_ann: int) -> tuple[np.ndarray, ...]:
+        """Split ``theta = [τ_1, log gaps (K-2), μ_1..μ_{K-2}, offsets (A), log noise (A)]``."""
         gaps = theta[1 : k - 1]
         tau = theta[0] + np.concatenate([[0.0], np.cumsum(np.exp(gaps))])
-        offsets = theta[k - 1 : k - 1 + n_ann]
-        log_s = theta[k - 1 + n_ann :]
-        return tau, gaps, offsets, log_s
+        mid = theta[k - 1 : 2 * k - 3]
+        mu = np.concatenate([[0.0], mid, [k - 1.0]]) if k > 1 else np.zeros(1)
+        offsets = theta[2 * k - 3 : 2 * k - 3 + n_ann]
+        log_s = theta[2 * k - 3 + n_ann :]
+        return tau, gaps, mu, offsets, log_s
+
+    def _penalty(
+        self, gaps: np.ndarray, mu: np.ndarray, offsets: np.ndarray, log_s: np.ndarray
+    ) -> tuple[float, np.ndarray]:
+        """Log-density of the Gaussian penalty (up to a constant) and its parts' residuals."""
+        dev = mu[1:-1] - np.arange(1, mu.size - 1)
+        value = (offsets**2).sum() + (log_s**2).sum() + (gaps**2).sum() + (dev**2).sum()
+        return -0.5 * self.regularization * float(value), dev
 
     def _objective(
-        self, theta: np.ndarray, counts: np.ndarray, scale: float, link: Link
+        self,
+        theta: np.ndarray,
+        counts: np.ndarray,
+        scale: float,
+        link: Link,
+        fixed_locations: bool = False,
     ) -> tuple[float, np.ndarray]:
-        """Negative expected complete-data log-likelihood plus penalty, divided by ``scale``."""
+        """Negative expected complete-data log-likelihood plus penalty, divided by ``scale``.
+
+        With ``fixed_locations`` the gradient of the class locations is zero, so BFGS (whose
+        steps are ``−H · grad`` with ``H`` built from past steps) never moves them.
+        """
         n_ann, k, _ = counts.shape
-        tau, gaps, offsets, log_s = self._unpack(theta, k, n_ann)
+        tau, gaps, mu, offsets, log_s = self._unpack(theta, k, n_ann)
         s = np.exp(log_s)
-        parts = _link_parts(tau, offsets, s, link)
+        parts = _link_parts(tau, offsets, s, link, mu)
         prob = parts["prob"]
         ok = prob > EPS  # floored cells are constant: no gradient
         logp = np.log(np.where(ok, prob, EPS))
@@ -232,32 +282,42 @@ class GradedResponse(EMAggregator):
         inv_s = (1.0 / s)[:, None, None]
         # d/dτ_j: τ_j is the upper bound of class j-1 and the lower bound of class j.
         d_tau = (g_hi * inv_s).sum(axis=(0, 1))[:-1] - (g_lo * inv_s).sum(axis=(0, 1))[1:]
-        d_offsets = -((g_hi - g_lo) * inv_s).sum(axis=(1, 2))
+        d_shift = (g_hi - g_lo) * inv_s  # minus d/d(b_a + μ_k)
+        d_offsets = -d_shift.sum(axis=(1, 2))
+        d_mu = -d_shift.sum(axis=(0, 2))[1:-1]
         d_log_s = -(g_hi * parts["u_hi"] - g_lo * parts["u_lo"]).sum(axis=(1, 2))
         d_t1 = d_tau.sum()
         # τ_j = τ_1 + Σ_{m ≤ j} exp(gap_m): a gap moves every later threshold.
         d_gaps = np.exp(gaps) * np.cumsum(d_tau[::-1])[::-1][1:]
+        pen, dev = self._penalty(gaps, mu, offsets, log_s)
         lam = self.regularization
-        value -= 0.5 * lam * float((offsets**2).sum() + (log_s**2).sum() + (gaps**2).sum())
         grad = np.concatenate(
-            [[d_t1], d_gaps - lam * gaps, d_offsets - lam * offsets, d_log_s - lam * log_s]
+            [
+                [d_t1],
+                d_gaps - lam * gaps,
+                np.zeros_like(dev) if fixed_locations else d_mu - lam * dev,
+                d_offsets - lam * offsets,
+                d_log_s - lam * log_s,
+            ]
         )
-        return -value / scale, -grad / scale
+        return -(value + pen) / scale, -grad / scale
 
     def _set_theta(self, theta: np.ndarray, k: int, n_ann: int, link: Link) -> None:
-        tau, _, offsets, log_s = self._unpack(theta, k, n_ann)
+        tau, _, mu, offsets, log_s = self._unpack(theta, k, n_ann)
         self._theta = theta
         self.thresholds_ = tau
+        self.locations_ = mu
         self.offsets_ = offsets.copy()
         self.noise_ = np.exp(log_s)
-        parts = _link_parts(tau, self.offsets_, self.noise_, link)
+        parts = _link_parts(tau, self.offsets_, self.noise_, link, mu)
         self.confusion_ = np.maximum(parts["prob"], EPS)
 
     # ------------------------------------------------------------------ EM steps
     def _fit(self, cl: CrowdLabels, gold: np.ndarray | None) -> None:
         k, n_ann = cl.n_classes, cl.n_annotators
-        # Start: thresholds half-way between class locations, no offset, unit noise.
-        self._theta = np.concatenate([[0.5], np.zeros(k - 2), np.zeros(n_ann), np.zeros(n_ann)])
+        # Start: classes at 0..K-1, thresholds half-way between them, no offset, unit noise.
+        mid = np.arange(1.0, k - 1)
+        self._theta = np.concatenate([[0.5], np.zeros(k - 2), mid, np.zeros(2 * n_ann)])
         try:
             super()._fit(cl, gold)
         finally:
@@ -271,22 +331,28 @@ class GradedResponse(EMAggregator):
         counts = (cl.incidence_t() @ posteriors).reshape(n_ann, k, k).transpose(0, 2, 1)
         scale = float(max(cl.n_labels, 1))
         theta0 = self._theta
-        f0, _ = self._objective(theta0, counts, scale, link)
+        f0, _ = self._objective(theta0, counts, scale, link, False)
+        fixed = check_option(self.locations, Locations, "locations") is Locations.FIXED
         res = optimize.minimize(
             self._objective,
             theta0,
-            args=(counts, scale, link),
+            args=(counts, scale, link, fixed),
             jac=True,
-            method="L-BFGS-B",
+            method="BFGS",
             options={"maxiter": self.m_step_iter},
         )
-        theta = res.x if np.all(np.isfinite(res.x)) and res.fun <= f0 else theta0
-        # Identify the origin: the likelihood is unchanged by moving every offset and
-        # threshold by the same amount; centring the offsets also lowers the penalty.
-        shift = theta[k - 1 : k - 1 + n_ann].mean() if n_ann else 0.0
-        theta = theta.copy()
+        theta = (res.x if np.all(np.isfinite(res.x)) and res.fun <= f0 else theta0).copy()
+        # Identify the origin: the likelihood is unchanged by moving the thresholds and the
+        # offsets of the annotators with labels by the same amount; centring those offsets
+        # also lowers the penalty. Annotators without labels sit at the penalty's minimum.
+        active = cl.labels_per_annotator() > 0
+        offsets = theta[2 * k - 3 : 2 * k - 3 + n_ann]
+        log_s = theta[2 * k - 3 + n_ann :]
+        shift = offsets[active].mean() if active.any() else 0.0
         theta[0] += shift
-        theta[k - 1 : k - 1 + n_ann] -= shift
+        offsets[active] -= shift
+        offsets[~active] = 0.0
+        log_s[~active] = 0.0
         self._set_theta(theta, k, n_ann, link)
         self.priors_ = np.maximum(posteriors.mean(axis=0), EPS)
 
@@ -299,10 +365,5 @@ class GradedResponse(EMAggregator):
 
     def _log_param_prior(self) -> float:
         k = self.thresholds_.size + 1
-        gaps = self._theta[1 : k - 1] if hasattr(self, "_theta") else np.zeros(0)
-        lam = self.regularization
-        return float(
-            -0.5
-            * lam
-            * ((self.offsets_**2).sum() + (np.log(self.noise_) ** 2).sum() + (gaps**2).sum())
-        )
+        _, gaps, mu, offsets, log_s = self._unpack(self._theta, k, self.offsets_.size)
+        return self._penalty(gaps, mu, offsets, log_s)[0]
