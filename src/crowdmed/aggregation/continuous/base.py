@@ -157,8 +157,10 @@ def _from_frame(df: pd.DataFrame, known_annotators: Any = None) -> ContinuousLab
             "missing readings from a long table."
         )
     items, item_ids = pd.factorize(df["item"], sort=True)
+    annotator_ids: np.ndarray
     if known_annotators is None:
-        annotators, annotator_ids = pd.factorize(df["annotator"], sort=True)
+        annotators, found = pd.factorize(df["annotator"], sort=True)
+        annotator_ids = np.asarray(found)
     else:
         annotator_ids = np.asarray(known_annotators)
         annotators = pd.Index(annotator_ids).get_indexer(df["annotator"])
