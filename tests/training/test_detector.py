@@ -1,4 +1,4 @@
-"""EARL-weighted FCOS: equal to torchvision's loss at c = 1, c = 0 removes a box; the trainer."""
+"""EARL-weighted FCOS against a hand-computed weighted loss; CrowdDetector fit, resume, save."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from crowdmed.training.detector import (  # noqa: E402
 from crowdmed.training.persistence import load_model  # noqa: E402
 
 SIZE = 48
+_BOX = ["xmin", "ymin", "xmax", "ymax"]
 
 
 @pytest.fixture(autouse=True)
@@ -95,11 +96,13 @@ def test_zero_weight_removes_a_box(model: torch.nn.Module) -> None:
     moved = _losses(model, images, _with_weights(relabelled, w))
     for key in base:
         assert moved[key] == pytest.approx(base[key], rel=1e-6)
-    # All boxes at zero weight: no box losses left.
+    # All boxes at zero weight: no box losses left, only the background's focal loss.
     zero = _losses(model, images, _with_weights(targets, [[0.0, 0.0], [0.0], []]))
     assert zero["bbox_regression"] == 0.0
     assert zero["bbox_ctrness"] == 0.0
-    assert zero["classification"] < base["classification"]
+    hand = _hand_losses(model, images, _with_weights(targets, [[0.0, 0.0], [0.0], []]))
+    assert zero["classification"] == pytest.approx(hand["classification"], rel=1e-5)
+    assert hand["classification"] < base["classification"]
 
 
 def test_box_losses_are_linear_in_the_weights(model: torch.nn.Module) -> None:
@@ -115,15 +118,125 @@ def test_box_losses_are_linear_in_the_weights(model: torch.nn.Module) -> None:
     assert b["bbox_regression"] > 0
 
 
-def test_gradients_flow_through_weighted_loss(model: torch.nn.Module) -> None:
+def _focal(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Sigmoid focal loss (alpha 0.25, gamma 2) summed over classes, written out."""
+    p = torch.sigmoid(x)
+    ce = torch.clamp(x, min=0) - x * t + torch.log1p(torch.exp(-x.abs()))
+    p_t = p * t + (1 - p) * (1 - t)
+    return (ce * (1 - p_t) ** 2 * (0.25 * t + 0.75 * (1 - t))).sum()
+
+
+def _giou_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``1 - GIoU`` of two ``(4,)`` corner boxes, written out."""
+    iw = torch.clamp(torch.minimum(a[2], b[2]) - torch.maximum(a[0], b[0]), min=0)
+    ih = torch.clamp(torch.minimum(a[3], b[3]) - torch.maximum(a[1], b[1]), min=0)
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    hull = (torch.maximum(a[2], b[2]) - torch.minimum(a[0], b[0])) * (
+        torch.maximum(a[3], b[3]) - torch.minimum(a[1], b[1])
+    )
+    return 1 - (inter / union - (hull - union) / hull)
+
+
+def _capture(model: torch.nn.Module, images: list, targets: list) -> dict[str, Any]:
+    """The arguments FCOS passes to its head's ``compute_loss`` (one training forward)."""
+    seen: dict[str, Any] = {}
+    original = model.head.compute_loss
+
+    def spy(targets: Any, head_outputs: Any, anchors: Any, matched_idxs: Any) -> Any:
+        seen.update(targets=targets, outputs=head_outputs, anchors=anchors, matched=matched_idxs)
+        return original(targets, head_outputs, anchors, matched_idxs)
+
+    model.head.compute_loss = spy
+    try:
+        model.train()
+        model(images, targets)
+    finally:
+        del model.head.compute_loss
+    return seen
+
+
+def _hand_from(seen: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """EARL's losses location by location: positives weighted by their box's weight."""
+    out = seen["outputs"]
+    cls, reg, ctr = out["cls_logits"], out["bbox_regression"], out["bbox_ctrness"]
+    total = {"classification": 0.0, "bbox_regression": 0.0, "bbox_ctrness": 0.0}
+    n_pos = 0
+    for i, (tgt, anchors, matched) in enumerate(
+        zip(seen["targets"], seen["anchors"], seen["matched"], strict=True)
+    ):
+        for loc, j in enumerate(matched.tolist()):
+            onehot = torch.zeros(cls.shape[-1])
+            if j < 0:  # background: weight 1, no box losses
+                total["classification"] += _focal(cls[i, loc], onehot)
+                continue
+            n_pos += 1
+            w = tgt["weights"][j]
+            onehot[tgt["labels"][j]] = 1.0
+            total["classification"] += w * _focal(cls[i, loc], onehot)
+            a = anchors[loc]
+            cx, cy, aw, ah = (a[0] + a[2]) / 2, (a[1] + a[3]) / 2, a[2] - a[0], a[3] - a[1]
+            d = reg[i, loc] * torch.stack([aw, ah, aw, ah])
+            pred = torch.stack([cx - d[0], cy - d[1], cx + d[2], cy + d[3]])
+            box = tgt["boxes"][j]
+            total["bbox_regression"] += w * _giou_loss(pred, box)
+            left, top, right, bottom = cx - box[0], cy - box[1], box[2] - cx, box[3] - cy
+            target = torch.sqrt(
+                torch.minimum(left, right)
+                / torch.maximum(left, right)
+                * torch.minimum(top, bottom)
+                / torch.maximum(top, bottom)
+            )
+            x = ctr[i, loc, 0]
+            bce = torch.clamp(x, min=0) - x * target + torch.log1p(torch.exp(-x.abs()))
+            total["bbox_ctrness"] += w * bce
+    return {k: v / max(n_pos, 1) for k, v in total.items()}
+
+
+def _hand_losses(model: torch.nn.Module, images: list, targets: list) -> dict[str, float]:
+    with torch.no_grad():
+        return {k: float(v) for k, v in _hand_from(_capture(model, images, targets)).items()}
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [
+        [[1.0, 1.0], [1.0], []],  # torchvision's loss
+        [[0.3, 0.9], [0.6], []],  # fused confidences
+        [[1.0, 0.0], [0.0], []],  # zero-weight boxes contribute nothing
+        [[0.0, 0.0], [0.0], []],
+    ],
+)
+def test_earl_loss_equals_the_hand_computed_weighted_loss(
+    model: torch.nn.Module, weights: list[list[float]]
+) -> None:
     images, targets = _batch()
-    model.train()
-    model.zero_grad()
-    losses = model(images, _with_weights(targets, [[0.3, 0.9], [0.6], []]))
-    sum(losses.values()).backward()
-    grads = [p.grad for p in model.head.parameters() if p.grad is not None]
-    assert grads
-    assert all(torch.isfinite(g).all() for g in grads)
+    weighted = _with_weights(targets, weights)
+    earl = _losses(model, images, weighted)
+    hand = _hand_losses(model, images, weighted)
+    assert hand["classification"] > 0
+    for key, value in hand.items():
+        assert earl[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+    if max(max(w, default=0.0) for w in weights) > 0:
+        assert hand["bbox_regression"] > 0
+
+
+def test_gradients_of_the_weighted_loss_are_the_hand_computed_ones(
+    model: torch.nn.Module,
+) -> None:
+    images, targets = _batch()
+    seen = _capture(model, images, _with_weights(targets, [[0.3, 0.9], [0.6], []]))
+    outputs = seen["outputs"]
+    earl = EarlFCOSHead.compute_loss(
+        model.head, seen["targets"], outputs, seen["anchors"], seen["matched"]
+    )
+    hand = _hand_from(seen)
+    keys = ["cls_logits", "bbox_regression", "bbox_ctrness"]
+    g_earl = torch.autograd.grad(sum(earl.values()), [outputs[k] for k in keys], retain_graph=True)
+    g_hand = torch.autograd.grad(sum(hand.values()), [outputs[k] for k in keys])
+    for key, a, b in zip(keys, g_earl, g_hand, strict=True):
+        assert a.abs().sum() > 0, key
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
     model.zero_grad()
 
 
@@ -386,11 +499,23 @@ def test_variant_targets() -> None:
     assert len(variant_targets(with_empty, "all-readers")) == 4
 
 
-def test_predict_boxes_of_an_untrained_detector_is_a_frame() -> None:
-    net = fcos_detector(2, image_size=SIZE, random_state=0)
-    out = predict_boxes(net, np.zeros((2, SIZE, SIZE), np.float32), image_ids=["u", "v"])
+def test_predict_boxes_holds_the_networks_boxes_with_ids_and_classes() -> None:
+    net = fcos_detector(2, image_size=SIZE, random_state=0).eval()
+    x = np.random.default_rng(1).random((2, SIZE, SIZE)).astype(np.float32)
+    out = predict_boxes(net, x, image_ids=["u", "v"], classes=["p", "q"], batch_size=1)
     assert list(out.columns) == ["image", "class", "xmin", "ymin", "xmax", "ymax", "score"]
-    assert set(out["image"]) <= {"u", "v"}
+    with torch.no_grad():
+        raw = net([torch.from_numpy(x[0])[None], torch.from_numpy(x[1])[None]])
+    n_kept = 0
+    for name, r in zip(["u", "v"], raw, strict=True):
+        b = r["boxes"]
+        keep = ((b[:, 2] - b[:, 0]) >= 0.01) & ((b[:, 3] - b[:, 1]) >= 0.01)  # not flat
+        rows = out[out["image"] == name]
+        np.testing.assert_allclose(rows[_BOX], b[keep].numpy(), atol=1e-4)
+        np.testing.assert_allclose(rows["score"], r["scores"][keep].numpy(), atol=1e-5)
+        assert rows["class"].tolist() == [["p", "q"][k] for k in r["labels"][keep].tolist()]
+        n_kept += int(keep.sum())
+    assert len(out) == n_kept > 0
 
 
 class _FixedDetector(torch.nn.Module):
