@@ -55,14 +55,16 @@ class LinearTask(TrainTask):
         return len(self.x)
 
     def train_batch(self, idx: torch.Tensor, engine: Engine) -> Any:
-        logits = self.model(self.x[idx])
-        loss = F.cross_entropy(logits, self.y[idx])
-        return loss, {"accuracy": float((logits.argmax(1) == self.y[idx]).float().mean())}
+        xb, yb = self.x[idx].to(engine.device), self.y[idx].to(engine.device)
+        logits = self.model(xb)
+        loss = F.cross_entropy(logits, yb)
+        return loss, {"accuracy": float((logits.argmax(1) == yb).float().mean())}
 
     def validate(self, engine: Engine) -> dict[str, float]:
         self.net.eval()
         with torch.no_grad():
-            acc = (self.net(self.x).argmax(1) == self.y).float().mean()
+            pred = self.net(self.x.to(engine.device)).argmax(1)
+            acc = (pred == self.y.to(engine.device)).float().mean()
         return {"val_accuracy": float(acc)}
 
 
@@ -198,3 +200,16 @@ def test_numpy_shuffle_and_batches_loss_average() -> None:
 def test_bad_settings(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         Engine(**kwargs)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fit_and_resume(tmp_path: Path) -> None:
+    ckpt = tmp_path / "ck.safetensors"
+    straight = LinearTask()
+    full = Engine(epochs=3, batch_size=16, device="cuda").fit(straight)
+    assert next(straight.net.parameters()).device.type == "cuda"
+    with pytest.raises(KeyboardInterrupt):
+        Engine(epochs=3, batch_size=16, device="cuda", checkpoint=ckpt).fit(LinearTask(fail_at=2))
+    resumed = Engine(epochs=3, batch_size=16, device="cuda", checkpoint=ckpt).fit(LinearTask())
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
