@@ -30,10 +30,10 @@ import io
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, Request
+from fastapi import Body, FastAPI, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -221,15 +221,13 @@ def create_app(study: Study) -> FastAPI:
         p, _ = authenticate(request, "annotator")
         return JSONResponse(next_payload(p), headers={"Cache-Control": "no-store"})
 
+    # Endpoints are plain functions: FastAPI runs them in its thread pool, so a database
+    # transaction (or the consensus fit on the admin page) never blocks the event loop.
     @app.post("/api/votes")
-    async def api_vote(request: Request) -> JSONResponse:
+    def api_vote(request: Request, body: Annotated[Any, Body()] = None) -> JSONResponse:
         p, from_cookie = authenticate(request, "annotator")
         if from_cookie:
             check_csrf(request, p, None)
-        try:
-            body = await request.json()
-        except ValueError:
-            raise _HTTPError(400, "The body must be JSON: {item, label, vote_id}.") from None
         if not isinstance(body, dict):
             raise _HTTPError(400, "The body must be a JSON object: {item, label, vote_id}.")
         unknown = sorted(set(body) - {"item", "label", "vote_id"})
@@ -374,20 +372,16 @@ def create_app(study: Study) -> FastAPI:
             headers={"Content-Disposition": f'attachment; filename="{what}.csv"'},
         )
 
-    async def form_of(request: Request) -> dict[str, str]:
-        ctype = request.headers.get("content-type", "")
-        if not ctype.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
-            raise _HTTPError(415, "Send the form as application/x-www-form-urlencoded.")
-        form = await request.form()
-        return {k: str(v) for k, v in form.items()}
-
     @app.post("/admin/invite", response_class=HTMLResponse)
-    async def admin_invite(request: Request) -> Response:
+    def admin_invite(
+        request: Request,
+        name: Annotated[str, Form()] = "",
+        csrf_token: Annotated[str, Form()] = "",
+    ) -> Response:
         p, from_cookie = authenticate(request, "admin")
-        form = await form_of(request)
         if from_cookie:
-            check_csrf(request, p, form.get("csrf_token"))
-        name = form.get("name", "").strip()
+            check_csrf(request, p, csrf_token)
+        name = name.strip()
         try:
             token = storage.add_principal(name)
         except ValueError as exc:
@@ -410,11 +404,10 @@ def create_app(study: Study) -> FastAPI:
         )
 
     @app.post("/admin/export", response_class=HTMLResponse)
-    async def admin_export(request: Request) -> Response:
+    def admin_export(request: Request, csrf_token: Annotated[str, Form()] = "") -> Response:
         p, from_cookie = authenticate(request, "admin")
-        form = await form_of(request)
         if from_cookie:
-            check_csrf(request, p, form.get("csrf_token"))
+            check_csrf(request, p, csrf_token)
         path = export_votes(study)
         data = summary()
         return templates.TemplateResponse(

@@ -1,10 +1,12 @@
 """Storage of a study: items, annotators, assignments and votes in SQLite or PostgreSQL.
 
 Everything the server writes goes through :class:`Storage`, one short transaction per request.
-SQLite runs in WAL mode with ``synchronous=FULL`` (a vote acknowledged to the browser is on
-disk, even if the server is killed right after) and ``BEGIN IMMEDIATE`` write transactions,
-serialised in the process by a lock; PostgreSQL locks the annotator's row instead. The tables
-carry a ``crowdmed_`` prefix, so a study can live in a shared PostgreSQL database.
+SQLite runs in WAL mode with ``synchronous=NORMAL`` (a vote acknowledged to the browser is in
+the database file's write-ahead log, so it survives the server being killed; a power cut may
+lose the last moments, set ``CROWDMED_SQLITE_SYNC=FULL`` to sync every vote to disk) and
+``BEGIN IMMEDIATE`` write transactions, serialised in the process by a lock; PostgreSQL locks
+the annotator's row instead. The tables carry a ``crowdmed_`` prefix, so a study can live in a
+shared PostgreSQL database.
 
 Tokens are stored as their SHA-256 digest only: they are 192-bit random strings, so the digest
 cannot be reversed, and a copy of the database does not give access to the study.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import os
 import random
 import secrets
 import threading
@@ -54,11 +57,18 @@ items_table = sa.Table(
     sa.Column("item", sa.Text, nullable=False, unique=True),
     sa.Column("image", sa.Text, nullable=False),
     sa.Column("gold", sa.Integer, nullable=True),  # class index of a gold item, else NULL
-    sa.Column("priority", sa.Float, nullable=True),  # "which case next" score; higher first
+    sa.Column("is_gold", sa.Boolean, nullable=False),
+    sa.Column("priority", sa.Float, nullable=False, default=0.0),  # "which case next"; high first
     sa.Column("n_assigned", sa.Integer, nullable=False, default=0),
     sa.Column("n_labels", sa.Integer, nullable=False, default=0),
 )
-sa.Index("crowdmed_items_next", items_table.c.gold, items_table.c.n_assigned)
+sa.Index(
+    "crowdmed_items_next",
+    items_table.c.is_gold,
+    items_table.c.priority.desc(),
+    items_table.c.n_assigned,
+    items_table.c.id,
+)
 
 annotators_table = sa.Table(
     "crowdmed_annotators",
@@ -73,6 +83,8 @@ annotators_table = sa.Table(
     sa.Column("quiz_total", sa.Integer, nullable=False, default=0),
     sa.Column("quiz_accuracy", sa.Float, nullable=True),
     sa.Column("n_tasks", sa.Integer, nullable=False, default=0),  # task assignments made
+    sa.Column("quiz_done", sa.Integer, nullable=False, default=0),  # quiz answers given
+    sa.Column("tasks_done", sa.Integer, nullable=False, default=0),  # task answers given
 )
 
 assignments_table = sa.Table(
@@ -168,7 +180,8 @@ def _sqlite_engine(url: sa.URL) -> Engine:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=FULL")
+        sync = os.environ.get("CROWDMED_SQLITE_SYNC", "NORMAL").upper()
+        cur.execute(f"PRAGMA synchronous={'FULL' if sync == 'FULL' else 'NORMAL'}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
@@ -281,7 +294,8 @@ class Storage:
                     "item": str(r["item"]),
                     "image": str(r["image"]),
                     "gold": None if r.get("gold") is None else int(r["gold"]),
-                    "priority": r.get("priority"),
+                    "is_gold": r.get("gold") is not None,
+                    "priority": float(r.get("priority") or 0.0),
                     "n_assigned": 0,
                     "n_labels": 0,
                 }
@@ -339,6 +353,8 @@ class Storage:
                         quiz_total=0,
                         quiz_accuracy=None,
                         n_tasks=0,
+                        quiz_done=0,
+                        tasks_done=0,
                     )
                 )
         except sa.exc.IntegrityError:
@@ -425,20 +441,7 @@ class Storage:
                 .order_by(a.c.seq)
                 .limit(1)
             ).first()
-            quiz_done = int(
-                conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(a)
-                    .where(a.c.annotator_id == annotator_id, a.c.phase == "quiz", a.c.done)
-                ).scalar_one()
-            )
-            tasks_done = int(
-                conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(a)
-                    .where(a.c.annotator_id == annotator_id, a.c.phase == "task", a.c.done)
-                ).scalar_one()
-            )
+            quiz_done, tasks_done = int(ann.quiz_done), int(ann.tasks_done)
 
             def answer(phase: str, key: str | None) -> Assignment:
                 return Assignment(phase, key, quiz_done, ann.quiz_total, tasks_done)
@@ -455,7 +458,7 @@ class Storage:
             if gold_share > 0 and rng.random() < gold_share:
                 golds = conn.execute(
                     sa.select(items_table.c.id, items_table.c.key).where(
-                        items_table.c.gold.is_not(None), items_table.c.id.not_in(seen)
+                        items_table.c.is_gold.is_(True), items_table.c.id.not_in(seen)
                     )
                 ).all()
                 if golds:
@@ -464,12 +467,12 @@ class Storage:
                 pick = conn.execute(
                     sa.select(items_table.c.id, items_table.c.key)
                     .where(
-                        items_table.c.gold.is_(None),
+                        items_table.c.is_gold.is_(False),
                         items_table.c.n_assigned < labels_per_item,
                         items_table.c.id.not_in(seen),
                     )
                     .order_by(
-                        sa.func.coalesce(items_table.c.priority, 0.0).desc(),
+                        items_table.c.priority.desc(),
                         items_table.c.n_assigned,
                         items_table.c.id,
                     )
@@ -623,24 +626,23 @@ class Storage:
                     .where(items_table.c.id == item.id)
                     .values(n_labels=items_table.c.n_labels + 1)
                 )
-            if asg.phase == "quiz":
+            values: dict[str, Any] = {}
+            if asg.phase == "task":
+                values["tasks_done"] = annotators_table.c.tasks_done + 1
+            else:
                 correct = ann.quiz_correct + int(label is not None and label == item.gold)
-                remaining = conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(a)
-                    .where(a.c.annotator_id == annotator_id, a.c.phase == "quiz", ~a.c.done)
-                ).scalar_one()
-                values: dict[str, Any] = {"quiz_correct": correct}
-                if remaining == 0:
+                values["quiz_correct"] = correct
+                values["quiz_done"] = ann.quiz_done + 1
+                if ann.quiz_done + 1 >= ann.quiz_total:
                     gamma = correct / ann.quiz_total
                     values["quiz_accuracy"] = gamma
                     # A tiny tolerance: 7/10 passes a pass mark of 0.7.
                     values["status"] = "active" if gamma >= pass_mark - 1e-9 else "failed"
-                conn.execute(
-                    annotators_table.update()
-                    .where(annotators_table.c.id == annotator_id)
-                    .values(**values)
-                )
+            conn.execute(
+                annotators_table.update()
+                .where(annotators_table.c.id == annotator_id)
+                .values(**values)
+            )
             return True
 
     def was_assigned(self, annotator_id: int, item_id: int) -> bool:
