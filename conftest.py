@@ -11,6 +11,7 @@ _OPTIONAL = (
     ("matplotlib", "src/crowdmed/report/figures.py"),
     ("matplotlib", "src/crowdmed/report/crowd.py"),
     ("fastapi", "src/crowdmed/crowdsourcing/server/*"),
+    ("dask", "src/crowdmed/aggregation/distributed/_dask.py"),
 )
 for _module, _path in _OPTIONAL:
     if importlib.util.find_spec(_module) is None:

@@ -1,0 +1,30 @@
+"""Truth inference on label tables that do not fit on one machine (map-reduce EM on Dask).
+
+:class:`DaskAggregator` fits majority vote, Dawid–Skene and one-coin Dawid–Skene on a Dask
+DataFrame (e.g. partitioned Parquet) and gives the in-memory estimators' results. The
+per-partition steps and the EM driver live in :mod:`crowdmed.aggregation.distributed._mapreduce`
+(NumPy only; its docstring explains how another model plugs in). Dask is optional:
+``pip install 'crowdmed[dask]'``; importing this package does not import it.
+"""
+
+from crowdmed.aggregation.distributed._dask import (
+    DaskAggregator,
+    import_dask,
+    read_parquet_labels,
+)
+from crowdmed.aggregation.distributed._mapreduce import (
+    MODELS,
+    ConfusionModel,
+    MajorityVoteModel,
+    PartitionModel,
+)
+
+__all__ = [
+    "MODELS",
+    "ConfusionModel",
+    "DaskAggregator",
+    "MajorityVoteModel",
+    "PartitionModel",
+    "import_dask",
+    "read_parquet_labels",
+]
