@@ -214,11 +214,16 @@ async def _load(
                         continue
                     latencies.append(dt)
                     acked[pending["vote_id"]] = (token, pending["item"], pending["label"])
+                    vote, pending = pending, None
                     if rng.random() < duplicate_rate:
                         duplicates_sent += 1
-                        again = await client.post("/api/votes", json=pending)
+                        while True:  # a client retry of an acknowledged vote
+                            try:
+                                again = await client.post("/api/votes", json=vote)
+                                break
+                            except httpx.TransportError:
+                                await asyncio.sleep(0.05)
                         duplicates_ok += again.json().get("status") == "duplicate"
-                    pending = None
                     if kill_after is not None and len(acked) >= kill_after and not restart:
                         asyncio.get_running_loop().create_task(crash_and_restart())
                 except httpx.TransportError:
