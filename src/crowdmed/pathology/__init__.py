@@ -2,9 +2,11 @@
 
 The NumPy parts (synthetic fields, patches, candidates, stain normalisation) import without
 torch; point tables are read and written by :mod:`crowdmed.data.points` and matched by
-:mod:`crowdmed.metrics.points`. The network, training and dense detection
-(:class:`AggNetCNN`, :func:`train_detector`, :class:`MultiScaleDetector`, :func:`detect`,
-:func:`load_detector`) need ``pip install 'crowdmed[torch]'`` and are imported on first use.
+:mod:`crowdmed.metrics.points`. The network, dense detection and model folders
+(:class:`AggNetCNN`, :class:`MultiScaleDetector`, :func:`detect`, :func:`load_detector`)
+need ``pip install 'crowdmed[torch]'`` and are imported on first use; so is
+:func:`train_detector`, which lives in :mod:`crowdmed.training.patch_detector` (re-exported
+here).
 
 Coordinates: ``x`` is the column and ``y`` the row, in pixels of the full-scale field, with
 pixel centres at integer coordinates. Point tables are ``DataFrame`` objects with the columns

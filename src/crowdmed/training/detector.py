@@ -475,7 +475,9 @@ class _DetectionTask(TrainTask):
         self.opt = torch.optim.SGD(
             params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
         )
-        self.total = math.ceil(len(self.x) / engine.batch_size) * engine.epochs
+        # steps of the whole run: each process sees its shard of every epoch under torchrun
+        per_rank = math.ceil(len(self.x) / engine.world_size)
+        self.total = math.ceil(per_rank / engine.batch_size) * engine.epochs
         self.warmup = int(o.warmup)
 
     def modules(self) -> dict[str, nn.Module]:
@@ -577,11 +579,13 @@ def predict_boxes(
         raise ValueError(f"`image_ids` has {len(ids)} entries for {len(x)} images.")
     was_training = network.training
     network.eval()
+    device = next(network.parameters(), torch.empty(0)).device
     parts: list[pd.DataFrame] = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            outputs = network(list(x[start : start + batch_size]))
-            for j, out in enumerate(outputs):
+            outputs = network(list(x[start : start + batch_size].to(device)))
+            for j, raw in enumerate(outputs):
+                out = {k: v.cpu() for k, v in raw.items()}
                 b = out["boxes"].numpy().astype(np.float64)
                 # Boxes clipped to the border can end (nearly) flat; like torchvision's
                 # remove_small_boxes they are dropped: they match nothing.
@@ -603,10 +607,10 @@ def predict_boxes(
     frames = [p for p in parts if len(p)]
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
-    out = pd.concat(frames, ignore_index=True)
+    table = pd.concat(frames, ignore_index=True)
     if image_ids is None:
-        out["image"] = out["image"].astype(np.int64)
-    return out[columns]
+        table["image"] = table["image"].astype(np.int64)
+    return table[columns]
 
 
 def fuse_model_predictions(
