@@ -168,7 +168,19 @@ def test_export_is_read_by_aggregate(study, app, annotator, key_item, tmp_path):
     gold_rows = table[table["gold"].notna()]
     for item, g in zip(gold_rows["item"], gold_rows["gold"], strict=True):
         assert study.gold[item] == g
+    # The command line reads it as it is, with the quiz accuracy as the trust prior.
+    from typer.testing import CliRunner
+
+    from crowdmed.cli import app as cli
+
+    r = CliRunner().invoke(
+        cli, ["aggregate", str(out), "--method", "sens-spec", "--out", str(tmp_path / "c.csv")]
+    )
+    assert r.exit_code == 0, r.output
+    consensus = pd.read_csv(tmp_path / "c.csv")
+    assert len(consensus) == table["item"].nunique()
     # No temporary file is left next to the export, and it is not overwritten.
     assert sorted(p.name for p in out.parent.iterdir()) == ["votes.csv", "votes.csv.json"]
+    assert not list(study.path.glob("**/*.tmp"))
     with pytest.raises(ValueError, match="already exists"):
         export_votes(study, out)
