@@ -135,8 +135,13 @@ def from_long_frame(
             "`on_duplicate` must be one of ['error', 'first', 'last', 'drop']; got "
             f"{on_duplicate!r}."
         )
-    dup = df.duplicated([c_item, c_ann], keep=False)
-    if dup.any():
+    items, item_ids = pd.factorize(df[c_item], sort=False)
+    anns, ann_ids = pd.factorize(df[c_ann], sort=False)
+    # Repeated (item, annotator) pairs, found from the codes: a sort of integers is several
+    # times faster than hashing the rows with DataFrame.duplicated.
+    pair_keys = np.sort(items.astype(np.int64) * max(len(ann_ids), 1) + anns)
+    if (pair_keys[1:] == pair_keys[:-1]).any():
+        dup = df.duplicated([c_item, c_ann], keep=False)
         if on_duplicate == "error":
             pairs = df.loc[dup, [c_item, c_ann]].drop_duplicates().head(5)
             raise ValueError(
@@ -151,8 +156,8 @@ def from_long_frame(
             on_duplicate = "first"
         keep: Literal["first", "last"] = "last" if on_duplicate == "last" else "first"
         df = df[~df.duplicated([c_item, c_ann], keep=keep)]
-    items, item_ids = pd.factorize(df[c_item], sort=False)
-    anns, ann_ids = pd.factorize(df[c_ann], sort=False)
+        items, item_ids = pd.factorize(df[c_item], sort=False)
+        anns, ann_ids = pd.factorize(df[c_ann], sort=False)
     labs, cls = _encode_classes(df[c_lab], classes)
     n_items, n_ann = len(item_ids), len(ann_ids)
 
