@@ -58,7 +58,8 @@ the run's fingerprint). A checkpoint of a run with another :meth:`TrainTask.conf
 engine settings (only ``epochs`` may change) raises :class:`CheckpointMismatchError`.
 
 Distributed training: under ``torchrun --nproc_per_node N`` (``WORLD_SIZE > 1`` in the
-environment), the engine joins the process group (gloo on CPU, NCCL on CUDA), gives each
+environment), the engine joins the process group (gloo on CPU, NCCL on CUDA; created on the
+first fit when the script has not, kept for later fits, destroyed at exit), gives each
 rank one shard of every epoch's permutation (padded to equal size, like
 ``DistributedSampler``), averages the gradients (``engine.wrap`` makes the network a
 ``DistributedDataParallel``; the gradients of the optimiser's other parameters are
@@ -68,6 +69,7 @@ on rank 0 only.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import json
 import math
@@ -340,7 +342,6 @@ class Engine:
         self.epoch = 0
         self.rank, self.world_size = 0, 1
         self._ddp_params: set[int] = set()
-        self._owns_group = False
 
     # ------------------------------------------------------------------ distributed
     @property
@@ -364,14 +365,10 @@ class Engine:
             if self.device.type == "cuda":
                 torch.cuda.set_device(self.device)
             dist.init_process_group(backend=backend)
-            self._owns_group = True
+            # kept for later fits of the same process (re-creating a group is not reliable)
+            # and destroyed when the process exits
+            atexit.register(_destroy_group)
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-
-    def _leave_group(self) -> None:
-        if self._owns_group and torch.distributed.is_initialized():
-            torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
-        self._owns_group = False
 
     def wrap(self, module: nn.Module) -> nn.Module:
         """``module`` as a ``DistributedDataParallel`` under ``torchrun``, else itself.
@@ -484,7 +481,7 @@ class Engine:
                 torch.manual_seed(self.seed)
                 return self._fit(task)
         finally:
-            self._leave_group()
+            self.barrier()
             if self.num_threads is not None:
                 torch.set_num_threads(threads)
 
@@ -753,6 +750,11 @@ class Engine:
                 f"{k}={v:.3f}" for k, v in record.items() if k not in ("epoch", "seconds")
             )
             bar.update(handle, completed=epoch, metrics=shown)
+
+
+def _destroy_group() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
