@@ -1,7 +1,5 @@
 """A tiny training run on synthetic fields learns to find mitoses."""
 
-import time
-
 import numpy as np
 import pytest
 
@@ -144,7 +142,6 @@ def test_training_bad_input():
 def test_three_scale_detector_on_synthetic_fields():
     f = make_synthetic_fields(24, random_state=11)
     train, val, test = f.subset(range(14)), f.subset(range(14, 18)), f.subset(range(18, 24))
-    start = time.perf_counter()
     det = train_detector(train.as_dict(), train.points, epochs=4, radius=15.0, random_state=0)
     det.calibrate(val.as_dict(), val.points)
     cands = detect(det, test.as_dict(), threshold=0.0)
@@ -152,5 +149,4 @@ def test_three_scale_detector_on_synthetic_fields():
     op = match_points(cands[cands["score"] >= det.threshold], test.points, radius=15.0)
     assert r.auc > 0.9
     assert op.f1 > 0.7
-    assert time.perf_counter() - start < 600
     assert np.isfinite(op.precision)
