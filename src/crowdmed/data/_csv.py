@@ -202,9 +202,25 @@ def _format_float(x: np.ndarray, pa: Any, pc: Any) -> Any:
         text = replace(
             dot, pc.binary_join_element_wise(text.filter(pa.array(dot)), lit(".0"), lit(""))
         )
-    # The notations disagree (1e-6 <= |x| < 1e-4 printed fixed by pyarrow, large values printed
-    # scientific): Python's own repr for these cells.
-    other = finite & (has_e == py_fixed)
+    # Fixed in pyarrow, scientific in Python (1e-6 <= |x| < 1e-4): "0.0000123" -> "1.23e-05".
+    small = finite & ~has_e & ~py_fixed
+    if small.any():
+        sub = pc.utf8_ltrim(text.filter(pa.array(small)), "-")
+        digits = pc.utf8_ltrim(sub, "0.")
+        exp = pc.subtract(pc.subtract(pc.utf8_length(sub), pc.utf8_length(digits)), 1)
+        rest = pc.utf8_slice_codeunits(digits, 1)
+        sci = pc.binary_join_element_wise(
+            pa.array(np.where(x[small] < 0, "-", ""), type=pa.large_string()),
+            pc.utf8_slice_codeunits(digits, 0, 1),
+            pc.if_else(pc.equal(pc.utf8_length(rest), 0), lit(""), lit(".")),
+            rest,
+            lit("e-"),
+            pc.utf8_lpad(pc.cast(exp, pa.large_string()), 2, "0"),
+            lit(""),
+        )
+        text = replace(small, sci)
+    # Scientific in pyarrow, fixed in Python (large values, rare): Python's own repr.
+    other = finite & has_e & py_fixed
     if other.any():
         reprs = pa.array([repr(v) for v in x[other].tolist()], type=pa.large_string())
         text = replace(other, reprs)
