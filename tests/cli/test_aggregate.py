@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-import crowdmed.cli.root
+import crowdmed.cli.aggregate
 from crowdmed import __version__
 from crowdmed.cli import app
 
@@ -78,11 +78,6 @@ METHOD_COLUMNS = {
     "glad": ["skill", "alpha"],
     "sens-spec": ["model_sensitivity", "model_specificity"],
 }
-
-
-@pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
 
 
 def write(path: Path, text: str) -> Path:
@@ -441,14 +436,14 @@ def test_failed_write_leaves_no_partial_output(
 ) -> None:
     labels = write(tmp_path / "labels.csv", LONG_CSV)
     out = write(tmp_path / "consensus.csv", "old result\n")
-    real_write_table = crowdmed.cli.root.write_table
+    real_write_table = crowdmed.cli.aggregate.write_table
 
     def failing_write_table(df: pd.DataFrame, path: Path) -> None:
         if "annotators" in Path(path).name:
             raise OSError("No space left on device")
         real_write_table(df, path)
 
-    monkeypatch.setattr(crowdmed.cli.root, "write_table", failing_write_table)
+    monkeypatch.setattr(crowdmed.cli.aggregate, "write_table", failing_write_table)
     result = runner.invoke(
         app,
         ["aggregate", str(labels), "-o", str(out), "-a", str(tmp_path / "new" / "annotators.csv")],

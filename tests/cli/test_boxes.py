@@ -18,30 +18,6 @@ from crowdmed.cli import app
 from crowdmed.data.boxes import read_boxes
 
 
-@pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
-
-
-@pytest.fixture
-def boxes_csv(tmp_path: Path) -> Path:
-    rows = [
-        ("a", "r1", 0, 10, 10, 50, 40),
-        ("a", "r2", 0, 12, 11, 52, 41),
-        ("a", "r3", 0, 11, 10, 51, 40),
-        ("b", "r1", 1, 5, 5, 25, 25),
-        ("b", "r2", 14, 0, 0, 1, 1),  # VinDr-style "no finding"
-        ("b", "r3", 1, 6, 5, 26, 25),
-    ]
-    frame = pd.DataFrame(rows, columns=["image_id", "rad_id", "class_id", "x_min", "y_min",
-                                        "x_max", "y_max"])  # fmt: skip
-    frame["image_width"] = 100
-    frame["image_height"] = 100
-    path = tmp_path / "readers.csv"
-    frame.to_csv(path, index=False)
-    return path
-
-
 def test_fuse_writes_consensus_readers_pairwise_and_record(
     runner: CliRunner, boxes_csv: Path, tmp_path: Path
 ) -> None:

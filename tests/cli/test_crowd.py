@@ -123,8 +123,7 @@ def test_crowd_cli_happy_path(world, tmp_path):
     with torch.random.fork_rng():
         torch.manual_seed(0)
         det = MultiScaleDetector([0.33, 0.66, 1.0], [AggNetCNN() for _ in range(3)], radius=15)
-    (tmp_path / "model").mkdir()
-    det.save(tmp_path / "model" / "detector.pt")
+    det.save(tmp_path / "model")
     out = tmp_path / "refined"
     for extra in ([], ["--images", root / "fields"]):
         r = _run(
@@ -142,7 +141,14 @@ def test_crowd_cli_happy_path(world, tmp_path):
             *extra,
         )
         assert r.exit_code == 0, r.output
-    for name in ("detector.pt", "truth.csv", "annotators.csv", "history.csv", "run.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "truth.csv",
+        "annotators.csv",
+        "history.csv",
+        "run.json",
+    ):
         assert (out / name).is_file(), name
     truth = pd.read_csv(out / "truth.csv")
     assert list(truth.columns[:3]) == ["task", "is_gold", "score"]
@@ -153,7 +159,7 @@ def test_crowd_cli_happy_path(world, tmp_path):
     assert run["refined_scale"] == 0.33
     assert run["settings"]["epochs"] == 3
     assert run["inputs"]["patches"] == "fields"
-    refined = load_detector(out / "detector.pt")
+    refined = load_detector(out)
     assert not torch.equal(refined.models[0].fc2.weight, det.models[0].fc2.weight)
     assert torch.equal(refined.models[1].fc2.weight, det.models[1].fc2.weight)
 

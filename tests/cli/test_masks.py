@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +20,6 @@ from crowdmed.cli import app
 runner = CliRunner()
 
 
-def _rater_masks(n_raters: int = 3, shape: tuple[int, ...] = (12, 10)) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    truth = np.zeros(shape, bool)
-    truth[tuple(slice(2, s - 2) for s in shape)] = True
-    return truth[None] ^ (rng.random((n_raters, *shape)) < 0.1)
-
-
 def _write_npy(tmp_path: Path, masks: np.ndarray) -> list[str]:
     paths = []
     for r, m in enumerate(masks):
@@ -35,8 +29,8 @@ def _write_npy(tmp_path: Path, masks: np.ndarray) -> list[str]:
     return paths
 
 
-def test_staple_npy_happy_path(tmp_path: Path) -> None:
-    masks = _rater_masks()
+def test_staple_npy_happy_path(tmp_path: Path, rater_masks: Callable[..., np.ndarray]) -> None:
+    masks = rater_masks()
     files = _write_npy(tmp_path, masks)
     out, raters = tmp_path / "staple.npy", tmp_path / "raters.csv"
     res = runner.invoke(app, ["masks", "consensus", *files, "-o", str(out), "-r", str(raters)])
@@ -59,11 +53,13 @@ def test_staple_npy_happy_path(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("method", ["majority", "mean", "multilabel-staple"])
-def test_other_methods_png(tmp_path: Path, method: str) -> None:
+def test_other_methods_png(
+    tmp_path: Path, method: str, rater_masks: Callable[..., np.ndarray]
+) -> None:
     pytest.importorskip("PIL")
     from PIL import Image
 
-    masks = _rater_masks()
+    masks = rater_masks()
     files = []
     for r, m in enumerate(masks):
         p = tmp_path / f"rater{r}.png"
@@ -82,9 +78,9 @@ def test_other_methods_png(tmp_path: Path, method: str) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::crowdmed.exceptions.ConvergenceWarning")
-def test_nifti_keeps_geometry(tmp_path: Path) -> None:
+def test_nifti_keeps_geometry(tmp_path: Path, rater_masks: Callable[..., np.ndarray]) -> None:
     sitk = pytest.importorskip("SimpleITK")
-    masks = _rater_masks(3, (4, 6, 5))
+    masks = rater_masks(3, (4, 6, 5))
     files = []
     for r, m in enumerate(masks):
         img = sitk.GetImageFromArray(m.astype(np.uint8))
@@ -129,8 +125,10 @@ def test_bad_input_exit_2_and_no_files(
     assert set(tmp_path.iterdir()) == before  # nothing written
 
 
-def test_missing_file_and_subprocess(tmp_path: Path) -> None:
-    files = _write_npy(tmp_path, _rater_masks(2))
+def test_missing_file_and_subprocess(
+    tmp_path: Path, rater_masks: Callable[..., np.ndarray]
+) -> None:
+    files = _write_npy(tmp_path, rater_masks(2))
     out = tmp_path / "c.npy"
     res = runner.invoke(
         app, ["masks", "consensus", files[0], str(tmp_path / "nope.npy"), "-o", str(out)]
@@ -156,8 +154,10 @@ def test_missing_file_and_subprocess(tmp_path: Path) -> None:
         ("consensus.jpg", r"JPEG is lossy.*\.png"),
     ],
 )
-def test_bad_output_format_fails_before_work(tmp_path: Path, name: str, match: str) -> None:
-    files = _write_npy(tmp_path, _rater_masks(2))
+def test_bad_output_format_fails_before_work(
+    tmp_path: Path, name: str, match: str, rater_masks: Callable[..., np.ndarray]
+) -> None:
+    files = _write_npy(tmp_path, rater_masks(2))
     before = set(tmp_path.iterdir())
     res = runner.invoke(app, ["masks", "consensus", *files, "-o", str(tmp_path / name)])
     assert res.exit_code == 2
@@ -179,11 +179,13 @@ def test_write_mask_refuses_lossy_jpeg(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("change", ["spacing", "origin", "direction"])
-def test_nifti_raters_on_different_grids_are_an_error(tmp_path: Path, change: str) -> None:
+def test_nifti_raters_on_different_grids_are_an_error(
+    tmp_path: Path, change: str, rater_masks: Callable[..., np.ndarray]
+) -> None:
     # Same voxel counts but a different physical grid: fusing voxel by voxel would be wrong.
     sitk = pytest.importorskip("SimpleITK")
     files = []
-    for r, m in enumerate(_rater_masks(3, (4, 6, 5))):
+    for r, m in enumerate(rater_masks(3, (4, 6, 5))):
         img = sitk.GetImageFromArray(m.astype(np.uint8))
         img.SetSpacing((0.7, 0.7, 2.5))
         if r == 2:
@@ -203,12 +205,14 @@ def test_nifti_raters_on_different_grids_are_an_error(tmp_path: Path, change: st
 
 
 @pytest.mark.parametrize("name", ["bad.nii.gz", "bad.npy", "bad.npz", "bad.png"])
-def test_unreadable_mask_file_is_a_one_line_error(tmp_path: Path, name: str) -> None:
+def test_unreadable_mask_file_is_a_one_line_error(
+    tmp_path: Path, name: str, rater_masks: Callable[..., np.ndarray]
+) -> None:
     if name.endswith(".nii.gz"):
         pytest.importorskip("SimpleITK")
     if name.endswith(".png"):
         pytest.importorskip("PIL")
-    files = _write_npy(tmp_path, _rater_masks(2))
+    files = _write_npy(tmp_path, rater_masks(2))
     bad = tmp_path / name
     bad.write_text("not a mask\n")
     res = runner.invoke(
@@ -241,11 +245,13 @@ def test_write_mask_is_atomic(tmp_path: Path, name: str, monkeypatch: pytest.Mon
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary file left
 
 
-def test_write_mask_two_file_format_names_its_data_file(tmp_path: Path) -> None:
+def test_write_mask_two_file_format_names_its_data_file(
+    tmp_path: Path, rater_masks: Callable[..., np.ndarray]
+) -> None:
     pytest.importorskip("SimpleITK")
     from crowdmed.data.masks import read_mask, write_mask
 
-    mask = _rater_masks(1, (3, 4, 5))[0]
+    mask = rater_masks(1, (3, 4, 5))[0]
     write_mask(tmp_path / "m.mhd", mask)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names[0] == "m.mhd"
@@ -254,8 +260,10 @@ def test_write_mask_two_file_format_names_its_data_file(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_mask(tmp_path / "m.mhd").array, mask.astype(np.uint8))
 
 
-def test_cli_refuses_two_file_output(tmp_path: Path) -> None:
-    files = _write_npy(tmp_path, _rater_masks(2))
+def test_cli_refuses_two_file_output(
+    tmp_path: Path, rater_masks: Callable[..., np.ndarray]
+) -> None:
+    files = _write_npy(tmp_path, rater_masks(2))
     res = runner.invoke(app, ["masks", "consensus", *files, "-o", str(tmp_path / "c.mhd")])
     assert res.exit_code == 2
     assert "single-file .mha" in res.output.replace("\n", " ")

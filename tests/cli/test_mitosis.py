@@ -54,7 +54,8 @@ def model(data: Path) -> Path:
 
 
 def test_happy_path(data: Path, model: Path) -> None:
-    assert sorted(p.name for p in model.iterdir()) == ["detector.pt", "history.csv", "run.json"]
+    names = ["config.json", "history.csv", "model.safetensors", "run.json"]
+    assert sorted(p.name for p in model.iterdir()) == names
     run = json.loads((model / "run.json").read_text())
     assert run["settings"]["scales"] == [0.5, 1.0]
     assert run["seed"] == 0
@@ -97,7 +98,7 @@ def test_bad_input_exits_2(data: Path, model: Path, tmp_path: Path) -> None:
     r = invoke(
         "detect", "--model", tmp_path, "--images", data / "test", "--out", tmp_path / "c.csv"
     )
-    assert_user_error(r, "no detector.pt")
+    assert_user_error(r, "config.json' is missing")
     r = invoke(
         "detect", "--model", model, "--images", tmp_path / "none", "--out", tmp_path / "c.csv"
     )

@@ -7,119 +7,44 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 torch = pytest.importorskip("torch")
 Image = pytest.importorskip("PIL.Image")
 
+from typer.testing import CliRunner  # noqa: E402
+
 from crowdmed import __version__  # noqa: E402
 from crowdmed.cli import app  # noqa: E402
 
-N_LABELLED, N_VAL, N_ANNOTATORS = 60, 20, 3
-MODEL_FILES = {"model.pt", "history.csv", "annotators.csv", "run.json", "checkpoint"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    # Tiny networks run 10-40x faster with one intra-op thread on a busy 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
+N_LABELLED, N_VAL = 60, 20
+MODEL_FILES = {
+    "config.json",
+    "model.safetensors",
+    "data.json",
+    "history.csv",
+    "annotators.csv",
+    "run.json",
+    "checkpoint",
+}
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def invoke(runner: CliRunner, *args: Any) -> Any:
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_user_error(result: Any, pattern: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: "), lines[0]
-    assert pattern
-    assert re.search(pattern, lines[0]), lines[0]
-
-
-# ---------------------------------------------------------------------- tiny problems
-@pytest.fixture
-def features(tmp_path: Path) -> dict[str, Path]:
-    """60 labelled items, 20 validation items; feature rows in shuffled order.
-
-    Returns the paths of labels.csv (long, classes 'neg'/'pos'), x.npy (80 x 4), ids.txt (the
-    item id of each row) and val.csv (item,label of the 20 validation items).
-    """
-    rng = np.random.default_rng(0)
-    n = N_LABELLED + N_VAL
-    x = rng.normal(size=(n, 4)).astype(np.float32)
-    truth = (x[:, 0] > 0).astype(int)
-    ids = [f"case{i:03d}" for i in range(n)]
-    rows = []
-    for i in range(N_LABELLED):
-        for a, acc in enumerate((0.9, 0.8, 0.7)):
-            label = truth[i] if rng.random() < acc else 1 - truth[i]
-            rows.append((ids[i], f"r{a}", ("neg", "pos")[label]))
-    data = tmp_path / "data"
-    data.mkdir()
-    paths = {
-        "labels": data / "labels.csv",
-        "x": data / "x.npy",
-        "ids": data / "ids.txt",
-        "val": data / "val.csv",
-    }
-    pd.DataFrame(rows, columns=["item", "annotator", "label"]).to_csv(paths["labels"], index=False)
-    order = rng.permutation(n)
-    np.save(paths["x"], x[order])
-    paths["ids"].write_text("\n".join(ids[i] for i in order) + "\n", encoding="utf-8")
-    val = pd.DataFrame(
-        {"item": ids[N_LABELLED:], "label": [("neg", "pos")[t] for t in truth[N_LABELLED:]]}
-    )
-    val.to_csv(paths["val"], index=False)
-    return paths
-
-
-@pytest.fixture
-def images(tmp_path: Path) -> dict[str, Path]:
-    """24 grey 16x16 PNGs (a bright square marks class 1), 3 annotators, integer classes."""
-    rng = np.random.default_rng(1)
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    truth = np.tile([0, 1], 12)
-    rows = []
-    for i, t in enumerate(truth):
-        pixels = (rng.random((16, 16)) * 80).astype(np.uint8)
-        if t:
-            pixels[4:12, 4:12] = 230
-        Image.fromarray(pixels).save(folder / f"c{i}.png")
-        for a in range(N_ANNOTATORS):
-            rows.append((f"c{i}", f"r{a}", int(t if rng.random() < 0.8 else 1 - t)))
-    labels = tmp_path / "labels.csv"
-    pd.DataFrame(rows, columns=["item", "annotator", "label"]).to_csv(labels, index=False)
-    return {"labels": labels, "images": folder}
-
-
 def train_features(
-    runner: CliRunner, paths: dict[str, Path], out: Path, *extra: Any, epochs: int = 3
+    cli: Callable[..., Any], paths: dict[str, Path], out: Path, *extra: Any, epochs: int = 3
 ) -> Any:
-    return invoke(
-        runner,
+    return cli(
         "train",
+        "classify",
         "--labels",
         paths["labels"],
         "--features",
@@ -138,9 +63,10 @@ def train_features(
     )
 
 
-def predict_features(runner: CliRunner, paths: dict[str, Path], model: Path, out: Path) -> Any:
-    return invoke(
-        runner,
+def predict_features(
+    cli: Callable[..., Any], paths: dict[str, Path], model: Path, out: Path
+) -> Any:
+    return cli(
         "predict",
         model,
         "--features",
@@ -153,34 +79,70 @@ def predict_features(runner: CliRunner, paths: dict[str, Path], model: Path, out
 
 
 # ---------------------------------------------------------------------- help
+OWN_OPTIONS = {
+    "classify": (
+        "--labels",
+        "--features",
+        "--feature-ids",
+        "--val-labels",
+        "--image-size",
+        "--tta",
+    ),
+    "segment": ("--masks", "--rater", "--val-masks", "--backbone", "--unet-channels", "--k-every"),
+    "detect": ("--boxes", "--variant", "--iou-thr", "--checkpoint"),
+}
+
+
 def test_help_lists_train_and_predict(runner: CliRunner) -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     assert "train" in result.stdout
     assert "predict" in result.stdout
-    result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["train", "--help"])
     assert result.exit_code == 0
-    for option in ("--labels", "--features", "--feature-ids", "--images", "--val-labels"):
-        assert option in result.stdout
-    for option in ("--patience", "--seed", "--image-size", "--tta", "--no-resume"):
-        assert option in result.stdout
+    for command in OWN_OPTIONS:
+        assert command in result.stdout
+    for command, own in OWN_OPTIONS.items():
+        result = runner.invoke(app, ["train", command, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0
+        assert f"Example: crowdmed train {command}" in result.stdout
+        for option in own:
+            assert option in result.stdout, (command, option)
+        for other, options in OWN_OPTIONS.items():
+            if other != command:
+                shown = [o for o in options if f" {o} " in result.stdout]
+                assert not shown, (command, shown)  # each command has only its own options
     result = runner.invoke(app, ["predict", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     for option in ("MODEL_DIR", "--features", "--images", "--out", "--no-tta"):
         assert option in result.stdout
 
 
+@pytest.mark.parametrize("command", [["--help"], *(["train", c, "--help"] for c in OWN_OPTIONS)])
+def test_help_fits_80_columns(runner: CliRunner, command: list[str]) -> None:
+    result = runner.invoke(app, command, env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    widths = [len(line) for line in result.stdout.splitlines()]
+    assert max(widths) <= 80, max(widths)
+
+
+def test_task_option_is_gone(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "--task", "segmentation", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "No such option: --task" in result.output
+
+
 # ---------------------------------------------------------------------- features
 def test_train_and_predict_on_features(
-    runner: CliRunner, tmp_path: Path, features: dict[str, Path]
+    cli: Callable[..., Any], tmp_path: Path, crowd_features: dict[str, Path]
 ) -> None:
     model = tmp_path / "model"
-    result = train_features(runner, features, model, "--val-labels", features["val"])
+    result = train_features(cli, crowd_features, model, "--val-labels", crowd_features["val"])
     assert result.exit_code == 0, result.output
     assert result.stdout == ""  # progress and summary go to stderr
     assert "crowd-layer-mw" in result.stderr
     assert {p.name for p in model.iterdir()} == MODEL_FILES
-    assert (model / "checkpoint" / "checkpoint.pt").is_file()
+    assert (model / "checkpoint" / "checkpoint.safetensors").is_file()
 
     history = pd.read_csv(model / "history.csv")
     assert list(history.columns) == ["epoch", "loss", "val_accuracy", "val_auc", "seconds"]
@@ -194,7 +156,7 @@ def test_train_and_predict_on_features(
 
     run = json.loads((model / "run.json").read_text())
     assert run["crowdmed_version"] == __version__
-    assert run["command"] == "train"
+    assert run["command"] == "train classify"
     assert run["method"] == "crowd-layer-mw"
     assert run["seed"] == 0
     assert run["params"]["epochs"] == 3
@@ -203,7 +165,7 @@ def test_train_and_predict_on_features(
     assert run["params"]["patience"] == 10
     for name in ("labels", "features", "feature_ids", "val_labels"):
         key = {"labels": "labels", "features": "x", "feature_ids": "ids", "val_labels": "val"}
-        assert run["inputs"][name]["sha256"] == sha256(features[key[name]]), name
+        assert run["inputs"][name]["sha256"] == sha256(crowd_features[key[name]]), name
     assert run["network"]["name"] == "mlp_head"
     assert run["network"]["kwargs"] == {"in_features": 4, "n_classes": 2}
     assert run["data"]["n_items"] == N_LABELLED
@@ -215,35 +177,41 @@ def test_train_and_predict_on_features(
     assert run["elapsed_seconds"] > 0
 
     out = tmp_path / "pred.csv"
-    result = predict_features(runner, features, model, out)
+    result = predict_features(cli, crowd_features, model, out)
     assert result.exit_code == 0, result.output
     pred = pd.read_csv(out)
     assert list(pred.columns) == ["item", "label", "confidence", "p_neg", "p_pos"]
-    assert pred["item"].tolist() == features["ids"].read_text().split()  # one row per feature row
+    assert (
+        pred["item"].tolist() == crowd_features["ids"].read_text().split()
+    )  # one row per feature row
     p = pred[["p_neg", "p_pos"]].to_numpy()
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(pred["confidence"], p.max(axis=1))
     assert set(pred["label"]) <= {"neg", "pos"}
     sidecar = json.loads((tmp_path / "pred.csv.json").read_text())
-    assert sidecar["model"]["sha256"] == sha256(model / "model.pt")
+    assert sidecar["model"]["sha256"] == sha256(model / "model.safetensors")
     assert sidecar["n_items"] == N_LABELLED + N_VAL
 
 
 def test_rows_are_matched_by_id_and_seeded(
-    runner: CliRunner, tmp_path: Path, features: dict[str, Path]
+    cli: Callable[..., Any], tmp_path: Path, crowd_features: dict[str, Path]
 ) -> None:
     """Reordering the feature rows (with their ids) changes nothing; same seed, same model."""
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    assert train_features(runner, features, a).exit_code == 0
-    x = np.load(features["x"])
-    ids = features["ids"].read_text().split()
-    flipped = {"labels": features["labels"], "x": tmp_path / "x2.npy", "ids": tmp_path / "ids.csv"}
+    assert train_features(cli, crowd_features, a).exit_code == 0
+    x = np.load(crowd_features["x"])
+    ids = crowd_features["ids"].read_text().split()
+    flipped = {
+        "labels": crowd_features["labels"],
+        "x": tmp_path / "x2.npy",
+        "ids": tmp_path / "ids.csv",
+    }
     np.save(flipped["x"], x[::-1])
     pd.DataFrame({"item": ids[::-1]}).to_csv(flipped["ids"], index=False)  # CSV variant
-    assert train_features(runner, flipped, b).exit_code == 0
-    assert train_features(runner, features, c, "--seed", 1).exit_code == 0
+    assert train_features(cli, flipped, b).exit_code == 0
+    assert train_features(cli, crowd_features, c, "--seed", 1).exit_code == 0
     for model in (a, b, c):
-        assert predict_features(runner, features, model, model / "p.csv").exit_code == 0
+        assert predict_features(cli, crowd_features, model, model / "p.csv").exit_code == 0
     pa, pb, pc = (pd.read_csv(m / "p.csv")[["p_neg", "p_pos"]].to_numpy() for m in (a, b, c))
     np.testing.assert_array_equal(pa, pb)
     assert not np.array_equal(pa, pc)
@@ -251,11 +219,20 @@ def test_rows_are_matched_by_id_and_seeded(
 
 # ---------------------------------------------------------------------- images
 def test_train_and_predict_on_images(
-    runner: CliRunner, tmp_path: Path, images: dict[str, Path]
+    cli: Callable[..., Any], tmp_path: Path, crowd_images: dict[str, Path]
 ) -> None:
     model = tmp_path / "model"
-    args = ["train", "--labels", images["labels"], "--images", images["images"], "--out", model]
-    result = invoke(runner, *args, "--epochs", 2, "--batch-size", 8, "--tta")
+    args = [
+        "train",
+        "classify",
+        "--labels",
+        crowd_images["labels"],
+        "--images",
+        crowd_images["images"],
+        "--out",
+        model,
+    ]
+    result = cli(*args, "--epochs", 2, "--batch-size", 8, "--tta")
     assert result.exit_code == 0, result.output
     run = json.loads((model / "run.json").read_text())
     assert run["network"]["name"] == "small_cnn"
@@ -264,33 +241,45 @@ def test_train_and_predict_on_images(
     assert run["inputs"]["images"]["n_files"] == 24
     assert len(pd.read_csv(model / "history.csv")) == 2
 
-    # New images: another size (resized to the training size) and 16-bit depth.
+    # New crowd_images: another size (resized to the training size) and 16-bit depth.
     new = tmp_path / "new"
     new.mkdir()
     Image.fromarray(np.full((20, 24), 40000, dtype=np.uint16)).save(new / "x1.png")
     Image.fromarray(np.zeros((16, 16), dtype=np.uint8)).save(new / "x2.tif")
     out = tmp_path / "pred.csv"
-    result = invoke(runner, "predict", model, "--images", new, "--out", out)
+    result = cli("predict", model, "--images", new, "--out", out)
     assert result.exit_code == 0, result.output
     pred = pd.read_csv(out)
     assert pred["item"].tolist() == ["x1", "x2"]
     assert list(pred.columns) == ["item", "label", "confidence", "p_0", "p_1"]
     assert json.loads((tmp_path / "pred.csv.json").read_text())["tta"] is True  # from train
-    result = invoke(runner, "predict", model, "--images", new, "--out", out, "--no-tta")
+    result = cli("predict", model, "--images", new, "--out", out, "--no-tta")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "pred.csv.json").read_text())["tta"] is False
 
 
 def test_image_size_resizes_mixed_sizes(
-    runner: CliRunner, tmp_path: Path, images: dict[str, Path]
+    cli: Callable[..., Any],
+    tmp_path: Path,
+    crowd_images: dict[str, Path],
+    user_error: Callable[..., None],
 ) -> None:
-    Image.fromarray(np.zeros((20, 12), dtype=np.uint8)).save(images["images"] / "c0.png")
+    Image.fromarray(np.zeros((20, 12), dtype=np.uint8)).save(crowd_images["images"] / "c0.png")
     model = tmp_path / "model"
-    args = ["train", "--labels", images["labels"], "--images", images["images"], "--out", model]
-    result = invoke(runner, *args, "--epochs", 1, "--batch-size", 8)
-    assert_user_error(result, r"same size .*'c0\.png' is 20x12 .*--image-size")
+    args = [
+        "train",
+        "classify",
+        "--labels",
+        crowd_images["labels"],
+        "--images",
+        crowd_images["images"],
+        "--out",
+        model,
+    ]
+    result = cli(*args, "--epochs", 1, "--batch-size", 8)
+    user_error(result, r"same size .*'c0\.png' is 20x12 .*--image-size")
     assert not model.exists()
-    result = invoke(runner, *args, "--epochs", 1, "--batch-size", 8, "--image-size", 8)
+    result = cli(*args, "--epochs", 1, "--batch-size", 8, "--image-size", 8)
     assert result.exit_code == 0, result.output
     run = json.loads((model / "run.json").read_text())
     assert run["data"]["input_shape"] == [1, 8, 8]
@@ -299,11 +288,11 @@ def test_image_size_resizes_mixed_sizes(
 
 # ---------------------------------------------------------------------- resume
 def test_resume_after_more_epochs(
-    runner: CliRunner, tmp_path: Path, features: dict[str, Path]
+    cli: Callable[..., Any], tmp_path: Path, crowd_features: dict[str, Path]
 ) -> None:
     model, straight = tmp_path / "model", tmp_path / "straight"
-    assert train_features(runner, features, model, epochs=2).exit_code == 0
-    result = train_features(runner, features, model, epochs=4)
+    assert train_features(cli, crowd_features, model, epochs=2).exit_code == 0
+    result = train_features(cli, crowd_features, model, epochs=4)
     assert result.exit_code == 0, result.output
     assert "resumed after epoch 2" in result.stderr
     assert pd.read_csv(model / "history.csv")["epoch"].tolist() == [1, 2, 3, 4]
@@ -311,75 +300,86 @@ def test_resume_after_more_epochs(
     assert run["fit"]["resumed_from_epoch"] == 2
     assert run["fit"]["epochs_run"] == 4
 
-    assert train_features(runner, features, straight, epochs=4).exit_code == 0
+    assert train_features(cli, crowd_features, straight, epochs=4).exit_code == 0
     for m in (model, straight):
-        assert predict_features(runner, features, m, m / "p.csv").exit_code == 0
+        assert predict_features(cli, crowd_features, m, m / "p.csv").exit_code == 0
     pd.testing.assert_frame_equal(pd.read_csv(model / "p.csv"), pd.read_csv(straight / "p.csv"))
 
 
 def test_resume_after_an_interruption(
-    runner: CliRunner, tmp_path: Path, features: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    cli: Callable[..., Any],
+    tmp_path: Path,
+    crowd_features: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from crowdmed.training import CrowdClassifier
+    from crowdmed.training.engine import Engine
 
-    original = CrowdClassifier._save_checkpoint
+    original = Engine._save
+    saved: list[int] = []
 
-    def interrupt_after_epoch_2(self: Any, path: Path, config: Any, epoch: int, *a: Any):
-        original(self, path, config, epoch, *a)
-        if epoch == 2:
+    def interrupt_after_epoch_2(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = original(self, *args, **kwargs)
+        saved.append(1)
+        if len(saved) == 2:
             raise KeyboardInterrupt
+        return out
 
     model, straight = tmp_path / "model", tmp_path / "straight"
     with monkeypatch.context() as m:
-        m.setattr(CrowdClassifier, "_save_checkpoint", interrupt_after_epoch_2)
-        result = train_features(runner, features, model, epochs=4)
+        m.setattr(Engine, "_save", interrupt_after_epoch_2)
+        result = train_features(cli, crowd_features, model, epochs=4)
     assert result.exit_code != 0
-    assert (model / "checkpoint" / "checkpoint.pt").is_file()
-    assert not (model / "model.pt").exists()  # outputs are written only at the end
+    assert (model / "checkpoint" / "checkpoint.safetensors").is_file()
+    assert not (model / "model.safetensors").exists()  # outputs are written only at the end
 
-    result = train_features(runner, features, model, epochs=4)
+    result = train_features(cli, crowd_features, model, epochs=4)
     assert result.exit_code == 0, result.output
     assert json.loads((model / "run.json").read_text())["fit"]["resumed_from_epoch"] == 2
     assert len(pd.read_csv(model / "history.csv")) == 4
-    assert train_features(runner, features, straight, epochs=4).exit_code == 0
+    assert train_features(cli, crowd_features, straight, epochs=4).exit_code == 0
     for m_dir in (model, straight):
-        assert predict_features(runner, features, m_dir, m_dir / "p.csv").exit_code == 0
+        assert predict_features(cli, crowd_features, m_dir, m_dir / "p.csv").exit_code == 0
     pd.testing.assert_frame_equal(pd.read_csv(model / "p.csv"), pd.read_csv(straight / "p.csv"))
 
 
 def test_resume_refuses_other_settings(
-    runner: CliRunner, tmp_path: Path, features: dict[str, Path]
+    cli: Callable[..., Any],
+    tmp_path: Path,
+    crowd_features: dict[str, Path],
+    user_error: Callable[..., None],
 ) -> None:
     model = tmp_path / "model"
-    assert train_features(runner, features, model, epochs=2).exit_code == 0
-    before = sha256(model / "model.pt")
-    result = train_features(runner, features, model, "--seed", 5, epochs=3)
-    assert_user_error(result, r"other settings or inputs \(seed 0 -> 5\).*--no-resume")
-    assert sha256(model / "model.pt") == before
-    result = train_features(runner, features, model, "--seed", 5, "--no-resume", epochs=3)
+    assert train_features(cli, crowd_features, model, epochs=2).exit_code == 0
+    before = sha256(model / "model.safetensors")
+    result = train_features(cli, crowd_features, model, "--seed", 5, epochs=3)
+    user_error(result, r"other settings or inputs \(seed 0 -> 5\).*--no-resume")
+    assert sha256(model / "model.safetensors") == before
+    result = train_features(cli, crowd_features, model, "--seed", 5, "--no-resume", epochs=3)
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(model / "history.csv")) == 3
     assert json.loads((model / "run.json").read_text())["fit"]["resumed_from_epoch"] is None
 
 
 def test_rerun_after_early_stopping_trains_nothing(
-    runner: CliRunner, tmp_path: Path, features: dict[str, Path]
+    cli: Callable[..., Any], tmp_path: Path, crowd_features: dict[str, Path]
 ) -> None:
-    # Constant validation features: the validation AUC never improves after epoch 1.
+    # Constant validation crowd_features: the validation AUC never improves after epoch 1.
     val_x, val_ids = tmp_path / "vx.npy", tmp_path / "vids.txt"
     np.save(val_x, np.zeros((N_VAL, 4), dtype=np.float32))
     val_ids.write_text(
-        "\n".join(pd.read_csv(features["val"])["item"].astype(str)) + "\n", encoding="utf-8"
+        "\n".join(pd.read_csv(crowd_features["val"])["item"].astype(str)) + "\n", encoding="utf-8"
     )
     model = tmp_path / "model"
-    extra = ["--val-labels", features["val"], "--val-features", val_x]
+    extra = ["--val-labels", crowd_features["val"], "--val-features", val_x]
     extra += ["--val-feature-ids", val_ids, "--patience", 2]
-    assert train_features(runner, features, model, *extra, epochs=20).exit_code == 0
+    assert train_features(cli, crowd_features, model, *extra, epochs=20).exit_code == 0
     run = json.loads((model / "run.json").read_text())
     assert run["fit"]["stopped_early"]
     assert run["fit"]["epochs_run"] == 3
-    before = {name: sha256(model / name) for name in ("model.pt", "history.csv", "run.json")}
-    result = train_features(runner, features, model, *extra, epochs=20)
+    before = {
+        name: sha256(model / name) for name in ("model.safetensors", "history.csv", "run.json")
+    }
+    result = train_features(cli, crowd_features, model, *extra, epochs=20)
     assert result.exit_code == 0, result.output
     assert "already stopped early at epoch 3" in result.stderr
     assert {name: sha256(model / name) for name in before} == before
@@ -442,113 +442,135 @@ FEATURE_ERRORS = [
 
 @pytest.mark.parametrize(("swap", "extra", "pattern"), FEATURE_ERRORS)
 def test_train_user_errors_write_nothing(
-    runner: CliRunner,
+    cli: Callable[..., Any],
     tmp_path: Path,
-    features: dict[str, Path],
+    crowd_features: dict[str, Path],
     swap: dict[str, str],
     extra: list[Any],
     pattern: str,
+    user_error: Callable[..., None],
 ) -> None:
-    bad = _write_bad_inputs(tmp_path, features)
-    paths = {**features, **{k: bad[v] for k, v in swap.items()}}
+    bad = _write_bad_inputs(tmp_path, crowd_features)
+    paths = {**crowd_features, **{k: bad[v] for k, v in swap.items()}}
     extra = [bad.get(e, e) if isinstance(e, str) else e for e in extra]
     model = tmp_path / "model"
-    result = train_features(runner, paths, model, *extra)
-    assert_user_error(result, pattern)
+    result = train_features(cli, paths, model, *extra)
+    user_error(result, pattern)
     assert not model.exists()
 
 
 def test_train_input_choice_errors(
-    runner: CliRunner, tmp_path: Path, features: dict[str, Path], images: dict[str, Path]
+    cli: Callable[..., Any],
+    tmp_path: Path,
+    crowd_features: dict[str, Path],
+    crowd_images: dict[str, Path],
+    user_error: Callable[..., None],
 ) -> None:
     model = tmp_path / "model"
-    base = ["train", "--labels", features["labels"], "--out", model]
-    assert_user_error(invoke(runner, *base), r"Pass the inputs .* with `--features`")
-    result = invoke(runner, *base, "--features", features["x"])
-    assert_user_error(result, r"`--features` needs `--feature-ids`")
-    result = invoke(
-        runner,
+    base = ["train", "classify", "--labels", crowd_features["labels"], "--out", model]
+    user_error(cli(*base), r"Pass the inputs .* with `--features`")
+    result = cli(*base, "--features", crowd_features["x"])
+    user_error(result, r"`--features` needs `--feature-ids`")
+    result = cli(
         *base,
         "--features",
-        features["x"],
+        crowd_features["x"],
         "--feature-ids",
-        features["ids"],
+        crowd_features["ids"],
         "--images",
-        images["images"],
+        crowd_images["images"],
     )
-    assert_user_error(result, r"either `--features` or `--images`, not both")
-    result = invoke(runner, *base, "--images", tmp_path / "nowhere")
-    assert_user_error(result, r"`--images` must be a folder of images; '.*nowhere' does not")
+    user_error(result, r"either `--features` or `--images`, not both")
+    result = cli(*base, "--images", tmp_path / "nowhere")
+    user_error(result, r"`--images` must be a folder of images; '.*nowhere' does not")
     (tmp_path / "file").write_text("x")
-    result = invoke(
-        runner,
+    result = cli(
         "train",
+        "classify",
         "--labels",
-        images["labels"],
+        crowd_images["labels"],
         "--images",
-        images["images"],
+        crowd_images["images"],
         "--out",
         tmp_path / "file",
     )
-    assert_user_error(result, r"`--out` must be a folder for the model")
+    user_error(result, r"`--out` must be a folder for the model")
     assert not model.exists()
 
 
 def test_image_errors_write_nothing(
-    runner: CliRunner, tmp_path: Path, images: dict[str, Path]
+    cli: Callable[..., Any],
+    tmp_path: Path,
+    crowd_images: dict[str, Path],
+    user_error: Callable[..., None],
 ) -> None:
     model = tmp_path / "model"
-    args = ["train", "--labels", images["labels"], "--images", images["images"], "--out", model]
-    (images["images"] / "c5.png").write_bytes(b"not a png at all")
-    result = invoke(runner, *args, "--epochs", 1)
-    assert_user_error(result, r"Labelled items: Cannot read image '.*c5\.png'")
+    args = [
+        "train",
+        "classify",
+        "--labels",
+        crowd_images["labels"],
+        "--images",
+        crowd_images["images"],
+        "--out",
+        model,
+    ]
+    (crowd_images["images"] / "c5.png").write_bytes(b"not a png at all")
+    result = cli(*args, "--epochs", 1)
+    user_error(result, r"Labelled items: Cannot read image '.*c5\.png'")
     assert not model.exists()
     for i in (5, 6, 7):
-        (images["images"] / f"c{i}.png").unlink()
-    result = invoke(runner, *args, "--epochs", 1)
-    assert_user_error(result, r"3 of 24 items have no image file .*\['c5', 'c6', 'c7'\]")
+        (crowd_images["images"] / f"c{i}.png").unlink()
+    result = cli(*args, "--epochs", 1)
+    user_error(result, r"3 of 24 items have no image file .*\['c5', 'c6', 'c7'\]")
     assert not model.exists()
 
 
 def test_missing_torch_is_a_user_error(
-    runner: CliRunner, tmp_path: Path, features: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    cli: Callable[..., Any],
+    tmp_path: Path,
+    crowd_features: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    user_error: Callable[..., None],
 ) -> None:
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
     model = tmp_path / "model"
-    result = train_features(runner, features, model)
-    assert_user_error(
+    result = train_features(cli, crowd_features, model)
+    user_error(
         result,
-        r"`crowdmed train` needs the torch extra \(import of torch halted.*\): "
+        r"needs the torch extra \(import of torch halted.*\): "
         r"pip install 'crowdmed\[torch\]'\.$",
     )
     assert not model.exists()
-    result = predict_features(runner, features, model, tmp_path / "p.csv")
-    assert_user_error(
+    result = predict_features(cli, crowd_features, model, tmp_path / "p.csv")
+    user_error(
         result,
-        r"`crowdmed predict` needs the torch extra \(.*\): pip install 'crowdmed\[torch\]'\.$",
+        r"needs the torch extra \(.*\): pip install 'crowdmed\[torch\]'\.$",
     )
 
 
 def test_predict_user_errors(
-    runner: CliRunner, tmp_path: Path, features: dict[str, Path], images: dict[str, Path]
+    cli: Callable[..., Any],
+    tmp_path: Path,
+    crowd_features: dict[str, Path],
+    crowd_images: dict[str, Path],
+    user_error: Callable[..., None],
 ) -> None:
     model = tmp_path / "model"
-    assert train_features(runner, features, model, epochs=1).exit_code == 0
+    assert train_features(cli, crowd_features, model, epochs=1).exit_code == 0
     out = tmp_path / "p.csv"
-    result = predict_features(runner, features, tmp_path / "nowhere", out)
-    assert_user_error(result, r"MODEL_DIR must be a folder written by `crowdmed train`")
-    result = invoke(runner, "predict", model, "--images", images["images"], "--out", out)
-    assert_user_error(result, r"trained on features; pass `--features` instead of `--images`")
+    result = predict_features(cli, crowd_features, tmp_path / "nowhere", out)
+    user_error(result, r"MODEL_DIR must be a folder written by `crowdmed train`")
+    result = cli("predict", model, "--images", crowd_images["images"], "--out", out)
+    user_error(result, r"trained on features; pass `--features` instead of `--images`")
     wide, ids = tmp_path / "wide.npy", tmp_path / "ids.txt"
     np.save(wide, np.zeros((2, 5), dtype=np.float32))
     ids.write_text("a\nb\n")
-    result = invoke(
-        runner, "predict", model, "--features", wide, "--feature-ids", ids, "--out", out
-    )
-    assert_user_error(result, r"`--features` has 5 columns but the model was trained on 4")
-    (model / "model.pt").write_bytes(b"garbage")
-    result = predict_features(runner, features, model, out)
-    assert_user_error(result, r"Cannot read model '.*model\.pt'")
+    result = cli("predict", model, "--features", wide, "--feature-ids", ids, "--out", out)
+    user_error(result, r"`--features` has 5 columns but the model was trained on 4")
+    (model / "model.safetensors").write_bytes(b"garbage")
+    result = predict_features(cli, crowd_features, model, out)
+    user_error(result, r"model\.safetensors")
     assert not out.exists()
     assert not (tmp_path / "p.csv.json").exists()
 
@@ -580,13 +602,15 @@ def test_help_and_errors_without_torch(tmp_path: Path) -> None:
             check=False,
         )
 
-    proc = run("train", "--help")
+    proc = run("train", "classify", "--help")
     assert proc.stdout.rstrip().endswith("exit 0 False"), proc.stderr
     assert "--features" in proc.stdout
-    proc = run("train", "--labels", "l.csv", "--images", str(tmp_path), "--out", str(tmp_path))
+    proc = run(
+        "train", "classify", "--labels", "l.csv", "--images", str(tmp_path), "--out", str(tmp_path)
+    )
     assert proc.stdout.strip() == "exit 2 False", proc.stderr
     assert re.fullmatch(
-        r"Error: `crowdmed train` needs the torch extra \(blocked torch\): "
+        r"Error: Training a classifier needs the torch extra \(blocked torch\): "
         r"pip install 'crowdmed\[torch\]'\.\n",
         proc.stderr,
     )

@@ -1,127 +1,51 @@
-"""``crowdmed train --task segmentation``: model folder, predictions, reproducibility, bad input."""
+"""``crowdmed train segment``: model folder, predictions, backbones, volumes, bad input."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 PIL_Image = pytest.importorskip("PIL.Image")
 
-from crowdmed.cli import app  # noqa: E402
-from crowdmed.cli.train_segment import (  # noqa: E402
-    _image_channels,
+from crowdmed.data.cases import image_channels  # noqa: E402
+from crowdmed.data.images import load_images  # noqa: E402
+from crowdmed.pipelines.segment import (  # noqa: E402
     load_segmentation_model,
     predict_segmentation,
+    train_segmentation,
 )
-from crowdmed.data.images import load_images  # noqa: E402
 
-runner = CliRunner()
 SIZE = 32
+MODEL_FILES = ("config.json", "model.safetensors", "data.json", "history.csv", "raters.csv")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+def _train(cli: Callable[..., Any], images: Path, masks: Path, out: Path, *extra: Any) -> Any:
+    return cli(
+        "train", "segment", "--images", images, "--masks", masks, "--out", out,
+        "--epochs", 2, "--batch-size", 3, "--unet-channels", "4,8", *extra,
+    )  # fmt: skip
 
 
-def _disc(cy: float, cx: float, r: float) -> np.ndarray:
-    yy, xx = np.mgrid[:SIZE, :SIZE]
-    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
-
-
-def _png(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    PIL_Image.fromarray(arr.astype(np.uint8)).save(path)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """6 training and 2 validation cases; 3 raters (one skips a case, one saves 0/255)."""
-    root = tmp_path_factory.mktemp("seg")
-    rng = np.random.default_rng(0)
-    for split, n in (("images", 6), ("val_images", 2), ("new", 2)):
-        for i in range(n):
-            cy, cx, r = rng.uniform(10, 22), rng.uniform(10, 22), rng.uniform(5, 8)
-            truth = _disc(cy, cx, r)
-            img = np.clip(truth * 180 + 40 + rng.normal(0, 15, truth.shape), 0, 255)
-            if split == "new" and i == 1:
-                img = img[:29, :27]  # a size the U-Net cannot halve: padded, then cropped
-            _png(root / split / f"case{i}.png", img)
-            if split == "val_images":
-                _png(root / "val_masks" / f"case{i}.png", truth)
-            elif split == "images":
-                _png(root / "masks" / "alice" / f"case{i}.png", truth)
-                if i != 5:  # bob did not annotate case5
-                    _png(root / "masks" / "bob" / f"case{i}.png", _disc(cy, cx, r + 2))
-                _png(root / "masks" / "carol" / f"case{i}.png", _disc(cy, cx, r - 2) * 255)
-    return {k: root / k for k in ("images", "masks", "val_images", "val_masks", "new")}
-
-
-def _train(images: Path, masks: Path, out: Path, *extra: str):
-    return runner.invoke(
-        app,
-        [
-            "train",
-            "--task",
-            "segmentation",
-            "--images",
-            str(images),
-            "--masks",
-            str(masks),
-            "--out",
-            str(out),
-            "--epochs",
-            "2",
-            "--batch-size",
-            "3",
-            "--unet-channels",
-            "4,8",
-            *extra,
-        ],
-    )
-
-
-@pytest.fixture(scope="module")
-def reweight_model(data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("run") / "model"
-    res = _train(
-        data["images"],
-        data["masks"],
-        out,
-        "--method",
-        "reweight-gaf",
-        "--k-every",
-        "1",
-        "--val-images",
-        str(data["val_images"]),
-        "--val-masks",
-        str(data["val_masks"]),
-        "--predict",
-        str(data["new"]),
-        "--seed",
-        "3",
-    )
-    assert res.exit_code == 0, res.output
-    return out
-
-
-def test_reweight_gaf_outputs(reweight_model: Path, data: dict[str, Path]) -> None:
-    out = reweight_model
-    for name in ("model.pt", "config.json", "history.csv", "raters.csv", "run.json"):
+def test_reweight_gaf_outputs(seg_model: Path) -> None:
+    out = seg_model
+    for name in (*MODEL_FILES, "run.json", "predictions.csv"):
         assert (out / name).is_file(), name
-    config = json.loads((out / "config.json").read_text())
-    assert config["task"] == "segmentation"
-    assert config["method"] == "reweight-gaf"
-    assert config["raters"] == ["alice", "bob", "carol"]
-    assert config["n_classes"] == 2  # carol's 0/255 masks read as binary
+    data = json.loads((out / "data.json").read_text())
+    assert data["task"] == "segmentation"
+    assert data["method"] == "reweight-gaf"
+    assert data["raters"] == ["alice", "bob", "carol"]
+    assert data["n_classes"] == 2  # carol's 0/255 masks read as binary
+    assert data["spatial_dims"] == 2
+    assert json.loads((out / "config.json").read_text())["task"] == "segmenter"
     history = pd.read_csv(out / "history.csv")
     assert history["epoch"].tolist() == [1, 2]
     assert "val_dice" in history.columns
@@ -134,23 +58,27 @@ def test_reweight_gaf_outputs(reweight_model: Path, data: dict[str, Path]) -> No
     assert (w > 0).all()
     assert (w < 1).all()
     run = json.loads((out / "run.json").read_text())
+    assert run["command"] == "train segment"
     assert run["task"] == "segmentation"
+    assert run["seed"] == 3
     assert run["arguments"]["method"] == "reweight-gaf"
+    assert run["params"]["k_every"] == 1
     assert len(run["inputs"]["images"]["sha256"]) == 64
     assert set(run["inputs"]["masks"]["raters"]) == {"alice", "bob", "carol"}
     assert "torch" in run["environment"]
+    assert run["outputs"]["model.safetensors"] == str((out / "model.safetensors").resolve())
 
 
-def test_model_reloads_and_predictions(reweight_model: Path, data: dict[str, Path]) -> None:
-    out = reweight_model
-    network, payload = load_segmentation_model(out)
-    assert payload["n_classes"] == 2
-    assert payload["weighting_network"] is not None
+def test_model_reloads_and_predictions(seg_model: Path, seg_cases: dict[str, Path]) -> None:
+    out = seg_model
+    model = load_segmentation_model(out)
+    assert model.n_classes == 2
+    assert model.segmenter.weighting_network_ is not None
     preds = sorted(p.name for p in (out / "predictions").iterdir())
     assert preds == ["case0.png", "case1.png"]
     fractions = []
     for name, shape in zip(preds, [(SIZE, SIZE), (29, 27)], strict=True):
-        labels = predict_segmentation(network, load_images(data["new"], [name]))[0]
+        labels = predict_segmentation(model.network, load_images(seg_cases["new"], [name]))[0]
         written = np.asarray(PIL_Image.open(out / "predictions" / name))
         assert written.shape == shape
         np.testing.assert_array_equal(written, labels)
@@ -160,10 +88,36 @@ def test_model_reloads_and_predictions(reweight_model: Path, data: dict[str, Pat
     np.testing.assert_allclose(table["fraction_1"], fractions)
 
 
-def test_consensus_seeded_runs_reproduce(data: dict[str, Path], tmp_path: Path) -> None:
+def test_library_call_gives_the_same_model(
+    seg_cases: dict[str, Path], tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    """What the command does, a library user does with one call and ``save``."""
+    res = _train(cli, seg_cases["images"], seg_cases["masks"], tmp_path / "cli", "-m", "consensus")
+    assert res.exit_code == 0, res.output
+    run = train_segmentation(
+        seg_cases["images"], seg_cases["masks"], tmp_path / "lib", method="consensus",
+        epochs=2, batch_size=3, unet_channels=(4, 8),
+    )  # fmt: skip
+    run.save(tmp_path / "lib")
+    for name in ("history.csv", "raters.csv"):
+        a, b = (pd.read_csv(tmp_path / d / name) for d in ("cli", "lib"))
+        pd.testing.assert_frame_equal(a.drop(columns="seconds", errors="ignore"),
+                                      b.drop(columns="seconds", errors="ignore"))  # fmt: skip
+    x = load_images(seg_cases["new"], ["case0"])
+    a, b = (load_segmentation_model(tmp_path / d) for d in ("cli", "lib"))
+    np.testing.assert_array_equal(
+        predict_segmentation(a.network, x), predict_segmentation(b.network, x)
+    )
+
+
+def test_consensus_seeded_runs_reproduce(
+    seg_cases: dict[str, Path], tmp_path: Path, cli: Callable[..., Any]
+) -> None:
     runs = []
     for name in ("a", "b"):
-        res = _train(data["images"], data["masks"], tmp_path / name, "--method", "consensus")
+        res = _train(
+            cli, seg_cases["images"], seg_cases["masks"], tmp_path / name, "-m", "consensus"
+        )
         assert res.exit_code == 0, res.output
         runs.append(pd.read_csv(tmp_path / name / "history.csv"))
     cols = ["epoch", "loss", "k", "lambda1"]
@@ -175,39 +129,133 @@ def test_consensus_seeded_runs_reproduce(data: dict[str, Path], tmp_path: Path) 
     (tmp_path / "a" / "predictions").mkdir()
     (tmp_path / "a" / "predictions" / "old.png").write_bytes(b"")
     res = _train(
-        data["images"], data["masks"], tmp_path / "a", "--method", "single", "--rater", "bob"
-    )
+        cli, seg_cases["images"], seg_cases["masks"], tmp_path / "a", "-m", "single",
+        "--rater", "bob",
+    )  # fmt: skip
     assert res.exit_code == 0, res.output
-    config = json.loads((tmp_path / "b" / "config.json").read_text())
-    assert config["method"] == "consensus"
-    config = json.loads((tmp_path / "a" / "config.json").read_text())
-    assert config["method"] == "single"
-    assert config["rater"] == "bob"
+    assert json.loads((tmp_path / "b" / "data.json").read_text())["method"] == "consensus"
+    data = json.loads((tmp_path / "a" / "data.json").read_text())
+    assert data["method"] == "single"
+    assert data["rater"] == "bob"
     assert not (tmp_path / "a" / "predictions").exists()
 
 
-def test_image_channels_detected(tmp_path: Path) -> None:
-    grey = np.zeros((SIZE, SIZE), np.uint8)
-    _png(tmp_path / "g" / "a.png", grey)
-    assert _image_channels(tmp_path / "g", ["a"]) == 1
+def test_image_channels_detected(tmp_path: Path, write_png: Callable[..., Path]) -> None:
+    write_png(tmp_path / "g" / "a.png", np.zeros((SIZE, SIZE)))
+    assert image_channels(tmp_path / "g", ["a"]) == 1
     rgb = np.zeros((SIZE, SIZE, 3), np.uint8)
     rgb[..., 0] = 200
-    _png(tmp_path / "g" / "b.png", rgb)
-    assert _image_channels(tmp_path / "g", ["a", "b"]) == 3
+    write_png(tmp_path / "g" / "b.png", rgb)
+    assert image_channels(tmp_path / "g", ["a", "b"]) == 3
 
 
-def _copy(data: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
-    shutil.copytree(data["images"], tmp_path / "images")
-    shutil.copytree(data["masks"], tmp_path / "masks")
-    return {"images": tmp_path / "images", "masks": tmp_path / "masks"}
+# ---------------------------------------------------------------------- volumes
+def test_volumes_train_one_epoch_and_predict(
+    volume_cases: dict[str, Path], tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    """NIfTI images, NIfTI and NRRD rater masks, an MHA volume to segment."""
+    sitk = pytest.importorskip("SimpleITK")
+    model = tmp_path / "model"
+    res = cli(
+        "train", "segment", "--images", volume_cases["images"], "--masks", volume_cases["masks"],
+        "--out", model, "--epochs", 1, "--batch-size", 2, "--unet-channels", "4,8",
+        "--method", "reweight", "--predict", volume_cases["new"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "3 volumes" in res.stderr
+    data = json.loads((model / "data.json").read_text())
+    assert data["spatial_dims"] == 3
+    assert data["image_size"] == [16, 16, 16]
+    assert data["raters"] == ["ann", "bob"]
+    assert pd.read_csv(model / "raters.csv")["n_masks"].tolist() == [3, 3]
+    written = sitk.ReadImage(str(model / "predictions" / "case0.nii.gz"))
+    assert written.GetSize() == (16, 16, 16)
+    assert written.GetSpacing() == pytest.approx((0.8, 0.8, 2.0))  # the input's geometry
+    labels = sitk.GetArrayFromImage(written)
+    assert set(np.unique(labels)) <= {0, 1}
+    table = pd.read_csv(model / "predictions.csv")
+    assert table["fraction_1"].iloc[0] == pytest.approx((labels == 1).mean())
+
+    out = tmp_path / "pred"
+    res = cli("predict", model, "--images", volume_cases["new"], "--out", out)
+    assert res.exit_code == 0, res.output
+    again = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "case0.nii.gz")))
+    np.testing.assert_array_equal(again, labels)
 
 
+def test_volume_mask_of_another_size(
+    volume_cases: dict[str, Path], tmp_path: Path, cli: Callable[..., Any], user_error: Any
+) -> None:
+    masks = Path(shutil.copytree(volume_cases["masks"], tmp_path / "masks"))
+    np.save(masks / "bob" / "case9.npy", np.zeros((4, 4, 4), np.uint8))
+    (masks / "bob" / "case1.nrrd").unlink()
+    np.save(masks / "bob" / "case1.npy", np.zeros((16, 16, 8), np.uint8))
+    res = _train(cli, volume_cases["images"], masks, tmp_path / "m")
+    user_error(res, r"Rater 'bob' has a mask for case 'case9'")
+    (masks / "bob" / "case9.npy").unlink()
+    res = _train(cli, volume_cases["images"], masks, tmp_path / "m")
+    user_error(res, r"mask of case 'case1' .* is 16x16x8 but its image is 16x16x16 \(DxHxW\)")
+    assert not (tmp_path / "m").exists()
+
+
+# ---------------------------------------------------------------------- backbones
+@pytest.mark.parametrize(
+    ("backbone", "extra", "network"),
+    [
+        ("basic-unet", ("--unet-channels", "4,4,8,8,16,4"), "BasicUNet"),
+        ("deeplabv3-mobilenet", (), "deeplabv3_mobilenet_v3_large"),
+    ],
+)
+def test_backbone_trains_saves_and_predicts(
+    seg_cases: dict[str, Path],
+    tmp_path: Path,
+    cli: Callable[..., Any],
+    backbone: str,
+    extra: tuple[str, ...],
+    network: str,
+) -> None:
+    pytest.importorskip("torchvision")
+    model = tmp_path / "model"
+    res = cli(
+        "train", "segment", "--images", seg_cases["images"], "--masks", seg_cases["masks"],
+        "--out", model, "--epochs", 1, "--batch-size", 3, "--method", "consensus",
+        "--backbone", backbone, *extra, "--predict", seg_cases["new"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    data = json.loads((model / "data.json").read_text())
+    assert data["backbone"] == backbone
+    assert data["network"].endswith(network)
+    net = load_segmentation_model(model).network
+    assert type(net).__name__ == ("DeepLabV3Logits" if "deeplab" in backbone else network)
+    if backbone == "basic-unet":
+        assert data["network_kwargs"]["channels"] == [4, 4, 8, 8, 16, 4]
+
+    out = tmp_path / "pred"
+    res = cli("predict", model, "--images", seg_cases["new"], "--out", out)
+    assert res.exit_code == 0, res.output
+    for name in ("case0.png", "case1.png"):
+        got = np.asarray(PIL_Image.open(out / name))
+        want = np.asarray(PIL_Image.open(model / "predictions" / name))
+        assert got.shape == PIL_Image.open(seg_cases["new"] / name).size[::-1]
+        np.testing.assert_array_equal(got, want)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "predictions.csv"), pd.read_csv(model / "predictions.csv")
+    )
+
+
+# ---------------------------------------------------------------------- user errors
 def _bad(
-    tmp_path: Path, images: Path, masks: Path, *extra: str, match: str, out: Path | None = None
+    cli: Callable[..., Any],
+    tmp_path: Path,
+    images: Path,
+    masks: Path,
+    *extra: str,
+    match: str,
+    out: Path | None = None,
 ) -> None:
     out = tmp_path / "model" if out is None else out
     before = sorted(out.rglob("*")) if out.exists() else None
-    res = _train(images, masks, out, *extra)
+    res = _train(cli, images, masks, out, *extra)
     assert res.exit_code == 2, res.output
     assert res.output.startswith("Error:"), res.output
     assert match in res.output, res.output
@@ -218,81 +266,95 @@ def _bad(
         assert sorted(out.rglob("*")) == before
 
 
-def test_image_without_mask(data: dict[str, Path], tmp_path: Path) -> None:
-    d = _copy(data, tmp_path)
-    _png(d["images"] / "lonely.png", np.zeros((SIZE, SIZE)))
-    _bad(tmp_path, d["images"], d["masks"], match="'lonely'")
+def test_image_without_mask(
+    seg_copy: dict[str, Path], tmp_path: Path, cli: Any, write_png: Any
+) -> None:
+    write_png(seg_copy["images"] / "lonely.png", np.zeros((SIZE, SIZE)))
+    _bad(cli, tmp_path, seg_copy["images"], seg_copy["masks"], match="'lonely'")
 
 
-def test_mask_shape_mismatch(data: dict[str, Path], tmp_path: Path) -> None:
-    d = _copy(data, tmp_path)
-    _png(d["masks"] / "bob" / "case2.png", np.zeros((SIZE, SIZE + 4)))
-    _bad(tmp_path, d["images"], d["masks"], match="Rater 'bob' mask of case 'case2'")
-
-
-def test_unknown_case(data: dict[str, Path], tmp_path: Path) -> None:
-    d = _copy(data, tmp_path)
-    _png(d["masks"] / "carol" / "ghost.png", np.zeros((SIZE, SIZE)))
-    _bad(tmp_path, d["images"], d["masks"], match="'ghost'")
-
-
-def test_values_outside_classes(data: dict[str, Path], tmp_path: Path) -> None:
-    d = _copy(data, tmp_path)
-    m = np.asarray(PIL_Image.open(d["masks"] / "alice" / "case1.png")).astype(np.uint8) * 3
-    _png(d["masks"] / "alice" / "case1.png", m)  # classes 0, 1, 3: class 2 missing
-    _bad(tmp_path, d["images"], d["masks"], match="0..K-1")
-
-
-def test_val_mask_outside_classes(data: dict[str, Path], tmp_path: Path) -> None:
-    shutil.copytree(data["val_masks"], tmp_path / "vm")
-    _png(tmp_path / "vm" / "case0.png", np.full((SIZE, SIZE), 2))
+def test_mask_shape_mismatch(
+    seg_copy: dict[str, Path], tmp_path: Path, cli: Any, write_png: Any
+) -> None:
+    write_png(seg_copy["masks"] / "bob" / "case2.png", np.zeros((SIZE, SIZE + 4)))
     _bad(
+        cli,
         tmp_path,
-        data["images"],
-        data["masks"],
-        "--val-images",
-        str(data["val_images"]),
-        "--val-masks",
-        str(tmp_path / "vm"),
+        seg_copy["images"],
+        seg_copy["masks"],
+        match="Rater 'bob' mask of case 'case2'",
+    )
+
+
+def test_unknown_case(seg_copy: dict[str, Path], tmp_path: Path, cli: Any, write_png: Any) -> None:
+    write_png(seg_copy["masks"] / "carol" / "ghost.png", np.zeros((SIZE, SIZE)))
+    _bad(cli, tmp_path, seg_copy["images"], seg_copy["masks"], match="'ghost'")
+
+
+def test_values_outside_classes(
+    seg_copy: dict[str, Path], tmp_path: Path, cli: Any, write_png: Any
+) -> None:
+    m = np.asarray(PIL_Image.open(seg_copy["masks"] / "alice" / "case1.png")).astype(np.uint8) * 3
+    write_png(seg_copy["masks"] / "alice" / "case1.png", m)  # classes 0, 1, 3: class 2 missing
+    _bad(cli, tmp_path, seg_copy["images"], seg_copy["masks"], match="0..K-1")
+
+
+def test_val_mask_outside_classes(
+    seg_copy: dict[str, Path], tmp_path: Path, cli: Any, write_png: Any
+) -> None:
+    write_png(seg_copy["val_masks"] / "case0.png", np.full((SIZE, SIZE), 2))
+    _bad(
+        cli, tmp_path, seg_copy["images"], seg_copy["masks"], "--val-images",
+        str(seg_copy["val_images"]), "--val-masks", str(seg_copy["val_masks"]),
         match="--val-masks",
-    )
+    )  # fmt: skip
 
 
-def test_no_rater(data: dict[str, Path], tmp_path: Path) -> None:
+def test_no_rater(seg_cases: dict[str, Path], tmp_path: Path, cli: Any) -> None:
     (tmp_path / "empty").mkdir()
-    _bad(tmp_path, data["images"], tmp_path / "empty", match="no rater sub-folders")
+    _bad(cli, tmp_path, seg_cases["images"], tmp_path / "empty", match="no rater sub-folders")
 
 
-def test_unknown_rater(data: dict[str, Path], tmp_path: Path) -> None:
+def test_unknown_rater(seg_cases: dict[str, Path], tmp_path: Path, cli: Any) -> None:
     _bad(
-        tmp_path,
-        data["images"],
-        data["masks"],
-        "--method",
-        "single",
-        "--rater",
-        "dave",
-        match="'dave'",
-    )
+        cli, tmp_path, seg_cases["images"], seg_cases["masks"], "--method", "single",
+        "--rater", "dave", match="'dave'",
+    )  # fmt: skip
 
 
-def test_reweight_needs_two_raters(data: dict[str, Path], tmp_path: Path) -> None:
-    shutil.copytree(data["masks"] / "alice", tmp_path / "one" / "alice")
+def test_reweight_needs_two_raters(seg_cases: dict[str, Path], tmp_path: Path, cli: Any) -> None:
+    shutil.copytree(seg_cases["masks"] / "alice", tmp_path / "one" / "alice")
     for method in ("reweight", "reweight-gaf"):
-        _bad(tmp_path, data["images"], tmp_path / "one", "--method", method, match="only one")
+        _bad(cli, tmp_path, seg_cases["images"], tmp_path / "one", "-m", method, match="only one")
 
 
-def test_out_not_a_model_dir(data: dict[str, Path], tmp_path: Path) -> None:
+def test_out_not_a_model_dir(seg_cases: dict[str, Path], tmp_path: Path, cli: Any) -> None:
     out = tmp_path / "busy"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    _bad(tmp_path, data["images"], data["masks"], match="not empty", out=out)
+    _bad(cli, tmp_path, seg_cases["images"], seg_cases["masks"], match="not empty", out=out)
 
 
-def test_options_of_other_tasks_rejected(data: dict[str, Path], tmp_path: Path) -> None:
-    _bad(tmp_path, data["images"], data["masks"], "--image-size", "16", match="--image-size")
-    res = runner.invoke(
-        app, ["train", "--labels", "x.csv", "--masks", str(data["masks"]), "--out", "m"]
-    )
-    assert res.exit_code == 2
-    assert "--masks" in res.output
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--backbone", "deeplab"), "Did you mean"),
+        (("--backbone", "deeplabv3-resnet50", "--unet-channels", "4,8"), "does not apply"),
+        (("--backbone", "basic-unet", "--unet-channels", "4,8"), "six integers"),
+        (("--epochs", "0"), "`--epochs` must be a positive integer"),
+        (("--rater", "bob"), "`--rater` applies to `--method single` only"),
+    ],
+)
+def test_bad_options(
+    seg_cases: dict[str, Path], tmp_path: Path, cli: Any, extra: tuple[str, ...], message: str
+) -> None:
+    _bad(cli, tmp_path, seg_cases["images"], seg_cases["masks"], *extra, match=message)
+
+
+def test_options_of_other_commands_are_unknown(
+    seg_cases: dict[str, Path], tmp_path: Path, cli: Any
+) -> None:
+    for option, value in (("--image-size", "16"), ("--labels", "x.csv"), ("--boxes", "b.csv")):
+        res = _train(cli, seg_cases["images"], seg_cases["masks"], tmp_path / "m", option, value)
+        assert res.exit_code == 2
+        assert f"No such option: {option}" in res.output

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
+import json
+import math
 import os
 import platform
 import tempfile
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,18 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from crowdmed._io import to_jsonable
+from crowdmed._version import __version__
+from crowdmed.pipelines.records import sha256_file
 
 #: Exceptions reported as a one-line ``Error:`` message (exit code 2) unless ``--debug``.
 #: ``OSError`` covers a missing file, a permission problem or a full disk.
@@ -35,6 +49,7 @@ class _State:
     """Global options, stored on the root context."""
 
     debug: bool = False
+    started: float = dataclasses.field(default_factory=time.perf_counter)
 
 
 def _stderr() -> Console:
@@ -164,11 +179,7 @@ def _check_outputs(inputs: Sequence[Path], outputs: dict[str, Path]) -> None:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def _environment(**versions: str) -> dict[str, str]:
@@ -179,6 +190,10 @@ def _environment(**versions: str) -> dict[str, str]:
         **versions,
         "platform": platform.platform(),
     }
+
+
+def _format_float(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
 def _import_torch(command: str, *, images: bool = False) -> Any:
@@ -196,3 +211,122 @@ def _import_torch(command: str, *, images: bool = False) -> Any:
             "pip install 'crowdmed[torch]'."
         ) from exc
     return torch
+
+
+@contextlib.contextmanager
+def _reporter(console: Console, description: str) -> Iterator[Callable[..., None]]:
+    """A progress bar for a library call; yields its ``progress(**fields)`` callback.
+
+    The callback takes the keywords of ``rich.progress.Progress.update``: ``description``,
+    ``completed``, ``total`` and ``metrics`` (text shown after the bar).
+    """
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[metrics]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,  # no spinner frames in logs or captured output
+    ) as progress:
+        task = progress.add_task(escape(description), total=None, metrics="")
+
+        def report(**fields: Any) -> None:
+            if "description" in fields:
+                fields["description"] = escape(str(fields["description"]))
+            progress.update(task, **fields)
+
+        yield report
+
+
+def _command_name(ctx: typer.Context) -> str:
+    """The command as typed after ``crowdmed`` (``"train classify"``, ``"aggregate"``)."""
+    parts = ctx.command_path.split()
+    return " ".join(parts[1:]) if len(parts) > 1 else ctx.command_path
+
+
+def run_record(
+    ctx: typer.Context,
+    *,
+    seed: int | None = None,
+    params: dict[str, Any] | None = None,
+    inputs: dict[str, Any] | None = None,
+    outputs: dict[str, Any] | None = None,
+    versions: dict[str, str] | None = None,
+    **sections: Any,
+) -> dict[str, Any]:
+    """The run record (``run.json`` or ``<out>.json``) of a command; the one builder for all.
+
+    Args:
+        ctx: The command's context: its name and its arguments are recorded.
+        seed: The random seed, when the command has one.
+        params: The settings of the method.
+        inputs: Path and SHA-256 of every input.
+        outputs: Path of every output.
+        versions: Versions of libraries besides Python, NumPy and crowdmed (e.g. torch).
+        **sections: Further sections, in order (``method``, ``data``, ``fit`` ...).
+
+    Returns:
+        The record; :func:`write_run_record` adds ``elapsed_seconds`` and writes it.
+    """
+    record: dict[str, Any] = {
+        "crowdmed_version": __version__,
+        "command": _command_name(ctx),
+        "arguments": dict(ctx.params),
+    }
+    if seed is not None:
+        record["seed"] = seed
+    if params is not None:
+        record["params"] = params
+    record.update(sections)
+    if inputs is not None:
+        record["inputs"] = inputs
+    if outputs is not None:
+        record["outputs"] = outputs
+    record["environment"] = _environment(**(versions or {}))
+    record["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return record
+
+
+def run_params(ctx: typer.Context) -> dict[str, Any]:
+    """The command's settings: its arguments that are not file or folder paths."""
+    return {k: v for k, v in ctx.params.items() if not isinstance(v, Path)}
+
+
+def save_model_folder(ctx: typer.Context, run: Any, out: Path, **sections: Any) -> dict[str, Any]:
+    """Save a trained run to its model folder with ``run.json``, all files at once.
+
+    Args:
+        ctx: The command's context.
+        run: A pipeline result with ``save(out, stage)`` returning the files it wrote.
+        out: The model folder.
+        **sections: Sections of the run record (see :func:`run_record`).
+
+    Returns:
+        The run record.
+    """
+    run_json = out / "run.json"
+    with _staged_outputs() as stage:
+        saved = run.save(out, stage)
+        outputs = {p.name: p.resolve() for p in [*saved, run_json]}
+        record = run_record(ctx, outputs=outputs, versions=_torch_version(), **sections)
+        write_run_record(ctx, run_json, record, stage)
+    return record
+
+
+def write_run_record(
+    ctx: typer.Context, path: Path, record: dict[str, Any], stage: Callable[[Path], Path] = Path
+) -> None:
+    """Add ``elapsed_seconds`` (since the command started) and write the record as JSON."""
+    obj = ctx.find_root().obj
+    started = obj.started if isinstance(obj, _State) else time.perf_counter()
+    record["elapsed_seconds"] = time.perf_counter() - started
+    stage(path).write_text(json.dumps(to_jsonable(record), indent=2) + "\n", encoding="utf-8")
+
+
+def _torch_version() -> dict[str, str]:
+    import torch
+
+    return {"torch": torch.__version__}

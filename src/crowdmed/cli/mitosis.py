@@ -30,6 +30,7 @@ from crowdmed.cli._common import (
     _user_errors,
 )
 from crowdmed.data.images import IMAGE_SUFFIXES
+from crowdmed.pipelines.model_folder import MODEL_FILES, save_model
 
 mitosis_app = typer.Typer(
     name="mitosis",
@@ -38,8 +39,6 @@ mitosis_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
-_DETECTOR_FILE = "detector.pt"
 
 
 def _stem(name: Any) -> str:
@@ -143,7 +142,8 @@ def train_cmd(
         typer.Option(
             "--out",
             "-o",
-            help="Model folder: detector.pt, history.csv, run.json.",
+            help="Model folder: the detector (config.json, model.safetensors), history.csv, "
+            "run.json.",
             metavar="MODEL_DIR",
             show_default=False,
         ),
@@ -211,16 +211,12 @@ def train_cmd(
             raise ValueError(f"`--radius` must be a positive number of pixels; got {radius}.")
         if out.exists() and not out.is_dir():
             raise ValueError(f"`--out` must be a folder for the model; '{out}' is a file.")
-        model_path, history_path, run_path = (
-            out / _DETECTOR_FILE,
-            out / "history.csv",
-            out / "run.json",
-        )
+        history_path, run_path = out / "history.csv", out / "run.json"
         inputs = [p for p in (points, val_points, stain_reference) if p is not None]
         _check_outputs(
             inputs,
             {
-                "--out detector.pt": model_path,
+                **{f"--out {n}": out / n for n in MODEL_FILES},
                 "--out history.csv": history_path,
                 "--out run.json": run_path,
             },
@@ -281,7 +277,7 @@ def train_cmd(
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
             with _staged_outputs() as stage:
-                detector.save(stage(model_path))
+                save_model(detector, out, stage)
                 history.to_csv(stage(history_path), index=False)
                 record["elapsed_seconds"] = time.perf_counter() - started
                 _write_json(stage(run_path), record)
@@ -367,11 +363,7 @@ def detect_cmd(
             raise ValueError(
                 f"`--model` must be a folder written by `crowdmed mitosis train`; '{model}' {what}."
             )
-        model_file = model / _DETECTOR_FILE
-        if not model_file.is_file():
-            raise ValueError(
-                f"'{model}' has no {_DETECTOR_FILE}; train one with `crowdmed mitosis train`."
-            )
+        model_file = model / MODEL_FILES[1]
         if threshold is not None and not (0.0 <= threshold <= 1.0):
             raise ValueError(f"`--threshold` must be in [0, 1]; got {threshold}.")
         if radius is not None and not radius > 0:
@@ -380,7 +372,7 @@ def detect_cmd(
             raise ValueError(f"`--maps` must be a folder; '{maps}' is a file.")
         json_out = out.with_name(out.name + ".json")
         _check_outputs([model_file], {"--out": out, "--out .json": json_out})
-        detector = load_detector(model_file)
+        detector = load_detector(model)
         files = image_files(images)
         with _progress(console) as progress:
             with _step(progress, f"Reading {len(files)} fields"):
@@ -482,7 +474,7 @@ def evaluate_cmd(
     """
     console = _stderr()
     with _user_errors(ctx):
-        from crowdmed.data.points import _repeated_points, check_points
+        from crowdmed.data.points import check_points, repeated_points
         from crowdmed.metrics.points import match_points
 
         frames = []
@@ -501,7 +493,7 @@ def evaluate_cmd(
         det = check_points(det_raw, f"candidates file '{candidates}'")
         ref_raw["_line"] = list(range(2, len(ref_raw) + 2))
         ref = check_points(ref_raw, f"points file '{points}'")
-        repeated = _repeated_points(ref, ref.pop("_line").to_numpy())
+        repeated = repeated_points(ref, ref.pop("_line").to_numpy())
         if repeated:
             raise ValueError(
                 f"Points file '{points}' repeats {len(repeated)} point(s): "
@@ -939,7 +931,8 @@ def refine_cmd(
         typer.Option(
             "--out",
             "-o",
-            help="Folder: detector.pt (0.33 network refined), truth.csv, annotators.csv, "
+            help="Folder: the detector (config.json, model.safetensors; 0.33 network refined), "
+            "truth.csv, annotators.csv, "
             "history.csv, run.json.",
             metavar="OUT_DIR",
             show_default=False,
@@ -997,11 +990,7 @@ def refine_cmd(
             raise ValueError(
                 f"`--model` must be a folder written by `crowdmed mitosis train`; '{model}' {what}."
             )
-        model_file = model / _DETECTOR_FILE
-        if not model_file.is_file():
-            raise ValueError(
-                f"'{model}' has no {_DETECTOR_FILE}; train one with `crowdmed mitosis train`."
-            )
+        model_file = model / MODEL_FILES[1]
         if out.exists() and not out.is_dir():
             raise ValueError(f"`--out` must be a folder; '{out}' is a file.")
         if out.resolve() == model.resolve():
@@ -1009,14 +998,14 @@ def refine_cmd(
         if not (lr > 0) or epochs < 1:
             raise ValueError(f"`--lr` must be positive and `--epochs` >= 1; got {lr}, {epochs}.")
         paths = {
-            "detector.pt": out / _DETECTOR_FILE,
+            **{n: out / n for n in MODEL_FILES},
             "truth.csv": out / "truth.csv",
             "annotators.csv": out / "annotators.csv",
             "history.csv": out / "history.csv",
             "run.json": out / "run.json",
         }
         _check_outputs([model_file, votes], {f"--out {k}": v for k, v in paths.items()})
-        detector = load_detector(model_file)
+        detector = load_detector(model)
         i = scale_index(detector, scale)
         imported = read_votes(votes, package, quiz=quiz, on_error=on_error)
         cl = imported.labels
@@ -1077,7 +1066,7 @@ def refine_cmd(
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         with _staged_outputs() as stage:
-            refined.save(stage(paths["detector.pt"]))
+            save_model(refined, out, stage)
             truth.to_csv(stage(paths["truth.csv"]), index=False)
             annotators.to_csv(stage(paths["annotators.csv"]), index=False)
             pd.DataFrame(res.history).to_csv(stage(paths["history.csv"]), index=False)

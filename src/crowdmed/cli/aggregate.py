@@ -1,0 +1,372 @@
+"""``crowdmed aggregate`` (truth inference on a label file) and ``crowdmed demo``.
+
+Thin shells over :func:`crowdmed.pipelines.aggregate.aggregate_file` and
+:func:`crowdmed.pipelines.demo.run_demo`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from crowdmed._validation import check_option
+from crowdmed.aggregation import Method
+from crowdmed.cli._common import (
+    _check_outputs,
+    _format_float,
+    _reporter,
+    _staged_outputs,
+    _stderr,
+    _user_errors,
+    run_record,
+    write_run_record,
+)
+from crowdmed.cli._options import JsonOpt
+from crowdmed.data.io import write_table
+from crowdmed.pipelines.records import file_record
+
+__all__ = ["aggregate", "demo"]
+
+LabelsArg = Annotated[
+    Path,
+    typer.Argument(
+        help="Label file: long CSV/TSV/Parquet (item,annotator,label; task,worker,label; or "
+        "headerless worker,task,label,gold), or a wide CSV with --format wide.",
+        show_default=False,
+        metavar="LABELS",
+    ),
+]
+ConsensusOpt = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Consensus table (CSV, TSV or Parquet by suffix): item, label, confidence, "
+        "p_<class>..., and gold when known.",
+    ),
+]
+MethodOpt = Annotated[
+    str,
+    typer.Option(
+        "--method", "-m", help="majority-vote, wawa, dawid-skene, one-coin, glad or sens-spec."
+    ),
+]
+AnnotatorsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--annotators",
+        "-a",
+        help="Also write one row of reliability figures per annotator to this file.",
+        show_default=False,
+    ),
+]
+FormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        "-f",
+        help="long, wide or auto. auto reads a long file and suggests --format wide when no "
+        "long columns are found.",
+    ),
+]
+
+
+def _column(name: str, help_text: str, *short: str) -> Any:
+    return typer.Option(name, *short, help=help_text, show_default=False)
+
+
+ItemColOpt = Annotated[str | None, _column("--item-col", "Item column (detected when omitted).")]
+AnnotatorColOpt = Annotated[
+    str | None,
+    _column("--annotator-col", "Annotator column of a long file (detected when omitted)."),
+]
+LabelColOpt = Annotated[
+    str | None, _column("--label-col", "Label column of a long file (detected when omitted).")
+]
+GoldColOpt = Annotated[
+    str | None,
+    _column(
+        "--gold-col", "Gold column of a wide file ('gold' when omitted); long files use 'gold'."
+    ),
+]
+QuizOpt = Annotated[
+    Path | None,
+    _column("--quiz", "CSV annotator,quiz_accuracy (used by sens-spec; reported for all methods)."),
+]
+UseGoldOpt = Annotated[
+    bool,
+    typer.Option(
+        "--use-gold",
+        help="Clamp gold items to their gold label during the fit. By default gold labels are "
+        "used only to report accuracy.",
+    ),
+]
+OnDuplicateOpt = Annotated[
+    str,
+    typer.Option(
+        "--on-duplicate",
+        help="Repeated (item, annotator) pairs: error, first, last, or drop the pair when its "
+        "labels conflict.",
+    ),
+]
+MaxIterOpt = Annotated[
+    int | None,
+    _column("--max-iter", "Maximum EM iterations (EM methods; the method's default when omitted)."),
+]
+TolOpt = Annotated[
+    float | None,
+    _column(
+        "--tol",
+        "EM stops when the log-likelihood gain per label falls below this (the method's "
+        "default when omitted).",
+    ),
+]
+AggregateSeedOpt = Annotated[
+    int, typer.Option("--seed", help="Random state (tie-breaking, random initialisation).")
+]
+
+
+@contextlib.contextmanager
+def _em_progress(console: Console, description: str) -> Iterator[Any]:
+    """A progress display with one line per EM iteration; yields the fit callback."""
+    with _reporter(console, description) as report:
+
+        def on_iteration(iteration: int, log_likelihood: float) -> None:
+            report(
+                completed=iteration,
+                description=f"{description}: EM iteration {iteration}, "
+                f"log-likelihood {log_likelihood:,.2f}",
+            )
+
+        yield on_iteration
+
+
+def aggregate(
+    ctx: typer.Context,
+    labels: LabelsArg,
+    out: ConsensusOpt,
+    method: MethodOpt = Method.DAWID_SKENE.value,
+    annotators: AnnotatorsOpt = None,
+    json_path: JsonOpt = None,
+    fmt: FormatOpt = "auto",
+    item_col: ItemColOpt = None,
+    annotator_col: AnnotatorColOpt = None,
+    label_col: LabelColOpt = None,
+    gold_col: GoldColOpt = None,
+    quiz: QuizOpt = None,
+    use_gold: UseGoldOpt = False,
+    on_duplicate: OnDuplicateOpt = "error",
+    max_iter: MaxIterOpt = None,
+    tol: TolOpt = None,
+    seed: AggregateSeedOpt = 0,
+) -> None:
+    """Infer consensus labels and annotator reliability from a label file.
+
+    Example: crowdmed aggregate labels.csv -m dawid-skene -o consensus.csv
+    -a annotators.csv
+    """
+    console = _stderr()
+    with _user_errors(ctx):
+        from crowdmed.pipelines.aggregate import InputFormat, aggregate_file, make_method
+
+        m = check_option(method, Method, "--method")
+        input_format = check_option(fmt, InputFormat, "--format")
+        make_method(method, seed=seed, max_iter=max_iter, tol=tol)  # option errors first
+        json_out = json_path if json_path is not None else out.with_name(out.name + ".json")
+        outputs = {"--out": out}
+        if annotators is not None:
+            outputs["--annotators"] = annotators
+        outputs["--json"] = json_out
+        _check_outputs([labels] if quiz is None else [labels, quiz], outputs)
+        read = {
+            "fmt": fmt,
+            "item_col": item_col,
+            "annotator_col": annotator_col,
+            "label_col": label_col,
+            "gold_col": gold_col,
+            "quiz": quiz,
+            "on_duplicate": on_duplicate,
+        }
+        with _em_progress(console, f"Fitting {m.value} on {labels.name}") as on_iteration:
+            result = aggregate_file(
+                labels,
+                method,
+                seed=seed,
+                max_iter=max_iter,
+                tol=tol,
+                use_gold=use_gold,
+                read=read,
+                callback=on_iteration,
+            )
+        if quiz is not None and m is not Method.SENS_SPEC:
+            console.print(
+                f"[yellow]Note:[/] --quiz is used by sens-spec only; {m.value} reports it in "
+                "the annotator table."
+            )
+        for warning in result.fit["warnings"]:
+            console.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
+        record = run_record(
+            ctx,
+            seed=seed,
+            method=m.value,
+            estimator=type(result.aggregator).__name__,
+            params=result.aggregator.get_params(),
+            input={
+                **(file_record(labels) or {}),
+                "format": input_format.value,
+                "quiz": file_record(quiz),
+            },
+            data=result.data(),
+            fit=result.fit,
+            evaluation={"accuracy_vs_gold": result.accuracy, "n_gold": result.n_gold},
+            outputs={
+                "consensus": out.resolve(),
+                "annotators": None if annotators is None else annotators.resolve(),
+                "json": json_out.resolve(),
+            },
+            versions={"pandas": pd.__version__},
+        )
+        with _staged_outputs() as stage:
+            write_table(result.consensus, stage(out))
+            if annotators is not None:
+                write_table(result.annotators(), stage(annotators))
+            write_run_record(ctx, json_out, record, stage)
+    _print_summary(console, result, use_gold, record, outputs)
+
+
+def _print_summary(
+    console: Console, result: Any, use_gold: bool, record: dict[str, Any], outputs: dict[str, Path]
+) -> None:
+    cl, fit, n_gold = result.labels, result.fit, result.n_gold
+    table = Table(title="crowdmed aggregate", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("method", result.method)
+    table.add_row("items", f"{cl.n_items:,}")
+    table.add_row("annotators", f"{cl.n_annotators:,}")
+    table.add_row("labels", f"{cl.n_labels:,}")
+    table.add_row("classes", f"{cl.n_classes}")
+    table.add_row("iterations", "n/a" if fit["n_iter"] is None else str(fit["n_iter"]))
+    converged = fit["converged"]
+    table.add_row(
+        "converged", "n/a" if converged is None else ("yes" if converged else "[red]no[/]")
+    )
+    if fit["log_likelihood"] is not None:
+        table.add_row("log-likelihood", _format_float(fit["log_likelihood"], 2))
+    if n_gold:
+        if use_gold:
+            table.add_row("accuracy vs gold", f"n/a ({n_gold:,} gold items clamped in the fit)")
+        else:
+            table.add_row(
+                "accuracy vs gold", f"{_format_float(result.accuracy)} ({n_gold:,} items)"
+            )
+    table.add_row("time", f"{record['elapsed_seconds']:.2f} s")
+    for option, path in outputs.items():
+        table.add_row(option.lstrip("-"), str(path))
+    console.print(table)
+
+
+# ---------------------------------------------------------------------- demo
+def _split_names(values: Sequence[str] | None) -> list[str] | None:
+    """Names from a repeatable option whose values may also be comma-separated."""
+    if not values:
+        return None
+    return [n.strip() for value in values for n in value.split(",") if n.strip()]
+
+
+DemoOutOpt = Annotated[
+    Path,
+    typer.Option(
+        "--out", "-o", help="Folder for results.json, report.html, report.md and the tables."
+    ),
+]
+MethodsOpt = Annotated[
+    list[str] | None,
+    _column(
+        "--methods", "Methods to compare, comma-separated or repeated (all when omitted).", "-m"
+    ),
+]
+DatasetsOpt = Annotated[
+    list[str] | None,
+    _column(
+        "--datasets", "Bundled data sets, comma-separated or repeated (all when omitted).", "-d"
+    ),
+]
+PartsOpt = Annotated[
+    list[str] | None,
+    _column(
+        "--parts",
+        "Parts to run, comma-separated or repeated: crowd (truth inference on the bundled "
+        "label sets), masks (STAPLE on LIDC nodule masks), mitosis (the AggNet crowd loop on "
+        "synthetic fields; needs torch). All when omitted.",
+        "-p",
+    ),
+]
+
+
+def _demo_options(
+    methods: list[str] | None, datasets: list[str] | None, out: Path
+) -> tuple[list[str] | None, list[str] | None]:
+    method_names = _split_names(methods)
+    chosen = (
+        None
+        if method_names is None
+        else [check_option(n, Method, "--methods").value for n in method_names]
+    )
+    dataset_names = _split_names(datasets)
+    if dataset_names is not None:
+        from crowdmed.data.datasets import dataset_info
+
+        try:
+            dataset_names = [dataset_info(n).name for n in dataset_names]
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("`name`", "`--datasets`", 1)) from exc
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"`--out` must be a folder; '{out}' is a file.")
+    return chosen, dataset_names
+
+
+def demo(
+    ctx: typer.Context,
+    out: DemoOutOpt,
+    methods: MethodsOpt = None,
+    datasets: DatasetsOpt = None,
+    seed: AggregateSeedOpt = 0,
+    parts: PartsOpt = None,
+) -> None:
+    """Run the demo on bundled real data (and the synthetic crowd loop); write a report.
+
+    Example: crowdmed demo --out demo-report --parts crowd,masks
+    """
+    console = _stderr()
+    with _user_errors(ctx):
+        chosen, dataset_names = _demo_options(methods, datasets, out)
+        from crowdmed.pipelines.demo import run_demo
+
+        with _reporter(console, "Starting the demo") as report:
+
+            def on_progress(description: str, completed: int, total: int) -> None:
+                report(description=description, completed=completed, total=total)
+
+            result = run_demo(
+                out,
+                methods=chosen,
+                datasets=dataset_names,
+                progress=on_progress,
+                random_state=seed,
+                parts=_split_names(parts),
+            )
+    summary = str(getattr(result, "summary", "") or "").rstrip()
+    if summary:
+        typer.echo(summary)
+    report_path = out / "report.html"
+    if "report.html" not in summary:  # the summary usually names the report already
+        typer.echo(f"Report: {report_path}" if report_path.exists() else f"Results in: {out}")
