@@ -67,13 +67,22 @@ SCRIPT = textwrap.dedent(
         torch.manual_seed(0)
         net = mlp_head(2, 2, hidden=16, dropout=0.1)
     clf = CrowdClassifier(
-        net, method="crowd-layer-mw", epochs=8, batch_size=32, lr=0.03, patience=None,
+        net, method="crowd-layer-mw", epochs=6, batch_size=32, lr=0.03, patience=None,
         progress=False, random_state=0, checkpoint_dir=out / "checkpoint",
     )
     clf.fit(x, labels)
     clf.save(out / "model")  # written by rank 0 only
     probe = np.array([[1.0, 1.0], [-1.0, -1.0], [0.5, -0.2]], np.float32)
+
+    # 3) DL-EM: the epoch's M-step gathers the posteriors of both ranks
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = mlp_head(2, 2, hidden=16, dropout=0.1)
+    em = CrowdClassifier(
+        net, method="dl-em", epochs=3, batch_size=32, lr=0.03, patience=None, progress=False
+    ).fit(x, labels)
     (out / f"rank{rank}.json").write_text(json.dumps({
+        "em_confusion": em.annotator_confusion_.tolist(),
         "seen": task.seen,
         "world": int(os.environ["WORLD_SIZE"]),
         "history": clf.history_,
@@ -126,6 +135,10 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     losses = [h["loss"] for h in runs[0]["history"]]
     assert losses[-1] < 0.8 * losses[0]
     assert runs[0]["accuracy"] > 0.9
+    # the same EM estimate on both ranks, close to the simulated accuracies 0.9, 0.8, 0.65
+    np.testing.assert_allclose(runs[0]["em_confusion"], runs[1]["em_confusion"], atol=1e-6)
+    diag = np.asarray(runs[0]["em_confusion"])[:, [0, 1], [0, 1]].mean(1)
+    np.testing.assert_allclose(diag, [0.9, 0.8, 0.65], atol=0.08)
 
     # rank 0 wrote the checkpoint and the model; it loads and predicts as trained
     assert (tmp_path / "checkpoint" / "checkpoint.safetensors").is_file()
@@ -136,4 +149,4 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     probe = np.array([[1.0, 1.0], [-1.0, -1.0], [0.5, -0.2]], np.float32)
     np.testing.assert_allclose(model.predict_proba(probe), runs[0]["proba"], atol=1e-6)
     assert model.predict(probe)[:2].tolist() == [1, 0]
-    assert len(model.history_) == 8
+    assert len(model.history_) == 6
