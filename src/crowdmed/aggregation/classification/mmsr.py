@@ -23,31 +23,48 @@ def _check_n_trim(value: Any) -> str | None:
 
 
 class _Pairs:
-    """Observed annotator pairs (both orders), sorted by column: the sparse ``C`` of M-MSR."""
+    """Observed annotator pairs (both orders), grouped by column: the sparse ``C`` of M-MSR.
+
+    ``C`` is symmetric, so the rows of its CSR form are its columns: entry ``e`` is the pair
+    ``(rows[e], cols[e])`` and the entries of column ``j`` are contiguous, ``per_col[j]`` of
+    them from ``starts[j]``. Indices are int32 and two float64 work buffers are kept for the
+    half-steps, so memory is about 30 bytes per observed pair.
+    """
 
     def __init__(self, cl: CrowdLabels) -> None:
         k, n_a = cl.n_classes, cl.n_annotators
-        ones = np.ones(cl.n_labels, dtype=np.float64)
+        ones = np.ones(cl.n_labels, dtype=np.float32)  # counts stay exact below 2**24
         b = sp.csr_matrix((ones, (cl.annotators, cl.items)), shape=(n_a, cl.n_items))
+        common = (b @ b.T).tocsr()
+        del b
+        common.sort_indices()
+        per_row = np.diff(common.indptr)
+        group = np.repeat(np.arange(n_a, dtype=np.int32), per_row)
+        off = common.indices != group  # drop the diagonal
+        self.cols = group[off]
+        self.rows = common.indices[off].astype(np.int32)
+        self.n_common = common.data[off].astype(np.int32)
+        del common, group, off
         b_lab = sp.csr_matrix(
             (ones, (cl.annotators, cl.items * k + cl.labels)), shape=(n_a, cl.n_items * k)
         )
-        common = (b @ b.T).tocoo()
-        off = common.row != common.col
-        rows, cols, n = common.row[off], common.col[off], common.data[off]
         agree = (b_lab @ b_lab.T).tocsr()
-        # agree[r, c] for every observed pair; a pair that never agreed is 0.
-        same = np.asarray(agree[rows, cols]).ravel()
-        order = np.lexsort((rows, cols))
-        self.rows = rows[order].astype(np.int64)
-        self.cols = cols[order].astype(np.int64)
-        self.n_common = n[order]
+        del b_lab
+        # agree[j, i] for every observed pair; a pair that never agreed is 0.
+        same = np.asarray(agree[self.cols, self.rows], dtype=np.float64).ravel()
+        del agree
         # C_ij = (K P(agree) - 1) / (K - 1): the covariance of the annotators' correctness.
-        self.cov = (k * same[order] / self.n_common - 1.0) / (k - 1)
-        self.abs_cov = np.abs(self.cov)
+        same *= k / self.n_common
+        same -= 1.0
+        same /= k - 1
+        self.cov = same
         self.per_col = np.bincount(self.cols, minlength=n_a)
         self.starts = np.concatenate([[0], np.cumsum(self.per_col)[:-1]])
-        self.pos = np.arange(len(self.cols)) - self.starts[self.cols]  # rank within column
+        self.buffers = (np.empty(len(self.cov)), np.empty(len(self.cov)))
+
+    @property
+    def abs_cov(self) -> np.ndarray:
+        return np.abs(self.cov)
 
 
 class MMSR(BaseAggregator):
@@ -156,24 +173,46 @@ class MMSR(BaseAggregator):
         pairs: _Pairs, other: np.ndarray, own: np.ndarray, f: int, n_items: int
     ) -> np.ndarray:
         """Trimmed means over each column of ``|C_ij| / other_i`` around ``own_j``."""
+        vals, work = pairs.buffers
+        np.abs(pairs.cov, out=vals)
+        np.take(other, pairs.rows, out=work)
         with np.errstate(divide="ignore", invalid="ignore"):
-            vals = pairs.abs_cov / other[pairs.rows]
+            np.divide(vals, work, out=vals)
             # Sort the ratios within each column with one float sort: the key is the column
             # plus the ratio mapped into [0, 1) (ties only between ratios < 1e-11 apart).
-            frac = np.where(np.isfinite(vals), vals / (1.0 + vals), 1.0)
-        order = np.argsort(pairs.cols + np.minimum(frac, 0.999999), kind="stable")
-        vals = vals[order]
+            np.add(vals, 1.0, out=work)
+            np.divide(vals, work, out=work)
+        np.fmin(work, 0.999999, out=work)  # also replaces the NaN of an infinite ratio
+        work += pairs.cols
+        order = np.argsort(work)
+        np.take(vals, order, out=work)
+        del order
+        sorted_vals, a = work, vals
+        np.take(own, pairs.cols, out=a)
         n = len(own)
-        a = own[pairs.cols]
-        r_lo = np.minimum(np.bincount(pairs.cols, weights=vals < a, minlength=n), f)
-        r_hi = np.minimum(np.bincount(pairs.cols, weights=vals > a, minlength=n), f)
-        # Keep the sorted positions [r_lo, count - r_hi) of each column.
-        keep = (pairs.pos >= r_lo[pairs.cols]) & (pairs.pos < (pairs.per_col - r_hi)[pairs.cols])
-        sums = np.bincount(pairs.cols, weights=np.where(keep, vals, 0.0), minlength=n)
+        nonempty = pairs.per_col > 0
+        idx = pairs.starts[nonempty]
+        r_lo = np.zeros(n, dtype=np.int64)
+        r_hi = np.zeros(n, dtype=np.int64)
+        if len(idx):
+            r_lo[nonempty] = np.add.reduceat(sorted_vals < a, idx, dtype=np.int64)
+            r_hi[nonempty] = np.add.reduceat(sorted_vals > a, idx, dtype=np.int64)
+        np.minimum(r_lo, f, out=r_lo)
+        np.minimum(r_hi, f, out=r_hi)
         count = pairs.per_col - r_lo - r_hi
+        # Keep the sorted positions [r_lo, count - r_hi) of each column: +1 where a kept run
+        # starts, -1 where it ends, and a running sum.
+        delta = np.zeros(len(sorted_vals) + 1, dtype=np.int8)
+        live = count > 0
+        np.add.at(delta, (pairs.starts + r_lo)[live], 1)
+        np.add.at(delta, (pairs.starts + pairs.per_col - r_hi)[live], -1)
+        keep = np.cumsum(delta[:-1], dtype=np.int8)
+        sorted_vals *= keep
+        sums = np.zeros(n)
+        if len(idx):
+            sums[nonempty] = np.add.reduceat(sorted_vals, idx)
         new = own.copy()
-        ok = count > 0
-        new[ok] = sums[ok] / count[ok]
+        new[live] = sums[live] / count[live]
         # crowd-kit's rule: a single remaining ratio of 0 becomes 1/√n_items.
         new[(count == 1) & (sums == 0)] = 1.0 / np.sqrt(n_items)
         return new
@@ -237,15 +276,16 @@ class MMSR(BaseAggregator):
     def _signs(pairs: _Pairs, n_a: int, start: np.ndarray) -> np.ndarray:
         """Signs of the skills: leading eigenvector of the observed ``C`` per component."""
         signs = np.ones(n_a)
+        # C in CSR form straight from the pair list (grouped by column, C is symmetric);
+        # exact zeros carry no sign and are left out.
         nonzero = pairs.cov != 0
-        graph = sp.csr_matrix(
-            (pairs.cov[nonzero], (pairs.rows[nonzero], pairs.cols[nonzero])), shape=(n_a, n_a)
-        )
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(pairs.cols[nonzero], minlength=n_a))])
+        graph = sp.csr_matrix((pairs.cov[nonzero], pairs.rows[nonzero], indptr), shape=(n_a, n_a))
         n_comp, comp = connected_components(graph, directed=False)
         sizes = np.bincount(comp, minlength=n_comp)
         for c in np.flatnonzero(sizes > 1):
             idx = np.flatnonzero(comp == c)
-            sub = graph[idx][:, idx]
+            sub = graph if len(idx) == n_a else graph[idx][:, idx]
             if len(idx) <= 50:
                 _, vecs = np.linalg.eigh(sub.toarray())
                 vec = vecs[:, -1]
