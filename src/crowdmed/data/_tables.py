@@ -42,11 +42,14 @@ def table_suffix(path: Path) -> str:
 
 
 def read_table(path: Path, header: bool = True) -> pd.DataFrame:
-    """Read a CSV, TSV or Parquet table; a missing, empty or malformed file is a ``ValueError``."""
+    """Read a CSV, TSV or Parquet table (a folder: partitioned Parquet).
+
+    A missing, empty or malformed file is a ``ValueError``.
+    """
     if not path.exists():
         raise ValueError(f"File {str(path)!r} does not exist; check the path.")
     suffix = table_suffix(path)
-    if suffix in (".parquet", ".pq"):
+    if path.is_dir() or suffix in (".parquet", ".pq"):
         try:
             return pd.read_parquet(path)
         except ImportError as exc:

@@ -300,8 +300,10 @@ def read_labels(
     """
     p = Path(path)
     df = read_table(p)
-    if table_suffix(p) not in (".parquet", ".pq") and not (
-        {str(c).strip().lower() for c in df.columns} & _KNOWN_HEADER
+    if (
+        not p.is_dir()
+        and table_suffix(p) not in (".parquet", ".pq")
+        and not ({str(c).strip().lower() for c in df.columns} & _KNOWN_HEADER)
     ):
         raw = read_table(p, header=False)
         if raw.shape[1] in (4, 5):
