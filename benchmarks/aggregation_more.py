@@ -602,6 +602,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="100k labels only, no scale run")
     parser.add_argument(
+        "--sizes", default="100000,1000000",
+        help="label counts of the speed runs, comma-separated (default: 100000,1000000)",
+    )  # fmt: skip
+    parser.add_argument(
         "--data",
         type=Path,
         default=Path(os.environ.get("CROWDMED_DATA", ROOT.parent / "shared" / "data")),
@@ -638,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"wrote {update_section(SECTION, text, args.output or 'BENCHMARKS.md')}")
         return 0
     started = time.time()
-    sizes = [100_000] if args.quick else [100_000, 1_000_000]
+    sizes = [100_000] if args.quick else [int(x) for x in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="crowdmed-aggmore-") as tmp_name:
         tmp = Path(tmp_name)
         speed = run_speed(sizes, tmp, args.timeout, args.crowdkit_memory_gb, args.mmsr_crowdkit_max)
