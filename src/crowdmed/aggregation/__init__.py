@@ -118,7 +118,8 @@ def make_aggregator(method: "str | Method", **params: object) -> BaseAggregator:
     """Build an aggregator from its CLI name.
 
     Args:
-        method: One of ``majority-vote, wawa, dawid-skene, one-coin, glad, sens-spec``.
+        method: A name of :class:`Method`: ``majority-vote, wawa, dawid-skene, one-coin,
+            glad, sens-spec, kos, zero-based-skill, gold-majority-vote, mace, bcc, mmsr``.
         **params: Hyperparameters of that aggregator.
 
     Returns:
