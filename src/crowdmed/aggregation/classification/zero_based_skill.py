@@ -103,6 +103,7 @@ class ZeroBasedSkill(MajorityVote):
         active = n > 0
         skills = np.full(cl.n_annotators, 1.0 / cl.n_classes + _INIT_OFFSET)
         known = None if gold is None else gold >= 0
+        gold_class = None if gold is None else gold[gold >= 0]
         lr = float(self.lr_init)
         changes: list[float] = []
         converged = False
@@ -112,7 +113,7 @@ class ZeroBasedSkill(MajorityVote):
                 lr *= self.lr_reduce_factor
             consensus = argmax_ties(self._votes(cl, skills), rng)
             if known is not None:
-                consensus[known] = gold[known]
+                consensus[known] = gold_class
             hits = np.bincount(
                 cl.annotators,
                 weights=(consensus[cl.items] == cl.labels).astype(np.float64),
@@ -138,7 +139,7 @@ class ZeroBasedSkill(MajorityVote):
         post = self._votes(cl, skills)
         if known is not None:
             post[known] = 0.0
-            post[known, gold[known]] = 1.0
+            post[known, gold_class] = 1.0
         self.posteriors_ = post
         self.confusion_ = soft_confusion(cl, post)
         self.skill_changes_ = changes
