@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from scipy import optimize, special
+from threadpoolctl import ThreadpoolController
 
 from crowdmed._validation import check_option, interval
 from crowdmed.aggregation.base import EPS, EMAggregator
@@ -15,6 +16,14 @@ from crowdmed.data.labels import CrowdLabels
 __all__ = ["GradedResponse", "Link", "Locations", "ordinal_confusion"]
 
 _SQRT_2PI = np.sqrt(2.0 * np.pi)
+_THREADPOOLS: list[ThreadpoolController] = []  # created on first use (it scans the libraries)
+
+
+def _one_blas_thread() -> Any:
+    """Context manager limiting BLAS to one thread (L-BFGS-B's BLAS calls are on tiny vectors)."""
+    if not _THREADPOOLS:
+        _THREADPOOLS.append(ThreadpoolController())
+    return _THREADPOOLS[0].limit(limits=1, user_api="blas")
 
 
 class Link(str, Enum):
@@ -153,7 +162,7 @@ class GradedResponse(EMAggregator):
     The E-step is Dawid–Skene's with the model's confusion matrices, summed in log space (a
     product of many probabilities underflows). The M-step maximises the expected complete-data
     log-likelihood, which depends on the labels only through the soft counts ``C[a, k, l]``
-    (``n_annotators × K × K`` numbers), by a few BFGS steps with the analytic gradient over
+    (``n_annotators × K × K`` numbers), by a few L-BFGS steps with the analytic gradient over
     ``(τ, μ, b, log s)``, warm-started from the previous iteration; a step that does not improve
     the objective is rejected, so ``log_likelihoods_`` never decreases (generalised EM). A
     Gaussian penalty ``regularization / 2 · Σ (b_a² + (log s_a)² + (log gap)² + (μ_k − k)²)``
@@ -169,7 +178,7 @@ class GradedResponse(EMAggregator):
             (``μ_k = k``).
         regularization: Precision of the Gaussian penalty described above; ``0`` gives
             maximum likelihood.
-        m_step_iter: Maximum BFGS iterations per M-step.
+        m_step_iter: Maximum L-BFGS iterations per M-step.
         random_state: Seed or ``numpy.random.Generator`` for tie-breaking of ``labels_``;
             ``None`` breaks ties by the lowest class index.
 
@@ -256,18 +265,9 @@ class GradedResponse(EMAggregator):
         return -0.5 * self.regularization * float(value), dev
 
     def _objective(
-        self,
-        theta: np.ndarray,
-        counts: np.ndarray,
-        scale: float,
-        link: Link,
-        fixed_locations: bool = False,
+        self, theta: np.ndarray, counts: np.ndarray, scale: float, link: Link
     ) -> tuple[float, np.ndarray]:
-        """Negative expected complete-data log-likelihood plus penalty, divided by ``scale``.
-
-        With ``fixed_locations`` the gradient of the class locations is zero, so BFGS (whose
-        steps are ``−H · grad`` with ``H`` built from past steps) never moves them.
-        """
+        """Negative expected complete-data log-likelihood plus penalty, divided by ``scale``."""
         n_ann, k, _ = counts.shape
         tau, gaps, mu, offsets, log_s = self._unpack(theta, k, n_ann)
         s = np.exp(log_s)
@@ -295,7 +295,7 @@ class GradedResponse(EMAggregator):
             [
                 [d_t1],
                 d_gaps - lam * gaps,
-                np.zeros_like(dev) if fixed_locations else d_mu - lam * dev,
+                d_mu - lam * dev,
                 d_offsets - lam * offsets,
                 d_log_s - lam * log_s,
             ]
@@ -331,16 +331,23 @@ class GradedResponse(EMAggregator):
         counts = (cl.incidence_t() @ posteriors).reshape(n_ann, k, k).transpose(0, 2, 1)
         scale = float(max(cl.n_labels, 1))
         theta0 = self._theta
-        f0, _ = self._objective(theta0, counts, scale, link, False)
-        fixed = check_option(self.locations, Locations, "locations") is Locations.FIXED
-        res = optimize.minimize(
-            self._objective,
-            theta0,
-            args=(counts, scale, link, fixed),
-            jac=True,
-            method="BFGS",
-            options={"maxiter": self.m_step_iter},
-        )
+        f0, _ = self._objective(theta0, counts, scale, link)
+        bounds: list[tuple[float | None, float | None]] = [(None, None)] * theta0.size
+        if check_option(self.locations, Locations, "locations") is Locations.FIXED:
+            for z in range(1, k - 1):  # μ_z held at z
+                bounds[k - 2 + z] = (float(z), float(z))
+        # L-BFGS costs O(n_params) per step (dense BFGS is cubic in the 2 · n_annotators
+        # parameters). Its BLAS calls are on tiny vectors: extra threads only contend.
+        with _one_blas_thread():
+            res = optimize.minimize(
+                self._objective,
+                theta0,
+                args=(counts, scale, link),
+                jac=True,
+                method="L-BFGS-B",
+                bounds=bounds,
+                options={"maxiter": self.m_step_iter},
+            )
         theta = (res.x if np.all(np.isfinite(res.x)) and res.fun <= f0 else theta0).copy()
         # Identify the origin: the likelihood is unchanged by moving the thresholds and the
         # offsets of the annotators with labels by the same amount; centring those offsets
