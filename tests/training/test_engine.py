@@ -213,3 +213,11 @@ def test_cuda_fit_and_resume(tmp_path: Path) -> None:
         Engine(epochs=3, batch_size=16, device="cuda", checkpoint=ckpt).fit(LinearTask(fail_at=2))
     resumed = Engine(epochs=3, batch_size=16, device="cuda", checkpoint=ckpt).fit(LinearTask())
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
+
+
+def test_engine_fits_twice_the_same_way() -> None:
+    engine = Engine(epochs=2, batch_size=16, seed=4)
+    first, second = LinearTask(), LinearTask()
+    a, b = engine.fit(first), engine.fit(second)
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    assert first.draws == second.draws

@@ -338,6 +338,7 @@ class Engine:
         self.setting_names = dict(setting_names or {})
         self.generator = torch.Generator().manual_seed(self.seed)
         self.rng = numpy_rng if numpy_rng is not None else np.random.default_rng(self.seed)
+        self._rng_given = numpy_rng is not None
         self.step = 0
         self.epoch = 0
         self.rank, self.world_size = 0, 1
@@ -479,9 +480,10 @@ class Engine:
             forked = [self.device.index or 0] if self.device.type == "cuda" else []
             with torch.random.fork_rng(devices=forked):
                 torch.manual_seed(self.seed)
-                return self._fit(task)
+                result = self._fit(task)
+            self.barrier()  # not after an error: torchrun then stops every rank
+            return result
         finally:
-            self.barrier()
             if self.num_threads is not None:
                 torch.set_num_threads(threads)
 
@@ -502,6 +504,9 @@ class Engine:
 
     def _fit(self, task: TrainTask) -> FitResult:
         self.step = self.epoch = 0
+        self.generator.manual_seed(self.seed)  # a second fit of this engine starts over
+        if not self._rng_given:
+            self.rng = np.random.default_rng(self.seed)
         task.setup(self)
         modules = task.modules()
         opt = task.optimizer()
