@@ -115,14 +115,64 @@ def test_identity_crowd_layer_returns_input(mode):
         torch.testing.assert_close(out[:, a], p)
 
 
+# Hand-computed outputs of a crowd layer with K = 2 classes and A = 2 annotators for one item
+# with p = (0.25, 0.75):
+#   MW   W_a p:       W_0 = [[1, 2], [3, 4]] -> (1.75, 3.75); W_1 swaps the classes -> (0.75, 0.25)
+#   VW   w_a * p:     w_0 = (2, -1) -> (0.5, -0.75);      w_1 = (0.5, 4) -> (0.125, 3.0)
+#   VB   p + b_a:     b_0 = (1, 0) -> (1.25, 0.75);       b_1 = (-1, 2) -> (-0.75, 2.75)
+#   VW+B w_a * p + b_a:             -> (1.5, -0.75);      -> (-0.875, 5.0)
+P = [[0.25, 0.75]]
+W_MW = [[[1.0, 2.0], [3.0, 4.0]], [[0.0, 1.0], [1.0, 0.0]]]
+W_V = [[2.0, -1.0], [0.5, 4.0]]
+B_V = [[1.0, 0.0], [-1.0, 2.0]]
+BY_HAND = {
+    "MW": [[[1.75, 3.75], [0.75, 0.25]]],
+    "VW": [[[0.5, -0.75], [0.125, 3.0]]],
+    "VB": [[[1.25, 0.75], [-0.75, 2.75]]],
+    "VW+B": [[[1.5, -0.75], [-0.875, 5.0]]],
+}
+
+
+def _hand_layer(mode):
+    layer = CrowdLayer(2, 2, mode=mode, dtype=torch.float64)
+    with torch.no_grad():
+        if mode == "MW":
+            layer.weight.copy_(torch.tensor(W_MW))
+        if mode in ("VW", "VW+B"):
+            layer.weight.copy_(torch.tensor(W_V))
+        if mode in ("VB", "VW+B"):
+            layer.bias.copy_(torch.tensor(B_V))
+    return layer
+
+
 @pytest.mark.parametrize("mode", MODES)
-def test_crowd_layer_gradient_has_parameter_shape(mode):
-    layer = CrowdLayer(4, 3, mode=mode)
-    p = torch.softmax(torch.randn(6, 4), 1)
-    crowd_cross_entropy(layer(p), torch.randint(-1, 4, (6, 3))).backward()
-    for param in layer.parameters():
-        assert param.grad is not None
-        assert param.grad.shape == param.shape
+def test_crowd_layer_output_by_hand(mode):
+    layer = _hand_layer(mode)
+    p = torch.tensor(P, dtype=torch.float64)
+    expected = torch.tensor(BY_HAND[mode], dtype=torch.float64)  # (B=1, A=2, K=2)
+    torch.testing.assert_close(layer(p), expected)
+    items, anns = torch.tensor([0, 0]), torch.tensor([1, 0])
+    torch.testing.assert_close(layer.forward_observed(p, items, anns), expected[0, [1, 0]])
+    # confusion matrices: row k is softmax of annotator a's logits for the one-hot input e_k
+    eye = torch.eye(2, dtype=torch.float64)
+    by_hand = torch.softmax(torch.stack([layer(eye[k : k + 1])[0] for k in range(2)], 1), -1)
+    np.testing.assert_allclose(layer.confusion_matrices(), by_hand.detach().numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_crowd_layer_gradient_by_hand(mode):
+    """For loss = sum(G * out): dL/db = sum_b G, dL/dw = sum_b G * p, dL/dW[a,l,k] = sum_b G p_k."""
+    layer = _hand_layer(mode)
+    g = torch.Generator().manual_seed(0)
+    p = torch.softmax(torch.randn(5, 2, generator=g, dtype=torch.float64), 1)
+    grad_out = torch.randn(5, 2, 2, generator=g, dtype=torch.float64)  # (B, A, K)
+    (layer(p) * grad_out).sum().backward()
+    if mode == "MW":
+        torch.testing.assert_close(layer.weight.grad, torch.einsum("bal,bk->alk", grad_out, p))
+    if mode in ("VW", "VW+B"):
+        torch.testing.assert_close(layer.weight.grad, (grad_out * p[:, None, :]).sum(0))
+    if mode in ("VB", "VW+B"):
+        torch.testing.assert_close(layer.bias.grad, grad_out.sum(0))
 
 
 def test_missing_labels_contribute_nothing():

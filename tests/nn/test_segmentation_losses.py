@@ -65,9 +65,35 @@ def test_gaussian_attention_peaks_at_edges_and_uses_grey_mean():
     assert torch.allclose(gaussian_attention(img), gaussian_attention(grey))
 
 
-def test_gaussian_attention_3d():
-    img = torch.rand(1, 1, 6, 8, 8)
-    assert gaussian_attention(img, radius=2, sigma=1.0).shape == (1, 1, 6, 8, 8)
+def test_gaussian_attention_3d_matches_scipy():
+    """λa |I − G * I| + λb with a separable Gaussian and mirrored borders, checked with SciPy."""
+    ndimage = pytest.importorskip("scipy.ndimage")
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(2, 3, 6, 8, 7, generator=g, dtype=torch.float64)
+    got = gaussian_attention(img, radius=2, sigma=1.0, lambda_a=5.0, lambda_b=0.5)
+    assert got.shape == (2, 1, 6, 8, 7)
+    taps = np.exp(-0.5 * np.arange(-2, 3) ** 2)
+    taps /= taps.sum()
+    grey = img.mean(1).numpy()  # (B, D, H, W)
+    blurred = grey
+    for axis in (1, 2, 3):  # torch's "reflect" padding is SciPy's "mirror" mode
+        blurred = ndimage.correlate1d(blurred, taps, axis=axis, mode="mirror")
+    expected = 5.0 * np.abs(grey - blurred) + 0.5
+    np.testing.assert_allclose(got[:, 0].numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_gaussian_attention_3d_of_stacked_slices_is_the_2d_map():
+    """Blurring along an axis on which the volume is constant changes nothing."""
+    g = torch.Generator().manual_seed(1)
+    img2d = torch.rand(1, 1, 9, 10, generator=g, dtype=torch.float64)
+    vol = img2d[:, :, None].expand(1, 1, 5, 9, 10).contiguous()
+    heat2d = gaussian_attention(img2d, radius=2, sigma=1.5)
+    heat3d = gaussian_attention(vol, radius=2, sigma=1.5)
+    for z in range(5):
+        torch.testing.assert_close(heat3d[:, :, z], heat2d)
+    assert float(heat2d.max()) > 2.0  # the random image has edges: the map is not constant
 
 
 def test_gaf_equals_focal_when_attention_off():
@@ -167,12 +193,26 @@ def test_reweight_missing_rater_is_masked_out():
     weights = masked_rater_softmax(torch.zeros(masks.shape, dtype=torch.float64), masks >= 0)
     assert torch.allclose(weights[0, :2], torch.full_like(weights[0, :2], 0.5))
     got = LabelReweightingLoss()(logits, masks, vote, weights, k=5)
-    # changing the absent rater's (ignored) labels changes nothing
-    masks2 = masks.clone()
-    masks2[0, 2] = -1
-    masks2[0, 2, 0, 0] = -1
-    assert float(LabelReweightingLoss()(logits, masks2, vote, weights, k=5)) == float(got)
-    assert math.isfinite(float(got))
+    # by hand: the rater term of image 0 averages over its 2 present raters, image 1 over 3
+    lam1, lam2 = reweight_lambdas(5)
+    vote_l, _ = pixel_loss(logits, vote)
+    rater = torch.zeros(2, 6, 5, dtype=torch.float64)
+    for b, present in ((0, [0, 1]), (1, [0, 1, 2])):
+        for n in present:
+            loss_n, _ = pixel_loss(logits[b : b + 1], masks[b : b + 1, n])
+            rater[b] += loss_n[0] * weights[b, n] / len(present)
+    expected = lam1 * vote_l.mean() + lam2 * rater.mean()
+    assert float(got) == pytest.approx(float(expected), rel=1e-12)
+    # the weight given to the absent rater changes nothing ...
+    weights2 = weights.clone()
+    weights2[0, 2] = 7.0
+    assert float(LabelReweightingLoss()(logits, masks, vote, weights2, k=5)) == pytest.approx(
+        float(got), rel=1e-12
+    )
+    # ... while the same weight on a present rater does
+    weights3 = weights.clone()
+    weights3[1, 2] = 7.0
+    assert float(LabelReweightingLoss()(logits, masks, vote, weights3, k=5)) > float(got) + 0.1
 
 
 def test_gradcheck_reweight_loss_both_networks():

@@ -71,10 +71,22 @@ def test_input_not_modified_and_custom_columns(scores):
     pd.testing.assert_frame_equal(scores, before)
 
 
-def test_integer_scores(scores):
-    ints = scores.assign(asym=scores["asym"].astype(int))
-    out = crowd_features(ints, features=["asym"], stats=("mean",))
-    assert out["asym_mean"].dtype == np.float64
+def test_integer_scores_give_the_float_results():
+    # item x: 0, 1, 2; item y: 1, 2 (mean 1.5, median 1.5: no integer rounding); item z: 3
+    ints = pd.DataFrame(
+        {"item": list("xxxyyz"), "annotator": list("abcabc"), "score": [0, 1, 2, 1, 2, 3]}
+    )
+    stats = ("mean", "median", "std", "var", "min", "max", "range", "count")
+    out = crowd_features(ints, features=["score"], stats=stats)
+    ref = crowd_features(
+        ints.assign(score=ints["score"].astype(float)), features=["score"], stats=stats
+    )
+    pd.testing.assert_frame_equal(out, ref)
+    np.testing.assert_allclose(out["score_mean"], [1.0, 1.5, 3.0])
+    np.testing.assert_allclose(out["score_median"], [1.0, 1.5, 3.0])
+    np.testing.assert_allclose(out["score_var"], [1.0, 0.5, np.nan])
+    assert out["score_mean"].dtype == np.float64
+    assert out["score_count"].dtype == np.int64
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,7 @@
-"""Cross-checks of the classification aggregators against crowd-kit 1.4.2 on real datasets.
+"""Cross-checks of the classification aggregators against crowd-kit 1.4.2.
+
+On real datasets (below) and, so that the suite compares with crowd-kit without the shared data,
+on simulated annotators with known confusion matrices (the ``synthetic`` tests at the end).
 
 Each crowdmed estimator is run for the same number of EM iterations as its crowd-kit
 counterpart and the posteriors are compared with ``atol = 1e-4``; labels must agree except on
@@ -15,8 +18,8 @@ the differences and their causes):
   last M-step);
 * ``MajorityVote`` and ``WeightedMajorityVote`` = crowd-kit ``MajorityVote`` and ``Wawa``.
 
-The data come from ``CROWDMED_DATA`` (default ``<repo root>/../shared/data``, see
-``tests/conftest.py``); the tests are skipped when it is missing.
+The real data come from ``CROWDMED_DATA`` (default ``<repo root>/../shared/data``, see
+``tests/conftest.py``); those tests are skipped when it is missing.
 """
 
 from __future__ import annotations
@@ -251,3 +254,113 @@ def test_accuracy_at_defaults_not_worse(method, name, shared_data):
     acc_ours = float((ours[known] == cl.gold[known]).mean())
     acc_theirs = float((ref[known] == cl.gold[known]).mean())
     assert acc_ours >= acc_theirs - ACC_SLACK, f"{acc_ours:.4f} < crowd-kit {acc_theirs:.4f}"
+
+
+# ---------------------------------------------------------------- synthetic data
+# Simulated annotators with known confusion matrices (rows = true class, see
+# docs/conventions.md): the same cross-checks without the shared data folder.
+def _confusions(k: int) -> np.ndarray:
+    """12 annotators: 5 good, 4 mediocre, 2 spammers and 1 adversary (class shifted by one)."""
+    eye = np.eye(k)
+    uniform = np.full((k, k), 1 / k)
+    good = 0.85 * eye + 0.15 * (1 - eye) / (k - 1)
+    mediocre = 0.6 * eye + 0.4 * (1 - eye) / (k - 1)
+    adversary = 0.1 * eye + 0.8 * np.roll(eye, 1, axis=1) + 0.1 * (1 - eye - np.roll(eye, 1, 1))
+    adversary /= adversary.sum(axis=1, keepdims=True)
+    return np.stack([good] * 5 + [mediocre] * 4 + [uniform] * 2 + [adversary])
+
+
+def _simulate(k: int, seed: int, n_items: int = 240, per_item: int = 5) -> CrowdLabels:
+    rng = np.random.default_rng(seed)
+    confusion = _confusions(k)
+    truth = rng.choice(k, size=n_items, p=np.linspace(1.0, 2.0, k) / np.linspace(1.0, 2.0, k).sum())
+    items = np.repeat(np.arange(n_items), per_item)
+    annotators = np.concatenate(
+        [rng.choice(len(confusion), size=per_item, replace=False) for _ in range(n_items)]
+    )
+    cum = confusion[annotators, truth[items]].cumsum(axis=1)
+    labels = np.minimum((rng.random((len(items), 1)) > cum).sum(axis=1), k - 1)
+    return CrowdLabels.from_triplets(
+        items,
+        annotators,
+        labels,
+        n_items=n_items,
+        n_annotators=len(confusion),
+        n_classes=k,
+        gold=truth,
+    )
+
+
+SYNTHETIC = {"binary": (2, 0), "three-class": (3, 1), "five-class": (5, 2)}
+
+
+@pytest.fixture(params=list(SYNTHETIC), scope="module")
+def synthetic(request: pytest.FixtureRequest) -> CrowdLabels:
+    k, seed = SYNTHETIC[request.param]
+    return _simulate(k, seed)
+
+
+def test_synthetic_data_is_as_simulated(synthetic):
+    """Every class is used and good annotators agree with the truth far more than spammers."""
+    cl = synthetic
+    assert np.unique(cl.labels).size == cl.n_classes
+    correct = cl.labels == cl.gold[cl.items]
+    good = np.isin(cl.annotators, np.arange(5))
+    assert correct[good].mean() > 0.75 > 0.6 > correct[np.isin(cl.annotators, [9, 10])].mean()
+
+
+def test_synthetic_majority_vote_matches(synthetic):
+    ours = MajorityVote().fit(synthetic)
+    theirs = ck.MajorityVote().fit(to_crowdkit(synthetic))
+    np.testing.assert_array_equal(ours.posteriors_, ck_posteriors(theirs.probas_, synthetic))
+    keep = untied(ours.posteriors_)
+    assert (ours.labels_[keep] == ck_labels(theirs.labels_, synthetic)[keep]).all()
+
+
+@pytest.mark.parametrize("n_iter", [1, 10], ids=lambda n: f"iter{n}")
+def test_synthetic_dawid_skene_matches(synthetic, n_iter):
+    ours = fit_quiet(DawidSkene(max_iter=n_iter, smoothing=0.0, tol=0.0), synthetic)
+    theirs = ck.DawidSkene(n_iter=n_iter, tol=-np.inf).fit(to_crowdkit(synthetic))
+    assert ours.n_iter_ == len(theirs.loss_history_) == n_iter
+    assert_same_result(ours, theirs, synthetic)
+    # crowd-kit keeps the true class in the columns: errors_.loc[(worker, said), true]; its
+    # errors_ come from the M-step of iteration n, ours from the one after n E-steps
+    errors = np.zeros_like(ours.confusion_)
+    for (worker, said), row in theirs.errors_.iterrows():
+        errors[int(worker), row.index.to_numpy(dtype=int), int(said)] = row.to_numpy()
+    ahead = fit_quiet(DawidSkene(max_iter=n_iter + 1, smoothing=0.0, tol=0.0), synthetic)
+    np.testing.assert_allclose(ahead.confusion_, errors, rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("n_iter", [1, 10], ids=lambda n: f"iter{n}")
+def test_synthetic_one_coin_matches(synthetic, n_iter):
+    ours = fit_quiet(OneCoinDawidSkene(max_iter=n_iter, smoothing=0.0, tol=0.0), synthetic)
+    theirs = ck.OneCoinDawidSkene(n_iter=n_iter, tol=-np.inf).fit(to_crowdkit(synthetic))
+    assert ours.n_iter_ == len(theirs.loss_history_) == n_iter
+    assert_same_result(ours, theirs, synthetic)
+    ahead = fit_quiet(OneCoinDawidSkene(max_iter=n_iter + 1, smoothing=0.0, tol=0.0), synthetic)
+    skills = theirs.skills_.reindex(np.arange(synthetic.n_annotators)).to_numpy(dtype=np.float64)
+    np.testing.assert_allclose(ahead.skills_, skills, rtol=0, atol=ATOL)
+
+
+def test_synthetic_glad_matches():
+    """One small case: crowd-kit's GLAD takes about 5 s per iteration even on 60 items."""
+    cl = _simulate(3, seed=1, n_items=60)
+    m_step = {"m_step_tol": 1e-5, "m_step_max_iter": 100}
+    ours = fit_quiet(GLAD(max_iter=1, tol=0.0, **m_step), cl)
+    theirs = ck.GLAD(n_iter=2, tol=-np.inf, **m_step).fit(to_crowdkit(cl))
+    assert_same_result(ours, theirs, cl)
+    ahead = fit_quiet(GLAD(max_iter=2, tol=0.0, **m_step), cl)
+    alphas = theirs.alphas_.reindex(np.arange(cl.n_annotators)).to_numpy(dtype=np.float64)
+    betas = theirs.betas_.reindex(np.arange(cl.n_items)).to_numpy(dtype=np.float64)
+    np.testing.assert_allclose(ahead.alphas_, alphas, rtol=0, atol=ATOL)
+    np.testing.assert_allclose(ahead.betas_, betas, rtol=0, atol=ATOL)
+
+
+def test_synthetic_dawid_skene_recovers_the_confusion_matrices(synthetic):
+    """Both libraries at convergence find the simulated annotators (a check of the data too)."""
+    ours = fit_quiet(DawidSkene(smoothing=0.0), synthetic)
+    truth = _confusions(synthetic.n_classes)
+    good = ours.confusion_[:5].diagonal(axis1=1, axis2=2)
+    assert good.mean() == pytest.approx(truth[0].diagonal().mean(), abs=0.06)
+    assert (ours.labels_ == synthetic.gold).mean() > 0.85

@@ -238,8 +238,10 @@ def _make(method: Method, random_state: int | None) -> BaseAggregator:
 
 def _applies(method: Method, cl: CrowdLabels) -> str | None:
     """Why ``method`` cannot be fitted on ``cl``, or ``None`` when it can."""
-    if method is Method.SENS_SPEC and cl.n_classes != 2:
+    if method in (Method.SENS_SPEC, Method.KOS) and cl.n_classes != 2:
         return f"binary only; this data set has {cl.n_classes} classes"
+    if method is Method.GOLD_MAJORITY_VOTE:
+        return "needs gold labels in fit; the demo keeps gold for scoring"
     return None
 
 
@@ -703,8 +705,9 @@ def run_demo(
 
     For each data set, each method is fitted on the labels alone (gold is never passed to
     ``fit``) and timed; where gold labels exist (all crowd data sets) its accuracy is the share
-    of items whose consensus equals gold. ``sens-spec`` is binary only and is skipped on
-    data sets with more classes. For each crowd data set the annotators are ranked with
+    of items whose consensus equals gold. ``sens-spec`` and ``kos`` are binary only and are
+    skipped on data sets with more classes; ``gold-majority-vote`` needs gold in ``fit`` and
+    is always skipped. For each crowd data set the annotators are ranked with
     :func:`~crowdmed.quality.annotator_table` under the Dawid–Skene posteriors. On
     ``lidc_malignancy`` the demo reports the readers' agreement (Krippendorff's alpha, Fleiss'
     kappa, share of nodules with disagreement) and the MV / DS consensus, but no per-reader
