@@ -182,6 +182,7 @@ async def _load(
             base_url=base_url, headers=headers, timeout=30.0, limits=limits
         ) as client:
             pending: dict[str, Any] | None = None
+            item: dict[str, Any] | None = None  # the next item, from the last acknowledgement
             while True:
                 try:
                     if pending is None:
@@ -189,14 +190,15 @@ async def _load(
                             await asyncio.sleep(rng.expovariate(1.0 / think))
                         if claimed >= n_votes:
                             return
-                        r = await client.get("/api/next")
-                        if r.status_code != 200:
-                            note(f"next {r.status_code}")
-                            await asyncio.sleep(0.05)
-                            continue
-                        item = r.json()["item"]
                         if item is None:
-                            return
+                            r = await client.get("/api/next")
+                            if r.status_code != 200:
+                                note(f"next {r.status_code}")
+                                await asyncio.sleep(0.05)
+                                continue
+                            item = r.json()["item"]
+                            if item is None:
+                                return
                         if claimed >= n_votes:
                             return
                         claimed += 1
@@ -210,10 +212,11 @@ async def _load(
                     dt = time.perf_counter() - t0
                     if r.status_code != 200:
                         note(f"vote {r.status_code}: {r.json().get('detail', '')[:60]}")
-                        pending = None
+                        pending = item = None
                         continue
                     latencies.append(dt)
                     acked[pending["vote_id"]] = (token, pending["item"], pending["label"])
+                    item = r.json()["next"]["item"]
                     vote, pending = pending, None
                     if rng.random() < duplicate_rate:
                         duplicates_sent += 1
@@ -226,6 +229,8 @@ async def _load(
                         duplicates_ok += again.json().get("status") == "duplicate"
                     if kill_after is not None and len(acked) >= kill_after and not restart:
                         asyncio.get_running_loop().create_task(crash_and_restart())
+                    if item is None:
+                        return
                 except httpx.TransportError:
                     note("connection")  # the server is down: retry the same vote id
                     await asyncio.sleep(0.05)
@@ -379,12 +384,12 @@ def markdown(runs: list[dict[str, Any]], machine: str) -> str:
         )
     lines += [
         "",
-        "- Votes/s counts acknowledged votes over the whole run (each vote is a `GET "
-        "/api/next` and a `POST /api/votes`). Latency is one `POST /api/votes` as the client "
-        "sees it; in the saturation run it is mostly queueing (50 clients wait on one "
-        "server process). SQLite runs in WAL mode with `synchronous=NORMAL` (an acknowledged "
-        "vote is in the write-ahead log and survives a killed server); PostgreSQL with its "
-        "defaults.",
+        "- Votes/s counts acknowledged votes over the whole run (each vote is one `POST "
+        "/api/votes`, whose answer carries the next item). Latency is one `POST /api/votes` "
+        "as the client sees it; in the saturation run it is mostly queueing (50 clients wait "
+        "on one server process). SQLite runs in WAL mode with `synchronous=NORMAL` (an "
+        "acknowledged vote is in the write-ahead log and survives a killed server); "
+        "PostgreSQL with its defaults.",
         "- Checks on every run: each acknowledged vote is stored exactly once, nothing "
         "unacknowledged is stored, no annotator labelled an item twice, every re-sent vote was "
         "answered `duplicate`.",

@@ -143,7 +143,11 @@ def test_annotator_and_admin_in_chromium(served, tmp_path):
                     item = study.storage.item_by_key(nxt["item"]["key"])["item"]
                     truth = int(item[-1]) % 2
                     label = truth if nxt["phase"] == "quiz" or always is None else always
-                    vote = {"item": nxt["item"]["key"], "label": label, "vote_id": f"{name[4:]}-vote-{n}"}
+                    vote = {
+                        "item": nxt["item"]["key"],
+                        "label": label,
+                        "vote_id": f"{name[4:]}-vote-{n}",
+                    }
                     assert c.post("/api/votes", json=vote).status_code == 200
         page = browser.new_page(viewport={"width": 1100, "height": 1000})
         try:

@@ -14,11 +14,6 @@ from crowdmed.crowdsourcing.server import open_study
 from crowdmed.crowdsourcing.tasks import export_tasks
 
 runner = CliRunner()
-_REGISTERED = any(g.name == "serve" for g in app.registered_groups)
-if not _REGISTERED:  # TEMPORARY until root registers
-    from crowdmed.cli.serve import register
-
-    register(app)
 
 
 @pytest.fixture
@@ -168,7 +163,6 @@ def test_missing_extra_names_it(monkeypatch, tmp_path):
     assert "crowdmed[serve]" in r.output
 
 
-@pytest.mark.skipif(not _REGISTERED, reason="serve is not registered in crowdmed.cli.root yet")
 def test_serve_help_as_a_subprocess():
     r = subprocess.run(
         [sys.executable, "-m", "crowdmed", "serve", "--help"],

@@ -5,7 +5,8 @@ Routes (``A`` = annotator token, ``M`` = administrator token)::
     GET  /a/{token}              invite link: sets the annotator cookie, redirects to /annotate
     GET  /annotate           A   the annotator page (quiz, then tasks)
     GET  /api/next           A   the next item: {"phase", "item", "progress"}
-    POST /api/votes          A   one vote {"item", "label", "vote_id"}; idempotent on vote_id
+    POST /api/votes          A   one vote {"item", "label", "vote_id"}; idempotent on vote_id;
+                                 the answer carries the next item as /api/next does
     GET  /image/{key}        A,M an item's image (annotators: only items given to them)
     GET  /admin/login/{token}    sets the administrator cookie, redirects to /admin
     GET  /admin              M   progress, consensus, annotators, export and invite forms
@@ -260,8 +261,13 @@ def create_app(study: Study) -> FastAPI:
             )
         except VoteConflict as exc:
             raise _HTTPError(exc.status, str(exc)) from None
+        # The next item comes with the acknowledgement: one round trip per answer.
         return JSONResponse(
-            {"status": "stored" if stored else "duplicate", "vote_id": vote_id},
+            {
+                "status": "stored" if stored else "duplicate",
+                "vote_id": vote_id,
+                "next": next_payload(p),
+            },
             headers={"Cache-Control": "no-store"},
         )
 

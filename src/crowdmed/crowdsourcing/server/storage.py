@@ -121,6 +121,58 @@ votes_table = sa.Table(
 
 TABLES = (meta_table, items_table, annotators_table, assignments_table, votes_table)
 
+# The statements of the two hot paths (next item, vote), built once: building a statement costs
+# more than running it on SQLite. Bind parameter names differ from column names on purpose.
+_A, _I, _N, _V = assignments_table, items_table, annotators_table, votes_table
+_bind = sa.bindparam
+_SEEN = sa.select(_A.c.item_id).where(_A.c.annotator_id == _bind("aid"))
+_SQL_ANNOTATOR = sa.select(_N).where(_N.c.id == _bind("aid"))
+_SQL_ANNOTATOR_LOCKED = _SQL_ANNOTATOR.with_for_update()
+_SQL_OPEN = (
+    sa.select(_A.c.item_id, _A.c.phase, _I.c.key)
+    .join(_I, _I.c.id == _A.c.item_id)
+    .where(_A.c.annotator_id == _bind("aid"), _A.c.done.is_(False))
+    .order_by(_A.c.seq)
+    .limit(1)
+)
+_SQL_UNSEEN_GOLD = sa.select(_I.c.id, _I.c.key).where(_I.c.is_gold.is_(True), _I.c.id.not_in(_SEEN))
+_SQL_PICK = (
+    sa.select(_I.c.id, _I.c.key)
+    .where(_I.c.is_gold.is_(False), _I.c.n_assigned < _bind("cap"), _I.c.id.not_in(_SEEN))
+    .order_by(_I.c.priority.desc(), _I.c.n_assigned, _I.c.id)
+    .limit(1)
+)
+_SQL_ASSIGN = _A.insert()
+_SQL_ITEM_ASSIGNED = (
+    _I.update().where(_I.c.id == _bind("iid")).values(n_assigned=_I.c.n_assigned + 1)
+)
+_SQL_TASK_ASSIGNED = _N.update().where(_N.c.id == _bind("aid")).values(n_tasks=_N.c.n_tasks + 1)
+_SQL_PRIOR_VOTE = (
+    sa.select(_V.c.annotator_id, _V.c.label, _I.c.key)
+    .join(_I, _I.c.id == _V.c.item_id)
+    .where(_V.c.vote_id == _bind("vid"))
+)
+_SQL_ITEM_AND_ASSIGNMENT = (
+    sa.select(_I.c.id, _I.c.gold, _A.c.phase, _A.c.done)
+    .select_from(
+        _I.outerjoin(_A, sa.and_(_A.c.item_id == _I.c.id, _A.c.annotator_id == _bind("aid")))
+    )
+    .where(_I.c.key == _bind("k"))
+)
+_SQL_VOTE = _V.insert()
+_SQL_ANSWERED = (
+    _A.update()
+    .where(_A.c.annotator_id == _bind("aid"), _A.c.item_id == _bind("iid"))
+    .values(done=True)
+)
+_SQL_LABELLED = _I.update().where(_I.c.id == _bind("iid")).values(n_labels=_I.c.n_labels + 1)
+_SQL_TASK_ANSWERED = (
+    _N.update().where(_N.c.id == _bind("aid")).values(tasks_done=_N.c.tasks_done + 1)
+)
+#: Seconds a token lookup is cached (a rotated token stops working after at most this long in
+#: other server processes; at once in the process that rotated it).
+TOKEN_CACHE_SECONDS = 30.0
+
 
 def new_token() -> str:
     """A new random token: 32 URL-safe characters (192 bits)."""
@@ -211,6 +263,7 @@ class Storage:
         else:
             self.engine = sa.create_engine(self.url, pool_size=20, max_overflow=20)
         self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
+        self._principals: dict[str, tuple[float, Principal]] = {}
 
     # ------------------------------------------------------------------ plumbing
     @contextlib.contextmanager
@@ -374,6 +427,7 @@ class Storage:
             )
             if not res.rowcount:
                 raise ValueError(f"No annotator or administrator is named {name!r}.")
+        self._principals.clear()
         return token
 
     def principal(self, token: str) -> Principal | None:
@@ -381,6 +435,9 @@ class Storage:
         if not token or len(token) > 200:
             return None
         digest = hash_token(token)
+        cached = self._principals.get(digest)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
         with self.read() as conn:
             row = conn.execute(
                 sa.select(
@@ -392,7 +449,9 @@ class Storage:
             ).first()
         if row is None or not hmac.compare_digest(row.token_hash, digest):
             return None
-        return Principal(id=row.id, name=row.name, role=row.role, token_hash=row.token_hash)
+        p = Principal(id=row.id, name=row.name, role=row.role, token_hash=row.token_hash)
+        self._principals[digest] = (time.monotonic() + TOKEN_CACHE_SECONDS, p)
+        return p
 
     def annotators(self) -> list[dict[str, Any]]:
         """Every annotator row (administrators excluded), in creation order."""
@@ -406,10 +465,8 @@ class Storage:
 
     # ------------------------------------------------------------------ the annotator flow
     def _lock_annotator(self, conn: Connection, annotator_id: int) -> Any:
-        q = sa.select(annotators_table).where(annotators_table.c.id == annotator_id)
-        if not self.is_sqlite:
-            q = q.with_for_update()
-        return conn.execute(q).one()
+        q = _SQL_ANNOTATOR if self.is_sqlite else _SQL_ANNOTATOR_LOCKED
+        return conn.execute(q, {"aid": annotator_id}).one()
 
     def next_assignment(
         self,
@@ -431,16 +488,9 @@ class Storage:
         """
         with self.write() as conn:
             ann = self._lock_annotator(conn, annotator_id)
-            a = assignments_table
             if ann.status == "quiz" and ann.quiz_total == 0:
                 ann = self._start_quiz(conn, ann, quiz_size, pass_mark, seed)
-            open_row = conn.execute(
-                sa.select(a.c.item_id, a.c.phase, items_table.c.key)
-                .join(items_table, items_table.c.id == a.c.item_id)
-                .where(a.c.annotator_id == annotator_id, a.c.done.is_(False))
-                .order_by(a.c.seq)
-                .limit(1)
-            ).first()
+            open_row = conn.execute(_SQL_OPEN, {"aid": annotator_id}).first()
             quiz_done, tasks_done = int(ann.quiz_done), int(ann.tasks_done)
 
             def answer(phase: str, key: str | None) -> Assignment:
@@ -452,54 +502,31 @@ class Storage:
                 return answer("failed", None)
             if ann.status != "active":  # pragma: no cover - the quiz rows are open above
                 return answer("done", None)
-            seen = sa.select(a.c.item_id).where(a.c.annotator_id == annotator_id)
             rng = random.Random(f"{seed}:task:{annotator_id}:{ann.n_tasks}")
             pick = None
             if gold_share > 0 and rng.random() < gold_share:
-                golds = conn.execute(
-                    sa.select(items_table.c.id, items_table.c.key).where(
-                        items_table.c.is_gold.is_(True), items_table.c.id.not_in(seen)
-                    )
-                ).all()
+                golds = conn.execute(_SQL_UNSEEN_GOLD, {"aid": annotator_id}).all()
                 if golds:
                     pick = golds[rng.randrange(len(golds))]
             if pick is None:
                 pick = conn.execute(
-                    sa.select(items_table.c.id, items_table.c.key)
-                    .where(
-                        items_table.c.is_gold.is_(False),
-                        items_table.c.n_assigned < labels_per_item,
-                        items_table.c.id.not_in(seen),
-                    )
-                    .order_by(
-                        items_table.c.priority.desc(),
-                        items_table.c.n_assigned,
-                        items_table.c.id,
-                    )
-                    .limit(1)
+                    _SQL_PICK, {"aid": annotator_id, "cap": labels_per_item}
                 ).first()
             if pick is None:
                 return answer("done", None)
             conn.execute(
-                a.insert().values(
-                    annotator_id=annotator_id,
-                    item_id=pick.id,
-                    phase="task",
-                    seq=quiz_size + ann.n_tasks,
-                    done=False,
-                    served=time.time(),
-                )
+                _SQL_ASSIGN,
+                {
+                    "annotator_id": annotator_id,
+                    "item_id": pick.id,
+                    "phase": "task",
+                    "seq": quiz_size + ann.n_tasks,
+                    "done": False,
+                    "served": time.time(),
+                },
             )
-            conn.execute(
-                items_table.update()
-                .where(items_table.c.id == pick.id)
-                .values(n_assigned=items_table.c.n_assigned + 1)
-            )
-            conn.execute(
-                annotators_table.update()
-                .where(annotators_table.c.id == annotator_id)
-                .values(n_tasks=annotators_table.c.n_tasks + 1)
-            )
+            conn.execute(_SQL_ITEM_ASSIGNED, {"iid": pick.id})
+            conn.execute(_SQL_TASK_ASSIGNED, {"aid": annotator_id})
             return answer("task", pick.key)
 
     def _start_quiz(
@@ -574,14 +601,9 @@ class Storage:
     def _submit(
         self, annotator_id: int, key: str, label: int | None, vote_id: str, pass_mark: float
     ) -> bool:
-        v, a = votes_table, assignments_table
         with self.write() as conn:
             ann = self._lock_annotator(conn, annotator_id)
-            prior = conn.execute(
-                sa.select(v.c.annotator_id, v.c.label, items_table.c.key)
-                .join(items_table, items_table.c.id == v.c.item_id)
-                .where(v.c.vote_id == vote_id)
-            ).first()
+            prior = conn.execute(_SQL_PRIOR_VOTE, {"vid": vote_id}).first()
             if prior is not None:
                 if (prior.annotator_id, prior.key, prior.label) == (annotator_id, key, label):
                     return False
@@ -589,55 +611,40 @@ class Storage:
                     f"Vote id {vote_id!r} was already used for another vote; generate a new id "
                     "for every new answer."
                 )
-            item = conn.execute(
-                sa.select(items_table.c.id, items_table.c.gold).where(items_table.c.key == key)
-            ).first()
-            if item is None:
-                raise VoteConflict(f"Unknown item {key!r}.", status=404)
-            asg = conn.execute(
-                sa.select(a.c.phase, a.c.done).where(
-                    a.c.annotator_id == annotator_id, a.c.item_id == item.id
-                )
-            ).first()
+            asg = conn.execute(_SQL_ITEM_AND_ASSIGNMENT, {"aid": annotator_id, "k": key}).first()
             if asg is None:
+                raise VoteConflict(f"Unknown item {key!r}.", status=404)
+            if asg.phase is None:
                 raise VoteConflict(
                     f"Item {key!r} was not given to you; answer the item shown on the page."
                 )
             if asg.done:
                 raise VoteConflict(f"Item {key!r} is already answered; each item counts once.")
+            item = asg
             conn.execute(
-                v.insert().values(
-                    vote_id=vote_id,
-                    annotator_id=annotator_id,
-                    item_id=item.id,
-                    phase=asg.phase,
-                    label=label,
-                    created=time.time(),
-                )
+                _SQL_VOTE,
+                {
+                    "vote_id": vote_id,
+                    "annotator_id": annotator_id,
+                    "item_id": item.id,
+                    "phase": asg.phase,
+                    "label": label,
+                    "created": time.time(),
+                },
             )
-            conn.execute(
-                a.update()
-                .where(a.c.annotator_id == annotator_id, a.c.item_id == item.id)
-                .values(done=True)
-            )
+            conn.execute(_SQL_ANSWERED, {"aid": annotator_id, "iid": item.id})
             if label is not None:
-                conn.execute(
-                    items_table.update()
-                    .where(items_table.c.id == item.id)
-                    .values(n_labels=items_table.c.n_labels + 1)
-                )
-            values: dict[str, Any] = {}
+                conn.execute(_SQL_LABELLED, {"iid": item.id})
             if asg.phase == "task":
-                values["tasks_done"] = annotators_table.c.tasks_done + 1
-            else:
-                correct = ann.quiz_correct + int(label is not None and label == item.gold)
-                values["quiz_correct"] = correct
-                values["quiz_done"] = ann.quiz_done + 1
-                if ann.quiz_done + 1 >= ann.quiz_total:
-                    gamma = correct / ann.quiz_total
-                    values["quiz_accuracy"] = gamma
-                    # A tiny tolerance: 7/10 passes a pass mark of 0.7.
-                    values["status"] = "active" if gamma >= pass_mark - 1e-9 else "failed"
+                conn.execute(_SQL_TASK_ANSWERED, {"aid": annotator_id})
+                return True
+            # A quiz answer; the last one decides (a tiny tolerance: 7/10 passes a mark of 0.7).
+            correct = ann.quiz_correct + int(label is not None and label == item.gold)
+            values: dict[str, Any] = {"quiz_correct": correct, "quiz_done": ann.quiz_done + 1}
+            if ann.quiz_done + 1 >= ann.quiz_total:
+                gamma = correct / ann.quiz_total
+                values["quiz_accuracy"] = gamma
+                values["status"] = "active" if gamma >= pass_mark - 1e-9 else "failed"
             conn.execute(
                 annotators_table.update()
                 .where(annotators_table.c.id == annotator_id)

@@ -33,6 +33,10 @@
     const r = await fetch("/api/next", { headers: { Accept: "application/json" }, credentials: "same-origin" });
     const data = await r.json();
     if (!r.ok) { status.textContent = data.detail || "Error " + r.status; return; }
+    show(data);
+  }
+
+  function show(data) {
     status.textContent = data.message;
     document.body.dataset.phase = data.phase;
     current = data.item;
@@ -47,8 +51,9 @@
     if (busy || !current) return;
     busy = true;
     enable(false);
+    // The same vote id on every retry: the server counts the answer once.
     const body = JSON.stringify({ item: current.key, label: label, vote_id: newVoteId() });
-    for (let attempt = 0; attempt < 5; attempt++) {
+    for (let attempt = 0; ; attempt++) {
       try {
         const r = await fetch("/api/votes", {
           method: "POST",
@@ -56,17 +61,15 @@
           headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": csrf },
           body: body,
         });
-        if (r.ok || (r.status >= 400 && r.status < 500)) {
-          if (!r.ok) { const d = await r.json(); status.textContent = d.detail; }
-          break;
-        }
+        const d = await r.json();
+        busy = false;
+        if (r.ok) { show(d.next); return; }
+        if (r.status < 500) { status.textContent = d.detail; await loadNext(); return; }
       } catch (e) {
         status.textContent = "Connection lost; retrying…";
       }
-      await new Promise((res) => setTimeout(res, 500 * (attempt + 1)));
+      await new Promise((res) => setTimeout(res, Math.min(5000, 500 * (attempt + 1))));
     }
-    busy = false;
-    await loadNext();
   }
 
   buttons.forEach((b) => b.addEventListener("click", () => {
