@@ -311,6 +311,37 @@ def export_cmd(
     console.print(f"Wrote the votes to {path} (and {path.name}.json).")
 
 
+@serve_app.command("scores")
+def scores_cmd(
+    ctx: typer.Context,
+    study: StudyDir,
+    scores: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV item,score: items with a higher score are served first.",
+            metavar="SCORES",
+            show_default=False,
+        ),
+    ],
+    database: Database = None,
+) -> None:
+    """Set the "which case next" scores of a study (also while it is being served).
+
+    Example: crowdmed serve scores study/ next.csv
+    """
+    console = _stderr()
+    with _user_errors(ctx):
+        _require_extra()
+        from crowdmed.crowdsourcing.server import open_study
+
+        st = open_study(study, database_url=database)
+        try:
+            n = st.set_scores(scores)
+        finally:
+            st.close()
+    console.print(f"Set the scores of {n} items; the highest is served next.")
+
+
 @serve_app.command("run")
 def run_cmd(
     ctx: typer.Context,

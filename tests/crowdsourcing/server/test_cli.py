@@ -173,3 +173,20 @@ def test_serve_help_as_a_subprocess():
     assert r.returncode == 0, r.stderr
     for word in ("init", "invite", "export", "run"):
         assert word in r.stdout
+
+
+def test_scores_command(tmp_path, images):
+    assert invoke("init", tmp_path / "s", "--images", images, "--classes", "a,b").exit_code == 0
+    pd.DataFrame({"item": ["img3", "img5"], "score": [1.5, 3]}).to_csv(
+        tmp_path / "next.csv", index=False
+    )
+    r = invoke("scores", tmp_path / "s", tmp_path / "next.csv")
+    assert r.exit_code == 0, r.output
+    assert "2 items" in r.output
+    st = open_study(tmp_path / "s")
+    assert {r["item"]: r["priority"] for r in st.storage.items()}["img5"] == 3.0
+    st.close()
+    pd.DataFrame({"item": ["zzz"], "score": [1]}).to_csv(tmp_path / "bad.csv", index=False)
+    r = invoke("scores", tmp_path / "s", tmp_path / "bad.csv")
+    assert r.exit_code == 2
+    assert "not in study" in r.output

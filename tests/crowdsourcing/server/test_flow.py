@@ -184,3 +184,15 @@ def test_export_is_read_by_aggregate(study, app, annotator, key_item, tmp_path):
     assert not list(study.path.glob("**/*.tmp"))
     with pytest.raises(ValueError, match="already exists"):
         export_votes(study, out)
+
+
+def test_scores_decide_which_case_next(study, app, annotator, key_item):
+    assert study.set_scores(pd.DataFrame({"item": ["case09", "case07"], "score": [2.0, 5]})) == 2
+    s = annotator(app, study.invite(["gil"])["gil"])
+    seq = answer_all(s, study, key_item, truthful(study))
+    real = [item for phase, item in seq if phase == "task" and item not in study.gold]
+    assert real[:2] == ["case07", "case09"]
+    with pytest.raises(ValueError, match=r"Items \['nope'\] are not in study"):
+        study.set_scores(pd.DataFrame({"item": ["nope"], "score": [1.0]}))
+    with pytest.raises(ValueError, match="finite numbers; rows \\[1\\]"):
+        study.set_scores(pd.DataFrame({"item": ["case07"], "score": ["high"]}))

@@ -125,6 +125,43 @@ class Study:
                 continue
         raise ValueError("Too many administrator tokens; rotate one instead.")  # pragma: no cover
 
+    def set_scores(self, scores: pd.DataFrame | str | os.PathLike[str]) -> int:
+        """Set the "which case next" scores: items with a higher score are served first.
+
+        Args:
+            scores: A table or CSV ``item, score`` (a higher score means "label this next");
+                items left out keep their score (``0`` at creation).
+
+        Returns:
+            The number of items updated.
+
+        Raises:
+            ValueError: If a column is missing, a score is not a finite number or an item is
+                not in the study.
+        """
+        table = scores if isinstance(scores, pd.DataFrame) else pd.read_csv(scores, dtype=str)
+        lower = {str(c).strip().lower(): c for c in table.columns}
+        c_item = next((lower[c] for c in ("item", "task", "image") if c in lower), None)
+        c_score = next((lower[c] for c in ("score", "priority") if c in lower), None)
+        if c_item is None or c_score is None:
+            raise ValueError(
+                f"The scores table must have columns item,score; got {list(table.columns)}."
+            )
+        values = pd.to_numeric(table[c_score], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            rows = (np.flatnonzero(bad)[:5] + 1).tolist()
+            raise ValueError(f"Scores must be finite numbers; rows {rows} are not.")
+        items = table[c_item].astype(str).str.strip().tolist()
+        known = {r["item"] for r in self.storage.items()}
+        unknown = [i for i in items if i not in known]
+        if unknown:
+            raise ValueError(
+                f"Items {unknown[:5]} are not in study '{self.path}'; use the item ids of "
+                "the export."
+            )
+        return self.storage.set_priorities(dict(zip(items, values.tolist(), strict=True)))
+
     def close(self) -> None:
         """Release the database connections."""
         self.storage.close()
