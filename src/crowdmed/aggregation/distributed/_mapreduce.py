@@ -31,12 +31,17 @@ sums (about 1e-12).
 
 :class:`ConfusionModel` serves every model whose M-step needs only the soft confusion counts
 ``[a, k, l]``, each annotator's label counts, the summed posteriors and the number of items,
-and whose E-step reads ``confusion_`` and ``priors_``: Dawid–Skene and one-coin today. An
-ordinal model with per-annotator thresholds (a graded-response model) is such a model: its
-expected complete-data log-likelihood is ``Σ counts[a, k, l] · log P(a says l | k)``, so it
-plugs in by implementing ``_m_step_from_stats(counts, label_counts, class_totals, n_items)``
-(its optimiser's warm start stays on the driver's estimator) and adding its class to
-:data:`MODELS` with :class:`ConfusionModel`.
+and whose E-step reads ``confusion_`` and ``priors_``: Dawid–Skene and one-coin today. The
+ordinal graded-response model (:class:`~crowdmed.aggregation.ordinal.GradedResponse`) is such
+a model: its M-step maximises ``Σ counts[a, k, l] · log P(a says l | k)`` over thresholds,
+offsets and noise scales (its scale ``n_labels`` and active annotators come from the label
+counts), and its E-step is the same ``_log_joint``. It plugs in with three steps:
+``GradedResponse._m_step_from_stats(counts, label_counts, class_totals, n_items)`` holding the
+body of its ``_m_step`` after the counts; a ``ConfusionModel`` subclass whose ``statistics``
+computes the counts as that ``_m_step`` does (``incidence_t() @ posteriors``), whose ``m_step``
+sets the starting ``_theta`` before the first call (as ``GradedResponse._fit`` does; the warm
+start then stays on the driver's estimator between M-steps) and whose ``fitted_attributes``
+adds ``thresholds_``, ``offsets_`` and ``noise_``; and an entry in :data:`MODELS`.
 """
 
 from __future__ import annotations
