@@ -183,3 +183,19 @@ def test_long_table_equals_dense(model):
 def test_bias_parameter_checked():
     with pytest.raises(ValueError, match="`bias` of RaykarRegression must be True or False"):
         RaykarRegression(bias="yes").fit(SMALL)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_identical_readings_keep_their_value(model):
+    # Every reading is 1: no spread to estimate a scale from, the consensus stays 1.
+    est = model().fit(np.ones((3, 2)))
+    np.testing.assert_allclose(est.labels_, 1.0, rtol=1e-9)
+    np.testing.assert_allclose(est.scale_, 1.0)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_single_item(model):
+    # B = 1: the consensus of one item read by two readers lies between their readings.
+    est = model().fit(np.array([[1.0, 2.0]]))
+    assert 1.0 <= est.labels_[0] <= 2.0
+    assert np.all(est.precision_ > 0)

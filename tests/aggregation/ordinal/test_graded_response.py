@@ -288,3 +288,35 @@ def test_lidc_malignancy_fit():
     # 4 of 1,866 nodules differ by two grades).
     med = MedianVote().fit(cl).labels_
     assert (np.abs(gr.labels_ - med) <= 1).mean() > 0.99
+
+
+def test_m_step_from_item_partitions_equals_the_full_m_step():
+    # Sufficient statistics are sums over items: two halves added give the same M-step.
+    cl = CrowdLabels.from_dense(LABELS)
+    post = np.random.default_rng(0).dirichlet(np.ones(4), size=8)
+    full = GradedResponse()
+    full._init_params(4, 4)
+    full._m_step(cl, post)
+    parts = GradedResponse()
+    parts._init_params(4, 4)
+    counts = np.zeros((4, 4, 4))
+    label_counts = np.zeros((4, 4), dtype=np.int64)
+    for half in (slice(0, 4), slice(4, 8)):
+        sub = CrowdLabels.from_dense(LABELS[half], n_classes=4)
+        counts += (sub.incidence_t() @ post[half]).reshape(4, 4, 4).transpose(0, 2, 1)
+        label_counts += sub.label_counts()
+    parts._m_step_from_stats(counts, label_counts, post.sum(axis=0), 8)
+    np.testing.assert_allclose(parts.thresholds_, full.thresholds_, rtol=1e-10)
+    np.testing.assert_allclose(parts.offsets_, full.offsets_, atol=1e-10)
+    np.testing.assert_allclose(parts.priors_, full.priors_, rtol=1e-12)
+
+
+@pytest.mark.parametrize("link", ["probit", "logit"])
+def test_single_item_and_two_classes(link):
+    # B = 1: one item, three readers, K = 2.
+    gr = GradedResponse(link=link).fit(np.array([[0, 1, 1]]))
+    assert gr.posteriors_.shape == (1, 2)
+    np.testing.assert_allclose(gr.posteriors_.sum(), 1.0)
+    assert gr.thresholds_.shape == (1,)
+    assert np.all(np.isfinite(gr.offsets_))
+    assert np.all(gr.noise_ > 0)

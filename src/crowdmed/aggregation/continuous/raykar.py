@@ -61,7 +61,9 @@ class _GaussianReaders(BaseContinuousAggregator):
             # Least squares of y on E[z] per annotator (2 × 2 normal equations, with E[z²]).
             s_zz, s_yz = cl.per_annotator(e2), cl.per_annotator(y * e)
             det = s_zz * n - s_z**2
-            ok = active & (det > 1e-12 * np.maximum(s_zz * n, 1e-300))
+            # A spread of the truth below 1e-8 of its second moment leaves the scale unidentified
+            # (e.g. every item has the same value): keep the scale at 1 there.
+            ok = active & (det > 1e-8 * np.maximum(s_zz * n, 1e-300))
             safe_det = np.where(ok, det, 1.0)
             scale = np.where(ok, (n * s_yz - s_z * s_y) / safe_det, 1.0)
             bias = np.where(ok, (s_zz * s_y - s_z * s_yz) / safe_det, (s_y - s_z) / safe_n)

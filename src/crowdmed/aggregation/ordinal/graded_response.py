@@ -313,11 +313,17 @@ class GradedResponse(EMAggregator):
         self.confusion_ = np.maximum(parts["prob"], EPS)
 
     # ------------------------------------------------------------------ EM steps
-    def _fit(self, cl: CrowdLabels, gold: np.ndarray | None) -> None:
-        k, n_ann = cl.n_classes, cl.n_annotators
-        # Start: classes at 0..K-1, thresholds half-way between them, no offset, unit noise.
+    def _init_params(self, n_classes: int, n_annotators: int) -> None:
+        """Set the starting point of the first M-step.
+
+        Classes at ``0..K-1``, thresholds half-way between them, no offset, unit noise.
+        """
+        k = n_classes
         mid = np.arange(1.0, k - 1)
-        self._theta = np.concatenate([[0.5], np.zeros(k - 2), mid, np.zeros(2 * n_ann)])
+        self._theta = np.concatenate([[0.5], np.zeros(k - 2), mid, np.zeros(2 * n_annotators)])
+
+    def _fit(self, cl: CrowdLabels, gold: np.ndarray | None) -> None:
+        self._init_params(cl.n_classes, cl.n_annotators)
         try:
             super()._fit(cl, gold)
         finally:
@@ -325,11 +331,30 @@ class GradedResponse(EMAggregator):
 
     def _m_step(self, cl: CrowdLabels, posteriors: np.ndarray) -> None:
         k, n_ann = cl.n_classes, cl.n_annotators
-        link = check_option(self.link, Link, "link")
         # Soft counts C[a, k, l] = Σ P(class k) over the items a labelled l: the expected
         # complete-data log-likelihood is Σ C · log P(l | k).
         counts = (cl.incidence_t() @ posteriors).reshape(n_ann, k, k).transpose(0, 2, 1)
-        scale = float(max(cl.n_labels, 1))
+        self._m_step_from_stats(counts, cl.label_counts(), posteriors.sum(axis=0), cl.n_items)
+
+    def _m_step_from_stats(
+        self,
+        counts: np.ndarray,
+        label_counts: np.ndarray,
+        class_totals: np.ndarray,
+        n_items: int,
+    ) -> None:
+        """M-step from sums over items, which partitions of the items can add up.
+
+        Args:
+            counts: Soft counts ``[a, k, l]``: sum of P(class k) over the items annotator
+                ``a`` labelled ``l``.
+            label_counts: Integer array ``[a, l]``: how often annotator ``a`` gave label ``l``.
+            class_totals: Sum of the posteriors over items, shape ``(n_classes,)``.
+            n_items: Number of items.
+        """
+        n_ann, k, _ = counts.shape
+        link = check_option(self.link, Link, "link")
+        scale = float(max(label_counts.sum(), 1))
         theta0 = self._theta
         f0, _ = self._objective(theta0, counts, scale, link)
         bounds: list[tuple[float | None, float | None]] = [(None, None)] * theta0.size
@@ -352,7 +377,7 @@ class GradedResponse(EMAggregator):
         # Identify the origin: the likelihood is unchanged by moving the thresholds and the
         # offsets of the annotators with labels by the same amount; centring those offsets
         # also lowers the penalty. Annotators without labels sit at the penalty's minimum.
-        active = cl.labels_per_annotator() > 0
+        active = label_counts.sum(axis=1) > 0
         offsets = theta[2 * k - 3 : 2 * k - 3 + n_ann]
         log_s = theta[2 * k - 3 + n_ann :]
         shift = offsets[active].mean() if active.any() else 0.0
@@ -361,7 +386,7 @@ class GradedResponse(EMAggregator):
         offsets[~active] = 0.0
         log_s[~active] = 0.0
         self._set_theta(theta, k, n_ann, link)
-        self.priors_ = np.maximum(posteriors.mean(axis=0), EPS)
+        self.priors_ = np.maximum(class_totals / max(n_items, 1), EPS)
 
     def _log_joint(self, cl: CrowdLabels) -> np.ndarray:
         k = cl.n_classes
