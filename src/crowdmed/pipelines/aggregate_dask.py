@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -179,15 +180,15 @@ def aggregate_dask(
 
 
 def write_consensus(consensus: Any, path: Path) -> None:
-    """Write the lazy consensus table.
+    """Write the lazy consensus table, atomically.
 
     ``.csv``/``.tsv`` (optionally ``.gz``) gather the table on this machine (one row per item)
     and write one file; any other name becomes a Parquet folder written by the workers, one
-    file per partition.
+    file per partition (into a temporary folder next to ``path``, renamed when complete).
 
     Args:
         consensus: Dask DataFrame from :func:`aggregate_dask`.
-        path: Destination (written in place; stage it for atomicity).
+        path: Destination; must not exist as a folder.
     """
     from crowdmed.data._tables import table_suffix
     from crowdmed.data.io import write_table
@@ -196,10 +197,17 @@ def write_consensus(consensus: Any, path: Path) -> None:
         frame = consensus.compute()
         write_table(frame.reset_index(drop=True), path)
         return
-    if path.is_file() and path.stat().st_size == 0:
-        path.unlink()  # a placeholder of the staged outputs: the folder takes its place
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        consensus.to_parquet(os.fspath(path), write_index=False)
-    except BaseException:
-        shutil.rmtree(path, ignore_errors=True)
-        raise
+        consensus.to_parquet(os.fspath(tmp), write_index=False)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes an owner-only folder
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
