@@ -63,6 +63,8 @@ def test_parquet_folder_on_a_client(cluster, parquet, tmp_path):
     folder = pd.read_parquet(tmp_path / "consensus").sort_values("item")
     np.testing.assert_array_equal(folder["label"], ref.labels_)
     assert len(list((tmp_path / "consensus").glob("*.parquet"))) == 3
+    assert (tmp_path / "consensus").stat().st_mode & 0o755 == 0o755  # not owner-only
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["consensus", "consensus.csv", "labels"]
     table = result.annotators()
     assert list(table["annotator"]) == ["w0", "w1", "w2"]
     assert table["soft_accuracy"].is_monotonic_decreasing
