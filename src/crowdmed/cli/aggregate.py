@@ -213,33 +213,43 @@ def aggregate(
             )
         for warning in result.fit["warnings"]:
             console.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
-        record = run_record(
-            ctx,
-            seed=seed,
-            method=m.value,
-            estimator=type(result.aggregator).__name__,
-            params=result.aggregator.get_params(),
-            input={
-                **(file_record(labels) or {}),
-                "format": input_format.value,
-                "quiz": file_record(quiz),
-            },
-            data=result.data(),
-            fit=result.fit,
-            evaluation={"accuracy_vs_gold": result.accuracy, "n_gold": result.n_gold},
-            outputs={
-                "consensus": out.resolve(),
-                "annotators": None if annotators is None else annotators.resolve(),
-                "json": json_out.resolve(),
-            },
-            versions={"pandas": pd.__version__},
-        )
+        record = _record(ctx, result, labels, quiz, input_format.value, out, annotators, json_out)
         with _staged_outputs() as stage:
             write_table(result.consensus, stage(out))
             if annotators is not None:
                 write_table(result.annotators(), stage(annotators))
             write_run_record(ctx, json_out, record, stage)
     _print_summary(console, result, use_gold, record, outputs)
+
+
+def _record(
+    ctx: typer.Context,
+    result: Any,
+    labels: Path,
+    quiz: Path | None,
+    fmt: str,
+    out: Path,
+    annotators: Path | None,
+    json_out: Path,
+) -> dict[str, Any]:
+    agg = result.aggregator
+    return run_record(
+        ctx,
+        seed=ctx.params["seed"],
+        method=result.method,
+        estimator=type(agg).__name__,
+        params=agg.get_params(),
+        input={**(file_record(labels) or {}), "format": fmt, "quiz": file_record(quiz)},
+        data=result.data(),
+        fit=result.fit,
+        evaluation={"accuracy_vs_gold": result.accuracy, "n_gold": result.n_gold},
+        outputs={
+            "consensus": out.resolve(),
+            "annotators": None if annotators is None else annotators.resolve(),
+            "json": json_out.resolve(),
+        },
+        versions={"pandas": pd.__version__},
+    )
 
 
 def _print_summary(

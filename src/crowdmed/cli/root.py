@@ -16,6 +16,7 @@ import typer
 
 from crowdmed._version import __version__
 from crowdmed.cli import boxes as _boxes
+from crowdmed.cli import crowd as _crowd
 from crowdmed.cli import masks as _masks
 from crowdmed.cli import mitosis as _mitosis
 from crowdmed.cli import serve as _serve
@@ -84,7 +85,7 @@ train_app.command("segment")(segment)
 train_app.command("detect")(detect)
 app.add_typer(train_app, name="train")
 app.command()(predict)
-for _module in (_masks, _boxes, _mitosis, _serve):
+for _module in (_masks, _boxes, _mitosis, _crowd, _serve):
     _module.register(app)
 
 
