@@ -252,7 +252,7 @@ def run_record(
     *,
     seed: int | None = None,
     params: dict[str, Any] | None = None,
-    inputs: dict[str, Any] | None = None,
+    inputs: dict[str, Any] | list[Any] | None = None,
     outputs: dict[str, Any] | None = None,
     versions: dict[str, str] | None = None,
     **sections: Any,

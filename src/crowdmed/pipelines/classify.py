@@ -19,11 +19,10 @@ a larger ``epochs`` trains a finished run longer, and a run that stopped early s
 
 Examples:
     >>> from pathlib import Path
-    >>> run = train_classifier(Path("labels.csv"), Path("model"), images=Path("imgs"))
-    ... # doctest: +SKIP
+    >>> run = train_classifier(Path("labels.csv"), Path("m"), images=Path("i"))  # doctest: +SKIP
     >>> run.save(Path("model"))  # doctest: +SKIP
     >>> model = load_classifier(Path("model"))  # doctest: +SKIP
-    >>> predict_classes(model, ImageInputs("images", Path("new"))) # doctest: +SKIP
+    >>> predict_classes(model, ImageInputs("images", Path("new")))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -356,7 +355,7 @@ def _read_data(
         report(completed=done, total=total)
 
     report(description="Reading inputs")
-    kw = {"channels": opts.channels, "progress": on_image}
+    kw: dict[str, Any] = {"channels": opts.channels, "progress": on_image}
     x = source.take(cl.item_ids, "labelled items", size=opts.size, **kw)
     if isinstance(source, ImageInputs):  # the training size: given, or that of every image
         opts.size = (int(x.shape[2]), int(x.shape[3]))

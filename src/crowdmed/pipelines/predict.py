@@ -191,9 +191,14 @@ def _classify(
         from crowdmed.data.images import image_paths
 
         items = table["item"].tolist()
-        inputs = {"images": files_record(source.folder, image_paths(source.folder, items))}
+        inputs: dict[str, Any] = {
+            "images": files_record(source.folder, image_paths(source.folder, items))
+        }
     else:
-        inputs = {"features": file_record(features), "feature_ids": file_record(feature_ids)}
+        inputs = {
+            "features": file_record(features),
+            "feature_ids": file_record(feature_ids),
+        }
     details = {
         "method": model.data.get("method"),
         "tta": table.attrs["tta"],

@@ -203,7 +203,8 @@ def predict_segmentation(network: Any, images: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         logits = network(torch.as_tensor(x))
     labels = logits.argmax(1).cpu().numpy().astype(np.int64)
-    return labels[(slice(None), *(slice(0, s) for s in spatial))]
+    crop = tuple([slice(None)] + [slice(0, s) for s in spatial])
+    return labels[crop]
 
 
 def segment_images(
