@@ -395,17 +395,10 @@ def study_from_images(
     Raises:
         ValueError: On an empty folder, unknown gold items or labels, or a bad setting.
     """
-    from crowdmed.data.images import _image_files
+    from crowdmed.data.images import image_paths, list_images
 
-    files = _image_files(images)
-    stems: dict[str, Path] = {}
-    for p in files:
-        if p.stem in stems:
-            raise ValueError(
-                f"Image folder '{images}' has two files for item {p.stem!r}: "
-                f"'{stems[p.stem].name}' and '{p.name}'; keep one."
-            )
-        stems[p.stem] = p
+    ids = list_images(images)  # refuses two files with one stem
+    stems: dict[str, Path] = dict(zip(ids, image_paths(images, ids), strict=True))
     cls = tuple(str(c).strip() for c in classes)
     gold_of: dict[str, int] = {}
     if gold is not None:
