@@ -85,6 +85,9 @@ _ACCURACY_COLUMNS = [
     "note",
 ]
 _SHORT = {_MV: "MV", _DS: "DS"}
+_NO_TORCH_NOTE = (
+    "The mitosis crowd loop was skipped: it needs PyTorch (pip install 'crowdmed[torch]')."
+)
 
 
 @dataclass
@@ -472,6 +475,95 @@ def _crowd_sections(
     return sections
 
 
+def _reliability_section(result: DemoResult, params: dict[str, Any]) -> Section:
+    blocks = [
+        "Annotators with at least "
+        f"{params['min_labels']} labels and the lowest spammer score (Raykar & Yu 2012; 0 "
+        "= labels independent of the true class) under the Dawid–Skene posteriors; ties "
+        "by the lowest agreement with the DS consensus. The score needs no gold; "
+        "`gold_accuracy` shows how it compares. Full tables: `annotators_<dataset>.csv`.",
+        result.reliability_check.set_index("dataset"),
+    ]
+    cols = ["n_labels", "consensus_agreement", "spammer_score", "gold_accuracy"]
+    for name, least in result.least_reliable.items():
+        blocks += [f"`{name}`", least[[c for c in cols if c in least.columns]]]
+    return Section("Least reliable annotators", blocks)
+
+
+def _lidc_section(result: DemoResult, images: list[Image]) -> Section:
+    s = result.lidc_summary
+    readers = ", ".join(f"{k}: {v}" for k, v in s["readers_per_nodule"].items())
+    return Section(
+        "LIDC-IDRI: radiologists' malignancy ratings",
+        [
+            f"{s['n_nodules']:,} lung nodules rated 1-5 by 2-4 radiologists "
+            f"({s['n_ratings']:,} ratings; readers per nodule {readers}). No gold "
+            f"standard. Readers disagree on {s['share_disagree']:.1%} of nodules and "
+            f"differ by two or more points on {s['share_spread_ge_2']:.1%}.",
+            "Caveat: " + LIDC_CAVEAT,
+            "Agreement between readers (Krippendorff's alpha for three levels of "
+            "measurement, Fleiss' kappa; 1 = perfect, 0 = chance):",
+            result.lidc_agreement,
+            "Consensus malignancy: number of nodules per consensus class (the first "
+            "column counts the individual ratings). MV and DS agree on "
+            f"{s['share_mv_equals_ds']:.1%} of nodules (mean |MV - DS| "
+            f"{s['mean_abs_mv_minus_ds']:.2f}); MV ties are broken at random with "
+            "the seed. Per-nodule consensus: `lidc_consensus.csv`.",
+            pd.DataFrame(s["consensus_distribution"]).set_index("malignancy"),
+            *images[1:],
+        ],
+    )
+
+
+def _masks_section(result: DemoResult) -> Section:
+    m = result.masks
+    from crowdmed.pipelines.demo_masks import CAVEAT, distribution_table
+
+    lo, hi = m["mean_pairwise_dice_iqr"]
+    return Section(
+        "LIDC-IDRI: radiologists' nodule masks (STAPLE)",
+        [
+            f"{m['n_nodules']} lung nodules, each outlined in 3-D by {m['n_readers']} "
+            "radiologists (bundled masks). Readers agree with a median mean pairwise "
+            f"Dice of {m['mean_pairwise_dice_median']:.3f} (IQR {lo:.3f}-{hi:.3f}). "
+            "Binary STAPLE (Warfield et al. 2004) fitted all nodules in one batch in "
+            f"{m['staple_seconds']:.2f} s; its consensus equals the majority vote on "
+            f"{m['share_staple_equals_majority']:.0%} of nodules (Dice of the two "
+            "below). Per nodule: `lidc_masks_nodules.csv`; per reader: "
+            "`lidc_masks_readers.csv`.",
+            "Caveat: " + CAVEAT,
+            "Readers against the STAPLE consensus (quantiles over reader-nodule "
+            "pairs; HD95 = 95th-percentile Hausdorff distance in mm):",
+            distribution_table(result.masks_readers),
+            "Consensus volumes and agreement (quantiles over nodules):",
+            result.masks_nodules[
+                [
+                    "staple_mm3",
+                    "majority_mm3",
+                    "mean_pairwise_dice",
+                    "dice_staple_vs_majority",
+                    "staple_iterations",
+                ]
+            ]
+            .quantile([0.1, 0.5, 0.9])
+            .T.rename(columns={0.1: "p10", 0.5: "median", 0.9: "p90"}),
+            *result.masks_images,
+        ],
+    )
+
+
+def _reproducibility_section(result: DemoResult, params: dict[str, Any]) -> Section:
+    return Section(
+        "Reproducibility",
+        [
+            f"crowdmed {__version__}; seed (`random_state`) {params['random_state']}; "
+            f"methods {params['methods']}; data sets {params['datasets']}. Parameters, "
+            "environment and timings are in `results.json`. Total time "
+            f"{result.elapsed_seconds:.1f} s.",
+        ],
+    )
+
+
 def _sections(
     result: DemoResult,
     params: dict[str, Any],
@@ -479,100 +571,19 @@ def _sections(
     figure_note: str | None,
 ) -> list[Section]:
     sections = _crowd_sections(result, params, images) if not result.accuracy.empty else []
-
     if result.least_reliable:
-        blocks = [
-            "Annotators with at least "
-            f"{params['min_labels']} labels and the lowest spammer score (Raykar & Yu 2012; 0 "
-            "= labels independent of the true class) under the Dawid–Skene posteriors; ties "
-            "by the lowest agreement with the DS consensus. The score needs no gold; "
-            "`gold_accuracy` shows how it compares. Full tables: `annotators_<dataset>.csv`.",
-            result.reliability_check.set_index("dataset"),
-        ]
-        cols = ["n_labels", "consensus_agreement", "spammer_score", "gold_accuracy"]
-        for name, least in result.least_reliable.items():
-            blocks += [f"`{name}`", least[[c for c in cols if c in least.columns]]]
-        sections.append(Section("Least reliable annotators", blocks))
-
+        sections.append(_reliability_section(result, params))
     if result.lidc_summary:
-        s = result.lidc_summary
-        readers = ", ".join(f"{k}: {v}" for k, v in s["readers_per_nodule"].items())
-        sections.append(
-            Section(
-                "LIDC-IDRI: radiologists' malignancy ratings",
-                [
-                    f"{s['n_nodules']:,} lung nodules rated 1-5 by 2-4 radiologists "
-                    f"({s['n_ratings']:,} ratings; readers per nodule {readers}). No gold "
-                    f"standard. Readers disagree on {s['share_disagree']:.1%} of nodules and "
-                    f"differ by two or more points on {s['share_spread_ge_2']:.1%}.",
-                    "Caveat: " + LIDC_CAVEAT,
-                    "Agreement between readers (Krippendorff's alpha for three levels of "
-                    "measurement, Fleiss' kappa; 1 = perfect, 0 = chance):",
-                    result.lidc_agreement,
-                    "Consensus malignancy: number of nodules per consensus class (the first "
-                    "column counts the individual ratings). MV and DS agree on "
-                    f"{s['share_mv_equals_ds']:.1%} of nodules (mean |MV - DS| "
-                    f"{s['mean_abs_mv_minus_ds']:.2f}); MV ties are broken at random with "
-                    "the seed. Per-nodule consensus: `lidc_consensus.csv`.",
-                    pd.DataFrame(s["consensus_distribution"]).set_index("malignancy"),
-                    *images[1:],
-                ],
-            )
-        )
+        sections.append(_lidc_section(result, images))
     if result.masks:
-        m = result.masks
-        from crowdmed.pipelines.demo_masks import CAVEAT, distribution_table
-
-        lo, hi = m["mean_pairwise_dice_iqr"]
-        sections.append(
-            Section(
-                "LIDC-IDRI: radiologists' nodule masks (STAPLE)",
-                [
-                    f"{m['n_nodules']} lung nodules, each outlined in 3-D by {m['n_readers']} "
-                    "radiologists (bundled masks). Readers agree with a median mean pairwise "
-                    f"Dice of {m['mean_pairwise_dice_median']:.3f} (IQR {lo:.3f}-{hi:.3f}). "
-                    "Binary STAPLE (Warfield et al. 2004) fitted all nodules in one batch in "
-                    f"{m['staple_seconds']:.2f} s; its consensus equals the majority vote on "
-                    f"{m['share_staple_equals_majority']:.0%} of nodules (Dice of the two "
-                    "below). Per nodule: `lidc_masks_nodules.csv`; per reader: "
-                    "`lidc_masks_readers.csv`.",
-                    "Caveat: " + CAVEAT,
-                    "Readers against the STAPLE consensus (quantiles over reader-nodule "
-                    "pairs; HD95 = 95th-percentile Hausdorff distance in mm):",
-                    distribution_table(result.masks_readers),
-                    "Consensus volumes and agreement (quantiles over nodules):",
-                    result.masks_nodules[
-                        [
-                            "staple_mm3",
-                            "majority_mm3",
-                            "mean_pairwise_dice",
-                            "dice_staple_vs_majority",
-                            "staple_iterations",
-                        ]
-                    ]
-                    .quantile([0.1, 0.5, 0.9])
-                    .T.rename(columns={0.1: "p10", 0.5: "median", 0.9: "p90"}),
-                    *result.masks_images,
-                ],
-            )
-        )
+        sections.append(_masks_section(result))
     if result.mitosis:
         sections.append(_mitosis_section(result))
     if result.notes:
         sections.append(Section("Skipped", list(result.notes)))
     if figure_note:
         sections.append(Section("Figures", [figure_note]))
-    sections.append(
-        Section(
-            "Reproducibility",
-            [
-                f"crowdmed {__version__}; seed (`random_state`) {params['random_state']}; "
-                f"methods {params['methods']}; data sets {params['datasets']}. Parameters, "
-                "environment and timings are in `results.json`. Total time "
-                f"{result.elapsed_seconds:.1f} s.",
-            ],
-        )
-    )
+    sections.append(_reproducibility_section(result, params))
     return sections
 
 
@@ -689,6 +700,301 @@ def _summary(result: DemoResult, params: dict[str, Any], out_dir: Path) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------- steps of run_demo
+class _Steps:
+    """Counts the demo's steps and reports them to the ``progress`` callback."""
+
+    def __init__(self, progress: ProgressCallback | None, total: int) -> None:
+        self.progress = progress
+        self.total = total
+        self.done = 0
+
+    def __call__(self, description: str) -> None:
+        if self.progress is not None:
+            self.progress(description, self.done, self.total)
+        self.done += 1
+
+    def finish(self) -> None:
+        if self.progress is not None:
+            self.progress("done", self.total, self.total)
+
+
+@dataclass
+class _CrowdPart:
+    """What the ``crowd`` part computed, before it becomes a :class:`DemoResult`."""
+
+    acc_rows: list[dict[str, Any]] = field(default_factory=list)
+    ds_rows: list[dict[str, Any]] = field(default_factory=list)
+    annotators: dict[str, pd.DataFrame] = field(default_factory=dict)
+    least: dict[str, pd.DataFrame] = field(default_factory=dict)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    lidc_fits: dict[Method, BaseAggregator] = field(default_factory=dict)
+    lidc_labels: CrowdLabels | None = None
+    load_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _dataset_row(name: str, cl: CrowdLabels, n_gold: int) -> dict[str, Any]:
+    info = dataset_info(name)
+    return {
+        "dataset": name,
+        "description": info.title,
+        "items": cl.n_items,
+        "annotators": cl.n_annotators,
+        "labels": cl.n_labels,
+        "classes": cl.n_classes,
+        "gold items": n_gold,
+        "repeated rows dropped": info.n_repeated_rows,
+        "licence": info.licence,
+    }
+
+
+def _fit_methods(
+    name: str,
+    cl: CrowdLabels,
+    gold: np.ndarray | None,
+    chosen: list[Method],
+    seed: int | None,
+    step: _Steps,
+) -> tuple[list[dict[str, Any]], dict[Method, BaseAggregator]]:
+    """One accuracy row per method (fitted on the labels alone, scored on gold) and the fits."""
+    n_gold = 0 if gold is None else int((gold >= 0).sum())
+    rows: list[dict[str, Any]] = []
+    fitted: dict[Method, BaseAggregator] = {}
+    for method in chosen:
+        step(f"{name}: {method.value}")
+        row: dict[str, Any] = {
+            "dataset": name,
+            "method": method.value,
+            "accuracy": float("nan"),
+            "n_gold": n_gold,
+            "fit_seconds": float("nan"),
+            "n_iter": None,
+            "converged": None,
+            "status": "ok" if gold is not None else "no gold",
+            "note": "",
+        }
+        reason = _applies(method, cl)
+        if reason is not None:
+            row.update(status="skipped", note=reason)
+            rows.append(row)
+            continue
+        agg = _make(method, seed)
+        seconds, messages = _fit(agg, cl)
+        fitted[method] = agg
+        row["fit_seconds"] = seconds
+        row["n_iter"] = getattr(agg, "n_iter_", None)
+        row["converged"] = getattr(agg, "converged_", None)
+        row["note"] = "; ".join(messages)
+        if gold is not None:
+            known = gold >= 0
+            row["accuracy"] = float(np.mean(agg.labels_[known] == gold[known]))
+        rows.append(row)
+    return rows, fitted
+
+
+def _run_crowd(
+    names: list[str],
+    chosen: list[Method],
+    seed: int | None,
+    min_labels: int,
+    n_least_reliable: int,
+    step: _Steps,
+) -> _CrowdPart:
+    """Fit every method on every data set; rank the annotators of each crowd data set."""
+    part = _CrowdPart()
+    for name in names:
+        step(f"load {name}")
+        t0 = time.perf_counter()
+        cl = load_dataset(name)
+        part.load_seconds[name] = time.perf_counter() - t0
+        gold = cl.gold if cl.gold is not None and (cl.gold >= 0).any() else None
+        part.ds_rows.append(_dataset_row(name, cl, 0 if gold is None else int((gold >= 0).sum())))
+        rows, fitted = _fit_methods(name, cl, gold, chosen, seed, step)
+        part.acc_rows += rows
+        if dataset_info(name).medical:
+            part.lidc_fits, part.lidc_labels = fitted, cl
+            continue
+        # The ranking needs the DS posteriors even when DS is not among the methods.
+        ds_fit = _consensus_fit(_DS, fitted, cl, seed)
+        table, top, check = _annotator_tables(
+            name, cl, ds_fit.posteriors_, int(min_labels), int(n_least_reliable)
+        )
+        part.annotators[name], part.least[name] = table, top
+        part.checks.append(check)
+    return part
+
+
+def _run_params(
+    run_parts: list[str],
+    chosen: list[Method],
+    names: list[str],
+    seed: int | None,
+    min_labels: int,
+    n_least_reliable: int,
+) -> dict[str, Any]:
+    """The parameters of the run, as recorded in ``results.json``."""
+    return {
+        "parts": run_parts,
+        "methods": [m.value for m in chosen],
+        "datasets": names,
+        "random_state": seed,
+        "min_labels": int(min_labels),
+        "n_least_reliable": int(n_least_reliable),
+        "aggregator_params": {m.value: _make(m, seed).get_params() for m in chosen},
+    }
+
+
+def _run_masks(step: _Steps) -> Any:
+    step("LIDC-IDRI nodule masks: STAPLE")
+    from crowdmed.pipelines.demo_masks import run_masks_part
+
+    return run_masks_part(figures=_has_matplotlib())
+
+
+def _run_mitosis(seed: int | None, step: _Steps) -> Any:
+    step("mitosis crowd loop (synthetic)")
+    from crowdmed.pipelines.demo_mitosis import run_mitosis_part
+
+    done_before, progress, total = step.done, step.progress, step.total
+
+    def loop_step(name: str) -> None:
+        if progress is not None:
+            progress(f"mitosis crowd loop (synthetic): {name}", done_before, total)
+
+    return run_mitosis_part(random_state=seed, figures=_has_matplotlib(), progress=loop_step)
+
+
+def _build_result(
+    out: Path,
+    crowd: _CrowdPart,
+    lidc: tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]],
+    masks_part: Any,
+    mitosis_part: Any,
+    notes: list[str],
+) -> DemoResult:
+    accuracy = pd.DataFrame(crowd.acc_rows, columns=_ACCURACY_COLUMNS)
+    accuracy["n_iter"] = accuracy["n_iter"].astype("Int64")
+    accuracy["converged"] = accuracy["converged"].astype("boolean")
+    lidc_agreement, lidc_consensus, lidc_summary = lidc
+    result = DemoResult(
+        out_dir=out,
+        accuracy=accuracy,
+        datasets=pd.DataFrame(
+            crowd.ds_rows, columns=["dataset"] if not crowd.ds_rows else None
+        ).set_index("dataset"),
+        annotators=crowd.annotators,
+        least_reliable=crowd.least,
+        reliability_check=pd.DataFrame(crowd.checks),
+        lidc_agreement=lidc_agreement,
+        lidc_consensus=lidc_consensus,
+        lidc_summary=lidc_summary,
+    )
+    if masks_part is not None:
+        result.masks = masks_part.summary
+        result.masks_nodules = masks_part.per_nodule
+        result.masks_readers = masks_part.per_reader
+        result.masks_images = masks_part.images
+    if mitosis_part is not None:
+        result.mitosis = mitosis_part.summary
+        result.mitosis_metrics = mitosis_part.metrics
+        result.mitosis_annotators = mitosis_part.annotators
+        result.mitosis_images = mitosis_part.images
+    result.notes = notes
+    return result
+
+
+def _write_csv(path: Path, table: pd.DataFrame, *, index: bool) -> None:
+    with atomic_write(path, newline="", encoding="utf-8") as fh:
+        table.to_csv(fh, index=index, lineterminator="\n")
+
+
+def _write_tables(result: DemoResult, out: Path, mitosis_part: Any) -> dict[str, Path]:
+    """Write the CSV tables (and the mitosis maps); return name -> path of each file."""
+    files = {"accuracy.csv": out / "accuracy.csv"}
+    _write_csv(files["accuracy.csv"], result.accuracy, index=False)
+    for name, table in result.annotators.items():
+        key = f"annotators_{name}.csv"
+        files[key] = out / key
+        _write_csv(files[key], table, index=True)
+    if not result.lidc_consensus.empty:
+        files["lidc_consensus.csv"] = out / "lidc_consensus.csv"
+        _write_csv(files["lidc_consensus.csv"], result.lidc_consensus, index=True)
+    for key, table in (
+        ("lidc_masks_nodules.csv", result.masks_nodules),
+        ("lidc_masks_readers.csv", result.masks_readers),
+        ("mitosis_metrics.csv", result.mitosis_metrics),
+        ("mitosis_annotators.csv", result.mitosis_annotators),
+    ):
+        if not table.empty:
+            files[key] = out / key
+            _write_csv(files[key], table, index=table.index.name is not None)
+    if mitosis_part is not None:
+        files["mitosis_maps.npz"] = out / "mitosis_maps.npz"
+        with atomic_write(files["mitosis_maps.npz"], mode="wb") as fh:
+            maps: dict[str, Any] = dict(mitosis_part.maps)
+            np.savez_compressed(fh, **maps)
+    files.update(
+        {"report.md": out / "report.md", "report.html": out / "report.html"},
+    )
+    files["results.json"] = out / "results.json"
+    return files
+
+
+def _write_reports(
+    result: DemoResult,
+    params: dict[str, Any],
+    figures: tuple[list[Image], str | None],
+    started_at: str,
+) -> None:
+    images, figure_note = figures
+    sections = _sections(result, params, images, figure_note)
+    title = "crowdmed demo: consensus and annotator reliability on bundled real data"
+    subtitle = f"crowdmed {__version__} · {started_at} · seed {params['random_state']}"
+    with atomic_write(result.files["report.md"], encoding="utf-8") as fh:
+        fh.write(render_markdown(title, sections, subtitle=subtitle))
+    with atomic_write(result.files["report.html"], encoding="utf-8") as fh:
+        fh.write(render_html(title, sections, subtitle=subtitle))
+
+
+def _write_results_json(
+    result: DemoResult,
+    params: dict[str, Any],
+    started_at: str,
+    load_seconds: dict[str, float],
+) -> None:
+    fit_total = float(np.nansum(result.accuracy["fit_seconds"].to_numpy(dtype=float)))
+    payload = {
+        "crowdmed_version": __version__,
+        "created_utc": started_at,
+        "seed": params["random_state"],
+        "params": params,
+        "environment": _environment(),
+        "timing": {
+            "total_seconds": result.elapsed_seconds,
+            "fit_seconds_total": fit_total,
+            "load_seconds": load_seconds,
+        },
+        "datasets": result.datasets,
+        "accuracy": result.accuracy,
+        "least_reliable": result.least_reliable,
+        "reliability_check": result.reliability_check,
+        "lidc": (
+            {**result.lidc_summary, "agreement": result.lidc_agreement}
+            if result.lidc_summary
+            else {}
+        ),
+        "masks": result.masks,
+        "mitosis": result.mitosis,
+        "notes": result.notes,
+        "figures": result.figures,
+        "files": sorted(result.files),
+        "summary": result.summary,
+    }
+    with atomic_write(result.files["results.json"], encoding="utf-8") as fh:
+        json.dump(to_jsonable(payload), fh, indent=2, allow_nan=False)
+        fh.write("\n")
+
+
 # ---------------------------------------------------------------------------- entry point
 def run_demo(
     out_dir: str | Path,
@@ -757,243 +1063,36 @@ def run_demo(
         methods, datasets, random_state, min_labels, n_least_reliable, progress
     )
     run_parts = _check_parts(parts)
-    skipped_notes = (
-        ["The mitosis crowd loop was skipped: it needs PyTorch (pip install 'crowdmed[torch]')."]
-        if parts is None and "mitosis" not in run_parts
-        else []
-    )
+    skipped_notes = [_NO_TORCH_NOTE] if parts is None and "mitosis" not in run_parts else []
     if "crowd" not in run_parts:
         names = []
     seed = None if random_state is None else int(random_state)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    total = (
-        len(names) * (1 + len(chosen))
-        + (1 if LIDC in names else 0)
-        + (1 if "masks" in run_parts else 0)
-        + (1 if "mitosis" in run_parts else 0)
-        + 1
-    )
-    done = 0
+    optional = ("masks" in run_parts) + ("mitosis" in run_parts)
+    total = len(names) * (1 + len(chosen)) + (LIDC in names) + optional + 1  # + 1: the report
+    step = _Steps(progress, total)
 
-    def step(description: str) -> None:
-        nonlocal done
-        if progress is not None:
-            progress(description, done, total)
-        done += 1
-
-    acc_rows: list[dict[str, Any]] = []
-    ds_rows: list[dict[str, Any]] = []
-    annotators: dict[str, pd.DataFrame] = {}
-    least: dict[str, pd.DataFrame] = {}
-    checks: list[dict[str, Any]] = []
-    lidc_fits: dict[Method, BaseAggregator] = {}
-    lidc_labels: CrowdLabels | None = None
-    load_seconds: dict[str, float] = {}
-    for name in names:
-        step(f"load {name}")
-        t0 = time.perf_counter()
-        cl = load_dataset(name)
-        load_seconds[name] = time.perf_counter() - t0
-        info = dataset_info(name)
-        gold = cl.gold if cl.gold is not None and (cl.gold >= 0).any() else None
-        n_gold = 0 if gold is None else int((gold >= 0).sum())
-        ds_rows.append(
-            {
-                "dataset": name,
-                "description": info.title,
-                "items": cl.n_items,
-                "annotators": cl.n_annotators,
-                "labels": cl.n_labels,
-                "classes": cl.n_classes,
-                "gold items": n_gold,
-                "repeated rows dropped": info.n_repeated_rows,
-                "licence": info.licence,
-            }
-        )
-        fitted: dict[Method, BaseAggregator] = {}
-        for method in chosen:
-            step(f"{name}: {method.value}")
-            row: dict[str, Any] = {
-                "dataset": name,
-                "method": method.value,
-                "accuracy": float("nan"),
-                "n_gold": n_gold,
-                "fit_seconds": float("nan"),
-                "n_iter": None,
-                "converged": None,
-                "status": "ok" if gold is not None else "no gold",
-                "note": "",
-            }
-            reason = _applies(method, cl)
-            if reason is not None:
-                row.update(status="skipped", note=reason)
-                acc_rows.append(row)
-                continue
-            agg = _make(method, seed)
-            seconds, messages = _fit(agg, cl)
-            fitted[method] = agg
-            row["fit_seconds"] = seconds
-            row["n_iter"] = getattr(agg, "n_iter_", None)
-            row["converged"] = getattr(agg, "converged_", None)
-            row["note"] = "; ".join(messages)
-            if gold is not None:
-                known = gold >= 0
-                row["accuracy"] = float(np.mean(agg.labels_[known] == gold[known]))
-            acc_rows.append(row)
-        if info.medical:
-            lidc_fits, lidc_labels = fitted, cl
-            continue
-        # The ranking needs the DS posteriors even when DS is not among the methods.
-        ds_fit = _consensus_fit(_DS, fitted, cl, seed)
-        table, top, check = _annotator_tables(
-            name, cl, ds_fit.posteriors_, int(min_labels), int(n_least_reliable)
-        )
-        annotators[name], least[name] = table, top
-        checks.append(check)
-
-    lidc_agreement = pd.DataFrame()
-    lidc_consensus = pd.DataFrame()
-    lidc_summary: dict[str, Any] = {}
-    if lidc_labels is not None:
+    crowd = _run_crowd(names, chosen, seed, min_labels, n_least_reliable, step)
+    lidc: tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]] = (pd.DataFrame(), pd.DataFrame(), {})
+    if crowd.lidc_labels is not None:
         step("LIDC-IDRI agreement and consensus")
-        lidc_agreement, lidc_consensus, lidc_summary = _lidc_analysis(lidc_labels, lidc_fits, seed)
-
-    masks_part = None
-    if "masks" in run_parts:
-        step("LIDC-IDRI nodule masks: STAPLE")
-        from crowdmed.pipelines.demo_masks import run_masks_part
-
-        masks_part = run_masks_part(figures=_has_matplotlib())
-
-    mitosis_part = None
-    if "mitosis" in run_parts:
-        step("mitosis crowd loop (synthetic)")
-        from crowdmed.pipelines.demo_mitosis import run_mitosis_part
-
-        done_before = done
-
-        def loop_step(name: str) -> None:
-            if progress is not None:
-                progress(f"mitosis crowd loop (synthetic): {name}", done_before, total)
-
-        mitosis_part = run_mitosis_part(
-            random_state=seed, figures=_has_matplotlib(), progress=loop_step
-        )
+        lidc = _lidc_analysis(crowd.lidc_labels, crowd.lidc_fits, seed)
+    masks_part = _run_masks(step) if "masks" in run_parts else None
+    mitosis_part = _run_mitosis(seed, step) if "mitosis" in run_parts else None
 
     step("write report")
-    accuracy = pd.DataFrame(acc_rows, columns=_ACCURACY_COLUMNS)
-    accuracy["n_iter"] = accuracy["n_iter"].astype("Int64")
-    accuracy["converged"] = accuracy["converged"].astype("boolean")
-    result = DemoResult(
-        out_dir=out,
-        accuracy=accuracy,
-        datasets=pd.DataFrame(ds_rows, columns=["dataset"] if not ds_rows else None).set_index(
-            "dataset"
-        ),
-        annotators=annotators,
-        least_reliable=least,
-        reliability_check=pd.DataFrame(checks),
-        lidc_agreement=lidc_agreement,
-        lidc_consensus=lidc_consensus,
-        lidc_summary=lidc_summary,
-    )
-    if masks_part is not None:
-        result.masks = masks_part.summary
-        result.masks_nodules = masks_part.per_nodule
-        result.masks_readers = masks_part.per_reader
-        result.masks_images = masks_part.images
-    if mitosis_part is not None:
-        result.mitosis = mitosis_part.summary
-        result.mitosis_metrics = mitosis_part.metrics
-        result.mitosis_annotators = mitosis_part.annotators
-        result.mitosis_images = mitosis_part.images
-    result.notes = skipped_notes
-    params: dict[str, Any] = {
-        "parts": run_parts,
-        "methods": [m.value for m in chosen],
-        "datasets": names,
-        "random_state": seed,
-        "min_labels": int(min_labels),
-        "n_least_reliable": int(n_least_reliable),
-        "aggregator_params": {m.value: _make(m, seed).get_params() for m in chosen},
-    }
-    images, figure_note = _figures(accuracy, lidc_labels)
+    result = _build_result(out, crowd, lidc, masks_part, mitosis_part, skipped_notes)
+    params = _run_params(run_parts, chosen, names, seed, min_labels, n_least_reliable)
+    images, figure_note = _figures(result.accuracy, crowd.lidc_labels)
     result.figures = [i.caption for i in (*images, *result.masks_images, *result.mitosis_images)]
-
-    files = {"accuracy.csv": out / "accuracy.csv"}
-    with atomic_write(files["accuracy.csv"], newline="", encoding="utf-8") as fh:
-        accuracy.to_csv(fh, index=False, lineterminator="\n")
-    for name, table in annotators.items():
-        key = f"annotators_{name}.csv"
-        files[key] = out / key
-        with atomic_write(files[key], newline="", encoding="utf-8") as fh:
-            table.to_csv(fh, lineterminator="\n")
-    if not lidc_consensus.empty:
-        files["lidc_consensus.csv"] = out / "lidc_consensus.csv"
-        with atomic_write(files["lidc_consensus.csv"], newline="", encoding="utf-8") as fh:
-            lidc_consensus.to_csv(fh, lineterminator="\n")
-    for key, table in (
-        ("lidc_masks_nodules.csv", result.masks_nodules),
-        ("lidc_masks_readers.csv", result.masks_readers),
-        ("mitosis_metrics.csv", result.mitosis_metrics),
-        ("mitosis_annotators.csv", result.mitosis_annotators),
-    ):
-        if not table.empty:
-            files[key] = out / key
-            with atomic_write(files[key], newline="", encoding="utf-8") as fh:
-                table.to_csv(fh, index=table.index.name is not None, lineterminator="\n")
-    if mitosis_part is not None:
-        files["mitosis_maps.npz"] = out / "mitosis_maps.npz"
-        with atomic_write(files["mitosis_maps.npz"], mode="wb") as fh:
-            maps: dict[str, Any] = dict(mitosis_part.maps)
-            np.savez_compressed(fh, **maps)
-    files.update(
-        {"report.md": out / "report.md", "report.html": out / "report.html"},
-    )
-    files["results.json"] = out / "results.json"
-    result.files = files
+    result.files = _write_tables(result, out, mitosis_part)
     result.elapsed_seconds = time.perf_counter() - start
-
-    sections = _sections(result, params, images, figure_note)
-    title = "crowdmed demo: consensus and annotator reliability on bundled real data"
-    subtitle = f"crowdmed {__version__} · {started_at} · seed {seed}"
-    with atomic_write(files["report.md"], encoding="utf-8") as fh:
-        fh.write(render_markdown(title, sections, subtitle=subtitle))
-    with atomic_write(files["report.html"], encoding="utf-8") as fh:
-        fh.write(render_html(title, sections, subtitle=subtitle))
-
+    _write_reports(result, params, (images, figure_note), started_at)
     result.elapsed_seconds = time.perf_counter() - start
     result.summary = _summary(result, params, out)
-    fit_total = float(np.nansum(accuracy["fit_seconds"].to_numpy(dtype=float)))
-    payload = {
-        "crowdmed_version": __version__,
-        "created_utc": started_at,
-        "seed": seed,
-        "params": params,
-        "environment": _environment(),
-        "timing": {
-            "total_seconds": result.elapsed_seconds,
-            "fit_seconds_total": fit_total,
-            "load_seconds": load_seconds,
-        },
-        "datasets": result.datasets,
-        "accuracy": accuracy,
-        "least_reliable": least,
-        "reliability_check": result.reliability_check,
-        "lidc": {**lidc_summary, "agreement": lidc_agreement} if lidc_summary else {},
-        "masks": result.masks,
-        "mitosis": result.mitosis,
-        "notes": result.notes,
-        "figures": result.figures,
-        "files": sorted(files),
-        "summary": result.summary,
-    }
-    with atomic_write(files["results.json"], encoding="utf-8") as fh:
-        json.dump(to_jsonable(payload), fh, indent=2, allow_nan=False)
-        fh.write("\n")
-    if progress is not None:
-        progress("done", total, total)
+    _write_results_json(result, params, started_at, crowd.load_seconds)
+    step.finish()
     return result
 
 
