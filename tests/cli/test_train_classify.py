@@ -193,6 +193,28 @@ def test_train_and_predict_on_features(
     assert sidecar["n_items"] == N_LABELLED + N_VAL
 
 
+def test_library_call_gives_the_same_model(
+    cli: Callable[..., Any], tmp_path: Path, crowd_features: dict[str, Path]
+) -> None:
+    """What the command does, a library user does with one call, ``save`` and ``predict``."""
+    from crowdmed.pipelines.classify import train_classifier
+    from crowdmed.pipelines.predict import predict_folder
+
+    assert train_features(cli, crowd_features, tmp_path / "cli").exit_code == 0
+    inputs = {"features": crowd_features["x"], "feature_ids": crowd_features["ids"]}
+    run = train_classifier(
+        crowd_features["labels"], tmp_path / "lib", **inputs, epochs=3, batch_size=16, lr=0.01
+    )
+    run.save(tmp_path / "lib")
+    a, b = (predict_folder(tmp_path / d, **inputs).table for d in ("cli", "lib"))
+    pd.testing.assert_frame_equal(a, b)
+    assert sorted(a["p_pos"].round(6)) != sorted(a["p_neg"].round(6))  # not a constant model
+    history = [pd.read_csv(tmp_path / d / "history.csv") for d in ("cli", "lib")]
+    pd.testing.assert_frame_equal(
+        history[0].drop(columns="seconds"), history[1].drop(columns="seconds")
+    )
+
+
 def test_rows_are_matched_by_id_and_seeded(
     cli: Callable[..., Any], tmp_path: Path, crowd_features: dict[str, Path]
 ) -> None:

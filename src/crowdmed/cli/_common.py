@@ -1,7 +1,9 @@
-"""Shared pieces of the command-line interface: one-line errors, progress, staged outputs.
+"""Shared pieces of the command-line interface: errors, progress, staged outputs, run record.
 
 Every ``crowdmed`` command module uses these, so a user error looks the same in every command
-(``Error: <message>`` on stderr, exit code 2) and no command leaves a partial output file.
+(``Error: <message>`` on stderr, exit code 2), no command leaves a partial output file, and
+every run record (``run.json`` or ``<out>.json``) is built by :func:`run_record`: command,
+arguments, parameters, seed, input checksums, outputs, versions and elapsed time.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from rich.progress import (
 
 from crowdmed._io import to_jsonable
 from crowdmed._version import __version__
-from crowdmed.pipelines.records import sha256_file
 
 #: Exceptions reported as a one-line ``Error:`` message (exit code 2) unless ``--debug``.
 #: ``OSError`` covers a missing file, a permission problem or a full disk.
@@ -81,27 +82,6 @@ def _user_errors(ctx: typer.Context) -> Iterator[None]:
             raise
         typer.echo(f"Error: {_one_line(exc)}", err=True)
         raise typer.Exit(EXIT_USER_ERROR) from None
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,  # no spinner frames in logs or captured output
-    )
-
-
-@contextlib.contextmanager
-def _step(progress: Progress, description: str) -> Iterator[None]:
-    """Show a spinner with the elapsed time while a step runs."""
-    task = progress.add_task(escape(description), total=None)
-    try:
-        yield
-    finally:
-        progress.remove_task(task)
 
 
 # ---------------------------------------------------------------------- output files
@@ -176,10 +156,6 @@ def _check_outputs(inputs: Sequence[Path], outputs: dict[str, Path]) -> None:
         if path.is_dir():
             raise ValueError(f"`{option}` must be a file path; '{path}' is a directory.")
         seen[r] = option
-
-
-def _sha256(path: Path) -> str:
-    return sha256_file(path)
 
 
 def _environment(**versions: str) -> dict[str, str]:

@@ -20,17 +20,10 @@ __all__ = [
     "LrOpt",
     "MaybeImagesOpt",
     "ModelDirOpt",
-    "OutOpt",
     "PatienceOpt",
     "PredictOpt",
     "ResumeOpt",
     "SeedOpt",
-]
-
-#: ``--out`` of a command writing one table (its run record goes to ``<out>.json``).
-OutOpt = Annotated[
-    Path,
-    typer.Option("--out", "-o", help="Output file (CSV, TSV or Parquet by suffix)."),
 ]
 
 #: ``--out`` of a training command: the model folder.
