@@ -9,7 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crowdmed.aggregation import GLAD, DawidSkene, MajorityVote, OneCoinDawidSkene
+from crowdmed.aggregation import (
+    GLAD,
+    DawidSkene,
+    GradedResponse,
+    MajorityVote,
+    OneCoinDawidSkene,
+)
 from crowdmed.aggregation.distributed._mapreduce import (
     encode_partition,
     fit_blocks,
@@ -108,6 +114,36 @@ def test_local_cluster_equals_in_memory_fit(client, estimator):
     assert list(agg.annotator_ids_) == sorted(cl.annotator_ids)
 
 
+def test_graded_response_equals_in_memory_fit(client):
+    """The ordinal model: its M-step optimises on the driver from the summed counts."""
+    rng = np.random.default_rng(7)
+    n_items, k = 300, 5
+    truth = rng.integers(0, k, n_items)
+    offsets = np.array([-1.0, -0.5, 0.0, 0.0, 0.5, 1.0])  # strict to lenient readers
+    items = np.repeat(np.arange(n_items), 6)
+    readers = np.tile(np.arange(6), n_items)
+    seen = truth[items] + offsets[readers] + rng.normal(0.0, 0.6, items.size)
+    df = pd.DataFrame(
+        {
+            "item": items,
+            "annotator": [f"r{a}" for a in readers],
+            "label": np.clip(np.rint(seen), 0, k - 1).astype(int),
+        }
+    )
+    cl = CrowdLabels.from_long(df)
+    est = GradedResponse(max_iter=8, tol=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref = GradedResponse(max_iter=8, tol=0.0).fit(cl)
+        agg = DaskAggregator(est).fit(dd.from_pandas(df, npartitions=3, sort=False))
+    assert _compare(agg, ref, cl) < 1e-8
+    np.testing.assert_allclose(agg.thresholds_, ref.thresholds_, atol=1e-8)
+    np.testing.assert_allclose(agg.offsets_, ref.offsets_, atol=1e-8)  # same annotator order
+    np.testing.assert_allclose(agg.log_likelihoods_, ref.log_likelihoods_, rtol=1e-10)
+    assert agg.offsets_[0] < agg.offsets_[2] < agg.offsets_[5]  # strict < average < lenient
+    assert not hasattr(est, "_theta")  # the given estimator is not modified
+
+
 def test_items_spread_over_partitions_are_shuffled(client):
     df = _table(seed=1).sample(frac=1.0, random_state=3)  # an item's labels in many partitions
     cl = CrowdLabels.from_long(df)
@@ -177,7 +213,7 @@ def test_map_reduce_without_dask_matches_in_memory():
 @pytest.mark.parametrize(
     ("estimator", "match"),
     [
-        (GLAD(), r"`estimator` must be one of \['DawidSkene', 'MajorityVote'"),
+        (GLAD(), r"`estimator` must be one of \['DawidSkene', 'GradedResponse', 'MajorityVote'"),
         (DawidSkene(init="random"), r"`init` must be 'majority_vote'"),
         (DawidSkene(max_iter=-1), r"max_iter"),
     ],

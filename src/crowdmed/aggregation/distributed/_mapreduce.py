@@ -31,17 +31,13 @@ sums (about 1e-12).
 
 :class:`ConfusionModel` serves every model whose M-step needs only the soft confusion counts
 ``[a, k, l]``, each annotator's label counts, the summed posteriors and the number of items,
-and whose E-step reads ``confusion_`` and ``priors_``: Dawid–Skene and one-coin today. The
-ordinal graded-response model (:class:`~crowdmed.aggregation.ordinal.GradedResponse`) is such
-a model: its M-step maximises ``Σ counts[a, k, l] · log P(a says l | k)`` over thresholds,
-offsets and noise scales (its scale ``n_labels`` and active annotators come from the label
-counts), and its E-step is the same ``_log_joint``. It plugs in with three steps:
-``GradedResponse._m_step_from_stats(counts, label_counts, class_totals, n_items)`` holding the
-body of its ``_m_step`` after the counts; a ``ConfusionModel`` subclass whose ``statistics``
-computes the counts as that ``_m_step`` does (``incidence_t() @ posteriors``), whose ``m_step``
-sets the starting ``_theta`` before the first call (as ``GradedResponse._fit`` does; the warm
-start then stays on the driver's estimator between M-steps) and whose ``fitted_attributes``
-adds ``thresholds_``, ``offsets_`` and ``noise_``; and an entry in :data:`MODELS`.
+and whose E-step reads ``confusion_`` and ``priors_``: Dawid–Skene and one-coin.
+:class:`GradedResponseModel` extends it to the ordinal graded-response model
+(:class:`~crowdmed.aggregation.ordinal.GradedResponse`), whose M-step maximises
+``Σ counts[a, k, l] · log P(a says l | k)`` over thresholds, offsets and noise scales: the same
+counts, an optimisation on the driver (with its warm start kept there between M-steps), and the
+same ``_log_joint``. Another model plugs in the same way: an ``_m_step_from_stats`` on the
+estimator, an adapter, and an entry in :data:`MODELS`.
 """
 
 from __future__ import annotations
@@ -60,6 +56,7 @@ from crowdmed.aggregation.classification.majority_vote import (
     MajorityVote,
     confusion_from_counts,
 )
+from crowdmed.aggregation.ordinal.graded_response import GradedResponse
 from crowdmed.data.labels import CrowdLabels
 from crowdmed.exceptions import ConvergenceWarning
 
@@ -67,6 +64,7 @@ __all__ = [
     "MODELS",
     "Block",
     "ConfusionModel",
+    "GradedResponseModel",
     "MajorityVoteModel",
     "PartitionModel",
     "consensus_frame",
@@ -268,6 +266,36 @@ class ConfusionModel(PartitionModel):
         return out
 
 
+class GradedResponseModel(ConfusionModel):
+    """The ordinal graded-response model: its M-step is an optimisation over the summed counts.
+
+    The optimiser's state (``_theta``, the warm start of every M-step) lives on the driver's
+    estimator; the workers only receive ``confusion_`` and ``priors_``.
+    """
+
+    estimator: Any
+
+    def statistics(self, cl: CrowdLabels, posteriors: np.ndarray) -> Stats:
+        """Soft counts ``[a, k, l]`` (as ``GradedResponse._m_step``) and summed posteriors."""
+        k = cl.n_classes
+        counts = (cl.incidence_t() @ posteriors).reshape(cl.n_annotators, k, k).transpose(0, 2, 1)
+        return {"counts": counts, "class_totals": posteriors.sum(axis=0)}
+
+    def m_step(self, stats: Stats) -> None:
+        """``_m_step_from_stats``, from the model's starting point on the first call."""
+        if not hasattr(self.estimator, "_theta"):
+            n_annotators, k, _ = np.shape(stats["counts"])
+            self.estimator._init_params(k, n_annotators)
+        super().m_step(stats)
+
+    def fitted_attributes(self) -> dict[str, Any]:
+        """``confusion_``, ``priors_`` and the ordinal parameters (thresholds, offsets ...)."""
+        out = super().fitted_attributes()
+        for name in ("thresholds_", "locations_", "offsets_", "noise_"):
+            out[name] = getattr(self.estimator, name)
+        return out
+
+
 class MajorityVoteModel(PartitionModel):
     """Majority vote: vote shares, and each annotator's confusion against them."""
 
@@ -303,6 +331,7 @@ MODELS: dict[type[BaseAggregator], type[PartitionModel]] = {
     MajorityVote: MajorityVoteModel,
     DawidSkene: ConfusionModel,
     OneCoinDawidSkene: ConfusionModel,
+    GradedResponse: GradedResponseModel,
 }
 
 
