@@ -62,7 +62,7 @@ def read_parquet_labels(path: str | os.PathLike[str]) -> Any:
 
 
 class DaskAggregator(ParamsMixin):
-    """Majority vote, Dawid–Skene or one-coin fitted on a Dask DataFrame by map-reduce EM.
+    """Majority vote, Dawid–Skene, one-coin or graded response fitted on Dask by map-reduce EM.
 
     The labels are a long table (one row per annotation) held as a Dask DataFrame, e.g.
     partitioned Parquet read by :func:`read_parquet_labels`. One pass finds the annotators,
@@ -80,9 +80,10 @@ class DaskAggregator(ParamsMixin):
 
     Args:
         estimator: A :class:`~crowdmed.aggregation.MajorityVote`,
-            :class:`~crowdmed.aggregation.DawidSkene` or
-            :class:`~crowdmed.aggregation.OneCoinDawidSkene`; its hyperparameters are used, it
-            is not modified.
+            :class:`~crowdmed.aggregation.DawidSkene`,
+            :class:`~crowdmed.aggregation.OneCoinDawidSkene` or (ordinal)
+            :class:`~crowdmed.aggregation.GradedResponse`; its hyperparameters are used, it is
+            not modified.
         item: Name of the item column (detected among common aliases when omitted).
         annotator: Name of the annotator column (detected when omitted).
         label: Name of the label column (detected when omitted).
@@ -96,6 +97,8 @@ class DaskAggregator(ParamsMixin):
         confusion_ (ndarray of shape (n_annotators, n_classes, n_classes)): See conventions.
         priors_ (ndarray of shape (n_classes,)): Class prior (EM models).
         skills_ (ndarray of shape (n_annotators,)): One-coin skills (one-coin only).
+        thresholds_, locations_, offsets_, noise_ (ndarray): Graded-response parameters (see
+            :class:`~crowdmed.aggregation.GradedResponse`; graded response only).
         annotator_ids_ (ndarray of shape (n_annotators,)): Sorted annotator ids.
         classes_ (ndarray of shape (n_classes,)): Sorted class values.
         n_items_, n_annotators_, n_classes_, n_labels_ (int): Sizes.
