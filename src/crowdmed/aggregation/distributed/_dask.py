@@ -262,7 +262,8 @@ class DaskAggregator(ParamsMixin):
         Returns:
             One row per annotator: ``annotator, n_labels, soft_accuracy`` (expected share of
             labels equal to the true class), ``sensitivity, specificity`` (``K = 2``, class 1
-            positive; from the soft confusion counts) and ``skill`` (one-coin).
+            positive; from the soft confusion counts), ``skill`` (one-coin), ``offset`` and
+            ``noise`` (graded response).
         """
         if not hasattr(self, "consensus_"):
             raise NotFittedError(
@@ -280,8 +281,9 @@ class DaskAggregator(ParamsMixin):
                 rows = counts.sum(axis=2)
                 columns["sensitivity"] = counts[:, 1, 1] / rows[:, 1]
                 columns["specificity"] = counts[:, 0, 0] / rows[:, 0]
-        if hasattr(self, "skills_"):
-            columns["skill"] = self.skills_
+        for attr, column in (("skills_", "skill"), ("offsets_", "offset"), ("noise_", "noise")):
+            if hasattr(self, attr):
+                columns[column] = getattr(self, attr)
         return pd.DataFrame(columns)
 
 
