@@ -13,7 +13,7 @@ from crowdmed._validation import check_option, interval
 from crowdmed.aggregation.base import EPS, EMAggregator
 from crowdmed.data.labels import CrowdLabels
 
-__all__ = ["GradedResponse", "Link", "Locations", "ordinal_confusion"]
+__all__ = ["ClassPrior", "GradedResponse", "Link", "Locations", "ordinal_confusion"]
 
 _SQRT_2PI = np.sqrt(2.0 * np.pi)
 _THREADPOOLS: list[ThreadpoolController] = []  # created on first use (it scans the libraries)
@@ -38,6 +38,18 @@ class Locations(str, Enum):
 
     FREE = "free"
     FIXED = "fixed"
+
+
+class ClassPrior(str, Enum):
+    """How the prior over the true classes is set."""
+
+    LEARNED = "learned"
+    UNIFORM = "uniform"
+
+
+def _check_class_prior(value: Any) -> str | None:
+    check_option(value, ClassPrior, "class_prior")
+    return None
 
 
 def _check_locations(value: Any) -> str | None:
@@ -141,34 +153,36 @@ def ordinal_confusion(
 class GradedResponse(EMAggregator):
     """Graded-response (cumulative-link) annotator model for ordinal classes, fitted by EM.
 
-    Classes ``0..K-1`` are ordered (in the order of ``classes``). Annotator ``a`` perceives an
-    item of true class ``k`` at ``μ_k + b_a + s_a ε`` and reports the class whose interval of
-    the shared thresholds ``τ_1 < … < τ_{K-1}`` holds it, so
+    Classes ``0..K-1`` are ordered (in the order of ``classes``) and sit at increasing
+    locations ``μ_0 = 0 < μ_1 < … < μ_{K-1} = K-1`` on a latent severity axis, with the
+    thresholds half-way between neighbours, ``τ_k = (μ_{k-1} + μ_k) / 2``. Annotator ``a``
+    perceives an item of true class ``k`` at ``μ_k + b_a + s_a ε`` and reports the class
+    whose interval holds it:
 
     ``P(a says l | k) = F((τ_{l+1} − b_a − μ_k) / s_a) − F((τ_l − b_a − μ_k) / s_a)``
 
     with ``F`` the normal (``"probit"``) or logistic (``"logit"``) CDF, ``τ_0 = −∞`` and
-    ``τ_K = +∞``. ``b_a`` (``offsets_``) is the annotator's severity: a reader with
-    ``b_a = 0.5`` rates half a class higher than the average reader; ``s_a`` (``noise_``) is
-    their noise. The likelihood is unchanged by shifting or stretching the latent axis, so the
-    model is identified by fixing the end classes at ``μ_0 = 0`` and ``μ_{K-1} = K-1`` (the
-    scale: one unit per class on average) and the offsets at mean zero over the annotators
-    with labels (the origin: the average reader); the thresholds, the middle class locations,
-    the offsets and the noise scales are estimated (``locations="fixed"`` keeps every class at
-    ``μ_k = k``: equally spaced grades, which suits data generated that way). A reader one
-    grade stricter than the others is thereby told apart from a reader who answers at random,
-    which a nominal model such as Dawid–Skene cannot do with few items per class.
+    ``τ_K = +∞``. ``b_a`` (``offsets_``) is the annotator's severity, in grades: a reader
+    with ``b_a = 0.5`` rates half a class higher than the average reader; ``s_a``
+    (``noise_``) is their noise. The fixed end locations set the scale of the axis, and the
+    offsets of the annotators with labels are kept at mean zero: the latent classes are those
+    of the average reader, whose most likely report for a class-``k`` item is ``k``. The
+    middle locations are estimated (``locations="fixed"`` keeps ``μ_k = k``, equally spaced
+    grades). A reader one grade stricter than the others is thereby told apart from a reader
+    who answers at random, which a nominal model such as Dawid–Skene cannot do with few items
+    per class.
 
     The E-step is Dawid–Skene's with the model's confusion matrices, summed in log space (a
     product of many probabilities underflows). The M-step maximises the expected complete-data
     log-likelihood, which depends on the labels only through the soft counts ``C[a, k, l]``
-    (``n_annotators × K × K`` numbers), by a few L-BFGS steps with the analytic gradient over
-    ``(τ, μ, b, log s)``, warm-started from the previous iteration; a step that does not improve
-    the objective is rejected, so ``log_likelihoods_`` never decreases (generalised EM). A
-    Gaussian penalty ``regularization / 2 · Σ (b_a² + (log s_a)² + (log gap)² + (μ_k − k)²)``
-    on the offsets, log noise scales, log gaps between thresholds and middle class locations
-    keeps readers with few or one-sided labels, and classes nobody uses, finite (MAP-EM; its
-    log-density is part of ``log_likelihoods_``).
+    (``n_annotators × K × K`` numbers), by a few L-BFGS steps with the analytic gradient,
+    warm-started from the previous iteration, over the gaps between locations (a softmax, so
+    they stay ordered), the offsets (on the mean-zero subspace) and ``log s``. A step that
+    does not improve the objective is rejected, so ``log_likelihoods_`` never decreases
+    (generalised EM). A Gaussian penalty ``regularization / 2 · Σ (b_a² + (log s_a)² + (z − z̄)²)``
+    on the offsets, log noise scales and the centred softmax logits ``z`` of the gaps keeps readers
+    with few or one-sided labels, and classes nobody uses, finite (MAP-EM; its log-density
+    is part of ``log_likelihoods_``).
 
     Args:
         max_iter: Maximum number of EM iterations.
@@ -176,6 +190,9 @@ class GradedResponse(EMAggregator):
         link: ``"probit"`` (normal perception noise) or ``"logit"`` (logistic noise).
         locations: ``"free"`` (estimate the middle class locations) or ``"fixed"``
             (``μ_k = k``).
+        class_prior: ``"learned"`` (the share of each class, estimated) or ``"uniform"``
+            (every class equally likely a priori: the consensus is not drawn towards the most
+            frequent class, which suits noisy readers and a skewed grade distribution).
         regularization: Precision of the Gaussian penalty described above; ``0`` gives
             maximum likelihood.
         m_step_iter: Maximum L-BFGS iterations per M-step.
@@ -186,8 +203,8 @@ class GradedResponse(EMAggregator):
         posteriors_ (ndarray of shape (n_items, n_classes)): P(true class | labels) over the
             ordered classes.
         labels_ (ndarray of shape (n_items,)): Argmax of ``posteriors_``.
-        thresholds_ (ndarray of shape (n_classes - 1,)): Shared thresholds ``τ``, increasing,
-            on the latent axis.
+        thresholds_ (ndarray of shape (n_classes - 1,)): Thresholds ``τ``, half-way between
+            neighbouring class locations.
         locations_ (ndarray of shape (n_classes,)): Class locations ``μ``; the first is 0 and
             the last ``K - 1``.
         offsets_ (ndarray of shape (n_annotators,)): Severity offsets ``b_a`` (mean 0);
@@ -195,7 +212,8 @@ class GradedResponse(EMAggregator):
         noise_ (ndarray of shape (n_annotators,)): Noise scales ``s_a`` (latent-axis units).
         confusion_ (ndarray of shape (n_annotators, n_classes, n_classes)): Implied
             ``P(a says l | true class k)`` (see conventions), floored at ``1e-10``.
-        priors_ (ndarray of shape (n_classes,)): Class prior.
+        priors_ (ndarray of shape (n_classes,)): Class prior (``1 / K`` each with
+            ``class_prior="uniform"``).
         log_likelihoods_ (list[float]): Log-likelihood plus log-penalty, one value per
             iteration; never decreases.
         n_iter_ (int): Number of iterations run.
@@ -213,14 +231,15 @@ class GradedResponse(EMAggregator):
         >>> from crowdmed.simulate import simulate_ordinal_readers
         >>> sim = simulate_ordinal_readers(200, [-0.5, 0.0, 0.5], [0.5, 0.5, 0.5], random_state=0)
         >>> gr = GradedResponse().fit(sim.labels)  # 3 readers, K = 5
-        >>> gr.offsets_.round(1) + 0.0
-        array([-0.5,  0. ,  0.5])
+        >>> gr.offsets_.round(1) + 0.0  # true offsets -0.5, 0, 0.5
+        array([-0.5,  0. ,  0.6])
     """
 
     _parameter_constraints: ClassVar[dict[str, Any]] = {
         **EMAggregator._parameter_constraints,
         "link": _check_link,
         "locations": _check_locations,
+        "class_prior": _check_class_prior,
         "regularization": interval(0, None),
         "m_step_iter": interval(1, None, integer=True),
     }
@@ -232,6 +251,7 @@ class GradedResponse(EMAggregator):
         tol: float = 1e-6,
         link: str = "probit",
         locations: str = "free",
+        class_prior: str = "learned",
         regularization: float = 0.1,
         m_step_iter: int = 20,
         random_state: int | np.random.Generator | None = None,
@@ -240,6 +260,7 @@ class GradedResponse(EMAggregator):
         self.tol = tol
         self.link = link
         self.locations = locations
+        self.class_prior = class_prior
         self.regularization = regularization
         self.m_step_iter = m_step_iter
         self.random_state = random_state
@@ -247,63 +268,100 @@ class GradedResponse(EMAggregator):
     # ------------------------------------------------------------------ parameters
     @staticmethod
     def _unpack(theta: np.ndarray, k: int, n_ann: int) -> tuple[np.ndarray, ...]:
-        """Split ``theta = [τ_1, log gaps (K-2), μ_1..μ_{K-2}, offsets (A), log noise (A)]``."""
-        gaps = theta[1 : k - 1]
-        tau = theta[0] + np.concatenate([[0.0], np.cumsum(np.exp(gaps))])
-        mid = theta[k - 1 : 2 * k - 3]
-        mu = np.concatenate([[0.0], mid, [k - 1.0]]) if k > 1 else np.zeros(1)
-        offsets = theta[2 * k - 3 : 2 * k - 3 + n_ann]
-        log_s = theta[2 * k - 3 + n_ann :]
-        return tau, gaps, mu, offsets, log_s
+        """Split ``theta = [η (K-2), offsets (A), log noise (A)]`` and build the axis.
 
-    def _penalty(
-        self, gaps: np.ndarray, mu: np.ndarray, offsets: np.ndarray, log_s: np.ndarray
-    ) -> tuple[float, np.ndarray]:
-        """Log-density of the Gaussian penalty (up to a constant) and its parts' residuals."""
-        dev = mu[1:-1] - np.arange(1, mu.size - 1)
-        value = (offsets**2).sum() + (log_s**2).sum() + (gaps**2).sum() + (dev**2).sum()
-        return -0.5 * self.regularization * float(value), dev
+        The gaps between consecutive class locations are ``(K-1) · softmax([0, η])``, so the
+        locations increase from ``μ_0 = 0`` to ``μ_{K-1} = K-1``; each threshold lies
+        half-way between two neighbouring locations.
+
+        Returns:
+            ``tau`` (K-1,), ``eta`` (K-2,), ``weights`` (K-1,) of the softmax, ``mu`` (K,),
+            ``offsets`` (A,), ``log_s`` (A,).
+        """
+        eta = theta[: k - 2]
+        z = np.concatenate([[0.0], eta])
+        w = np.exp(z - z.max())
+        w /= w.sum()
+        mu = np.concatenate([[0.0], np.cumsum((k - 1) * w)])
+        mu[-1] = k - 1.0  # exact end despite rounding
+        tau = 0.5 * (mu[:-1] + mu[1:])
+        offsets = theta[k - 2 : k - 2 + n_ann]
+        log_s = theta[k - 2 + n_ann :]
+        return tau, eta, w, mu, offsets, log_s
+
+    @staticmethod
+    def _centred_logits(eta: np.ndarray) -> np.ndarray:
+        """Softmax logits ``[0, η]`` minus their mean (the same for reversed classes)."""
+        z = np.concatenate([[0.0], eta])
+        return z - z.mean()
+
+    def _penalty(self, eta: np.ndarray, offsets: np.ndarray, log_s: np.ndarray) -> float:
+        """Log-density of the Gaussian penalty (up to a constant)."""
+        zc = self._centred_logits(eta)
+        value = (offsets**2).sum() + (log_s**2).sum() + (zc**2).sum()
+        return -0.5 * self.regularization * float(value)
 
     def _objective(
         self, theta: np.ndarray, counts: np.ndarray, scale: float, link: Link
     ) -> tuple[float, np.ndarray]:
         """Negative expected complete-data log-likelihood plus penalty, divided by ``scale``."""
         n_ann, k, _ = counts.shape
-        tau, gaps, mu, offsets, log_s = self._unpack(theta, k, n_ann)
+        tau, eta, w, mu, offsets, log_s = self._unpack(theta, k, n_ann)
         s = np.exp(log_s)
         parts = _link_parts(tau, offsets, s, link, mu)
         prob = parts["prob"]
         ok = prob > EPS  # floored cells are constant: no gradient
         logp = np.log(np.where(ok, prob, EPS))
         value = float((counts * logp).sum())
-        w = np.where(ok & (counts > 0), counts / np.where(ok, prob, 1.0), 0.0)
-        g_hi = w * parts["pdf_hi"]  # d/du_hi of counts · log P
-        g_lo = w * parts["pdf_lo"]  # minus d/du_lo
+        w_c = np.where(ok & (counts > 0), counts / np.where(ok, prob, 1.0), 0.0)
+        g_hi = w_c * parts["pdf_hi"]  # d/du_hi of counts · log P
+        g_lo = w_c * parts["pdf_lo"]  # minus d/du_lo
         inv_s = (1.0 / s)[:, None, None]
         # d/dτ_j: τ_j is the upper bound of class j-1 and the lower bound of class j.
         d_tau = (g_hi * inv_s).sum(axis=(0, 1))[:-1] - (g_lo * inv_s).sum(axis=(0, 1))[1:]
         d_shift = (g_hi - g_lo) * inv_s  # minus d/d(b_a + μ_k)
         d_offsets = -d_shift.sum(axis=(1, 2))
-        d_mu = -d_shift.sum(axis=(0, 2))[1:-1]
         d_log_s = -(g_hi * parts["u_hi"] - g_lo * parts["u_lo"]).sum(axis=(1, 2))
-        d_t1 = d_tau.sum()
-        # τ_j = τ_1 + Σ_{m ≤ j} exp(gap_m): a gap moves every later threshold.
-        d_gaps = np.exp(gaps) * np.cumsum(d_tau[::-1])[::-1][1:]
-        pen, dev = self._penalty(gaps, mu, offsets, log_s)
+        # Chain rule to the locations: μ_k directly, and through τ_k and τ_{k+1} (midpoints).
+        d_mu = -d_shift.sum(axis=(0, 2))
+        d_mu[:-1] += 0.5 * d_tau
+        d_mu[1:] += 0.5 * d_tau
+        # μ_j = Σ_{m < j} gap_m, gap = (K-1) softmax(z), z = [0, η].
+        d_gap = np.cumsum(d_mu[::-1])[::-1][1:]
+        d_z = (k - 1) * w * (d_gap - float(w @ d_gap))
         lam = self.regularization
+        pen = self._penalty(eta, offsets, log_s)
         grad = np.concatenate(
             [
-                [d_t1],
-                d_gaps - lam * gaps,
-                d_mu - lam * dev,
+                d_z[1:] - lam * self._centred_logits(eta)[1:],
                 d_offsets - lam * offsets,
                 d_log_s - lam * log_s,
             ]
         )
         return -(value + pen) / scale, -grad / scale
 
+    def _objective_centred(
+        self,
+        theta: np.ndarray,
+        counts: np.ndarray,
+        scale: float,
+        link: Link,
+        active: np.ndarray,
+    ) -> tuple[float, np.ndarray]:
+        """:meth:`_objective` on the subspace where the active annotators' offsets sum to 0.
+
+        The gradient of those offsets is projected to mean zero, so quasi-Newton steps (built
+        from past gradients and steps) stay on the subspace.
+        """
+        value, grad = self._objective(theta, counts, scale, link)
+        k = counts.shape[1]
+        g_off = grad[k - 2 : k - 2 + counts.shape[0]]
+        if active.any():
+            g_off[active] -= g_off[active].mean()
+        return value, grad
+
     def _set_theta(self, theta: np.ndarray, k: int, n_ann: int, link: Link) -> None:
-        tau, _, mu, offsets, log_s = self._unpack(theta, k, n_ann)
+        tau, _, _, mu, offsets, log_s = self._unpack(theta, k, n_ann)
         self._theta = theta
         self.thresholds_ = tau
         self.locations_ = mu
@@ -316,11 +374,9 @@ class GradedResponse(EMAggregator):
     def _init_params(self, n_classes: int, n_annotators: int) -> None:
         """Set the starting point of the first M-step.
 
-        Classes at ``0..K-1``, thresholds half-way between them, no offset, unit noise.
+        Classes at ``0..K-1`` (thresholds half-way between them), no offset, unit noise.
         """
-        k = n_classes
-        mid = np.arange(1.0, k - 1)
-        self._theta = np.concatenate([[0.5], np.zeros(k - 2), mid, np.zeros(2 * n_annotators)])
+        self._theta = np.zeros(n_classes - 2 + 2 * n_annotators)
 
     def _fit(self, cl: CrowdLabels, gold: np.ndarray | None) -> None:
         self._init_params(cl.n_classes, cl.n_annotators)
@@ -356,37 +412,45 @@ class GradedResponse(EMAggregator):
         link = check_option(self.link, Link, "link")
         scale = float(max(label_counts.sum(), 1))
         theta0 = self._theta
+        # The M-step keeps the offsets of the annotators with labels at mean 0: the latent
+        # classes are those of the average reader (a common shift of all readers could
+        # otherwise be traded against the class prior).
+        active = label_counts.sum(axis=1) > 0
         f0, _ = self._objective(theta0, counts, scale, link)
         bounds: list[tuple[float | None, float | None]] = [(None, None)] * theta0.size
         if check_option(self.locations, Locations, "locations") is Locations.FIXED:
-            for z in range(1, k - 1):  # μ_z held at z
-                bounds[k - 2 + z] = (float(z), float(z))
+            bounds[: k - 2] = [(0.0, 0.0)] * (k - 2)  # equal gaps: μ_k = k
         # L-BFGS costs O(n_params) per step (dense BFGS is cubic in the 2 · n_annotators
         # parameters). Its BLAS calls are on tiny vectors: extra threads only contend.
         with _one_blas_thread():
             res = optimize.minimize(
-                self._objective,
+                self._objective_centred,
                 theta0,
-                args=(counts, scale, link),
+                args=(counts, scale, link, active),
                 jac=True,
                 method="L-BFGS-B",
                 bounds=bounds,
                 options={"maxiter": self.m_step_iter},
             )
-        theta = (res.x if np.all(np.isfinite(res.x)) and res.fun <= f0 else theta0).copy()
-        # Identify the origin: the likelihood is unchanged by moving the thresholds and the
-        # offsets of the annotators with labels by the same amount; centring those offsets
-        # also lowers the penalty. Annotators without labels sit at the penalty's minimum.
-        active = label_counts.sum(axis=1) > 0
-        offsets = theta[2 * k - 3 : 2 * k - 3 + n_ann]
-        log_s = theta[2 * k - 3 + n_ann :]
+        theta = res.x.copy()
+        # Remove rounding drift off the subspace; annotators without labels sit at the
+        # penalty's minimum.
+        offsets = theta[k - 2 : k - 2 + n_ann]
+        log_s = theta[k - 2 + n_ann :]
         shift = offsets[active].mean() if active.any() else 0.0
-        theta[0] += shift
         offsets[active] -= shift
         offsets[~active] = 0.0
         log_s[~active] = 0.0
+        # Generalised EM: keep the old parameters unless the objective improved.
+        if not (
+            np.all(np.isfinite(theta)) and self._objective(theta, counts, scale, link)[0] <= f0
+        ):
+            theta = theta0
         self._set_theta(theta, k, n_ann, link)
-        self.priors_ = np.maximum(class_totals / max(n_items, 1), EPS)
+        if check_option(self.class_prior, ClassPrior, "class_prior") is ClassPrior.UNIFORM:
+            self.priors_ = np.full(k, 1.0 / k)
+        else:
+            self.priors_ = np.maximum(class_totals / max(n_items, 1), EPS)
 
     def _log_joint(self, cl: CrowdLabels) -> np.ndarray:
         k = cl.n_classes
@@ -397,5 +461,5 @@ class GradedResponse(EMAggregator):
 
     def _log_param_prior(self) -> float:
         k = self.thresholds_.size + 1
-        _, gaps, mu, offsets, log_s = self._unpack(self._theta, k, self.offsets_.size)
-        return self._penalty(gaps, mu, offsets, log_s)[0]
+        _, eta, _, _, offsets, log_s = self._unpack(self._theta, k, self.offsets_.size)
+        return self._penalty(eta, offsets, log_s)
