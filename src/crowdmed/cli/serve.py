@@ -39,7 +39,9 @@ serve_app = typer.Typer(
     name="serve",
     cls=_ServeGroup,
     help="The annotation server: reader studies and crowds with a quiz, hidden gold and a live "
-    "consensus (needs crowdmed[serve]).",
+    "consensus (needs the serve extra). Example: crowdmed serve init study/ --images cases/ "
+    "--classes normal,abnormal; crowdmed serve invite study/ ann1 ann2; crowdmed serve study/ "
+    "--port 8000; crowdmed serve export study/ --out votes.csv",
     invoke_without_command=True,
     add_completion=False,
 )
