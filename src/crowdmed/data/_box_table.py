@@ -261,14 +261,8 @@ class CheckedBoxes:
     class_ids: np.ndarray
 
 
-def validate_boxes(
-    frame: pd.DataFrame,
-    *,
-    image_sizes: Mapping[Any, Any] | pd.DataFrame | None,
-    classes: Iterable[Any] | None,
-    images: Iterable[Any] | str | os.PathLike[str] | None,
-    where: Callable[[Hashable], str],
-) -> CheckedBoxes:
+def _columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, int, tuple[str, ...]]:
+    """The table with canonical column names, its dimension and its coordinate columns."""
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(
             f"`frame` must be a pandas DataFrame of boxes; got {type(frame).__name__}. Read a "
@@ -285,6 +279,13 @@ def validate_boxes(
             "spellings image_id, rad_id, class_id, x_min ...); found "
             f"{short_list(list(df.columns), 12)}."
         )
+    return df, ndim, cols
+
+
+def _id_codes(
+    df: pd.DataFrame, where: Callable[[Hashable], str]
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray]:
+    """Integer codes and ids of the image, reader and class columns (checked)."""
     codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for col in ("image", "reader"):
         codes[col] = factorize(df[col])
@@ -300,6 +301,13 @@ def validate_boxes(
     for col, ids in (("image", codes["image"][1]), ("reader", codes["reader"][1])):
         _check_one_type(col, ids)
     _check_one_type("class", class_ids)
+    return codes, class_code, class_ids
+
+
+def _coordinates(
+    df: pd.DataFrame, cols: tuple[str, ...], where: Callable[[Hashable], str]
+) -> np.ndarray:
+    """The coordinate columns as a float array ``(n_rows, 2 * ndim)``; NaN where empty."""
     n = len(df)
     coords = np.empty((n, len(cols)), dtype=np.float64)
     for j, col in enumerate(cols):
@@ -316,6 +324,17 @@ def validate_boxes(
         elif values.dtype.kind not in "iuf":
             raise TypeError(f"Column {col!r} must be numeric; got dtype {values.dtype}.")
         coords[:, j] = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    return coords
+
+
+def _box_rows(
+    df: pd.DataFrame,
+    cols: tuple[str, ...],
+    coords: np.ndarray,
+    class_code: np.ndarray,
+    where: Callable[[Hashable], str],
+) -> np.ndarray:
+    """Which rows are boxes (not empty readings); partly empty or infinite rows raise."""
     coord_nan = np.isnan(coords)
     class_nan = class_code < 0
     all_empty = coord_nan.all(axis=1) & class_nan
@@ -336,6 +355,17 @@ def validate_boxes(
             f"{_cap(describe_row(df, pos, where))} has an infinite coordinate; "
             "coordinates must be finite pixels."
         )
+    return boxes
+
+
+def _corners(
+    df: pd.DataFrame,
+    coords: np.ndarray,
+    boxes: np.ndarray,
+    ndim: int,
+    where: Callable[[Hashable], str],
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Lower and upper corners ``(n_rows, ndim)`` and axis names; inverted boxes raise."""
     d = ndim
     lo = coords[:, [0, 1] + ([4] if d == 3 else [])]
     hi = coords[:, [2, 3] + ([5] if d == 3 else [])]
@@ -351,7 +381,20 @@ def validate_boxes(
             "xmin, ymin, xmax, ymax with xmax > xmin (swap the columns if they are inverted, "
             "or drop the box)."
         )
-    image_code, image_ids = codes["image"]
+    return lo, hi, axes
+
+
+def _check_inside_images(
+    df: pd.DataFrame,
+    image_sizes: Mapping[Any, Any] | pd.DataFrame | None,
+    ndim: int,
+    image: tuple[np.ndarray, np.ndarray],
+    boxes: np.ndarray,
+    corners: tuple[np.ndarray, np.ndarray, list[str]],
+    where: Callable[[Hashable], str],
+) -> None:
+    image_code, image_ids = image
+    lo, hi, axes = corners
     if image_sizes is None and {"width", "height"} <= set(df.columns):
         size_cols = ["image", "width", "height"] + (["depth"] if ndim == 3 else [])
         if all(c in df.columns for c in size_cols):
@@ -379,6 +422,16 @@ def validate_boxes(
                 f"{full[pos, ax]:g}. Coordinates are absolute pixels in [0, {size_name}]; "
                 "clip the box or fix the image size."
             )
+
+
+def _check_classes(
+    df: pd.DataFrame,
+    classes: Iterable[Any] | None,
+    class_code: np.ndarray,
+    class_ids: np.ndarray,
+    boxes: np.ndarray,
+    where: Callable[[Hashable], str],
+) -> None:
     if classes is not None:
         valid = set(class_key(pd.Series(list(classes), dtype=object)))
         ok = class_key(pd.Series(class_ids, dtype=object)).isin(valid).to_numpy()
@@ -392,6 +445,15 @@ def validate_boxes(
                 f"{f' (all unknown: {short_list(others)})' if len(others) > 1 else ''}; valid "
                 f"classes are {short_list(sorted(valid), 20)}. Fix the class or extend `classes`."
             )
+
+
+def _check_images_exist(
+    df: pd.DataFrame,
+    images: Iterable[Any] | str | os.PathLike[str] | None,
+    image: tuple[np.ndarray, np.ndarray],
+    where: Callable[[Hashable], str],
+) -> None:
+    image_code, image_ids = image
     existing = _image_set(images)
     if existing is not None:
         ok = np.array([str(v) in existing for v in image_ids], dtype=bool)
@@ -406,6 +468,25 @@ def validate_boxes(
                 f"{f' (nor do {n_img - 1} other images)' if n_img > 1 else ''}; fix the image id "
                 "or add the image."
             )
+
+
+def validate_boxes(
+    frame: pd.DataFrame,
+    *,
+    image_sizes: Mapping[Any, Any] | pd.DataFrame | None,
+    classes: Iterable[Any] | None,
+    images: Iterable[Any] | str | os.PathLike[str] | None,
+    where: Callable[[Hashable], str],
+) -> CheckedBoxes:
+    df, ndim, cols = _columns(frame)
+    codes, class_code, class_ids = _id_codes(df, where)
+    coords = _coordinates(df, cols, where)
+    boxes = _box_rows(df, cols, coords, class_code, where)
+    corners = _corners(df, coords, boxes, ndim, where)
+    image_code, image_ids = codes["image"]
+    _check_inside_images(df, image_sizes, ndim, codes["image"], boxes, corners, where)
+    _check_classes(df, classes, class_code, class_ids, boxes, where)
+    _check_images_exist(df, images, codes["image"], where)
     return CheckedBoxes(
         frame=df,
         ndim=ndim,
