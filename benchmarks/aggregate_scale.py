@@ -256,7 +256,11 @@ def run_cli(tmp: Path, repeats: int) -> dict[str, Any]:
 
 # ============================================================== part 2: Dask
 DASK_CHILD = r"""
-import json, resource, sys, time, warnings
+import json, os, resource, sys, time, warnings
+# The encoded partitions stay in memory: no spilling to disk (the workers and their children
+# read these settings from the environment).
+os.environ["DASK_DISTRIBUTED__WORKER__MEMORY__TARGET"] = "False"
+os.environ["DASK_DISTRIBUTED__WORKER__MEMORY__SPILL"] = "False"
 import numpy as np
 spec = json.loads(sys.argv[1])
 from dask.distributed import Client, LocalCluster
@@ -362,14 +366,10 @@ def render(cli: dict[str, Any] | None, dsk: dict[str, Any] | None, meta: dict[st
     lines = [
         "## `crowdmed aggregate` end to end, and Dawid–Skene on Dask",
         "",
-        f"{meta['machine']}. Run took {meta['elapsed_min']:.1f} min, finished "
+        f"{meta['machine']}. The last part run took {meta['elapsed_min']:.1f} min, finished "
         f"{meta['finished']}. BLAS threads: {meta['blas']}.",
         "",
-        f"Command: `python benchmarks/aggregate_scale.py {' '.join(meta['argv'])}`".replace(
-            " `", "`"
-        )
-        if meta["argv"]
-        else "Command: `python benchmarks/aggregate_scale.py`",
+        "Commands: " + _commands(meta),
         "",
     ]
     if cli:
@@ -425,7 +425,8 @@ def render(cli: dict[str, Any] | None, dsk: dict[str, Any] | None, meta: dict[st
             f"of {dsk['partition_labels']:,} labels, partitioned by item. `DaskAggregator("
             "DawidSkene())` (defaults: `tol=1e-6`, `max_iter=100`) on a `LocalCluster` of "
             f"{dsk['workers']} worker processes with one thread each and `memory_limit="
-            f"{dsk['memory_limit']}` per worker; the encoded partitions are "
+            f"{dsk['memory_limit']}` per worker (spilling to disk off); the encoded partitions "
+            "are "
             + (
                 "kept in the workers' memory (`persist=True`)"
                 if dsk["persist"]
@@ -465,6 +466,31 @@ def render(cli: dict[str, Any] | None, dsk: dict[str, Any] | None, meta: dict[st
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _commands(meta: dict[str, Any]) -> str:
+    runs = meta.get("part_commands") or {"": " ".join(meta["argv"])}
+    return (
+        "; ".join(
+            f"`python benchmarks/aggregate_scale.py {c}`".replace(" `", "`")
+            for c in runs.values()
+            if c is not None
+        )
+        + "."
+    )
+
+
+def _shown(argv: list[str]) -> str:
+    """The arguments without ``--tmp FOLDER`` (a scratch folder)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--tmp":
+            skip = True
+        elif not a.startswith("--tmp="):
+            out.append(a)
+    return " ".join(out)
+
+
 def code_version() -> str:
     try:
         head = subprocess.run(
@@ -481,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each command (cli)")
     parser.add_argument("--dask-labels", type=int, default=100_000_000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--memory-limit", default="6GB", help="per Dask worker")
+    parser.add_argument("--memory-limit", default="4GB", help="per Dask worker")
     parser.add_argument("--no-persist", action="store_true", help="re-read partitions per pass")
     parser.add_argument("--tmp", type=Path, default=None, help="folder for the data files")
     parser.add_argument("--from-json", type=Path, help=f"re-render from {RESULTS}")
@@ -507,7 +533,13 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     import pandas as pd
 
+    old_commands = old.get("meta", {}).get("part_commands", {})
+    part_commands = {
+        part: _shown(argv_shown) if args.part in (part, "all") else old_commands.get(part)
+        for part in ("cli", "dask")
+    }
     meta = {
+        "part_commands": part_commands,
         "machine": f"{machine_line()}; pandas {pd.__version__}, pyarrow {version('pyarrow')}, "
         f"dask {version('dask')}, crowd-kit {version('crowd-kit')}, crowdmed "
         f"{version('crowdmed')} ({code_version()})",
