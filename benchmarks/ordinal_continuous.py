@@ -4,10 +4,11 @@ Four parts, library functions only:
 
 * **Simulated ordinal readers** (``crowdmed.simulate.simulate_ordinal_readers``): 300 items,
   8 readers, K = 5, severity offsets in {-1, -0.5, 0, 0.5, 1}, noise 0.8-1.6, every reader
-  reads every item, and a sparse variant (3 of the 8 readers per item, 600 items). Exact and
-  within-one accuracy of majority vote, ordinal majority vote, median, Dawid–Skene and the
-  graded-response model (free and fixed class locations), and how well the model recovers
-  the offsets and noise scales; mean ± sd over ``--seeds`` seeds.
+  reads every item; a sparse variant (3 of the 8 readers per item, 600 items); and K = 10
+  with only grades 2-5 occurring (4 readers). Exact and within-one accuracy of majority vote,
+  ordinal majority vote, median, Dawid–Skene and the graded-response model (free and fixed
+  class locations, learned and uniform class prior), and how well the model recovers the
+  offsets and noise scales; mean ± sd over ``--seeds`` seeds.
 * **Simulated continuous readers** (``simulate_continuous_readers``): 300 items, 8 readers
   with biases in {-1..1}, precisions 0.2-4 and, in a second setting, scales 0.6-1.4. MAE and
   RMSE of mean, median, Raykar (precision only), Raykar (bias and precision) and
@@ -16,8 +17,9 @@ Four parts, library functions only:
   numeric questions, 38 workers, 10 answers each, gold for every question. MAE and RMSE of the
   same five methods.
 * **LIDC-IDRI malignancy** (bundled ``lidc_malignancy``, 1,866 nodules, 2-4 ratings 1-5,
-  no gold): the graded-response model's offsets, noise, thresholds and class locations, with
-  a bootstrap over nodules, and how its consensus differs from the median.
+  no gold): the graded-response model's offsets, noise, thresholds and class locations (with
+  a uniform class prior), with a bootstrap over nodules, and how its consensus differs from
+  the median.
 
 Usage::
 
@@ -52,7 +54,12 @@ from crowdmed.aggregation.continuous import (
     RaykarRegression,
     ScaleBiasRegression,
 )
-from crowdmed.aggregation.ordinal import GradedResponse, MedianVote, OrdinalMajorityVote
+from crowdmed.aggregation.ordinal import (
+    GradedResponse,
+    MedianVote,
+    OrdinalMajorityVote,
+    item_medians,
+)
 from crowdmed.data import CrowdLabels, load_dataset, load_vldb17_table
 from crowdmed.data.vldb17 import VLDB17_FOLDER
 from crowdmed.exceptions import ConvergenceWarning
@@ -71,7 +78,12 @@ ORDINAL: dict[str, Callable[[], Any]] = {
     "Dawid–Skene": DawidSkene,
     "graded response (free locations)": GradedResponse,
     "graded response (fixed locations)": lambda: GradedResponse(locations="fixed"),
+    "graded response (uniform class prior)": lambda: GradedResponse(class_prior="uniform"),
 }
+#: Third ordinal setting: K = 10 grades of which only 2-5 occur, 4 readers.
+OFFSETS_10 = np.array([-0.5, 0.0, 0.5, 0.2])
+NOISE_10 = np.array([0.7, 0.7, 0.7, 0.7])
+PRIORS_10 = np.array([0, 0, 1, 1, 1, 1, 0, 0, 0, 0]) / 4
 CONTINUOUS: dict[str, Callable[[], Any]] = {
     "mean": ContinuousMean,
     "median": ContinuousMedian,
@@ -96,7 +108,15 @@ def _ms(values: list[float], digits: int = 3) -> str:
 
 
 # ----------------------------------------------------------------------------- ordinal
-def bench_ordinal(seeds: int, n_items: int, labels_per_item: int | None) -> dict[str, Any]:
+def bench_ordinal(
+    seeds: int,
+    n_items: int,
+    labels_per_item: int | None,
+    offsets: np.ndarray = OFFSETS,
+    noise: np.ndarray = NOISE,
+    priors: np.ndarray | None = None,
+) -> dict[str, Any]:
+    n_classes = 5 if priors is None else priors.size
     rows: dict[str, dict[str, list[float]]] = {
         name: {"exact": [], "within_one": [], "seconds": []} for name in ORDINAL
     }
@@ -107,23 +127,26 @@ def bench_ordinal(seeds: int, n_items: int, labels_per_item: int | None) -> dict
     }
     for seed in range(seeds):
         sim = simulate_ordinal_readers(
-            n_items, OFFSETS, NOISE, n_classes=5, labels_per_item=labels_per_item,
-            random_state=seed,
+            n_items, offsets, noise, n_classes=n_classes, priors=priors,
+            labels_per_item=labels_per_item, random_state=seed,
         )  # fmt: skip
         for name, make in ORDINAL.items():
-            est, sec = _timed(make, sim.labels)
+            est, sec = _timed(make, CrowdLabels.from_dense(sim.labels, n_classes=n_classes))
             rows[name]["exact"].append(float((est.labels_ == sim.truth).mean()))
             rows[name]["within_one"].append(float((np.abs(est.labels_ - sim.truth) <= 1).mean()))
             rows[name]["seconds"].append(sec)
             if name in recovery:
-                truth = OFFSETS - OFFSETS.mean()
+                truth = offsets - offsets.mean()
                 rec = recovery[name]
                 rec["offset_corr"].append(float(np.corrcoef(est.offsets_, truth)[0, 1]))
                 rec["offset_max_err"].append(float(np.abs(est.offsets_ - truth).max()))
-                rec["noise_max_rel_err"].append(float(np.abs(est.noise_ / NOISE - 1).max()))
+                rec["noise_max_rel_err"].append(float(np.abs(est.noise_ / noise - 1).max()))
     return {
         "n_items": n_items,
-        "labels_per_item": labels_per_item or len(OFFSETS),
+        "n_classes": n_classes,
+        "offsets": offsets,
+        "noise": noise,
+        "labels_per_item": labels_per_item or len(offsets),
         "rows": rows,
         "recovery": recovery,
     }
@@ -205,15 +228,21 @@ def _resample(cl: CrowdLabels, rng: np.random.Generator) -> CrowdLabels:
 
 def bench_lidc(n_boot: int) -> dict[str, Any]:
     cl = load_dataset("lidc_malignancy")
-    gr, sec = _timed(GradedResponse, cl)
+
+    def chosen() -> GradedResponse:
+        return GradedResponse(locations="fixed", class_prior="uniform")
+
+    gr, sec = _timed(chosen, cl)
+    learned = _timed(GradedResponse, cl)[0]
+    free_uniform = _timed(lambda: GradedResponse(class_prior="uniform"), cl)[0]
     med = MedianVote().fit(cl).labels_
+    med_lo, med_hi = item_medians(cl)
     mode = OrdinalMajorityVote().fit(cl).labels_
     ds = _timed(DawidSkene, cl)[0].labels_
-    fixed = _timed(lambda: GradedResponse(locations="fixed"), cl)[0].labels_
     rng = np.random.default_rng(0)
     boot = []
     for _ in range(n_boot):
-        est, _ = _timed(GradedResponse, _resample(cl, rng))
+        est, _ = _timed(chosen, _resample(cl, rng))
         boot.append(est.offsets_)
     boot_arr = np.array(boot)
     lo, hi = np.percentile(boot_arr, [2.5, 97.5], axis=0)
@@ -232,22 +261,29 @@ def bench_lidc(n_boot: int) -> dict[str, Any]:
         "n_iter": gr.n_iter_,
         "converged": bool(gr.converged_),
         "offsets": gr.offsets_,
+        "offsets_learned_prior": learned.offsets_,
+        "priors_learned": learned.priors_,
         "offsets_ci": [lo, hi],
         "noise": gr.noise_,
         "thresholds": gr.thresholds_,
-        "locations": gr.locations_,
+        "locations_free": free_uniform.locations_,
         "priors": gr.priors_,
         "classes": classes,
         "shift_vs_median": {int(d): int((diff == d).sum()) for d in range(-4, 5)},
         "agree_median": float((diff == 0).mean()),
+        "up_to_upper_middle": int(((diff > 0) & (gr.labels_ == med_hi) & (med_hi > med_lo)).sum()),
+        "n_split_medians": int((med_hi > med_lo).sum()),
         "agree_mode": float((gr.labels_ == mode).mean()),
         "agree_ds": float((gr.labels_ == ds).mean()),
         "median_vs_mode": float((med == mode).mean()),
         "class_counts": {
             "median": np.bincount(med, minlength=5).tolist(),
             "graded response": np.bincount(gr.labels_, minlength=5).tolist(),
+            "graded response, learned prior": np.bincount(learned.labels_, minlength=5).tolist(),
             "Dawid–Skene": np.bincount(ds, minlength=5).tolist(),
-            "graded response, fixed locations": np.bincount(fixed, minlength=5).tolist(),
+            "graded response, free locations": np.bincount(
+                free_uniform.labels_, minlength=5
+            ).tolist(),
         },
         "crosstab": cross.to_numpy(),
         "mean_posterior_max": float(gr.posteriors_.max(axis=1).mean()),
@@ -263,19 +299,24 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         "`python benchmarks/ordinal_continuous.py` (this section is written by the script). "
         "Graded response = `crowdmed.aggregation.ordinal.GradedResponse` (cumulative probit "
-        "link, per-reader severity offset and noise, shared thresholds, EM); Raykar = "
+        "link, per-reader severity offset and noise, ordered class locations with thresholds "
+        "half-way between them, EM); Raykar = "
         "`crowdmed.aggregation.continuous.RaykarRegression`; scale + bias = "
         "`ScaleBiasRegression`. Defaults everywhere.",
         "",
     ]
     for key, title in (("ordinal_dense", "every reader reads every item"),
-                       ("ordinal_sparse", "3 of the 8 readers per item")):  # fmt: skip
+                       ("ordinal_sparse", "3 of the 8 readers per item"),
+                       ("ordinal_unused", "only grades 2-5 occur")):  # fmt: skip
         part = res[key]
+        n_readers = len(part["offsets"])
         lines += [
-            f"### Simulated ordinal readers: {part['n_items']} items, 8 readers, K = 5, {title}",
+            f"### Simulated ordinal readers: {part['n_items']} items, {n_readers} readers, "
+            f"K = {part['n_classes']}, {title}",
             "",
-            f"Offsets {OFFSETS.tolist()}, noise {NOISE.tolist()} (latent units; a class is 1 "
-            f"unit wide). Mean ± sd over {n_seeds} seeds.",
+            f"Offsets {np.asarray(part['offsets']).tolist()}, noise "
+            f"{np.asarray(part['noise']).tolist()} (latent units; a class is 1 unit wide); "
+            f"true classes uniform over the grades that occur. Mean ± sd over {n_seeds} seeds.",
             "",
             "| method | exact accuracy | within-one accuracy | fit (s) |",
             "|---|---:|---:|---:|",
@@ -360,27 +401,33 @@ def markdown(res: dict[str, Any]) -> str:
         "### LIDC-IDRI malignancy ratings (no gold)",
         "",
         f"{lidc['n_items']:,} nodules, {lidc['n_labels']:,} ratings 1–5 by 2–4 radiologists. "
-        f"Graded response fit: {lidc['n_iter']} EM iterations, {lidc['seconds']:.2f} s. "
+        "Graded response with equally spaced grades and a uniform class prior "
+        '(`GradedResponse(locations="fixed", class_prior="uniform")`): '
+        f"{lidc['n_iter']} EM iterations, {lidc['seconds']:.2f} s. "
         "`R1`..`R4` are reading slots within a nodule, not people (LIDC reader identity is "
         "not kept across scans), so the offsets below measure slot effects: a real reader "
         "panel would give each radiologist's severity.",
         "",
-        "| slot | ratings | severity offset (grades) | 95 % bootstrap interval | noise |",
-        "|---|---:|---:|---:|---:|",
+        "| slot | ratings | severity offset (grades) | 95 % bootstrap interval | noise | "
+        "offset, learned prior |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for i, r in enumerate(readers):
         lines.append(
             f"| {r} | {lidc['labels_per_reader'][i]:,} | {lidc['offsets'][i]:+.3f} | "
-            f"[{lo[i]:+.3f}, {hi[i]:+.3f}] | {lidc['noise'][i]:.3f} |"
+            f"[{lo[i]:+.3f}, {hi[i]:+.3f}] | {lidc['noise'][i]:.3f} | "
+            f"{lidc['offsets_learned_prior'][i]:+.3f} |"
         )
     classes = lidc["classes"]
-    loc = ", ".join(f"{c}: {v:.2f}" for c, v in zip(classes, lidc["locations"], strict=True))
-    thr = ", ".join(f"{v:.2f}" for v in lidc["thresholds"])
-    pri = ", ".join(f"{c}: {v:.3f}" for c, v in zip(classes, lidc["priors"], strict=True))
+    loc = ", ".join(f"{c}: {v:.2f}" for c, v in zip(classes, lidc["locations_free"], strict=True))
+    pri = ", ".join(f"{c}: {v:.3f}" for c, v in zip(classes, lidc["priors_learned"], strict=True))
     lines += [
         "",
-        f"Bootstrap: {lidc['bootstrap']} resamples of the nodules. Class locations "
-        f"{loc}; thresholds {thr}; class prior {pri}.",
+        f"Bootstrap: {lidc['bootstrap']} resamples of the nodules. Why these options: with "
+        "2-4 exchangeable reading slots per nodule the data do not pin down the spacing of "
+        f'the grades (estimated locations, `locations="free"`: {loc}), and the learned '
+        f"class prior (the default) is {pri}: with readers' noise near one grade it draws "
+        "most ambiguous nodules to grade 3.",
         "",
         "Consensus against the median (lower middle rating on even splits):",
         "",
@@ -393,17 +440,18 @@ def markdown(res: dict[str, Any]) -> str:
     counts = lidc["class_counts"]
     lines += [
         "",
-        f"Graded response − median (grades): {shifts}. Same class as the median for "
+        f"Graded response − median (grades): {shifts}; {lidc['up_to_upper_middle']} of the "
+        "upward moves go to the upper middle rating of a nodule whose two middle ratings "
+        f"differ ({lidc['n_split_medians']} such nodules). Same class as the median for "
         f"{100 * lidc['agree_median']:.1f} % of nodules, as the ordinal majority vote for "
         f"{100 * lidc['agree_mode']:.1f} %, as Dawid–Skene for "
         f"{100 * lidc['agree_ds']:.1f} % (median vs ordinal majority vote: "
         f"{100 * lidc['median_vs_mode']:.1f} %). Nodules per class (1..5): median "
         f"{counts['median']}, graded response {counts['graded response']}, "
-        f"Dawid–Skene {counts['Dawid–Skene']}, graded response with fixed (equally spaced) "
-        f"class locations {counts['graded response, fixed locations']}. Mean largest "
-        f"posterior {lidc['mean_posterior_max']:.3f}. The latent classes are tied to the "
-        "rating scale only through their order; with equally spaced locations the fit "
-        "empties class 2 into class 3, which is why the default estimates the locations.",
+        f"Dawid–Skene {counts['Dawid–Skene']}; graded response with defaults (free "
+        f"locations, learned prior) {counts['graded response, learned prior']}, with free "
+        f"locations and a uniform prior {counts['graded response, free locations']}. Mean "
+        f"largest posterior {lidc['mean_posterior_max']:.3f}.",
         "",
         machine_line() + ", BLAS limited to one thread.",
     ]
@@ -424,6 +472,9 @@ def main() -> None:
     with threadpool_limits(1):
         res["ordinal_dense"] = bench_ordinal(args.seeds, 300, None)
         res["ordinal_sparse"] = bench_ordinal(args.seeds, 600, 3)
+        res["ordinal_unused"] = bench_ordinal(
+            args.seeds, 200, None, OFFSETS_10, NOISE_10, PRIORS_10
+        )
         res["continuous"] = bench_continuous(args.seeds, None)
         res["continuous_scale"] = bench_continuous(args.seeds, SCALE)
         res["emotion"] = bench_emotion(root) if (root / VLDB17_FOLDER).is_dir() else None
