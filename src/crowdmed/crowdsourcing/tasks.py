@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from crowdmed._io import to_jsonable
+from crowdmed._io import _umask, to_jsonable
 from crowdmed._validation import check_random_state
 from crowdmed._version import __version__
 from crowdmed.crowdsourcing.views import blue_ratio_display, context_crops
@@ -240,6 +240,147 @@ def _number_of_gold(n_candidates: int, gold_rate: float) -> int:
     return max(1, round(gold_rate * n_candidates / (1.0 - gold_rate)))
 
 
+def _check_export_args(target: Path, gold_rate: float, patch_size: int) -> None:
+    if target.exists():
+        raise ValueError(
+            f"Task package folder '{target}' already exists; choose another --out or remove it."
+        )
+    if not (0 <= gold_rate < 1):
+        raise ValueError(f"`gold_rate` must lie in [0, 1); got {gold_rate}.")
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 3:
+        raise ValueError(f"`patch_size` must be an integer >= 3; got {patch_size!r}.")
+
+
+def _kept_candidates(candidates: pd.DataFrame, threshold: float | None) -> pd.DataFrame:
+    """The checked candidates scoring at least ``threshold``; none left is an error."""
+    cand = _check_points(candidates, "candidates", ("image", "x", "y", "score"))
+    if threshold is not None:
+        cand = cand[cand["score"] >= threshold].reset_index(drop=True)
+    if len(cand) == 0 and threshold is None:
+        raise ValueError(
+            "The candidates table is empty: there is nothing to ask the crowd; detect with a "
+            "lower --threshold."
+        )
+    if len(cand) == 0:
+        raise ValueError(
+            f"No candidate scores at least the threshold {threshold}; lower --threshold."
+        )
+    return cand
+
+
+def _draw_gold(
+    gold: pd.DataFrame | None,
+    n_gold: int,
+    gold_rate: float,
+    n_candidates: int,
+    rng: np.random.Generator,
+) -> pd.DataFrame:
+    """``n_gold`` gold questions drawn from the pool (in pool order), labels coded 1/0."""
+    if not n_gold:
+        return pd.DataFrame({"image": [], "x": [], "y": [], "label": []})
+    if gold is None:
+        raise ValueError(
+            f"`gold_rate` {gold_rate} needs a pool of gold questions (`gold`: image, x, y, "
+            "label); pass one or set the rate to 0."
+        )
+    pool = _check_points(gold, "gold", ("image", "x", "y", "label"))
+    codes = pool["label"].map(parse_label)
+    bad = codes.isna()
+    if bad.any():
+        rows = (np.flatnonzero(bad.to_numpy())[:5] + 1).tolist()
+        raise ValueError(
+            f"Gold labels must be mitosis/not mitosis (1/0); rows {rows} are not. Fix them."
+        )
+    pool["label"] = codes.astype(np.int64)
+    if len(pool) < n_gold:
+        raise ValueError(
+            f"A gold rate of {gold_rate} with {n_candidates} candidates needs {n_gold} gold "
+            f"questions; the pool has {len(pool)}. Add gold points or lower --gold-rate."
+        )
+    return pool.iloc[np.sort(rng.choice(len(pool), size=n_gold, replace=False))]
+
+
+def _task_table(
+    cand: pd.DataFrame,
+    pool: pd.DataFrame,
+    lookup: Mapping[str, np.ndarray],
+    rng: np.random.Generator,
+) -> pd.DataFrame:
+    """Candidates and gold questions in a random order, named ``t0001``, ``t0002``..."""
+    tasks = pd.concat(
+        [
+            cand.assign(is_gold=False, label=-1),
+            pool.assign(score=np.nan, is_gold=True),
+        ],
+        ignore_index=True,
+    )
+    unknown = sorted(set(tasks["image"]) - set(lookup))
+    if unknown:
+        raise ValueError(
+            f"Candidates name images {unknown[:5]} that were not given (images: "
+            f"{sorted(lookup)[:5]}...); check the image column or the image folder."
+        )
+    tasks = tasks.iloc[rng.permutation(len(tasks))].reset_index(drop=True)
+    width = max(4, len(str(len(tasks))))
+    tasks.insert(0, "task", [f"t{i + 1:0{width}d}" for i in range(len(tasks))])
+    return tasks
+
+
+def _crops(tasks: pd.DataFrame, lookup: Mapping[str, np.ndarray], patch_size: int) -> np.ndarray:
+    """The context crop of every task, ``(n_tasks, patch_size, patch_size, 3)`` uint8."""
+    crops = np.empty((len(tasks), patch_size, patch_size, 3), dtype=np.uint8)
+    for name, idx in tasks.groupby("image", sort=False).groups.items():
+        img = lookup[str(name)]
+        if img.ndim != 3 or img.shape[-1] != 3:
+            raise ValueError(f"Image {name!r} must be RGB (H, W, 3); got shape {img.shape}.")
+        rows = tasks.loc[idx]
+        try:
+            c = context_crops(img, rows["x"].to_numpy(), rows["y"].to_numpy(), patch_size)
+        except ValueError as exc:
+            raise ValueError(f"Image {name!r}: {exc}") from None
+        crops[np.asarray(idx)] = np.clip(c, 0, 255).astype(np.uint8)
+    return crops
+
+
+def _write_package(
+    target: Path,
+    tasks: pd.DataFrame,
+    crops: np.ndarray,
+    settings: dict[str, Any],
+    *,
+    label_studio: bool,
+    url_prefix: str,
+) -> None:
+    """Write the package under a temporary name next to ``target``, then rename it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        (stage / "patches").mkdir()
+        (stage / "blue_ratio").mkdir()
+        for t, crop in zip(tasks["task"], crops, strict=True):
+            write_png(crop, stage / "patches" / f"{t}.png")
+            write_png(blue_ratio_display(crop), stage / "blue_ratio" / f"{t}.png")
+        manifest = tasks[["task", "image", "x", "y", "score", "is_gold"]]
+        manifest.to_csv(stage / "manifest.csv", index=False)
+        gold_table = tasks.loc[tasks["is_gold"], ["task", "label"]].astype({"label": np.int64})
+        gold_table.to_csv(stage / "gold.csv", index=False)
+        pd.DataFrame({"task": tasks["task"], "annotator": "", "label": ""}).to_csv(
+            stage / "votes_template.csv", index=False
+        )
+        (stage / "package.json").write_text(
+            json.dumps(to_jsonable(settings), indent=2) + "\n", encoding="utf-8"
+        )
+        if label_studio:
+            from crowdmed.crowdsourcing.labelstudio import write_label_studio
+
+            write_label_studio(stage, tasks["task"].tolist(), url_prefix=url_prefix)
+        os.chmod(stage, 0o777 & ~_umask())
+        os.rename(stage, target)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
 def export_tasks(
     images: Mapping[str, npt.ArrayLike] | Sequence[npt.ArrayLike],
     candidates: pd.DataFrame,
@@ -284,82 +425,14 @@ def export_tasks(
             or lies outside it, or the gold pool is smaller than ``gold_rate`` needs.
     """
     target = Path(out)
-    if target.exists():
-        raise ValueError(
-            f"Task package folder '{target}' already exists; choose another --out or remove it."
-        )
-    if not (0 <= gold_rate < 1):
-        raise ValueError(f"`gold_rate` must lie in [0, 1); got {gold_rate}.")
-    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 3:
-        raise ValueError(f"`patch_size` must be an integer >= 3; got {patch_size!r}.")
+    _check_export_args(target, gold_rate, patch_size)
     lookup = _image_lookup(images, names)
-    cand = _check_points(candidates, "candidates", ("image", "x", "y", "score"))
-    if threshold is not None:
-        cand = cand[cand["score"] >= threshold].reset_index(drop=True)
-    if len(cand) == 0 and threshold is None:
-        raise ValueError(
-            "The candidates table is empty: there is nothing to ask the crowd; detect with a "
-            "lower --threshold."
-        )
-    if len(cand) == 0:
-        raise ValueError(
-            f"No candidate scores at least the threshold {threshold}; lower --threshold."
-        )
+    cand = _kept_candidates(candidates, threshold)
     n_gold = _number_of_gold(len(cand), gold_rate)
     rng = check_random_state(random_state)
-    if n_gold:
-        if gold is None:
-            raise ValueError(
-                f"`gold_rate` {gold_rate} needs a pool of gold questions (`gold`: image, x, y, "
-                "label); pass one or set the rate to 0."
-            )
-        pool = _check_points(gold, "gold", ("image", "x", "y", "label"))
-        codes = pool["label"].map(parse_label)
-        bad = codes.isna()
-        if bad.any():
-            rows = (np.flatnonzero(bad.to_numpy())[:5] + 1).tolist()
-            raise ValueError(
-                f"Gold labels must be mitosis/not mitosis (1/0); rows {rows} are not. Fix them."
-            )
-        pool["label"] = codes.astype(np.int64)
-        if len(pool) < n_gold:
-            raise ValueError(
-                f"A gold rate of {gold_rate} with {len(cand)} candidates needs {n_gold} gold "
-                f"questions; the pool has {len(pool)}. Add gold points or lower --gold-rate."
-            )
-        pool = pool.iloc[np.sort(rng.choice(len(pool), size=n_gold, replace=False))]
-    else:
-        pool = pd.DataFrame({"image": [], "x": [], "y": [], "label": []})
-    tasks = pd.concat(
-        [
-            cand.assign(is_gold=False, label=-1),
-            pool.assign(score=np.nan, is_gold=True),
-        ],
-        ignore_index=True,
-    )
-    unknown = sorted(set(tasks["image"]) - set(lookup))
-    if unknown:
-        raise ValueError(
-            f"Candidates name images {unknown[:5]} that were not given (images: "
-            f"{sorted(lookup)[:5]}...); check the image column or the image folder."
-        )
-    tasks = tasks.iloc[rng.permutation(len(tasks))].reset_index(drop=True)
-    width = max(4, len(str(len(tasks))))
-    tasks.insert(0, "task", [f"t{i + 1:0{width}d}" for i in range(len(tasks))])
-
-    # Crops first (all validation happens before anything is written).
-    crops = np.empty((len(tasks), patch_size, patch_size, 3), dtype=np.uint8)
-    for name, idx in tasks.groupby("image", sort=False).groups.items():
-        img = lookup[str(name)]
-        if img.ndim != 3 or img.shape[-1] != 3:
-            raise ValueError(f"Image {name!r} must be RGB (H, W, 3); got shape {img.shape}.")
-        rows = tasks.loc[idx]
-        try:
-            c = context_crops(img, rows["x"].to_numpy(), rows["y"].to_numpy(), patch_size)
-        except ValueError as exc:
-            raise ValueError(f"Image {name!r}: {exc}") from None
-        crops[np.asarray(idx)] = np.clip(c, 0, 255).astype(np.uint8)
-
+    pool = _draw_gold(gold, n_gold, gold_rate, len(cand), rng)
+    tasks = _task_table(cand, pool, lookup, rng)
+    crops = _crops(tasks, lookup, patch_size)  # all validation happens before anything is written
     settings = {
         "format": "crowdmed-task-package",
         "format_version": PACKAGE_FORMAT,
@@ -374,37 +447,5 @@ def export_tasks(
         "n_gold": n_gold,
         "label_studio": label_studio,
     }
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        (stage / "patches").mkdir()
-        (stage / "blue_ratio").mkdir()
-        for t, crop in zip(tasks["task"], crops, strict=True):
-            write_png(crop, stage / "patches" / f"{t}.png")
-            write_png(blue_ratio_display(crop), stage / "blue_ratio" / f"{t}.png")
-        manifest = tasks[["task", "image", "x", "y", "score", "is_gold"]]
-        manifest.to_csv(stage / "manifest.csv", index=False)
-        gold_table = tasks.loc[tasks["is_gold"], ["task", "label"]].astype({"label": np.int64})
-        gold_table.to_csv(stage / "gold.csv", index=False)
-        pd.DataFrame({"task": tasks["task"], "annotator": "", "label": ""}).to_csv(
-            stage / "votes_template.csv", index=False
-        )
-        (stage / "package.json").write_text(
-            json.dumps(to_jsonable(settings), indent=2) + "\n", encoding="utf-8"
-        )
-        if label_studio:
-            from crowdmed.crowdsourcing.labelstudio import write_label_studio
-
-            write_label_studio(stage, tasks["task"].tolist(), url_prefix=url_prefix)
-        os.chmod(stage, 0o777 & ~_umask())
-        os.rename(stage, target)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+    _write_package(target, tasks, crops, settings, label_studio=label_studio, url_prefix=url_prefix)
     return load_package(target)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
