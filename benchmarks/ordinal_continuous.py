@@ -302,7 +302,7 @@ def markdown(res: dict[str, Any]) -> str:
         "link, per-reader severity offset and noise, ordered class locations with thresholds "
         "half-way between them, EM); Raykar = "
         "`crowdmed.aggregation.continuous.RaykarRegression`; scale + bias = "
-        "`ScaleBiasRegression`. Defaults everywhere.",
+        "`ScaleBiasRegression`. Default options unless a row or paragraph names them.",
         "",
     ]
     for key, title in (("ordinal_dense", "every reader reads every item"),
