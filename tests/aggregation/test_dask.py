@@ -153,6 +153,22 @@ def test_items_spread_over_partitions_are_shuffled(client):
     assert _compare(agg, ref, cl) < 1e-10
 
 
+def test_text_classes_and_empty_partitions(client):
+    df = _table(n_items=400, seed=6)
+    df["label"] = np.array(["benign", "malignant", "unsure"])[df["label"]]
+    ddf = dd.from_pandas(df, npartitions=4, sort=False)
+    ddf = ddf[ddf["item"] < "case0150"]  # the last partitions become empty
+    kept = df[df["item"] < "case0150"]
+    cl = CrowdLabels.from_long(kept)
+    ref = OneCoinDawidSkene().fit(cl)
+    agg = DaskAggregator(OneCoinDawidSkene()).fit(ddf)
+    out = agg.consensus_.compute()
+    assert list(out.columns) == ["item", "label", "confidence", *(f"p_{c}" for c in cl.classes)]
+    assert list(agg.classes_) == ["benign", "malignant", "unsure"]
+    assert agg.n_partitions_ == 4  # two of them empty
+    assert _compare(agg, ref, cl) < 1e-10
+
+
 def test_parquet_folder_without_persist(client, tmp_path):
     df = _table(seed=2)
     dd.from_pandas(df, npartitions=3, sort=False).to_parquet(tmp_path / "labels")
