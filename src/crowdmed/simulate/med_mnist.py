@@ -185,6 +185,136 @@ def _perturb_boxes(
     return out, box_iou_pairs(out, boxes)
 
 
+def _check_sizes(
+    counts: tuple[int, int, int],
+    n_objects: tuple[int, int],
+    digit_size: tuple[int, int],
+    size: int,
+    n_classes: int,
+) -> None:
+    if min(counts) < 0 or sum(counts) == 0:
+        raise ValueError(f"Split sizes must be >= 0 and not all 0; got {counts}.")
+    lo, hi = n_objects
+    dlo, dhi = digit_size
+    if not (1 <= lo <= hi):
+        raise ValueError(f"`n_objects` must be (low, high) with 1 <= low <= high; got {n_objects}.")
+    if not (4 <= dlo <= dhi <= size):
+        raise ValueError(
+            f"`digit_size` must be (low, high) with 4 <= low <= high <= size ({size}); "
+            f"got {digit_size}."
+        )
+    if not (1 <= n_classes <= 10):
+        raise ValueError(f"`n_classes` must be in 1..10; got {n_classes}.")
+
+
+def _draw_canvases(
+    digits: np.ndarray,
+    labels: np.ndarray,
+    pools: list[np.ndarray],
+    *,
+    size: int,
+    n_objects: tuple[int, int],
+    digit_size: tuple[int, int],
+    ink_threshold: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Canvases ``(n_images, size, size)`` and their true boxes, one digit pool per canvas.
+
+    Each canvas gets ``n_objects`` digits of ``digit_size`` pixels drawn from its pool, placed
+    where their ink boxes keep a one-pixel gap to the digits already placed (50 tries each;
+    a digit that finds no room is left out).
+    """
+    from scipy import ndimage
+
+    lo, hi = n_objects
+    dlo, dhi = digit_size
+    images = np.zeros((len(pools), size, size), dtype=np.float32)
+    rows: list[tuple[Any, ...]] = []
+    cache: dict[tuple[int, int], tuple[np.ndarray, tuple[int, int, int, int]]] = {}
+    for img, pool in enumerate(pools):
+        placed: list[tuple[int, int, int, int]] = []
+        for _ in range(int(rng.integers(lo, hi + 1))):
+            d = int(pool[rng.integers(len(pool))])
+            s = int(rng.integers(dlo, dhi + 1))
+            if (d, s) not in cache:
+                patch = np.clip(ndimage.zoom(digits[d], s / 8.0, order=1), 0.0, 1.0)
+                ys, xs = np.nonzero(patch > ink_threshold)
+                cache[(d, s)] = (
+                    patch.astype(np.float32),
+                    (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1),
+                )
+            patch, (bx0, by0, bx1, by1) = cache[(d, s)]
+            h, w = patch.shape
+            for _try in range(50):
+                x0 = int(rng.integers(0, size - w + 1))
+                y0 = int(rng.integers(0, size - h + 1))
+                box = (x0 + bx0, y0 + by0, x0 + bx1, y0 + by1)
+                if all(
+                    box[2] + 1 <= q[0]
+                    or q[2] + 1 <= box[0]
+                    or box[3] + 1 <= q[1]
+                    or q[3] + 1 <= box[1]
+                    for q in placed
+                ):
+                    break
+            else:
+                continue  # no room left on this canvas
+            np.maximum(
+                images[img, y0 : y0 + h, x0 : x0 + w],
+                patch,
+                out=images[img, y0 : y0 + h, x0 : x0 + w],
+            )
+            placed.append(box)
+            rows.append((img, int(labels[d]), *(float(v) for v in box)))
+    return images, pd.DataFrame(rows, columns=["image", "class", *_BOX_COLUMNS])
+
+
+def _reader_boxes(
+    truth: pd.DataFrame,
+    transitions: np.ndarray,
+    p: np.ndarray,
+    *,
+    noise: float,
+    size: int,
+    max_tries: int,
+    rng: np.random.Generator,
+) -> pd.DataFrame:
+    """Each reader's boxes: a class (or a miss) from the transition row, a box with IoU > p."""
+    truth_boxes = truth[_BOX_COLUMNS].to_numpy(np.float64)
+    n_classes = transitions.shape[1]
+    frames = []
+    n_obj = len(truth)
+    true_cls = truth["class"].to_numpy()
+    for r in range(len(transitions)):
+        cum = np.cumsum(transitions[r, true_cls], axis=1)
+        u = rng.random(n_obj)[:, None]
+        outcome = np.minimum((u > cum).sum(axis=1), n_classes)
+        kept = np.flatnonzero(outcome < n_classes)
+        boxes, iou = _perturb_boxes(
+            truth_boxes[kept],
+            np.full(kept.size, p[r]),
+            noise=noise,
+            size=size,
+            max_tries=max_tries,
+            rng=rng,
+        )
+        frames.append(
+            pd.DataFrame(
+                {
+                    "image": truth["image"].to_numpy()[kept],
+                    "reader": f"reader_{r}",
+                    "class": outcome[kept],
+                    **{c: boxes[:, j] for j, c in enumerate(_BOX_COLUMNS)},
+                    "iou": iou,
+                    "truth_index": kept,
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True).sort_values(
+        ["image", "reader"], kind="stable", ignore_index=True
+    )
+
+
 def make_med_mnist(
     n_train: int = 5000,
     n_val: int = 1000,
@@ -236,19 +366,7 @@ def make_med_mnist(
         ImportError: When scikit-learn (source of the digits) is not installed.
     """
     counts = (n_train, n_val, n_test)
-    if min(counts) < 0 or sum(counts) == 0:
-        raise ValueError(f"Split sizes must be >= 0 and not all 0; got {counts}.")
-    lo, hi = n_objects
-    dlo, dhi = digit_size
-    if not (1 <= lo <= hi):
-        raise ValueError(f"`n_objects` must be (low, high) with 1 <= low <= high; got {n_objects}.")
-    if not (4 <= dlo <= dhi <= size):
-        raise ValueError(
-            f"`digit_size` must be (low, high) with 4 <= low <= high <= size ({size}); "
-            f"got {digit_size}."
-        )
-    if not (1 <= n_classes <= 10):
-        raise ValueError(f"`n_classes` must be in 1..10; got {n_classes}.")
+    _check_sizes(counts, n_objects, digit_size, size, n_classes)
     rng = check_random_state(random_state)
     transitions = reader_transitions(
         n_readers, n_classes, proficiency=proficiency, sigma=sigma, zeta=zeta, random_state=rng
@@ -256,90 +374,25 @@ def make_med_mnist(
     p = np.broadcast_to(np.asarray(proficiency, dtype=np.float64), (n_readers,)).copy()
     noise = (1.0 - float(p.mean())) / 2.0 if box_noise is None else float(box_noise)
 
-    from scipy import ndimage
-
     digits, labels = load_digit_images()
     keep = labels < n_classes
     digits, labels = digits[keep], labels[keep]
     order = rng.permutation(len(labels))
     cuts = np.round(np.array([0.0, 0.6, 0.8, 1.0]) * len(order)).astype(int)
     pools = [order[cuts[i] : cuts[i + 1]] for i in range(3)]
-
-    n_images = sum(counts)
-    images = np.zeros((n_images, size, size), dtype=np.float32)
     split = np.repeat(np.array(_SPLITS), counts)
-    rows: list[tuple[Any, ...]] = []
-    cache: dict[tuple[int, int], tuple[np.ndarray, tuple[int, int, int, int]]] = {}
-    for img in range(n_images):
-        pool = pools[_SPLITS.index(str(split[img]))]
-        placed: list[tuple[int, int, int, int]] = []
-        for _ in range(int(rng.integers(lo, hi + 1))):
-            d = int(pool[rng.integers(len(pool))])
-            s = int(rng.integers(dlo, dhi + 1))
-            if (d, s) not in cache:
-                patch = np.clip(ndimage.zoom(digits[d], s / 8.0, order=1), 0.0, 1.0)
-                ys, xs = np.nonzero(patch > ink_threshold)
-                cache[(d, s)] = (
-                    patch.astype(np.float32),
-                    (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1),
-                )
-            patch, (bx0, by0, bx1, by1) = cache[(d, s)]
-            h, w = patch.shape
-            for _try in range(50):
-                x0 = int(rng.integers(0, size - w + 1))
-                y0 = int(rng.integers(0, size - h + 1))
-                box = (x0 + bx0, y0 + by0, x0 + bx1, y0 + by1)
-                if all(
-                    box[2] + 1 <= q[0]
-                    or q[2] + 1 <= box[0]
-                    or box[3] + 1 <= q[1]
-                    or q[3] + 1 <= box[1]
-                    for q in placed
-                ):
-                    break
-            else:
-                continue  # no room left on this canvas
-            np.maximum(
-                images[img, y0 : y0 + h, x0 : x0 + w],
-                patch,
-                out=images[img, y0 : y0 + h, x0 : x0 + w],
-            )
-            placed.append(box)
-            rows.append((img, int(labels[d]), *(float(v) for v in box)))
-    truth = pd.DataFrame(rows, columns=["image", "class", *_BOX_COLUMNS])
-    truth_boxes = truth[_BOX_COLUMNS].to_numpy(np.float64)
-
-    # ---- readers: class (or a miss) from the transition row, then a box with IoU > p
-    frames = []
-    n_obj = len(truth)
-    true_cls = truth["class"].to_numpy()
-    for r in range(n_readers):
-        cum = np.cumsum(transitions[r, true_cls], axis=1)
-        u = rng.random(n_obj)[:, None]
-        outcome = np.minimum((u > cum).sum(axis=1), n_classes)
-        kept = np.flatnonzero(outcome < n_classes)
-        boxes, iou = _perturb_boxes(
-            truth_boxes[kept],
-            np.full(kept.size, p[r]),
-            noise=noise,
-            size=size,
-            max_tries=max_tries,
-            rng=rng,
-        )
-        frames.append(
-            pd.DataFrame(
-                {
-                    "image": truth["image"].to_numpy()[kept],
-                    "reader": f"reader_{r}",
-                    "class": outcome[kept],
-                    **{c: boxes[:, j] for j, c in enumerate(_BOX_COLUMNS)},
-                    "iou": iou,
-                    "truth_index": kept,
-                }
-            )
-        )
-    readers = pd.concat(frames, ignore_index=True).sort_values(
-        ["image", "reader"], kind="stable", ignore_index=True
+    images, truth = _draw_canvases(
+        digits,
+        labels,
+        [pools[_SPLITS.index(str(s))] for s in split],
+        size=size,
+        n_objects=n_objects,
+        digit_size=digit_size,
+        ink_threshold=ink_threshold,
+        rng=rng,
+    )
+    readers = _reader_boxes(
+        truth, transitions, p, noise=noise, size=size, max_tries=max_tries, rng=rng
     )
     return MedMnist(
         images=images,
