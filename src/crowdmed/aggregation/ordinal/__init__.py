@@ -9,12 +9,20 @@ from enum import Enum
 
 from crowdmed.aggregation.base import BaseAggregator
 from crowdmed.aggregation.ordinal.baselines import MedianVote, OrdinalMajorityVote, item_medians
-from crowdmed.aggregation.ordinal.graded_response import GradedResponse, Link, ordinal_confusion
+from crowdmed.aggregation.ordinal.graded_response import (
+    ClassPrior,
+    GradedResponse,
+    Link,
+    Locations,
+    ordinal_confusion,
+)
 
 __all__ = [
     "ORDINAL_METHODS",
+    "ClassPrior",
     "GradedResponse",
     "Link",
+    "Locations",
     "MedianVote",
     "OrdinalMajorityVote",
     "OrdinalMethod",
