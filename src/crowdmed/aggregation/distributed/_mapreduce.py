@@ -93,6 +93,19 @@ class Block:
     labels: CrowdLabels | None
     index: int
 
+    def __sizeof__(self) -> int:
+        """Bytes held, with the cached sparse matrices (what Dask's memory accounting reads)."""
+        cl = self.labels
+        if cl is None:
+            return 64
+        arrays = [cl.items, cl.annotators, cl.labels, cl.item_ids, cl.annotator_ids]
+        for value in cl._cache.values():
+            if hasattr(value, "indptr"):  # a scipy CSR matrix
+                arrays += [value.data, value.indices, value.indptr]
+            elif isinstance(value, np.ndarray):
+                arrays.append(value)
+        return 64 + sum(int(a.nbytes) for a in arrays)
+
 
 def encode_partition(
     df: pd.DataFrame,
