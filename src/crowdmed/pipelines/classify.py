@@ -685,9 +685,9 @@ def load_classifier(model_dir: Path) -> ClassifierModel:
     if data["task"] != "classification":
         raise ValueError(f"'{model_dir}' holds a {data['task']} model, not a classifier.")
     _import_torch(data["input"]["kind"] == "images", "Prediction")
-    from crowdmed.training import CrowdClassifier
+    from crowdmed.training import load_model
 
-    clf = CrowdClassifier.load(model_dir, device="cpu")
+    clf = load_model(model_dir, device="cpu")
     return ClassifierModel(clf, data, model_dir / "model.safetensors")
 
 

@@ -105,9 +105,9 @@ def load_detection_model(model_dir: Path) -> DetectionModel:
     if data["task"] != "detection":
         raise ValueError(f"'{model_dir}' holds a {data['task']} model, not a detector.")
     _import_torch()
-    from crowdmed.training import CrowdDetector
+    from crowdmed.training import load_model
 
-    detector = CrowdDetector.load(model_dir, device="cpu")
+    detector = load_model(model_dir, device="cpu")
     return DetectionModel(detector, data, Path(model_dir) / "model.safetensors")
 
 

@@ -174,9 +174,9 @@ def load_segmentation_model(model_dir: Path) -> SegmentationModel:
     if data["task"] != "segmentation":
         raise ValueError(f"'{model_dir}' holds a {data['task']} model, not a segmentation model.")
     _import_torch()
-    from crowdmed.training import CrowdSegmenter
+    from crowdmed.training import load_model
 
-    seg = CrowdSegmenter.load(model_dir, device="cpu")
+    seg = load_model(model_dir, device="cpu")
     return SegmentationModel(seg, data, Path(model_dir) / "model.safetensors")
 
 
