@@ -103,6 +103,94 @@ def _quiz_table(quiz: Any) -> pd.Series:
     return s
 
 
+def _check_rows(
+    df: pd.DataFrame,
+    task: pd.Series,
+    ann: pd.Series,
+    lab: pd.Series,
+    c_lab: str,
+    known: set[str],
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Which rows are valid votes, and a table of the others (where, task, ..., problem)."""
+    problems: list[tuple[str, int]] = []  # (message, row position)
+    for pos, (t, a, raw) in enumerate(zip(task, ann, df[c_lab], strict=True)):
+        if t not in known:
+            problems.append((f"unknown task id {t!r} (not in the package manifest)", pos))
+        if a == "":
+            problems.append(("empty annotator", pos))
+        if pd.isna(lab.iloc[pos]):
+            if raw is None or (isinstance(raw, float) and np.isnan(raw)) or str(raw).strip() == "":
+                problems.append(("no label chosen (skip the row or choose one)", pos))
+            else:
+                problems.append((f"bad label {raw!r} (use mitosis / not mitosis, or 1 / 0)", pos))
+    valid = np.ones(len(df), dtype=bool)
+    valid[[p for _, p in problems]] = False
+    dup = pd.Series(list(zip(task, ann, strict=True))).duplicated(keep="first").to_numpy() & valid
+    first_row: dict[tuple[str, str], int] = {}
+    for pos, key in enumerate(zip(task, ann, strict=True)):
+        first_row.setdefault(key, pos)
+    for pos in np.flatnonzero(dup).tolist():
+        key = (task.iloc[pos], ann.iloc[pos])
+        problems.append(
+            (
+                f"duplicated vote of annotator {key[1]!r} on task {key[0]!r} (first at "
+                f"{df['where'].iloc[first_row[key]]})",
+                int(pos),
+            )
+        )
+    valid &= ~dup
+    problems.sort(key=lambda p: p[1])
+    table = pd.DataFrame(
+        {
+            "where": [df["where"].iloc[p] for _, p in problems],
+            "task": [task.iloc[p] for _, p in problems],
+            "annotator": [ann.iloc[p] for _, p in problems],
+            "label": [df[c_lab].iloc[p] for _, p in problems],
+            "problem": [m for m, _ in problems],
+        }
+    )
+    return valid, table
+
+
+def _gold_accuracy(
+    labels: np.ndarray, items: np.ndarray, anns: np.ndarray, n_annotators: int, gold: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each annotator's accuracy on the gold tasks (NaN without any) and its source."""
+    quiz_acc = np.full(n_annotators, np.nan)
+    source_of = np.full(n_annotators, "none", dtype=object)
+    if (gold >= 0).any():
+        g = gold[items]
+        on_gold = g >= 0
+        n = np.bincount(anns[on_gold], minlength=n_annotators)
+        right = np.bincount(
+            anns[on_gold], weights=(labels[on_gold] == g[on_gold]), minlength=n_annotators
+        )
+        has = n > 0
+        quiz_acc[has] = right[has] / n[has]
+        source_of[has] = "gold"
+    return quiz_acc, source_of
+
+
+def _given_quiz(
+    df: pd.DataFrame, valid: np.ndarray, ann: pd.Series, origin: str, quiz: Any
+) -> pd.Series | None:
+    """Given quiz accuracies by annotator: the ``quiz`` argument over the file's column."""
+    given: pd.Series | None = None
+    c_quiz = next((c for c in df.columns if str(c).strip().lower() == "quiz_accuracy"), None)
+    if c_quiz is not None:
+        col = pd.to_numeric(df.loc[valid, c_quiz], errors="coerce")  # "" -> NaN
+        per = pd.DataFrame({"a": ann[valid].to_numpy(), "q": col.to_numpy()}).dropna()
+        per = per.drop_duplicates()
+        if per["a"].duplicated().any():
+            bad = per["a"][per["a"].duplicated()].unique()[:5].tolist()
+            raise ValueError(f"Annotators {bad} have more than one quiz_accuracy in {origin}.")
+        given = pd.Series(per["q"].to_numpy(), index=per["a"].astype(str))
+    if quiz is not None:
+        q = _quiz_table(quiz)
+        given = q if given is None else pd.concat([given[~given.index.isin(q.index)], q])
+    return given
+
+
 def read_votes(
     source: str | os.PathLike[str] | pd.DataFrame,
     package: TaskPackage | str | os.PathLike[str],
@@ -142,52 +230,14 @@ def read_votes(
     task = df[c_task].map(lambda v: "" if v is None else str(v).strip())
     ann = df[c_ann].map(lambda v: "" if v is None else str(v).strip())
     lab = df[c_lab].map(parse_label)
-    known = set(pkg.tasks)
-
-    problems: list[tuple[str, int]] = []  # (message, row position)
-    for pos, (t, a, raw) in enumerate(zip(task, ann, df[c_lab], strict=True)):
-        if t not in known:
-            problems.append((f"unknown task id {t!r} (not in the package manifest)", pos))
-        if a == "":
-            problems.append(("empty annotator", pos))
-        if pd.isna(lab.iloc[pos]):
-            if raw is None or (isinstance(raw, float) and np.isnan(raw)) or str(raw).strip() == "":
-                problems.append(("no label chosen (skip the row or choose one)", pos))
-            else:
-                problems.append((f"bad label {raw!r} (use mitosis / not mitosis, or 1 / 0)", pos))
-    valid = np.ones(len(df), dtype=bool)
-    valid[[p for _, p in problems]] = False
-    dup = pd.Series(list(zip(task, ann, strict=True))).duplicated(keep="first").to_numpy() & valid
-    first_row: dict[tuple[str, str], int] = {}
-    for pos, key in enumerate(zip(task, ann, strict=True)):
-        first_row.setdefault(key, pos)
-    for pos in np.flatnonzero(dup).tolist():
-        key = (task.iloc[pos], ann.iloc[pos])
-        problems.append(
-            (
-                f"duplicated vote of annotator {key[1]!r} on task {key[0]!r} (first at "
-                f"{df['where'].iloc[first_row[key]]})",
-                int(pos),
-            )
-        )
-    valid &= ~dup
-    problems.sort(key=lambda p: p[1])
-    table = pd.DataFrame(
-        {
-            "where": [df["where"].iloc[p] for _, p in problems],
-            "task": [task.iloc[p] for _, p in problems],
-            "annotator": [ann.iloc[p] for _, p in problems],
-            "label": [df[c_lab].iloc[p] for _, p in problems],
-            "problem": [m for m, _ in problems],
-        }
-    )
-    if problems and on_error == "raise":
+    valid, table = _check_rows(df, task, ann, lab, c_lab, set(pkg.tasks))
+    if len(table) and on_error == "raise":
         shown = "; ".join(
             f"{w}: {m}" for w, m in zip(table["where"][:5], table["problem"][:5], strict=True)
         )
-        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        more = f" (and {len(table) - 5} more)" if len(table) > 5 else ""
         raise ValueError(
-            f"{origin} has {len(problems)} malformed or duplicated rows: {shown}{more}. Fix them "
+            f"{origin} has {len(table)} malformed or duplicated rows: {shown}{more}. Fix them "
             "or pass --on-error drop to skip them."
         )
     votes = pd.DataFrame(
@@ -205,35 +255,9 @@ def read_votes(
 
     items, item_ids = pd.factorize(votes["task"], sort=False)
     anns, ann_ids = pd.factorize(votes["annotator"], sort=False)
-    gold_all = pkg.gold_labels()
-    gold = gold_all[order.get_indexer(item_ids)]
-    quiz_acc = np.full(len(ann_ids), np.nan)
-    source_of = np.full(len(ann_ids), "none", dtype=object)
-    if (gold >= 0).any():
-        g = gold[items]
-        on_gold = g >= 0
-        n = np.bincount(anns[on_gold], minlength=len(ann_ids))
-        right = np.bincount(
-            anns[on_gold],
-            weights=(votes["label"].to_numpy()[on_gold] == g[on_gold]),
-            minlength=len(ann_ids),
-        )
-        has = n > 0
-        quiz_acc[has] = right[has] / n[has]
-        source_of[has] = "gold"
-    given: pd.Series | None = None
-    c_quiz = next((c for c in df.columns if str(c).strip().lower() == "quiz_accuracy"), None)
-    if c_quiz is not None:
-        col = pd.to_numeric(df.loc[valid, c_quiz].replace("", np.nan), errors="coerce")
-        per = pd.DataFrame({"a": ann[valid].to_numpy(), "q": col.to_numpy()}).dropna()
-        per = per.drop_duplicates()
-        if per["a"].duplicated().any():
-            bad = per["a"][per["a"].duplicated()].unique()[:5].tolist()
-            raise ValueError(f"Annotators {bad} have more than one quiz_accuracy in {origin}.")
-        given = pd.Series(per["q"].to_numpy(), index=per["a"].astype(str))
-    if quiz is not None:
-        q = _quiz_table(quiz)
-        given = q if given is None else pd.concat([given[~given.index.isin(q.index)], q])
+    gold = pkg.gold_labels()[order.get_indexer(item_ids)]
+    quiz_acc, source_of = _gold_accuracy(votes["label"].to_numpy(), items, anns, len(ann_ids), gold)
+    given = _given_quiz(df, valid, ann, origin, quiz)
     if given is not None:
         idx = pd.Index(np.asarray(ann_ids).astype(str)).get_indexer(given.index)
         quiz_acc[idx[idx >= 0]] = given.to_numpy()[idx >= 0]
