@@ -263,3 +263,5 @@ def test_missing_dask_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "dask.dataframe", None)
     with pytest.raises(ImportError, match=r"pip install 'crowdmed\[dask\]'"):
         import_dask()
+    with pytest.raises(ImportError, match=r"pip install 'crowdmed\[dask\]'"):
+        DaskAggregator(DawidSkene()).fit("labels/")

@@ -161,9 +161,9 @@ class DaskAggregator(ParamsMixin):
             ValueError: Missing columns or values, repeated ``(item, annotator)`` pairs, an
                 unsupported estimator.
         """
+        dd = import_dask()  # first: names the extra when Dask is missing
         import dask
 
-        dd = import_dask()
         est = type(self.estimator)(**self.estimator.get_params())
         model = partition_model(est)
         if isinstance(labels, str | os.PathLike):
@@ -184,9 +184,9 @@ class DaskAggregator(ParamsMixin):
         est: BaseAggregator,
         callback: Callable[[int, float], None] | None,
     ) -> Self:
+        dd = import_dask()
         import dask
 
-        dd = import_dask()
         c_item = find_column(labels, "item", self.item)
         c_ann = find_column(labels, "annotator", self.annotator)
         c_lab = find_column(labels, "label", self.label)
