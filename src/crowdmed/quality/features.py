@@ -49,6 +49,109 @@ def _column(frame: pd.DataFrame, name: object, arg: str) -> str:
     return name
 
 
+def _check_stats(stats: str | Sequence[str]) -> list[CrowdStat]:
+    """The statistics to compute, in the order given (at least one, none repeated)."""
+    if isinstance(stats, str):
+        stats = (stats,)
+    chosen = [check_option(s, CrowdStat, "stats") for s in stats]
+    if not chosen:
+        raise ValueError(f"`stats` must name at least one of {[s.value for s in CrowdStat]}.")
+    repeated = sorted({s.value for s in chosen if chosen.count(s) > 1})
+    if repeated:
+        raise ValueError(f"`stats` must not repeat a statistic; got {repeated} twice.")
+    return chosen
+
+
+def _check_features(
+    frame: pd.DataFrame, features: str | Sequence[str] | None, item: str, annotator: str
+) -> list[str]:
+    """The score columns (every numeric column when ``features`` is None).
+
+    Also checks that the item and annotator ids are filled and each pair occurs once.
+    """
+    if features is None:
+        names = [
+            c
+            for c in frame.columns
+            if c not in (item, annotator) and pd.api.types.is_numeric_dtype(frame[c])
+        ]
+        if not names:
+            raise ValueError(
+                "`frame` has no numeric score column besides the item and annotator columns; "
+                "pass `features` with the score column names."
+            )
+    else:
+        if isinstance(features, str):
+            features = [features]
+        names = list(features)
+        bad = [f for f in names if not isinstance(f, str) or f not in frame.columns]
+        if bad:
+            raise ValueError(
+                f"`features` {bad} are not columns of the frame; available columns: "
+                f"{[str(c) for c in frame.columns]}."
+            )
+        clash = [f for f in names if f in (item, annotator)]
+        if clash:
+            raise ValueError(f"`features` must not include the item/annotator column {clash}.")
+        if len(set(names)) != len(names):
+            raise ValueError(f"`features` must not repeat a column; got {names}.")
+        if not names:
+            raise ValueError("`features` must name at least one score column; got none.")
+    for f in names:
+        col = frame[f]
+        if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
+            raise TypeError(
+                f"Score column {f!r} must be numeric; got dtype {col.dtype}. Convert it, e.g. "
+                f"with pd.to_numeric(frame[{f!r}], errors='coerce')."
+            )
+    for name in (item, annotator):
+        if frame[name].isna().any():
+            n = int(frame[name].isna().sum())
+            raise ValueError(f"`{name}` column must not be empty; {n} rows have no {name} id.")
+    dup = frame.duplicated([item, annotator])
+    if dup.any():
+        pairs = frame.loc[dup, [item, annotator]].head(3).to_numpy().tolist()
+        raise ValueError(
+            f"Each (item, annotator) pair must occur once; repeated pairs {pairs}. Aggregate "
+            "repeated scores first (e.g. keep the last one)."
+        )
+    return names
+
+
+def _statistics(
+    frame: pd.DataFrame, names: list[str], item: str, chosen: list[CrowdStat], ddof: int
+) -> pd.DataFrame:
+    """One column ``<feature>_<stat>`` per feature and statistic, one row per item."""
+    values = frame[names].astype(np.float64)
+    values[item] = frame[item].to_numpy()
+    grouped = values.groupby(item, sort=False)[names]
+    count = grouped.count()
+    results: dict[CrowdStat, pd.DataFrame] = {}
+    few = count < 2
+    for stat in chosen:
+        if stat is CrowdStat.COUNT:
+            results[stat] = count.astype(np.int64)
+        elif stat is CrowdStat.MEAN:
+            results[stat] = grouped.mean()
+        elif stat is CrowdStat.MEDIAN:
+            results[stat] = grouped.median()
+        elif stat is CrowdStat.MIN:
+            results[stat] = grouped.min()
+        elif stat is CrowdStat.MAX:
+            results[stat] = grouped.max()
+        elif stat is CrowdStat.STD:
+            results[stat] = grouped.std(ddof=ddof).mask(few)
+        elif stat is CrowdStat.VAR:
+            results[stat] = grouped.var(ddof=ddof).mask(few)
+        else:  # RANGE
+            results[stat] = (grouped.max() - grouped.min()).mask(few)
+    out = pd.DataFrame(
+        {f"{f}_{s.value}": results[s][f] for f in names for s in chosen}, index=count.index
+    )
+    out.index.name = item
+    return out
+
+
 def crowd_features(
     frame: pd.DataFrame,
     *,
@@ -122,87 +225,7 @@ def crowd_features(
         raise ValueError(f"`item` and `annotator` must be different columns; both are {item!r}.")
     if isinstance(ddof, bool) or not isinstance(ddof, (int, np.integer)) or ddof < 0:
         raise ValueError(f"`ddof` must be a non-negative integer; got {ddof!r}.")
-    if isinstance(stats, str):
-        stats = (stats,)
-    chosen = [check_option(s, CrowdStat, "stats") for s in stats]
-    if not chosen:
-        raise ValueError(f"`stats` must name at least one of {[s.value for s in CrowdStat]}.")
-    repeated = sorted({s.value for s in chosen if chosen.count(s) > 1})
-    if repeated:
-        raise ValueError(f"`stats` must not repeat a statistic; got {repeated} twice.")
+    chosen = _check_stats(stats)
+    names = _check_features(frame, features, item, annotator)
 
-    if features is None:
-        names = [
-            c
-            for c in frame.columns
-            if c not in (item, annotator) and pd.api.types.is_numeric_dtype(frame[c])
-        ]
-        if not names:
-            raise ValueError(
-                "`frame` has no numeric score column besides the item and annotator columns; "
-                "pass `features` with the score column names."
-            )
-    else:
-        if isinstance(features, str):
-            features = [features]
-        names = list(features)
-        bad = [f for f in names if not isinstance(f, str) or f not in frame.columns]
-        if bad:
-            raise ValueError(
-                f"`features` {bad} are not columns of the frame; available columns: "
-                f"{[str(c) for c in frame.columns]}."
-            )
-        clash = [f for f in names if f in (item, annotator)]
-        if clash:
-            raise ValueError(f"`features` must not include the item/annotator column {clash}.")
-        if len(set(names)) != len(names):
-            raise ValueError(f"`features` must not repeat a column; got {names}.")
-        if not names:
-            raise ValueError("`features` must name at least one score column; got none.")
-    for f in names:
-        col = frame[f]
-        if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
-            raise TypeError(
-                f"Score column {f!r} must be numeric; got dtype {col.dtype}. Convert it, e.g. "
-                f"with pd.to_numeric(frame[{f!r}], errors='coerce')."
-            )
-    for name in (item, annotator):
-        if frame[name].isna().any():
-            n = int(frame[name].isna().sum())
-            raise ValueError(f"`{name}` column must not be empty; {n} rows have no {name} id.")
-    dup = frame.duplicated([item, annotator])
-    if dup.any():
-        pairs = frame.loc[dup, [item, annotator]].head(3).to_numpy().tolist()
-        raise ValueError(
-            f"Each (item, annotator) pair must occur once; repeated pairs {pairs}. Aggregate "
-            "repeated scores first (e.g. keep the last one)."
-        )
-
-    values = frame[names].astype(np.float64)
-    values[item] = frame[item].to_numpy()
-    grouped = values.groupby(item, sort=False)[names]
-    count = grouped.count()
-    results: dict[CrowdStat, pd.DataFrame] = {}
-    few = count < 2
-    for stat in chosen:
-        if stat is CrowdStat.COUNT:
-            results[stat] = count.astype(np.int64)
-        elif stat is CrowdStat.MEAN:
-            results[stat] = grouped.mean()
-        elif stat is CrowdStat.MEDIAN:
-            results[stat] = grouped.median()
-        elif stat is CrowdStat.MIN:
-            results[stat] = grouped.min()
-        elif stat is CrowdStat.MAX:
-            results[stat] = grouped.max()
-        elif stat is CrowdStat.STD:
-            results[stat] = grouped.std(ddof=int(ddof)).mask(few)
-        elif stat is CrowdStat.VAR:
-            results[stat] = grouped.var(ddof=int(ddof)).mask(few)
-        else:  # RANGE
-            results[stat] = (grouped.max() - grouped.min()).mask(few)
-    out = pd.DataFrame(
-        {f"{f}_{s.value}": results[s][f] for f in names for s in chosen}, index=count.index
-    )
-    out.index.name = item
-    return out
+    return _statistics(frame, names, item, chosen, int(ddof))
