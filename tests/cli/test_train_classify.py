@@ -118,10 +118,23 @@ def test_help_lists_train_and_predict(runner: CliRunner) -> None:
         assert option in result.stdout
 
 
-@pytest.mark.parametrize("command", [["--help"], *(["train", c, "--help"] for c in OWN_OPTIONS)])
+def _command_paths() -> list[list[str]]:
+    import typer.main
+
+    def walk(command: Any, path: list[str]) -> list[list[str]]:
+        paths = [path]
+        if hasattr(command, "commands"):  # a group
+            for name, sub in command.commands.items():
+                paths += walk(sub, [*path, name])
+        return paths
+
+    return walk(typer.main.get_command(app), [])
+
+
+@pytest.mark.parametrize("command", _command_paths(), ids=lambda p: " ".join(p) or "crowdmed")
 def test_help_fits_80_columns(runner: CliRunner, command: list[str]) -> None:
-    result = runner.invoke(app, command, env={"COLUMNS": "80"})
-    assert result.exit_code == 0
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
     widths = [len(line) for line in result.stdout.splitlines()]
     assert max(widths) <= 80, max(widths)
 

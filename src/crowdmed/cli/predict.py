@@ -128,12 +128,13 @@ def predict(
     tta: TtaOpt = None,
     json_path: JsonOpt = None,
 ) -> None:
-    """Predict with a model trained by `crowdmed train` (any task; read from the model).
+    """Predict with a model trained by `crowdmed train` (any task).
 
-    A classifier gives class probabilities, a detector boxes, a segmentation model label
-    maps. --images: one prediction per file (item = file name without suffix); a classifier
-    resizes them to the training size, a detector needs that size, a segmentation model
-    takes any size.
+    The task is read from MODEL_DIR: a classifier gives class probabilities,
+    a detector boxes, a segmentation model label maps. --images gives one
+    prediction per file (item = file name without suffix); a classifier
+    resizes them to the training size, a detector needs that size, a
+    segmentation model takes any size (and volumes when trained on them).
 
     Example: crowdmed predict model/ --images new_imgs/ --out predictions.csv
 
