@@ -199,3 +199,25 @@ def test_single_item(model):
     est = model().fit(np.array([[1.0, 2.0]]))
     assert 1.0 <= est.labels_[0] <= 2.0
     assert np.all(est.precision_ > 0)
+
+
+def test_em_reaches_the_maximum_likelihood_found_by_a_generic_optimiser():
+    # Independent check: maximise the dense Gaussian marginal likelihood with L-BFGS over
+    # (m, log λ0, b with mean 0, log λ) and compare with the EM fixed point.
+    from scipy import optimize
+
+    sim = simulate_continuous_readers(30, [0.5, -0.5, 0.0], [4.0, 1.0, 0.5], random_state=3)
+    y = sim.values
+
+    def negll(p):
+        m, log_l0, b1, b2 = p[:4]
+        b = np.array([b1, b2, -b1 - b2])
+        lam = np.exp(p[4:])
+        cov = np.diag(1 / lam) + np.exp(-log_l0)
+        return -stats.multivariate_normal(m + b, cov).logpdf(y).sum()
+
+    res = optimize.minimize(negll, np.zeros(7), method="L-BFGS-B")
+    est = RaykarRegression(prior_strength=0.0, tol=1e-12, max_iter=2000).fit(y)
+    np.testing.assert_allclose(-res.fun, est.log_likelihoods_[-1], rtol=1e-6)
+    np.testing.assert_allclose(est.bias_[:2], res.x[2:4], atol=2e-3)
+    np.testing.assert_allclose(np.log(est.precision_), res.x[4:], atol=5e-3)

@@ -72,10 +72,11 @@ class _GaussianReaders(BaseContinuousAggregator):
             bias = np.where(active, (s_y - s_z) / safe_n, 0.0)
         a_r, b_r = scale[cl.annotators], bias[cl.annotators]
         ss = cl.per_annotator((y - a_r * e - b_r) ** 2 + a_r**2 * vz[cl.items])
-        # MAP under a scaled inverse-χ² prior (ν = prior_strength pseudo-readings of variance
-        # v0): annotators with one reading keep a finite precision.
+        # MAP with the prior density ∝ σ^-ν exp(-ν v0 / 2σ²) on each noise variance σ²: ν =
+        # prior_strength pseudo-readings whose squared residual is v0, so an annotator with
+        # one reading keeps a finite precision; ν = 0 is maximum likelihood.
         nu = self.prior_strength
-        var = (ss + nu * self._v0) / (n + nu + 2.0)
+        var = np.where(n + nu > 0, (ss + nu * self._v0) / np.maximum(n + nu, 1e-300), self._v0)
         var = np.maximum(var, 1e-12 * self._v0)
         # Identify the latent axis (the marginal likelihood is unchanged): mean scale 1, mean
         # bias 0 over the annotators with readings.
@@ -120,7 +121,7 @@ class _GaussianReaders(BaseContinuousAggregator):
         if nu == 0:
             return 0.0
         var = 1.0 / self.precision_
-        return float((-(0.5 * nu + 1.0) * np.log(var) - 0.5 * nu * self._v0 / var).sum())
+        return float((-0.5 * nu * np.log(var) - 0.5 * nu * self._v0 / var).sum())
 
     def _fit(self, cl: ContinuousLabels) -> None:
         v = float(np.var(cl.values))
@@ -172,10 +173,10 @@ class RaykarRegression(_GaussianReaders):
     Bayes). This is the regression model of Raykar et al. (2010, section 3) without item
     features, plus a per-annotator bias (``bias=False`` gives their model exactly). The
     E-step gives each truth a Gaussian posterior — a precision-weighted mean of the
-    bias-corrected readings shrunk towards ``m``; the M-step is closed-form. The offsets have
-    mean zero (the origin of the truth is the average annotator's). A weak scaled
-    inverse-χ² prior on each noise variance (``prior_strength`` pseudo-readings with the
-    variance of all readings) keeps an annotator with one or two readings from getting an
+    bias-corrected readings shrunk towards ``m``; the M-step is closed-form. The biases have
+    mean zero (the origin of the truth is the average annotator's). A weak prior on each
+    noise variance, worth ``prior_strength`` pseudo-readings whose squared residual is the
+    variance of all readings, keeps an annotator with one or two readings from getting an
     infinite precision; its log-density is part of ``log_likelihoods_``.
 
     Args:
@@ -207,8 +208,8 @@ class RaykarRegression(_GaussianReaders):
         >>> import numpy as np
         >>> y = np.array([[1.0, 2.1, 0.2], [2.0, 3.0, 1.1], [3.0, 3.9, 2.0], [4.0, 5.1, np.nan]])
         >>> rr = RaykarRegression().fit(y)
-        >>> rr.bias_.round(1) + 0.0  # reader 2 reads 1 higher, reader 3 reads 1 lower
-        array([ 0.,  1., -1.])
+        >>> rr.bias_.round(1) + 0.0  # reader 2 reads about 1 higher, reader 3 about 1 lower
+        array([ 0. ,  1. , -1.1])
     """
 
     def __init__(
