@@ -73,6 +73,91 @@ def _encode_classes(
     return cls.get_indexer(values).astype(np.int64), cls.to_numpy()
 
 
+def _resolve_duplicates(
+    df: pd.DataFrame, c_item: str, c_ann: str, c_lab: str, on_duplicate: str
+) -> tuple[pd.DataFrame, tuple[np.ndarray, pd.Index], tuple[np.ndarray, pd.Index]]:
+    """The table without repeated (item, annotator) pairs, with item and annotator codes."""
+    items, item_ids = pd.factorize(df[c_item], sort=False)
+    anns, ann_ids = pd.factorize(df[c_ann], sort=False)
+    # Repeated (item, annotator) pairs, found from the codes: a sort of integers is several
+    # times faster than hashing the rows with DataFrame.duplicated.
+    pair_keys = np.sort(items.astype(np.int64) * max(len(ann_ids), 1) + anns)
+    if (pair_keys[1:] == pair_keys[:-1]).any():
+        dup = df.duplicated([c_item, c_ann], keep=False)
+        if on_duplicate == "error":
+            pairs = df.loc[dup, [c_item, c_ann]].drop_duplicates().head(5)
+            raise ValueError(
+                f"Each (item, annotator) pair must occur once; got {int(dup.sum())} rows for "
+                f"{int(df.loc[dup, [c_item, c_ann]].drop_duplicates().shape[0])} repeated pairs, "
+                f"e.g. {list(pairs.itertuples(index=False, name=None))}. Pass "
+                "on_duplicate='first'|'last'|'drop' (--on-duplicate in the CLI) to resolve them."
+            )
+        if on_duplicate == "drop":
+            n_lab = df.groupby([c_item, c_ann], sort=False)[c_lab].transform("nunique")
+            df = df[n_lab == 1]
+            on_duplicate = "first"
+        keep: Literal["first", "last"] = "last" if on_duplicate == "last" else "first"
+        df = df[~df.duplicated([c_item, c_ann], keep=keep)]
+        items, item_ids = pd.factorize(df[c_item], sort=False)
+        anns, ann_ids = pd.factorize(df[c_ann], sort=False)
+    return df, (items, item_ids), (anns, ann_ids)
+
+
+def _gold_codes(
+    df: pd.DataFrame,
+    gold: str | None,
+    c_lab: str,
+    cls: np.ndarray,
+    items: np.ndarray,
+    item_ids: pd.Index,
+) -> np.ndarray | None:
+    """Gold class codes per item (``-1`` = unknown) from the optional gold column."""
+    n_items = len(item_ids)
+    gold_arr = None
+    if gold is not None and gold in df.columns:
+        g = df[gold]
+        known = g.notna() & (g.astype(str) != "-1")
+        gold_arr = np.full(n_items, MISSING, dtype=np.int64)
+        if known.any():
+            gcodes = pd.Index(cls).get_indexer(g[known].astype(df[c_lab].dtype, errors="ignore"))
+            if (gcodes < 0).any():
+                bad = pd.unique(g[known][gcodes < 0])
+                raise ValueError(
+                    f"Gold labels {short_list(bad)} are not among the classes {list(cls)}; fix the "
+                    "gold column (use -1 or leave empty for unknown)."
+                )
+            gi = items[known.to_numpy()]
+            per_item = pd.DataFrame({"i": gi, "g": gcodes}).drop_duplicates()
+            if per_item["i"].duplicated().any():
+                bad_items = item_ids[per_item["i"][per_item["i"].duplicated()].unique()[:5]]
+                raise ValueError(
+                    f"Items {short_list(list(bad_items))} have more than one gold label; each item "
+                    "needs a single gold value."
+                )
+            gold_arr[per_item["i"].to_numpy()] = per_item["g"].to_numpy()
+    return gold_arr
+
+
+def _quiz_values(
+    df: pd.DataFrame, quiz_accuracy: str | None, anns: np.ndarray, ann_ids: pd.Index
+) -> np.ndarray | None:
+    """Quiz accuracy per annotator (``NaN`` = none) from the optional quiz column."""
+    n_ann = len(ann_ids)
+    quiz_arr = None
+    if quiz_accuracy is not None and quiz_accuracy in df.columns:
+        q = pd.to_numeric(df[quiz_accuracy], errors="coerce")
+        per_ann = pd.DataFrame({"a": anns, "q": q}).dropna().drop_duplicates()
+        if per_ann["a"].duplicated().any():
+            bad = ann_ids[per_ann["a"][per_ann["a"].duplicated()].unique()[:5]]
+            raise ValueError(
+                f"Annotators {short_list(list(bad))} have more than one quiz accuracy; give one "
+                "value per annotator."
+            )
+        quiz_arr = np.full(n_ann, np.nan)
+        quiz_arr[per_ann["a"].to_numpy()] = per_ann["q"].to_numpy()
+    return quiz_arr
+
+
 def from_long_frame(
     df: pd.DataFrame,
     *,
@@ -135,66 +220,13 @@ def from_long_frame(
             "`on_duplicate` must be one of ['error', 'first', 'last', 'drop']; got "
             f"{on_duplicate!r}."
         )
-    items, item_ids = pd.factorize(df[c_item], sort=False)
-    anns, ann_ids = pd.factorize(df[c_ann], sort=False)
-    # Repeated (item, annotator) pairs, found from the codes: a sort of integers is several
-    # times faster than hashing the rows with DataFrame.duplicated.
-    pair_keys = np.sort(items.astype(np.int64) * max(len(ann_ids), 1) + anns)
-    if (pair_keys[1:] == pair_keys[:-1]).any():
-        dup = df.duplicated([c_item, c_ann], keep=False)
-        if on_duplicate == "error":
-            pairs = df.loc[dup, [c_item, c_ann]].drop_duplicates().head(5)
-            raise ValueError(
-                f"Each (item, annotator) pair must occur once; got {int(dup.sum())} rows for "
-                f"{int(df.loc[dup, [c_item, c_ann]].drop_duplicates().shape[0])} repeated pairs, "
-                f"e.g. {list(pairs.itertuples(index=False, name=None))}. Pass "
-                "on_duplicate='first'|'last'|'drop' (--on-duplicate in the CLI) to resolve them."
-            )
-        if on_duplicate == "drop":
-            n_lab = df.groupby([c_item, c_ann], sort=False)[c_lab].transform("nunique")
-            df = df[n_lab == 1]
-            on_duplicate = "first"
-        keep: Literal["first", "last"] = "last" if on_duplicate == "last" else "first"
-        df = df[~df.duplicated([c_item, c_ann], keep=keep)]
-        items, item_ids = pd.factorize(df[c_item], sort=False)
-        anns, ann_ids = pd.factorize(df[c_ann], sort=False)
+    df, (items, item_ids), (anns, ann_ids) = _resolve_duplicates(
+        df, c_item, c_ann, c_lab, on_duplicate
+    )
     labs, cls = _encode_classes(df[c_lab], classes)
     n_items, n_ann = len(item_ids), len(ann_ids)
-
-    gold_arr = None
-    if gold is not None and gold in df.columns:
-        g = df[gold]
-        known = g.notna() & (g.astype(str) != "-1")
-        gold_arr = np.full(n_items, MISSING, dtype=np.int64)
-        if known.any():
-            gcodes = pd.Index(cls).get_indexer(g[known].astype(df[c_lab].dtype, errors="ignore"))
-            if (gcodes < 0).any():
-                bad = pd.unique(g[known][gcodes < 0])
-                raise ValueError(
-                    f"Gold labels {short_list(bad)} are not among the classes {list(cls)}; fix the "
-                    "gold column (use -1 or leave empty for unknown)."
-                )
-            gi = items[known.to_numpy()]
-            per_item = pd.DataFrame({"i": gi, "g": gcodes}).drop_duplicates()
-            if per_item["i"].duplicated().any():
-                bad_items = item_ids[per_item["i"][per_item["i"].duplicated()].unique()[:5]]
-                raise ValueError(
-                    f"Items {short_list(list(bad_items))} have more than one gold label; each item "
-                    "needs a single gold value."
-                )
-            gold_arr[per_item["i"].to_numpy()] = per_item["g"].to_numpy()
-    quiz_arr = None
-    if quiz_accuracy is not None and quiz_accuracy in df.columns:
-        q = pd.to_numeric(df[quiz_accuracy], errors="coerce")
-        per_ann = pd.DataFrame({"a": anns, "q": q}).dropna().drop_duplicates()
-        if per_ann["a"].duplicated().any():
-            bad = ann_ids[per_ann["a"][per_ann["a"].duplicated()].unique()[:5]]
-            raise ValueError(
-                f"Annotators {short_list(list(bad))} have more than one quiz accuracy; give one "
-                "value per annotator."
-            )
-        quiz_arr = np.full(n_ann, np.nan)
-        quiz_arr[per_ann["a"].to_numpy()] = per_ann["q"].to_numpy()
+    gold_arr = _gold_codes(df, gold, c_lab, cls, items, item_ids)
+    quiz_arr = _quiz_values(df, quiz_accuracy, anns, ann_ids)
     return CrowdLabels.from_triplets(
         items,
         anns,
