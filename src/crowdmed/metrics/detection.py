@@ -80,6 +80,80 @@ def _key(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _check_same_id_types(pred: pd.DataFrame, gt: pd.DataFrame) -> None:
+    """Refuse image or class ids that are text on one side and numbers on the other."""
+    for col in ("image", "class"):
+        clash = same_text_ids(pd.unique(gt[col]), pd.unique(pred[col]))
+        if clash is not None:
+            a, b = (_key(v) for v in clash)
+            text, other = (a, b) if isinstance(a, str) else (b, a)
+            raise ValueError(
+                f"Column '{col}' holds {text!r} (text) and {other!r} ({type(other).__name__}), "
+                f"which would count as two different {col} ids; give `predictions` and `truth` "
+                f"one type, e.g. predictions['{col}'] = predictions['{col}'].astype(str) or "
+                f".astype({type(other).__name__})."
+            )
+
+
+def _boxes_xywh(frame: pd.DataFrame) -> np.ndarray:
+    b = frame[_BOX].to_numpy(dtype=np.float64)
+    return np.column_stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]])
+
+
+def _coco_evaluate(
+    pred: pd.DataFrame,
+    gt: pd.DataFrame,
+    score_column: str,
+    img_id: dict[Any, int],
+    cat_id: dict[Any, int],
+    thresholds: np.ndarray,
+    max_detections: int,
+    coco_cls: Any,
+    eval_cls: Any,
+) -> Any:
+    """The COCO evaluator run on the boxes (evaluated and accumulated)."""
+    gt_boxes = _boxes_xywh(gt)
+    dataset = {
+        "images": [{"id": i} for i in img_id.values()],
+        "categories": [{"id": i} for i in cat_id.values()],
+        "annotations": [
+            {
+                "id": n + 1,
+                "image_id": img_id[_key(im)],
+                "category_id": cat_id[_key(c)],
+                "bbox": box.tolist(),
+                "area": float(box[2] * box[3]),
+                "iscrowd": 0,
+            }
+            for n, (im, c, box) in enumerate(zip(gt["image"], gt["class"], gt_boxes, strict=True))
+        ],
+    }
+    quiet = contextlib.redirect_stdout(io.StringIO())  # pycocotools prints progress
+    with quiet:
+        coco_gt = coco_cls()
+        coco_gt.dataset = dataset
+        coco_gt.createIndex()
+    dets = [
+        {
+            "image_id": img_id[_key(im)],
+            "category_id": cat_id[_key(c)],
+            "bbox": box.tolist(),
+            "score": float(s),
+        }
+        for im, c, box, s in zip(
+            pred["image"], pred["class"], _boxes_xywh(pred), pred[score_column], strict=True
+        )
+    ]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes(dets)
+        evaluator = eval_cls(coco_gt, coco_dt, "bbox")
+        evaluator.params.iouThrs = thresholds
+        evaluator.params.maxDets = [int(max_detections)]
+        evaluator.evaluate()
+        evaluator.accumulate()
+    return evaluator
+
+
 def mean_average_precision(
     predictions: pd.DataFrame,
     truth: pd.DataFrame,
@@ -114,17 +188,7 @@ def mean_average_precision(
     """
     pred = _check_frame(predictions, "predictions", score_column)
     gt = _check_frame(truth, "truth", None)
-    for col in ("image", "class"):
-        clash = same_text_ids(pd.unique(gt[col]), pd.unique(pred[col]))
-        if clash is not None:
-            a, b = (_key(v) for v in clash)
-            text, other = (a, b) if isinstance(a, str) else (b, a)
-            raise ValueError(
-                f"Column '{col}' holds {text!r} (text) and {other!r} ({type(other).__name__}), "
-                f"which would count as two different {col} ids; give `predictions` and `truth` "
-                f"one type, e.g. predictions['{col}'] = predictions['{col}'].astype(str) or "
-                f".astype({type(other).__name__})."
-            )
+    _check_same_id_types(pred, gt)
     thresholds = np.atleast_1d(np.asarray(iou_thresholds, dtype=np.float64))
     if thresholds.ndim != 1 or not np.all((thresholds > 0) & (thresholds <= 1)):
         raise ValueError(f"`iou_thresholds` must lie in (0, 1]; got {thresholds.tolist()}.")
@@ -153,49 +217,9 @@ def mean_average_precision(
         result["map"] = 0.0
         return result
 
-    def boxes_xywh(frame: pd.DataFrame) -> np.ndarray:
-        b = frame[_BOX].to_numpy(dtype=np.float64)
-        return np.column_stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]])
-
-    gt_boxes = boxes_xywh(gt)
-    dataset = {
-        "images": [{"id": i} for i in img_id.values()],
-        "categories": [{"id": i} for i in cat_id.values()],
-        "annotations": [
-            {
-                "id": n + 1,
-                "image_id": img_id[_key(im)],
-                "category_id": cat_id[_key(c)],
-                "bbox": box.tolist(),
-                "area": float(box[2] * box[3]),
-                "iscrowd": 0,
-            }
-            for n, (im, c, box) in enumerate(zip(gt["image"], gt["class"], gt_boxes, strict=True))
-        ],
-    }
-    quiet = contextlib.redirect_stdout(io.StringIO())  # pycocotools prints progress
-    with quiet:
-        coco_gt = coco_cls()
-        coco_gt.dataset = dataset
-        coco_gt.createIndex()
-    dets = [
-        {
-            "image_id": img_id[_key(im)],
-            "category_id": cat_id[_key(c)],
-            "bbox": box.tolist(),
-            "score": float(s),
-        }
-        for im, c, box, s in zip(
-            pred["image"], pred["class"], boxes_xywh(pred), pred[score_column], strict=True
-        )
-    ]
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes(dets)
-        evaluator = eval_cls(coco_gt, coco_dt, "bbox")
-        evaluator.params.iouThrs = thresholds
-        evaluator.params.maxDets = [int(max_detections)]
-        evaluator.evaluate()
-        evaluator.accumulate()
+    evaluator = _coco_evaluate(
+        pred, gt, score_column, img_id, cat_id, thresholds, max_detections, coco_cls, eval_cls
+    )
     # precision: (n_thresholds, 101 recall points, n_classes, n_areas, n_max_dets); -1 = none
     precision = np.asarray(evaluator.eval["precision"])[:, :, :, 0, -1]
     per_class: dict[Any, float] = {}
