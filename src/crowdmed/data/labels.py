@@ -39,6 +39,83 @@ def _ids(values: Sequence[Any] | npt.ArrayLike | None, n: int, name: str) -> np.
     return arr
 
 
+def _int_array(value: npt.ArrayLike, name: str) -> np.ndarray:
+    """A 1-D int64 copy of ``value`` (whole floats accepted; NaN and fractions refused)."""
+    arr = np.asarray(value)
+    if arr.ndim != 1:
+        raise ValueError(f"`{name}` must be one-dimensional; got shape {arr.shape}.")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if np.issubdtype(arr.dtype, np.floating) and np.isnan(arr).any():
+            raise ValueError(
+                f"`{name}` must not contain NaN; got {int(np.isnan(arr).sum())} NaN "
+                "values. Drop the rows without a label before building CrowdLabels."
+            )
+        if not (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr))):
+            raise TypeError(
+                f"`{name}` must be an integer array; got dtype {arr.dtype}. Encode "
+                "ids with crowdmed.data.to_matrix or CrowdLabels.from_long."
+            )
+    return arr.astype(np.int64, copy=True)
+
+
+def _check_unique_pairs(
+    it: np.ndarray,
+    an: np.ndarray,
+    n_items: int,
+    n_annotators: int,
+    item_ids: npt.ArrayLike | None,
+    annotator_ids: npt.ArrayLike | None,
+) -> None:
+    """Refuse a repeated (item, annotator) pair, naming up to five by their ids."""
+    key = it * n_annotators + an
+    sorted_key = np.sort(key)  # a sort is much faster than np.unique's hashing here
+    if (sorted_key[1:] == sorted_key[:-1]).any():
+        s = pd.Series(key)
+        dup = s[s.duplicated()].unique()[:5]
+        item_ids_arr = _ids(item_ids, n_items, "item_ids")
+        ann_ids_arr = _ids(annotator_ids, n_annotators, "annotator_ids")
+        pairs = [(item_ids_arr[k // n_annotators], ann_ids_arr[k % n_annotators]) for k in dup]
+        pairs = [tuple(v.item() if isinstance(v, np.generic) else v for v in p) for p in pairs]
+        raise ValueError(
+            f"Each (item, annotator) pair must occur once; got duplicates {pairs}. "
+            "Keep one label per annotator and item (e.g. the latest) before aggregating."
+        )
+
+
+def _check_gold(gold: npt.ArrayLike | None, n_items: int, n_classes: int) -> np.ndarray | None:
+    gold_arr = None
+    if gold is not None:
+        gold_arr = np.asarray(gold)
+        if gold_arr.shape != (n_items,):
+            raise ValueError(
+                f"`gold` must have shape ({n_items},); got {gold_arr.shape}. Use -1 for "
+                "items without a gold label."
+            )
+        gold_arr = gold_arr.astype(np.int64)
+        bad = (gold_arr < -1) | (gold_arr >= n_classes)
+        if bad.any():
+            bad_vals = short_list(np.unique(gold_arr[bad]))
+            raise ValueError(f"`gold` must lie in -1..{n_classes - 1}; got {bad_vals}.")
+    return gold_arr
+
+
+def _check_quiz(quiz_accuracy: npt.ArrayLike | None, n_annotators: int) -> np.ndarray | None:
+    quiz_arr = None
+    if quiz_accuracy is not None:
+        quiz_arr = np.asarray(quiz_accuracy, dtype=np.float64).copy()
+        if quiz_arr.shape != (n_annotators,):
+            raise ValueError(
+                f"`quiz_accuracy` must have shape ({n_annotators},); got {quiz_arr.shape}. "
+                "Use NaN for annotators without a quiz."
+            )
+        bad = ~np.isnan(quiz_arr) & ((quiz_arr < 0) | (quiz_arr > 1))
+        if bad.any():
+            raise ValueError(
+                f"`quiz_accuracy` must lie in [0, 1]; got {short_list(quiz_arr[bad])}."
+            )
+    return quiz_arr
+
+
 @dataclass(frozen=True, eq=False)
 class CrowdLabels:
     """Classification labels given by many annotators to many items.
@@ -121,24 +198,10 @@ class CrowdLabels:
         Returns:
             The validated container.
         """
-        arrays = []
-        for name, value in (("items", items), ("annotators", annotators), ("labels", labels)):
-            arr = np.asarray(value)
-            if arr.ndim != 1:
-                raise ValueError(f"`{name}` must be one-dimensional; got shape {arr.shape}.")
-            if arr.size and not np.issubdtype(arr.dtype, np.integer):
-                if np.issubdtype(arr.dtype, np.floating) and np.isnan(arr).any():
-                    raise ValueError(
-                        f"`{name}` must not contain NaN; got {int(np.isnan(arr).sum())} NaN "
-                        "values. Drop the rows without a label before building CrowdLabels."
-                    )
-                if not (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr))):
-                    raise TypeError(
-                        f"`{name}` must be an integer array; got dtype {arr.dtype}. Encode "
-                        "ids with crowdmed.data.to_matrix or CrowdLabels.from_long."
-                    )
-            arrays.append(arr.astype(np.int64, copy=True))
-        it, an, lab = arrays
+        it, an, lab = (
+            _int_array(value, name)
+            for name, value in (("items", items), ("annotators", annotators), ("labels", labels))
+        )
         if not (len(it) == len(an) == len(lab)):
             raise ValueError(
                 "`items`, `annotators` and `labels` must have equal lengths; got "
@@ -166,50 +229,14 @@ class CrowdLabels:
                         else "Encode ids with crowdmed.data.to_matrix."
                     )
                 )
-        key = it * n_annotators + an
-        sorted_key = np.sort(key)  # a sort is much faster than np.unique's hashing here
-        if (sorted_key[1:] == sorted_key[:-1]).any():
-            s = pd.Series(key)
-            dup = s[s.duplicated()].unique()[:5]
-            item_ids_arr = _ids(item_ids, n_items, "item_ids")
-            ann_ids_arr = _ids(annotator_ids, n_annotators, "annotator_ids")
-            pairs = [(item_ids_arr[k // n_annotators], ann_ids_arr[k % n_annotators]) for k in dup]
-            pairs = [tuple(v.item() if isinstance(v, np.generic) else v for v in p) for p in pairs]
-            raise ValueError(
-                f"Each (item, annotator) pair must occur once; got duplicates {pairs}. "
-                "Keep one label per annotator and item (e.g. the latest) before aggregating."
-            )
+        _check_unique_pairs(it, an, n_items, n_annotators, item_ids, annotator_ids)
         classes_arr = np.arange(n_classes) if classes is None else np.asarray(classes)
         if len(classes_arr) != n_classes:
             raise ValueError(
                 f"`classes` must have length n_classes={n_classes}; got {len(classes_arr)}."
             )
-        gold_arr = None
-        if gold is not None:
-            gold_arr = np.asarray(gold)
-            if gold_arr.shape != (n_items,):
-                raise ValueError(
-                    f"`gold` must have shape ({n_items},); got {gold_arr.shape}. Use -1 for "
-                    "items without a gold label."
-                )
-            gold_arr = gold_arr.astype(np.int64)
-            bad = (gold_arr < -1) | (gold_arr >= n_classes)
-            if bad.any():
-                bad_vals = short_list(np.unique(gold_arr[bad]))
-                raise ValueError(f"`gold` must lie in -1..{n_classes - 1}; got {bad_vals}.")
-        quiz_arr = None
-        if quiz_accuracy is not None:
-            quiz_arr = np.asarray(quiz_accuracy, dtype=np.float64).copy()
-            if quiz_arr.shape != (n_annotators,):
-                raise ValueError(
-                    f"`quiz_accuracy` must have shape ({n_annotators},); got {quiz_arr.shape}. "
-                    "Use NaN for annotators without a quiz."
-                )
-            bad = ~np.isnan(quiz_arr) & ((quiz_arr < 0) | (quiz_arr > 1))
-            if bad.any():
-                raise ValueError(
-                    f"`quiz_accuracy` must lie in [0, 1]; got {short_list(quiz_arr[bad])}."
-                )
+        gold_arr = _check_gold(gold, n_items, n_classes)
+        quiz_arr = _check_quiz(quiz_accuracy, n_annotators)
         return cls(
             items=it,
             annotators=an,
