@@ -201,9 +201,19 @@ def child_accuracy(spec: dict[str, Any]) -> dict[str, Any]:
     df = pd.DataFrame({"task": d["items"], "worker": d["annotators"], "label": d["labels"]})
     n_items, k = int(d["shape"][0]), int(d["shape"][2])
     method = spec["method"]
+    t0 = time.perf_counter()
+    try:
+        labels = _crowdkit_labels(method, df, d, k)
+    except Exception as exc:  # crowd-kit's own failure is a result to report
+        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"}
+    fit_s = time.perf_counter() - t0
+    lab = labels.reindex(np.arange(n_items)).to_numpy(dtype=np.float64)
+    return {"fit_s": fit_s, "labels": [None if np.isnan(v) else int(v) for v in lab]}
+
+
+def _crowdkit_labels(method: str, df: pd.DataFrame, d: Any, k: int) -> pd.Series:
     import crowdkit.aggregation as ck
 
-    t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if method == "KOS":
@@ -227,9 +237,7 @@ def child_accuracy(spec: dict[str, Any]) -> dict[str, Any]:
             # crowd-kit refuses annotators without gold items: their labels are dropped.
             with_gold = np.unique(df["worker"][df["task"].isin(gold.index)])
             labels = ck.GoldMajorityVote().fit_predict(df[df["worker"].isin(with_gold)], gold)
-    fit_s = time.perf_counter() - t0
-    lab = labels.reindex(np.arange(n_items)).to_numpy(dtype=np.float64)
-    return {"fit_s": fit_s, "labels": [None if np.isnan(v) else int(v) for v in lab]}
+    return labels
 
 
 def run_child(spec: dict[str, Any], timeout: float | None) -> dict[str, Any] | None:
@@ -391,10 +399,11 @@ def run_accuracy(root: Path, tmp: Path, timeout: float) -> list[dict[str, Any]]:
                 continue
             spec = {"task": "accuracy", "data": str(data), "method": method}
             r = run_child(spec, timeout)
-            if r is None:
+            if r is None or "error" in r:
                 row["theirs"][method] = None
                 row["theirs_s"][method] = None
-                log(f"  crowd-kit {method}: time-out")
+                row.setdefault("theirs_error", {})[method] = "time-out" if r is None else r["error"]
+                log(f"  crowd-kit {method}: {row['theirs_error'][method]}")
                 continue
             lab = np.array([-1 if v is None else v for v in r["labels"]])
             where = held_out if method == "GoldMV" else scored
@@ -509,7 +518,8 @@ def render(speed: list[dict[str, Any]], scale: list[dict[str, Any]], acc: list[d
         "| dataset | items | annotators | K | labels | " + " | ".join(ACC_OURS) + " |",
         "|---|---:|---:|---:|---:|" + "---|" * len(ACC_OURS),
     ]
-    worse = []
+    worse: list[str] = []
+    errors: list[str] = []
     for r in acc:
         cells = []
         for m in ACC_OURS:
@@ -522,7 +532,10 @@ def render(speed: list[dict[str, Any]], scale: list[dict[str, Any]], acc: list[d
                 continue
             t = r["theirs"].get(m)
             if t is None:
-                cells.append(f"{100 * o:.2f} / time-out")
+                err = r.get("theirs_error", {}).get(m, "time-out")
+                if err != "time-out":
+                    errors.append(f"{r['name']} {m}: {err}")
+                cells.append(f"{100 * o:.2f} / {'time-out' if err == 'time-out' else 'error'}")
                 continue
             flag = " ⚠" if o < t - TARGET_ACC else ""
             if flag:
@@ -542,16 +555,20 @@ def render(speed: list[dict[str, Any]], scale: list[dict[str, Any]], acc: list[d
                     f"{100 * np.mean([r['ours'][m] for r in rs]):.2f} / "
                     f"{100 * np.mean([r['ours']['DS'] for r in rs]):.2f}"
                 )
-            elif all(r["theirs"].get(m) is not None for r in rs):
+            else:  # over the datasets where crowd-kit gave a result
+                both = [r for r in rs if r["theirs"].get(m) is not None]
                 means.append(
-                    f"{100 * np.mean([r['ours'][m] for r in rs]):.2f} / "
-                    f"{100 * np.mean([r['theirs'][m] for r in rs]):.2f}"
+                    f"{100 * np.mean([r['ours'][m] for r in both]):.2f} / "
+                    f"{100 * np.mean([r['theirs'][m] for r in both]):.2f}"
+                    + (f" ({len(both)} of {len(rs)})" if len(both) < len(rs) else "")
+                    if both
+                    else "—"
                 )
-            else:
-                means.append("—")
         lines.append("| **mean** | | | | | " + " | ".join(means) + " |")
         t_ours = sum(sum(r["ours_s"].values()) for r in acc)
         t_theirs = sum(sum(v for v in r["theirs_s"].values() if v is not None) for r in acc)
+        if errors:
+            lines += ["", "crowd-kit failed on: " + "; ".join(errors) + "."]
         lines += [
             "",
             f"Fit time over all datasets: crowdmed {t_ours:.1f} s (all seven fits), crowd-kit "
