@@ -28,7 +28,7 @@ class _Pairs:
     ``C`` is symmetric, so the rows of its CSR form are its columns: entry ``e`` is the pair
     ``(rows[e], cols[e])`` and the entries of column ``j`` are contiguous, ``per_col[j]`` of
     them from ``starts[j]``. Indices are int32 and two float64 work buffers are kept for the
-    half-steps, so memory is about 30 bytes per observed pair.
+    half-steps, so memory is about 40 bytes per observed pair (ordered).
     """
 
     def __init__(self, cl: CrowdLabels) -> None:
