@@ -706,6 +706,47 @@ def _fit_multilabel(
     return [r for r in results if r is not None]
 
 
+def _ml_initial_theta(
+    onehot: np.ndarray,
+    n: np.ndarray,
+    d: np.ndarray,
+    case: np.ndarray,
+    index: tuple[np.ndarray, np.ndarray],
+    n_cases: int,
+    n_raters: int,
+) -> np.ndarray:
+    """ITK's initial matrices ``(C, R, K + 1, K)`` from the hard majority vote of each pattern.
+
+    Patterns with a unique winner count for it; a tie counts in the cell ITK's storage puts it
+    in. Rows are normalised per said label; the last row is ITK's 'undecided' rater label.
+    """
+    flat_idx, seen_f = index
+    n_u, k = onehot.shape
+    seen = d >= 0
+    size = n_cases * n_raters * k * k
+    votes = onehot
+    top = votes.max(axis=1, keepdims=True)
+    winners = (votes == top) & (top > 0)
+    unique_vote = winners.sum(axis=1) == 1
+    w0 = np.where(unique_vote[:, None], winners.astype(np.float64), 0.0)
+    weights = np.broadcast_to((n[:, None] * w0)[:, None, :], (n_u, n_raters, k)).ravel()
+    counts0: np.ndarray = np.bincount(flat_idx[seen_f], weights=weights[seen_f], minlength=size)
+    counts0 = counts0.reshape(n_cases, n_raters, k, k)
+    # ITK adds a tied voxel of the initial vote to the cell after (said, undecided) in its
+    # row-major (K+1) x K storage, i.e. to (said + 1, true class 0).
+    tie_w = np.where(unique_vote, 0.0, n)
+    extra: np.ndarray = np.zeros(n_cases * n_raters * (k + 1) * k)
+    for r in range(n_raters):
+        ok = seen[:, r]
+        cell = ((case[ok] * n_raters + r) * (k + 1) + d[ok, r] + 1) * k
+        extra += np.bincount(cell, weights=tie_w[ok], minlength=extra.size)
+    extra = extra.reshape(n_cases, n_raters, k + 1, k)
+    counts0 = np.concatenate([counts0, np.zeros((n_cases, n_raters, 1, k))], axis=2) + extra
+    row = counts0.sum(axis=3, keepdims=True)
+    init = np.divide(counts0, row, out=np.zeros_like(counts0), where=row > 0)
+    return init
+
+
 def _fit_multilabel_group(
     pats: list[Any], n_raters: int, k: int, est: MultiLabelSTAPLE
 ) -> list[dict[str, Any]]:
@@ -745,26 +786,7 @@ def _fit_multilabel_group(
         return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
 
     # Initial matrices from the hard majority vote (ties left out), normalised per said label.
-    votes = onehot
-    top = votes.max(axis=1, keepdims=True)
-    winners = (votes == top) & (top > 0)
-    unique_vote = winners.sum(axis=1) == 1
-    w0 = np.where(unique_vote[:, None], winners.astype(np.float64), 0.0)
-    weights = np.broadcast_to((n[:, None] * w0)[:, None, :], (n_u, n_raters, k)).ravel()
-    counts0: np.ndarray = np.bincount(flat_idx[seen_f], weights=weights[seen_f], minlength=size)
-    counts0 = counts0.reshape(n_cases, n_raters, k, k)
-    # ITK adds a tied voxel of the initial vote to the cell after (said, undecided) in its
-    # row-major (K+1) x K storage, i.e. to (said + 1, true class 0).
-    tie_w = np.where(unique_vote, 0.0, n)
-    extra: np.ndarray = np.zeros(n_cases * n_raters * (k + 1) * k)
-    for r in range(n_raters):
-        ok = seen[:, r]
-        cell = ((case[ok] * n_raters + r) * (k + 1) + d[ok, r] + 1) * k
-        extra += np.bincount(cell, weights=tie_w[ok], minlength=extra.size)
-    extra = extra.reshape(n_cases, n_raters, k + 1, k)
-    counts0 = np.concatenate([counts0, np.zeros((n_cases, n_raters, 1, k))], axis=2) + extra
-    row = counts0.sum(axis=3, keepdims=True)
-    init = np.divide(counts0, row, out=np.zeros_like(counts0), where=row > 0)
+    init = _ml_initial_theta(onehot, n, d, case, (flat_idx, seen_f), n_cases, n_raters)
     theta = init  # (C, R, K + 1, K): the last row is ITK's 'undecided' rater label
 
     active = np.ones(n_cases, dtype=bool)
