@@ -124,58 +124,34 @@ def _match_image(
     return ref_idx, dist, duplicate
 
 
-def match_points(
-    detections: pd.DataFrame,
-    reference: pd.DataFrame,
-    *,
-    radius: float = 30.0,
-    scale: float = 1.0,
-    duplicates: str = "fp",
-    images: list[Any] | None = None,
-) -> MatchResult:
-    """Match detections to reference points within a radius (see the module documentation).
-
-    Args:
-        detections: ``DataFrame`` with ``image, x, y`` and optionally ``score`` (higher first;
-            without it, the input order is the order of matching).
-        reference: ``DataFrame`` with ``image, x, y`` (one row per mitosis).
-        radius: Matching radius in pixels at full resolution; 30 px in the paper (40× fields).
-        scale: Scale of the images the coordinates refer to; the radius becomes
-            ``radius · scale``.
-        duplicates: ``"fp"`` counts a second detection of a matched point as a false
-            positive; ``"ignore"`` leaves it out of the counts.
-        images: Every image evaluated, so that an image with neither detections nor reference
-            points still gets a ``per_image`` row; by default the images named in either table.
-
-    Returns:
-        :class:`MatchResult` with per-detection flags, per-image and overall precision,
-        recall and F1, and the candidate ROC AUC.
-
-    Raises:
-        ValueError: Missing columns, bad coordinates, or a bad ``radius``/``scale``/``duplicates``.
-
-    Examples:
-        >>> ref = pd.DataFrame({"image": ["a"], "x": [100.0], "y": [100.0]})
-        >>> det = pd.DataFrame({"image": ["a", "a"], "x": [110.0, 300.0], "y": [100.0, 50.0],
-        ...                     "score": [0.9, 0.8]})
-        >>> r = match_points(det, ref)
-        >>> r.detections["tp"].tolist(), r.tp, r.fp, r.fn
-        ([True, False], 1, 1, 0)
-    """
-    policy = check_option(duplicates, DuplicatePolicy, "duplicates")
+def _checked_inputs(
+    detections: pd.DataFrame, reference: pd.DataFrame, radius: float, scale: float
+) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    """Checked copies of both tables (image ids as text) and the radius in pixels."""
     for name, value in (("radius", radius), ("scale", scale)):
         if not (np.isfinite(value) and value > 0):
             raise ValueError(f"`{name}` must be a positive number; got {value!r}.")
     r = float(radius) * float(scale)
     det = check_points(detections, "detections")
     ref = check_points(reference, "reference")
-    has_score = "score" in det.columns
-    if has_score:
+    if "score" in det.columns:
         det["score"] = pd.to_numeric(det["score"], errors="coerce")
         if det["score"].isna().any():
             raise ValueError("`detections` column 'score' must be numeric without gaps.")
     det["image"] = det["image"].astype(str)
     ref["image"] = ref["image"].astype(str)
+    return det, ref, r
+
+
+def _match_all(
+    det: pd.DataFrame,
+    ref: pd.DataFrame,
+    images: list[Any] | None,
+    r: float,
+    policy: DuplicatePolicy,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
+    """Match image by image: per-detection flags, reference index, distance; per-image rows."""
+    has_score = "score" in det.columns
     n = len(det)
     tp = np.zeros(n, dtype=bool)
     dup = np.zeros(n, dtype=bool)
@@ -220,6 +196,52 @@ def match_points(
             "f1",
         ],
     )
+    return tp, dup, ref_col, dist_col, per_image
+
+
+def match_points(
+    detections: pd.DataFrame,
+    reference: pd.DataFrame,
+    *,
+    radius: float = 30.0,
+    scale: float = 1.0,
+    duplicates: str = "fp",
+    images: list[Any] | None = None,
+) -> MatchResult:
+    """Match detections to reference points within a radius (see the module documentation).
+
+    Args:
+        detections: ``DataFrame`` with ``image, x, y`` and optionally ``score`` (higher first;
+            without it, the input order is the order of matching).
+        reference: ``DataFrame`` with ``image, x, y`` (one row per mitosis).
+        radius: Matching radius in pixels at full resolution; 30 px in the paper (40× fields).
+        scale: Scale of the images the coordinates refer to; the radius becomes
+            ``radius · scale``.
+        duplicates: ``"fp"`` counts a second detection of a matched point as a false
+            positive; ``"ignore"`` leaves it out of the counts.
+        images: Every image evaluated, so that an image with neither detections nor reference
+            points still gets a ``per_image`` row; by default the images named in either table.
+
+    Returns:
+        :class:`MatchResult` with per-detection flags, per-image and overall precision,
+        recall and F1, and the candidate ROC AUC.
+
+    Raises:
+        ValueError: Missing columns, bad coordinates, or a bad ``radius``/``scale``/``duplicates``.
+
+    Examples:
+        >>> ref = pd.DataFrame({"image": ["a"], "x": [100.0], "y": [100.0]})
+        >>> det = pd.DataFrame({"image": ["a", "a"], "x": [110.0, 300.0], "y": [100.0, 50.0],
+        ...                     "score": [0.9, 0.8]})
+        >>> r = match_points(det, ref)
+        >>> r.detections["tp"].tolist(), r.tp, r.fp, r.fn
+        ([True, False], 1, 1, 0)
+    """
+    policy = check_option(duplicates, DuplicatePolicy, "duplicates")
+    det, ref, r = _checked_inputs(detections, reference, radius, scale)
+    has_score = "score" in det.columns
+    n = len(det)
+    tp, dup, ref_col, dist_col, per_image = _match_all(det, ref, images, r, policy)
     out = det.copy()
     out["tp"] = tp
     out["duplicate"] = dup
