@@ -487,9 +487,3 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
             # Same text as df.to_csv(index=False), built with pyarrow when it is installed.
             sep = "\t" if suffix in (".tsv", ".tab") else ","
             write_csv(df, tmp, sep=sep, compress=p.suffix.lower() == ".gz")
-
-
-# Old private names still imported by crowdmed.cli.root and crowdmed.data.features.
-_find_column = find_column
-_read_table = read_table
-_suffix = table_suffix

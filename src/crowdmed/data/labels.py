@@ -23,9 +23,6 @@ __all__ = ["MISSING", "CrowdLabels"]
 #: Marker of a missing annotation in the dense view.
 MISSING = -1
 
-# Old private name still imported by crowdmed.cli.root and crowdmed.data.features.
-_short = short_list
-
 
 def _ids(values: Sequence[Any] | npt.ArrayLike | None, n: int, name: str) -> np.ndarray:
     if values is None:

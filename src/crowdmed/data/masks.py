@@ -342,7 +342,3 @@ def _write(p: Path, suffix: str, arr: np.ndarray, geometry: Any) -> None:
     raise ValueError(
         f"'{p}' has an unsupported suffix {suffix!r}; use one of {', '.join(WRITE_SUFFIXES)}."
     )
-
-
-# Old private name still imported by crowdmed.cli.train_segment.
-_suffix = mask_suffix

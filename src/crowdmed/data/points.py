@@ -237,7 +237,3 @@ def write_points(
     with atomic_path(target) as tmp:
         out.to_csv(tmp, index=False)
     return target
-
-
-# Old private name still imported by crowdmed.cli.mitosis.
-_repeated_points = repeated_points
