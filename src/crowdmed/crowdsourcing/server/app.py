@@ -41,7 +41,7 @@ from fastapi.templating import Jinja2Templates
 
 from crowdmed._version import __version__
 from crowdmed.crowdsourcing.server.consensus import ConsensusCache
-from crowdmed.crowdsourcing.server.storage import Principal, VoteConflict
+from crowdmed.crowdsourcing.server.storage import Assignment, Principal, VoteConflict
 from crowdmed.crowdsourcing.server.study import Study, export_votes
 
 __all__ = ["ADMIN_COOKIE", "ANNOTATOR_COOKIE", "create_app"]
@@ -190,15 +190,18 @@ def create_app(study: Study) -> FastAPI:
             headers={"Cache-Control": "no-store"},
         )
 
+    serving: dict[str, Any] = {
+        "quiz_size": settings.quiz_size,
+        "pass_mark": settings.pass_mark,
+        "labels_per_item": settings.labels_per_item,
+        "gold_share": settings.gold_share,
+        "seed": settings.seed,
+    }
+
     def next_payload(p: Principal) -> dict[str, Any]:
-        a = storage.next_assignment(
-            p.id,
-            quiz_size=settings.quiz_size,
-            pass_mark=settings.pass_mark,
-            labels_per_item=settings.labels_per_item,
-            gold_share=settings.gold_share,
-            seed=settings.seed,
-        )
+        return payload(storage.next_assignment(p.id, **serving))
+
+    def payload(a: Assignment) -> dict[str, Any]:
         messages = {
             "quiz": f"Qualification quiz: question {a.quiz_done + 1} of {a.quiz_total}.",
             "task": f"Task {a.tasks_done + 1}.",
@@ -256,17 +259,17 @@ def create_app(study: Study) -> FastAPI:
                 f"{label!r}.",
             )
         try:
-            stored = storage.submit_vote(
-                p.id, key=key, label=code, vote_id=vote_id, pass_mark=settings.pass_mark
+            # The vote and the next item in one transaction and one round trip.
+            stored, nxt = storage.submit_and_next(
+                p.id, key=key, label=code, vote_id=vote_id, **serving
             )
         except VoteConflict as exc:
             raise _HTTPError(exc.status, str(exc)) from None
-        # The next item comes with the acknowledgement: one round trip per answer.
         return JSONResponse(
             {
                 "status": "stored" if stored else "duplicate",
                 "vote_id": vote_id,
-                "next": next_payload(p),
+                "next": payload(nxt),
             },
             headers={"Cache-Control": "no-store"},
         )

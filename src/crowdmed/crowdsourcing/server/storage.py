@@ -487,47 +487,66 @@ class Storage:
         seen. An annotator never gets an item twice.
         """
         with self.write() as conn:
-            ann = self._lock_annotator(conn, annotator_id)
-            if ann.status == "quiz" and ann.quiz_total == 0:
-                ann = self._start_quiz(conn, ann, quiz_size, pass_mark, seed)
-            open_row = conn.execute(_SQL_OPEN, {"aid": annotator_id}).first()
-            quiz_done, tasks_done = int(ann.quiz_done), int(ann.tasks_done)
-
-            def answer(phase: str, key: str | None) -> Assignment:
-                return Assignment(phase, key, quiz_done, ann.quiz_total, tasks_done)
-
-            if open_row is not None:
-                return answer(open_row.phase, open_row.key)
-            if ann.status == "failed":
-                return answer("failed", None)
-            if ann.status != "active":  # pragma: no cover - the quiz rows are open above
-                return answer("done", None)
-            rng = random.Random(f"{seed}:task:{annotator_id}:{ann.n_tasks}")
-            pick = None
-            if gold_share > 0 and rng.random() < gold_share:
-                golds = conn.execute(_SQL_UNSEEN_GOLD, {"aid": annotator_id}).all()
-                if golds:
-                    pick = golds[rng.randrange(len(golds))]
-            if pick is None:
-                pick = conn.execute(
-                    _SQL_PICK, {"aid": annotator_id, "cap": labels_per_item}
-                ).first()
-            if pick is None:
-                return answer("done", None)
-            conn.execute(
-                _SQL_ASSIGN,
-                {
-                    "annotator_id": annotator_id,
-                    "item_id": pick.id,
-                    "phase": "task",
-                    "seq": quiz_size + ann.n_tasks,
-                    "done": False,
-                    "served": time.time(),
-                },
+            return self._next(
+                conn,
+                annotator_id,
+                quiz_size=quiz_size,
+                pass_mark=pass_mark,
+                labels_per_item=labels_per_item,
+                gold_share=gold_share,
+                seed=seed,
             )
-            conn.execute(_SQL_ITEM_ASSIGNED, {"iid": pick.id})
-            conn.execute(_SQL_TASK_ASSIGNED, {"aid": annotator_id})
-            return answer("task", pick.key)
+
+    def _next(
+        self,
+        conn: Connection,
+        annotator_id: int,
+        *,
+        quiz_size: int,
+        pass_mark: float,
+        labels_per_item: int,
+        gold_share: float,
+        seed: int,
+    ) -> Assignment:
+        ann = self._lock_annotator(conn, annotator_id)
+        if ann.status == "quiz" and ann.quiz_total == 0:
+            ann = self._start_quiz(conn, ann, quiz_size, pass_mark, seed)
+        open_row = conn.execute(_SQL_OPEN, {"aid": annotator_id}).first()
+        quiz_done, tasks_done = int(ann.quiz_done), int(ann.tasks_done)
+
+        def answer(phase: str, key: str | None) -> Assignment:
+            return Assignment(phase, key, quiz_done, ann.quiz_total, tasks_done)
+
+        if open_row is not None:
+            return answer(open_row.phase, open_row.key)
+        if ann.status == "failed":
+            return answer("failed", None)
+        if ann.status != "active":  # pragma: no cover - the quiz rows are open above
+            return answer("done", None)
+        rng = random.Random(f"{seed}:task:{annotator_id}:{ann.n_tasks}")
+        pick = None
+        if gold_share > 0 and rng.random() < gold_share:
+            golds = conn.execute(_SQL_UNSEEN_GOLD, {"aid": annotator_id}).all()
+            if golds:
+                pick = golds[rng.randrange(len(golds))]
+        if pick is None:
+            pick = conn.execute(_SQL_PICK, {"aid": annotator_id, "cap": labels_per_item}).first()
+        if pick is None:
+            return answer("done", None)
+        conn.execute(
+            _SQL_ASSIGN,
+            {
+                "annotator_id": annotator_id,
+                "item_id": pick.id,
+                "phase": "task",
+                "seq": quiz_size + ann.n_tasks,
+                "done": False,
+                "served": time.time(),
+            },
+        )
+        conn.execute(_SQL_ITEM_ASSIGNED, {"iid": pick.id})
+        conn.execute(_SQL_TASK_ASSIGNED, {"aid": annotator_id})
+        return answer("task", pick.key)
 
     def _start_quiz(
         self, conn: Connection, ann: Any, quiz_size: int, pass_mark: float, seed: int
@@ -602,55 +621,102 @@ class Storage:
         self, annotator_id: int, key: str, label: int | None, vote_id: str, pass_mark: float
     ) -> bool:
         with self.write() as conn:
-            ann = self._lock_annotator(conn, annotator_id)
-            prior = conn.execute(_SQL_PRIOR_VOTE, {"vid": vote_id}).first()
-            if prior is not None:
-                if (prior.annotator_id, prior.key, prior.label) == (annotator_id, key, label):
-                    return False
-                raise VoteConflict(
-                    f"Vote id {vote_id!r} was already used for another vote; generate a new id "
-                    "for every new answer."
-                )
-            asg = conn.execute(_SQL_ITEM_AND_ASSIGNMENT, {"aid": annotator_id, "k": key}).first()
-            if asg is None:
-                raise VoteConflict(f"Unknown item {key!r}.", status=404)
-            if asg.phase is None:
-                raise VoteConflict(
-                    f"Item {key!r} was not given to you; answer the item shown on the page."
-                )
-            if asg.done:
-                raise VoteConflict(f"Item {key!r} is already answered; each item counts once.")
-            item = asg
-            conn.execute(
-                _SQL_VOTE,
-                {
-                    "vote_id": vote_id,
-                    "annotator_id": annotator_id,
-                    "item_id": item.id,
-                    "phase": asg.phase,
-                    "label": label,
-                    "created": time.time(),
-                },
+            return self._store(conn, annotator_id, key, label, vote_id, pass_mark)
+
+    def submit_and_next(
+        self,
+        annotator_id: int,
+        *,
+        key: str,
+        label: int | None,
+        vote_id: str,
+        quiz_size: int,
+        pass_mark: float,
+        labels_per_item: int,
+        gold_share: float,
+        seed: int,
+    ) -> tuple[bool, Assignment]:
+        """:meth:`submit_vote` and :meth:`next_assignment` in one transaction.
+
+        Returns:
+            Whether the vote was new, and the annotator's next assignment.
+        """
+        for attempt in range(2):
+            try:
+                with self.write() as conn:
+                    stored = self._store(conn, annotator_id, key, label, vote_id, pass_mark)
+                    nxt = self._next(
+                        conn,
+                        annotator_id,
+                        quiz_size=quiz_size,
+                        pass_mark=pass_mark,
+                        labels_per_item=labels_per_item,
+                        gold_share=gold_share,
+                        seed=seed,
+                    )
+                return stored, nxt
+            except sa.exc.IntegrityError:
+                # A concurrent retry of the same vote won the race; answer as for a retry.
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _store(
+        self,
+        conn: Connection,
+        annotator_id: int,
+        key: str,
+        label: int | None,
+        vote_id: str,
+        pass_mark: float,
+    ) -> bool:
+        ann = self._lock_annotator(conn, annotator_id)
+        prior = conn.execute(_SQL_PRIOR_VOTE, {"vid": vote_id}).first()
+        if prior is not None:
+            if (prior.annotator_id, prior.key, prior.label) == (annotator_id, key, label):
+                return False
+            raise VoteConflict(
+                f"Vote id {vote_id!r} was already used for another vote; generate a new id "
+                "for every new answer."
             )
-            conn.execute(_SQL_ANSWERED, {"aid": annotator_id, "iid": item.id})
-            if label is not None:
-                conn.execute(_SQL_LABELLED, {"iid": item.id})
-            if asg.phase == "task":
-                conn.execute(_SQL_TASK_ANSWERED, {"aid": annotator_id})
-                return True
-            # A quiz answer; the last one decides (a tiny tolerance: 7/10 passes a mark of 0.7).
-            correct = ann.quiz_correct + int(label is not None and label == item.gold)
-            values: dict[str, Any] = {"quiz_correct": correct, "quiz_done": ann.quiz_done + 1}
-            if ann.quiz_done + 1 >= ann.quiz_total:
-                gamma = correct / ann.quiz_total
-                values["quiz_accuracy"] = gamma
-                values["status"] = "active" if gamma >= pass_mark - 1e-9 else "failed"
-            conn.execute(
-                annotators_table.update()
-                .where(annotators_table.c.id == annotator_id)
-                .values(**values)
+        asg = conn.execute(_SQL_ITEM_AND_ASSIGNMENT, {"aid": annotator_id, "k": key}).first()
+        if asg is None:
+            raise VoteConflict(f"Unknown item {key!r}.", status=404)
+        if asg.phase is None:
+            raise VoteConflict(
+                f"Item {key!r} was not given to you; answer the item shown on the page."
             )
+        if asg.done:
+            raise VoteConflict(f"Item {key!r} is already answered; each item counts once.")
+        item = asg
+        conn.execute(
+            _SQL_VOTE,
+            {
+                "vote_id": vote_id,
+                "annotator_id": annotator_id,
+                "item_id": item.id,
+                "phase": asg.phase,
+                "label": label,
+                "created": time.time(),
+            },
+        )
+        conn.execute(_SQL_ANSWERED, {"aid": annotator_id, "iid": item.id})
+        if label is not None:
+            conn.execute(_SQL_LABELLED, {"iid": item.id})
+        if asg.phase == "task":
+            conn.execute(_SQL_TASK_ANSWERED, {"aid": annotator_id})
             return True
+        # A quiz answer; the last one decides (a tiny tolerance: 7/10 passes a mark of 0.7).
+        correct = ann.quiz_correct + int(label is not None and label == item.gold)
+        values: dict[str, Any] = {"quiz_correct": correct, "quiz_done": ann.quiz_done + 1}
+        if ann.quiz_done + 1 >= ann.quiz_total:
+            gamma = correct / ann.quiz_total
+            values["quiz_accuracy"] = gamma
+            values["status"] = "active" if gamma >= pass_mark - 1e-9 else "failed"
+        conn.execute(
+            annotators_table.update().where(annotators_table.c.id == annotator_id).values(**values)
+        )
+        return True
 
     def was_assigned(self, annotator_id: int, item_id: int) -> bool:
         """Whether the item was given to the annotator (quiz or task)."""
