@@ -31,6 +31,7 @@ References:
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -149,6 +150,34 @@ class EarlFCOSHead(FCOSHead):
         }
 
 
+def _folder_weights(folder: str) -> dict[str, torch.Tensor]:
+    """The weights of a detector model folder (its ``config.json`` must say ``task: detect``).
+
+    The full checks of a model folder live in :mod:`crowdmed.training.persistence`; ``nn`` sits
+    below ``training`` and reads only what it needs here, never a pickle.
+    """
+    config_path = os.path.join(folder, "config.json")
+    weights_path = os.path.join(folder, "model.safetensors")
+    try:
+        with open(config_path, encoding="utf-8") as fh:
+            task = json.load(fh).get("task")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ValueError(
+            f"Cannot read '{config_path}': {exc}; pass a folder written by CrowdDetector.save."
+        ) from exc
+    if task != "detect":
+        raise ValueError(
+            f"'{config_path}' is a {task!r} model folder, not a detector; pass a folder written "
+            "by CrowdDetector.save."
+        )
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(weights_path)
+    except Exception as exc:  # safetensors raises several types for a corrupt file
+        raise ValueError(f"Cannot read '{weights_path}': {exc}".splitlines()[0]) from exc
+
+
 def load_detector_weights(model: nn.Module, checkpoint: str | os.PathLike[str]) -> nn.Module:
     """Load the weights of a detector model folder or a ``.pt`` state dict into ``model``.
 
@@ -168,9 +197,7 @@ def load_detector_weights(model: nn.Module, checkpoint: str | os.PathLike[str]) 
     path = os.fspath(checkpoint)
     state: Any
     if os.path.isdir(path):
-        from crowdmed.training.persistence import read_folder
-
-        _, state = read_folder(path, task="detect")
+        state = _folder_weights(path)
         path = os.path.join(path, "model.safetensors")
     elif not os.path.isfile(path):
         raise FileNotFoundError(
