@@ -293,6 +293,7 @@ def run(
 ) -> dict[str, Any]:
     """One load run; returns the figures and the checks (``ok`` is True when all hold)."""
     n_items = int(np.ceil(n_votes * 1.2 / labels_per_item)) + 10
+    load_at_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         if database_url:
             from crowdmed.crowdsourcing.server.storage import Storage
@@ -356,6 +357,7 @@ def run(
         database="postgresql" if database_url else "sqlite",
         sigkill=kill_after is not None,
         think_seconds=think,
+        load_at_start=load_at_start,
     )
     return res
 
@@ -407,6 +409,10 @@ def markdown(runs: list[dict[str, Any]], machine: str) -> str:
         "- Checks on every run: each acknowledged vote is stored exactly once, nothing "
         "unacknowledged is stored, no annotator labelled an item twice, every re-sent vote was "
         "answered `duplicate`.",
+        "",
+        "Load averages (1 min) at the start of the runs, in table order: "
+        + ", ".join(f"{r['load_at_start']:.1f}" for r in runs)
+        + " (other work shared the two cores).",
         "",
         machine,
     ]
