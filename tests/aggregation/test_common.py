@@ -261,9 +261,9 @@ def test_callback_sees_every_iteration(cls):
 def test_row_logsumexp_matches_scipy():
     from scipy.special import logsumexp
 
-    from crowdmed.aggregation.base import _row_logsumexp
+    from crowdmed.aggregation.base import row_logsumexp
 
     rng = np.random.default_rng(0)
     x = rng.normal(scale=300, size=(50, 4))  # large magnitudes: needs the max shift
     x[0] = [-np.inf, 0.0, -np.inf, 1.0]
-    np.testing.assert_allclose(_row_logsumexp(x)[:, 0], logsumexp(x, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(row_logsumexp(x)[:, 0], logsumexp(x, axis=1), rtol=1e-12)

@@ -202,7 +202,7 @@ class BaseAggregator(ParamsMixin, ABC):
         return argmax_ties(self.predict_proba(labels), self._tie_random_state())
 
 
-def _row_logsumexp(x: np.ndarray) -> np.ndarray:
+def row_logsumexp(x: np.ndarray) -> np.ndarray:
     """``log Σ_k exp(x[:, k])`` per row, shape ``(n, 1)``, shifted by the row maximum.
 
     A plain NumPy version: ``scipy.special.logsumexp`` is several times slower on the tall,
@@ -229,7 +229,7 @@ def normalize_log(log_joint: np.ndarray) -> tuple[np.ndarray, float]:
     Works in log space: products of many probabilities underflow to zero, so each row is
     shifted by its maximum before exponentiating (the log-sum-exp trick).
     """
-    lse = _row_logsumexp(log_joint)
+    lse = row_logsumexp(log_joint)
     return np.exp(log_joint - lse), float(lse.sum())
 
 
@@ -282,7 +282,7 @@ class EMAggregator(BaseAggregator):
         post, _ = normalize_log(log_joint)
         post[known] = 0.0
         post[known, gold[known]] = 1.0
-        ll = float(_row_logsumexp(log_joint[~known]).sum()) if (~known).any() else 0.0
+        ll = float(row_logsumexp(log_joint[~known]).sum()) if (~known).any() else 0.0
         ll += float(log_joint[known, gold[known]].sum())
         return post, ll
 

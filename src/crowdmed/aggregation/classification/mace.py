@@ -10,7 +10,7 @@ import numpy as np
 from scipy.special import digamma, gammaln
 
 from crowdmed._validation import check_option, check_random_state, interval
-from crowdmed.aggregation.base import EPS, BaseAggregator, _row_logsumexp, normalize_log
+from crowdmed.aggregation.base import EPS, BaseAggregator, normalize_log, row_logsumexp
 from crowdmed.data.labels import CrowdLabels
 from crowdmed.exceptions import ConvergenceWarning
 
@@ -196,7 +196,7 @@ class MACE(BaseAggregator):
             post, _ = normalize_log(log_joint)
             post[known] = 0.0
             post[known, gold[known]] = 1.0
-            ll = float(_row_logsumexp(log_joint[~known]).sum()) if (~known).any() else 0.0
+            ll = float(row_logsumexp(log_joint[~known]).sum()) if (~known).any() else 0.0
             ll += float(log_joint[known, gold[known]].sum())
         # P(not spamming on this label) = P(T = label) · θ / ((1 - θ) ξ_l + θ).
         p_know = post.ravel()[cl.items * cl.n_classes + cl.labels] * know / (spam_xi + know)
