@@ -121,6 +121,16 @@ def _is_module(dotted: str) -> bool:
     return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
+def _may_use_helper(module: str, helper: str) -> bool:
+    """A ``_``-prefixed helper module serves its own package (and the packages inside it).
+
+    The top-level helpers (``crowdmed._io``, ``crowdmed._validation``, ...) belong to the root
+    package and so serve every module.
+    """
+    package = helper.rsplit(".", 1)[0]
+    return module == package or module.startswith(package + ".")
+
+
 def _private_imports() -> list[str]:
     """Private names taken from a module that is not itself a ``_``-prefixed helper module."""
     bad = []
@@ -135,10 +145,14 @@ def _private_imports() -> list[str]:
                         aliases[alias.asname] = alias.name
                 continue
             helper = _is_private(target.split(".")[-1])
+            if helper and not _may_use_helper(module, target):
+                bad.append(f"{_where(path, node)} imports {target}, another package's helper")
             for alias in node.names:
                 full = f"{target}.{alias.name}"
                 if _is_module(full):
                     aliases[alias.asname or alias.name] = full
+                    if _is_private(alias.name) and not _may_use_helper(module, full):
+                        bad.append(f"{_where(path, node)} imports {full}, another package's helper")
                     continue
                 if _is_private(alias.name) and not helper:
                     bad.append(f"{_where(path, node)} imports {full}")
@@ -258,17 +272,20 @@ def test_the_static_checks_catch_violations(tmp_path, monkeypatch):
     (fake / "data" / "labels.py").write_text("def _short(x):\n    return x\n")
     (fake / "data" / "_common.py").write_text("def _helper(x):\n    return x\n")
     (fake / "quality" / "gold.py").write_text(
-        "from crowdmed.data._common import _helper\n"  # allowed: a `_` helper module
+        "from crowdmed.data._common import _helper\n"  # line 1: data's helper, not quality's
         "from crowdmed.data.labels import _short\n"  # line 2: not allowed
         "import crowdmed.data.labels as lab\n"
         "x = lab._short\n"  # line 4: not allowed
         "import typer\n"  # line 5: typer outside the CLI
         "import torch\n"  # line 6: torch in a NumPy layer
+        "from crowdmed.data._common import helper\n"  # line 7: allowed only inside data
     )
     monkeypatch.setattr(sys.modules[__name__], "SRC", tmp_path / "src")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
     assert _private_imports() == [
+        "src/crowdmed/quality/gold.py:1 imports crowdmed.data._common, another package's helper",
         "src/crowdmed/quality/gold.py:2 imports crowdmed.data.labels._short",
+        "src/crowdmed/quality/gold.py:7 imports crowdmed.data._common, another package's helper",
         "src/crowdmed/quality/gold.py:4 uses crowdmed.data.labels._short",
     ]
     with pytest.raises(AssertionError, match=re.escape("src/crowdmed/quality/gold.py:5")):

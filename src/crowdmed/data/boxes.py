@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from crowdmed.data._box_table import (
+from crowdmed._box_table import (
     BOX_COLUMNS,
     BOX_COLUMNS_3D,
     array_columns,

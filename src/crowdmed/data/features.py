@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crowdmed._tables import find_column, read_table, table_suffix
 from crowdmed._text import short_list
-from crowdmed.data._tables import find_column, read_table, table_suffix
 
 __all__ = [
     "FeatureInputs",

@@ -25,9 +25,9 @@ import numpy.typing as npt
 import pandas as pd
 
 from crowdmed._io import atomic_path
+from crowdmed._tables import ALIASES, find_column, read_table, table_suffix
 from crowdmed._text import short_list
 from crowdmed.data._csv import write_csv
-from crowdmed.data._tables import ALIASES, find_column, read_table, table_suffix
 from crowdmed.data.labels import MISSING, CrowdLabels
 
 __all__ = [

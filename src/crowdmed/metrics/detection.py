@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from crowdmed.data._box_table import same_text_ids
+from crowdmed._box_table import same_text_ids
 
 __all__ = ["COCO_IOU_THRESHOLDS", "mean_average_precision"]
 

@@ -365,7 +365,7 @@ def _from_folder(config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Mu
 
 def _load_legacy(p: Path) -> MultiScaleDetector:
     """A detector of the single-file format of crowdmed 0.x (``torch.load``, weights only)."""
-    from crowdmed.training._torch_io import load_payload
+    from crowdmed.training.legacy import load_payload
 
     payload = load_payload(
         p, fmt=_LEGACY_FORMAT, command="crowdmed mitosis train", what="mitosis detector"

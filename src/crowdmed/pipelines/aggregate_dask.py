@@ -190,7 +190,7 @@ def write_consensus(consensus: Any, path: Path) -> None:
         consensus: Dask DataFrame from :func:`aggregate_dask`.
         path: Destination; must not exist as a folder.
     """
-    from crowdmed.data._tables import table_suffix
+    from crowdmed._tables import table_suffix
     from crowdmed.data.io import write_table
 
     if table_suffix(path) in (".csv", ".tsv", ".tab"):

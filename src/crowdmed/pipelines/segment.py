@@ -680,7 +680,7 @@ def _train(
 
 
 def _fit(seg: Any, x: Any, y: Any, xv: Any, yv: Any, k: int, out: Path) -> None:
-    from crowdmed.training._checkpoint import CheckpointMismatchError
+    from crowdmed.training import CheckpointMismatchError
 
     checkpoint_file = _checkpoint_file(out)
     try:

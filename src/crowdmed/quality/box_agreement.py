@@ -14,9 +14,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from crowdmed.aggregation.detection._prepare import PreparedBoxes, prepare_boxes, reader_weights
+from crowdmed._box_prepare import PreparedBoxes, prepare_boxes, reader_weights
+from crowdmed._box_table import array_columns, as_box_array, paired_iou, to_python
 from crowdmed.aggregation.detection.box_fusion import estimate_proficiency, fuse_boxes
-from crowdmed.data._box_table import array_columns, as_box_array, paired_iou, to_python
 
 __all__ = ["match_boxes", "pairwise_reader_f1", "reader_agreement"]
 

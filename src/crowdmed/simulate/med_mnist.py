@@ -150,7 +150,7 @@ def reader_transitions(
 
 def box_iou_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of paired boxes ``a[i]`` and ``b[i]``, both of shape ``(n, 4)`` in corner mode."""
-    from crowdmed.data._box_table import paired_iou
+    from crowdmed._box_table import paired_iou
 
     return paired_iou(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
 

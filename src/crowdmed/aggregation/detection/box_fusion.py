@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crowdmed.aggregation.detection._prepare import PreparedBoxes, prepare_boxes, reader_weights
-from crowdmed.data._box_table import (
+from crowdmed._box_prepare import PreparedBoxes, prepare_boxes, reader_weights
+from crowdmed._box_table import (
     array_columns,
     box_columns,
     paired_iou,

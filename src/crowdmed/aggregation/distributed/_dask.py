@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from crowdmed._params import ParamsMixin
+from crowdmed._tables import find_column
 from crowdmed.aggregation.base import BaseAggregator
 from crowdmed.aggregation.distributed._mapreduce import (
     MapReduce,
@@ -23,7 +24,6 @@ from crowdmed.aggregation.distributed._mapreduce import (
     fit_blocks,
     partition_model,
 )
-from crowdmed.data._tables import find_column
 from crowdmed.exceptions import NotFittedError
 
 if sys.version_info >= (3, 11):

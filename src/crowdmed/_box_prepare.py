@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crowdmed._text import short_list
-from crowdmed.data._box_table import (
+from crowdmed._box_table import (
     CheckedBoxes,
     array_columns,
     box_columns,
@@ -20,6 +19,7 @@ from crowdmed.data._box_table import (
     to_python,
     validate_boxes,
 )
+from crowdmed._text import short_list
 
 
 @dataclasses.dataclass
