@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -20,8 +19,11 @@ from crowdmed.aggregation.distributed._mapreduce import (
     add_stats,
     consensus_frame,
     consensus_meta,
+    encode_local,
     encode_partition,
     fit_blocks,
+    globalize,
+    local_summary,
     partition_model,
 )
 from crowdmed.exceptions import NotFittedError
@@ -192,39 +194,50 @@ class DaskAggregator(ParamsMixin):
         c_lab = find_column(labels, "label", self.label)
         ddf = labels[[c_item, c_ann, c_lab]]
 
-        # One pass: missing values, the annotators, the classes, each partition's item range.
-        missing, ann_ids, classes, ranges = dask.compute(
-            ddf.isna().sum(),
-            ddf[c_ann].unique(),
-            ddf[c_lab].unique(),
-            ddf[c_item].map_partitions(_item_range, meta=_RANGE_META),
-        )
-        for role, col in (("item", c_item), ("annotator", c_ann), ("label", c_lab)):
-            if missing[col]:
-                raise ValueError(
-                    f"Column {col!r} ({role}) has {int(missing[col])} missing values; drop "
-                    "those rows or fill them."
-                )
-        ann_ids = _sorted_ids(np.asarray(ann_ids))
-        classes = _sorted_classes(np.asarray(classes))
-        self.shuffled_ = not _disjoint(ranges) and _items_split(ddf, c_item)
-        if self.shuffled_:
-            ddf = ddf.shuffle(on=c_item)
-
-        parts = ddf.to_delayed()
-        ann_d, cls_d = dask.delayed(ann_ids), dask.delayed(classes)
-        blocks = [
-            dask.delayed(encode_partition)(
-                part,
-                item=c_item,
-                annotator=c_ann,
-                label=c_lab,
-                annotator_ids=ann_d,
-                classes=cls_d,
-                index=i,
-            )
-            for i, part in enumerate(parts)
+        # One read of the data: each partition encodes itself with codes of its own and reports
+        # its missing values, annotators, labels and item range.
+        local = [
+            dask.delayed(encode_local)(part, item=c_item, annotator=c_ann, label=c_lab, index=i)
+            for i, part in enumerate(ddf.to_delayed())
         ]
+        if self.persist:
+            local = list(dask.persist(*local))
+        summaries = dask.compute(*[dask.delayed(local_summary)(b) for b in local])
+        for role, col in (("item", c_item), ("annotator", c_ann), ("label", c_lab)):
+            n_missing = sum(x["missing"][col] for x in summaries)
+            if n_missing:
+                raise ValueError(
+                    f"Column {col!r} ({role}) has {n_missing} missing values; drop those rows "
+                    "or fill them."
+                )
+        ann_ids = _sorted_ids(_union([x["annotators"] for x in summaries]))
+        classes = _sorted_classes(_union([x["labels"] for x in summaries]))
+        ranges = pd.DataFrame(
+            {
+                "lo": [x["range"][0] for x in summaries],
+                "hi": [x["range"][1] for x in summaries],
+                "n": [x["n"] for x in summaries],
+            },
+            dtype=object,
+        )
+        self.shuffled_ = not _disjoint(ranges) and _items_split(ddf, c_item)
+        ann_d, cls_d = dask.delayed(ann_ids), dask.delayed(classes)
+        if self.shuffled_:  # an item's labels in several partitions: shuffle, encode again
+            blocks = [
+                dask.delayed(encode_partition)(
+                    part,
+                    item=c_item,
+                    annotator=c_ann,
+                    label=c_lab,
+                    annotator_ids=ann_d,
+                    classes=cls_d,
+                    index=i,
+                )
+                for i, part in enumerate(ddf.shuffle(on=c_item).to_delayed())
+            ]
+        else:  # the codes of the first read, mapped to the table's annotators and classes
+            blocks = [dask.delayed(globalize)(b, ann_d, cls_d) for b in local]
+        del local  # released once the blocks are built
         if self.persist:
             blocks = list(dask.persist(*blocks))
 
@@ -288,20 +301,6 @@ class DaskAggregator(ParamsMixin):
 
 
 # ---------------------------------------------------------------------- helpers
-_RANGE_META = pd.DataFrame(
-    {"lo": pd.Series([], dtype=object), "hi": pd.Series([], dtype=object), "n": []}
-)
-
-
-def _item_range(items: pd.Series) -> pd.DataFrame:
-    """Smallest and largest item id of a partition (``None`` if not comparable or empty)."""
-    lo = hi = None
-    if len(items):
-        with contextlib.suppress(TypeError):  # ids of mixed types: no range
-            lo, hi = items.min(), items.max()
-    return pd.DataFrame({"lo": [lo], "hi": [hi], "n": [len(items)]}, dtype=object)
-
-
 def _disjoint(ranges: pd.DataFrame) -> bool:
     """Whether the partitions' item ranges do not overlap (so no item spans two)."""
     r = ranges[ranges["n"] > 0]
@@ -312,6 +311,14 @@ def _disjoint(ranges: pd.DataFrame) -> bool:
         return bool((r["hi"].to_numpy()[:-1] < r["lo"].to_numpy()[1:]).all())
     except TypeError:
         return False
+
+
+def _union(arrays: list[np.ndarray]) -> np.ndarray:
+    """Distinct values of several arrays (first appearance order)."""
+    arrays = [a for a in arrays if len(a)]
+    if not arrays:
+        return np.array([])
+    return np.asarray(pd.unique(pd.Series(np.concatenate(arrays))))
 
 
 def _items_split(ddf: Any, c_item: str) -> bool:

@@ -42,6 +42,7 @@ estimator, an adapter, and an entry in :data:`MODELS`.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -65,12 +66,16 @@ __all__ = [
     "Block",
     "ConfusionModel",
     "GradedResponseModel",
+    "LocalBlock",
     "MajorityVoteModel",
     "PartitionModel",
     "consensus_frame",
     "consensus_meta",
+    "encode_local",
     "encode_partition",
     "fit_blocks",
+    "globalize",
+    "local_summary",
     "partition_model",
 ]
 
@@ -171,6 +176,105 @@ def encode_partition(
         ),
         index,
     )
+
+
+@dataclass(frozen=True)
+class LocalBlock:
+    """A partition encoded with its own codes, before the table's annotators are known.
+
+    The first read of the data: items, annotators and labels are factorized within the
+    partition (``*_values`` hold the values of the codes), missing values are counted and
+    repeated ``(item, annotator)`` pairs refused. :func:`globalize` then maps the codes to the
+    table's sorted annotators and classes, without reading the data again.
+    """
+
+    items: np.ndarray
+    item_ids: np.ndarray
+    annotators: np.ndarray
+    annotator_values: np.ndarray
+    labels: np.ndarray
+    label_values: np.ndarray
+    missing: dict[str, int]
+    index: int
+
+
+def encode_local(
+    df: pd.DataFrame, *, item: str, annotator: str, label: str, index: int
+) -> LocalBlock:
+    """Encode one partition with codes of its own (see :class:`LocalBlock`).
+
+    Raises:
+        ValueError: An ``(item, annotator)`` pair repeated within the partition.
+    """
+    codes, values, missing = [], [], {}
+    for col in (item, annotator, label):
+        c, v = pd.factorize(df[col], sort=False)  # missing values get the code -1
+        missing[col] = int((c < 0).sum())
+        codes.append(c.astype(_int_type(max(len(v), 1))))
+        values.append(np.asarray(v))
+    it, an, lab = codes
+    if len(it) and not any(missing.values()):
+        key = it.astype(np.int64) * len(values[1]) + an
+        srt = np.sort(key)
+        dup = srt[1:][srt[1:] == srt[:-1]]
+        if len(dup):
+            pairs = [
+                (values[0][k // len(values[1])], values[1][k % len(values[1])])
+                for k in np.unique(dup)[:5]
+            ]
+            pairs = [tuple(x.item() if isinstance(x, np.generic) else x for x in p) for p in pairs]
+            raise ValueError(
+                f"Each (item, annotator) pair must occur once; got duplicates {pairs}. Keep one "
+                "label per annotator and item (e.g. the latest) before aggregating."
+            )
+    return LocalBlock(it, values[0], an, values[1], lab, values[2], missing, index)
+
+
+def local_summary(block: LocalBlock) -> dict[str, Any]:
+    """What the driver needs from a partition: missing values, annotators, labels, item range."""
+    lo = hi = None
+    if len(block.item_ids):
+        with contextlib.suppress(TypeError):  # ids of mixed types: no range
+            lo, hi = block.item_ids.min(), block.item_ids.max()
+    return {
+        "missing": block.missing,
+        "annotators": block.annotator_values,
+        "labels": block.label_values,
+        "range": (lo, hi),
+        "n": len(block.items),
+    }
+
+
+def globalize(block: LocalBlock, annotator_ids: np.ndarray, classes: np.ndarray) -> Block:
+    """Map a partition's own codes to the table's annotators and classes (no re-reading).
+
+    Args:
+        block: The partition encoded by :func:`encode_local`.
+        annotator_ids: Every annotator id of the table, shape ``(n_annotators,)``.
+        classes: Every class value, in order, shape ``(n_classes,)``.
+
+    Returns:
+        The block fitted by the EM passes.
+    """
+    if len(block.items) == 0:
+        return Block(None, block.index)
+    n_ann, k = len(annotator_ids), len(classes)
+    ann_map = pd.Index(annotator_ids).get_indexer(block.annotator_values)
+    lab_map = pd.Index(classes).get_indexer(block.label_values)
+    if (ann_map < 0).any() or (lab_map < 0).any():
+        raise ValueError(
+            f"Partition {block.index} has annotators or labels missing from the table's lists; "
+            "the table changed while it was read."
+        )
+    cl = CrowdLabels(
+        items=block.items.astype(_int_type(len(block.item_ids) * k)),
+        annotators=ann_map[block.annotators].astype(_int_type(n_ann * k)),
+        labels=lab_map[block.labels].astype(_int_type(k)),
+        item_ids=block.item_ids,
+        annotator_ids=annotator_ids,
+        classes=classes,
+    )
+    return Block(cl, block.index)
 
 
 def _int_type(largest: int) -> type[np.signedinteger[Any]]:
