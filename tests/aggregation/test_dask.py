@@ -17,9 +17,12 @@ from crowdmed.aggregation import (
     OneCoinDawidSkene,
 )
 from crowdmed.aggregation.distributed._mapreduce import (
+    encode_local,
     encode_partition,
     fit_blocks,
+    globalize,
     local_map_reduce,
+    local_summary,
     partition_model,
 )
 from crowdmed.data import CrowdLabels
@@ -217,13 +220,24 @@ def test_map_reduce_without_dask_matches_in_memory():
         )
         for i, part in enumerate([df.iloc[:400], df.iloc[400:800], df.iloc[800:]])
     ]
-    est = DawidSkene()
-    model = partition_model(est)
-    result = fit_blocks(model, local_map_reduce(blocks))
+    # The same blocks from one read: own codes first, then mapped to the table's lists.
+    parts = [df.iloc[:400], df.iloc[400:800], df.iloc[800:]]
+    local = [
+        encode_local(part, item="item", annotator="annotator", label="label", index=i)
+        for i, part in enumerate(parts)
+    ]
+    assert sorted(set().union(*(local_summary(b)["annotators"] for b in local))) == list(ann_ids)
+    mapped = [globalize(b, ann_ids, classes) for b in local]
+    for a, b in zip(blocks, mapped, strict=True):
+        np.testing.assert_array_equal(a.labels.to_dense(), b.labels.to_dense())
+        np.testing.assert_array_equal(a.labels.item_ids, b.labels.item_ids)
     ref = DawidSkene().fit(cl)
-    assert result["n_iter"] == ref.n_iter_
     ann = pd.Index(cl.annotator_ids).get_indexer(ann_ids)
-    np.testing.assert_allclose(est.confusion_, ref.confusion_[ann], atol=1e-12)
+    for held in (blocks, mapped):
+        est = DawidSkene()
+        result = fit_blocks(partition_model(est), local_map_reduce(held))
+        assert result["n_iter"] == ref.n_iter_
+        np.testing.assert_allclose(est.confusion_, ref.confusion_[ann], atol=1e-12)
 
 
 @pytest.mark.parametrize(
