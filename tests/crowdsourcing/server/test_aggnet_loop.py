@@ -151,7 +151,9 @@ def test_aggnet_loop_through_the_server(tmp_path):
     aucs = {}
     for what, labels in (("server", cl), ("files", filed)):
         x = model_inputs(pkg.patches(list(labels.item_ids)))
-        res = refine(net, x, labels, lr=3e-3, epochs=30, random_state=0)
+        # Five full-batch rounds keep the test AUC below 1, so the comparison can fail
+        # (measured: before 0.39, through the server 0.86, file-based 0.82).
+        res = refine(net, x, labels, lr=1e-3, epochs=5, random_state=0)
         aucs[what] = roc_auc(predict_proba(res.model, x_test), t_test)
         if what == "server":
             inferred = dict(zip(res.truth["item"], res.truth["label"], strict=True))
@@ -160,7 +162,8 @@ def test_aggnet_loop_through_the_server(tmp_path):
             spam = [a for a in ("w09", "w10", "w11") if a in people.index]
             good = [a for a in people.index if a not in ("w09", "w10", "w11")]
     assert acc > 0.9
-    assert aucs["server"] > before + 0.1, (before, aucs)
+    assert aucs["server"] > before + 0.3, (before, aucs)
+    assert aucs["server"] < 0.99, aucs  # not at the ceiling
     assert aucs["server"] >= aucs["files"] - 0.02, aucs
     if spam:  # spammers who passed the quiz score far below the careful annotators
         assert (
