@@ -432,10 +432,13 @@ def render(cli: dict[str, Any] | None, dsk: dict[str, Any] | None, meta: dict[st
                 if dsk["persist"]
                 else "re-read on every pass (`persist=False`)"
             )
-            + ". **fit s** covers the whole fit from the Parquet folder (scan, encode, EM); "
-            "**worker peak** is each worker's peak resident memory, read from the worker.",
+            + ". **fit s** covers the whole fit from the Parquet folder (one read of the data, "
+            "encoding, EM); **to iteration 1 s** runs from the start of the fit to the end of "
+            "the first EM iteration (reading, encoding, the starting posteriors and one "
+            "iteration); **s / iteration** is the mean of the later ones. **peak memory** of a "
+            "worker is its peak resident memory, read from the worker.",
             "",
-            "| run | labels | partitions | iterations | fit s | first pass s | s / iteration "
+            "| run | labels | partitions | iterations | fit s | to iteration 1 s | s / iteration "
             "| accuracy | peak memory |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---|",
             f"| in memory (`DawidSkene().fit`) | {small['n_labels']:,} | — | {mem['n_iter']} | "
