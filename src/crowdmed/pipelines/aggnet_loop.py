@@ -12,20 +12,27 @@ and the crowd (:func:`crowdmed.simulate.simulate_votes`, with spammers).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from crowdmed.crowdsourcing.tasks import TaskPackage, export_tasks
 from crowdmed.crowdsourcing.votes import read_votes
-from crowdmed.simulate.votes import simulate_votes
+from crowdmed.simulate.votes import SimulatedVotes, simulate_votes
+
+if TYPE_CHECKING:
+    from crowdmed.data.labels import CrowdLabels
+    from crowdmed.pathology.detector import MultiScaleDetector
+    from crowdmed.pathology.synthetic import SyntheticFields
+    from crowdmed.pipelines.refine import RefineResult
 
 __all__ = ["CrowdLoopResult", "run_crowd_loop"]
 
@@ -142,235 +149,381 @@ def run_crowd_loop(
     Returns:
         Metrics, annotator table, inferred truth, test maps and candidates, timings.
     """
-    import torch
-
-    from crowdmed.aggregation import MajorityVote
-    from crowdmed.metrics import roc_auc
-    from crowdmed.metrics.points import match_points
-    from crowdmed.pathology.detector import detect
-    from crowdmed.pathology.synthetic import make_synthetic_fields
-    from crowdmed.pipelines.refine import (
-        detector_patches,
-        fine_tune,
-        predict_proba,
-        refine,
-        scale_index,
+    settings = _LoopSettings(
+        n_train=n_train,
+        n_crowd=n_crowd,
+        n_gold_fields=n_gold_fields,
+        n_test=n_test,
+        size=size,
+        detector_epochs=detector_epochs,
+        radius=radius,
+        candidate_threshold=candidate_threshold,
+        gold_rate=gold_rate,
+        n_annotators=n_annotators,
+        votes_per_task=votes_per_task,
+        spammer_fraction=spammer_fraction,
+        refine_lr=refine_lr,
+        refine_epochs=refine_epochs,
+        tau=tau,
+        baselines=baselines,
+        tta=tta,
+        random_state=random_state,
     )
-    from crowdmed.training.patch_detector import train_detector
-
-    settings: dict[str, Any] = {
-        "n_train": n_train,
-        "n_crowd": n_crowd,
-        "n_gold_fields": n_gold_fields,
-        "n_test": n_test,
-        "size": list(size),
-        "detector_epochs": detector_epochs,
-        "radius": radius,
-        "candidate_threshold": candidate_threshold,
-        "gold_rate": gold_rate,
-        "n_annotators": n_annotators,
-        "votes_per_task": votes_per_task,
-        "spammer_fraction": spammer_fraction,
-        "refine_lr": refine_lr,
-        "refine_epochs": refine_epochs,
-        "tau": tau,
-        "baselines": baselines,
-        "tta": tta,
-        "random_state": random_state,
-    }
-    timings: dict[str, float] = {}
-    started: list[float] = [time.perf_counter()]
-    current: list[str] = [""]
-
-    def step(i: int) -> None:
-        now = time.perf_counter()
-        if current[0]:
-            timings[current[0]] = now - started[0]
-        started[0], current[0] = now, _STEPS[i] if i < len(_STEPS) else ""
-        if progress is not None and i < len(_STEPS):
-            progress(_STEPS[i], i, len(_STEPS))
-
+    clock = _StepClock(progress)
     tmp = tempfile.TemporaryDirectory(prefix="crowdmed-loop-") if workdir is None else None
     work = Path(tmp.name if tmp is not None else workdir)  # type: ignore[arg-type]
     try:
-        step(0)
-        n_all = n_train + n_crowd + n_gold_fields + n_test
-        fields = make_synthetic_fields(n_all, size=size, random_state=random_state)
-        split = np.cumsum([n_train, n_crowd, n_gold_fields])
-        train = fields.subset(range(0, split[0]))
-        crowd = fields.subset(range(split[0], split[1]))
-        goldf = fields.subset(range(split[1], split[2]))
-        test = fields.subset(range(split[2], n_all))
-
-        step(1)
-        detector = train_detector(
-            train.as_dict(),
-            train.points,
-            epochs=detector_epochs,
-            radius=radius,
-            random_state=random_state,
-            negatives_per_image=200,
-        )
-
-        step(2)
-        cands = detect(detector, crowd.as_dict(), threshold=candidate_threshold, tta=tta)
-        cands_truth = _tp(cands, crowd.points, radius)
-        gold_cands = detect(detector, goldf.as_dict(), threshold=candidate_threshold, tta=tta)
-        gold_tp = _tp(gold_cands, goldf.points, radius).astype(bool)
-        pool = pd.concat(
-            [
-                goldf.points.assign(label=1),
-                gold_cands.loc[~gold_tp, ["image", "x", "y"]].assign(label=0),
-            ],
-            ignore_index=True,
-        )
-        maps: dict[Any, np.ndarray] = {}
-        test_cands = detect(
-            detector, test.as_dict(), threshold=candidate_threshold, tta=tta, maps=maps
-        )
-        test_truth = _tp(test_cands, test.points, radius)
-
-        step(3)
-        images = {**crowd.as_dict(), **goldf.as_dict()}
-        pkg = export_tasks(
-            images,
-            cands,
-            work / "package",
-            gold=pool,
-            gold_rate=gold_rate,
-            patch_size=99,
-            label_studio=True,
-            random_state=random_state,
-        )
-
-        step(4)
-        m = pkg.manifest
-        key = cands.assign(t=cands_truth).set_index(["image", "x", "y"])["t"]
-        key = key[~key.index.duplicated()]
-        truth = pd.Series(-1, index=m.index, dtype=np.int64)
-        real = ~m["is_gold"].to_numpy()
-        idx = pd.MultiIndex.from_frame(m.loc[real, ["image", "x", "y"]])
-        truth[real] = key.reindex(idx).to_numpy()
-        gold_labels = pkg.gold_labels()
-        truth[~real] = gold_labels[~real]
-        sim = simulate_votes(
-            pkg.tasks,
-            truth.to_numpy(),
-            n_annotators=n_annotators,
-            votes_per_task=votes_per_task,
-            spammer_fraction=spammer_fraction,
-            random_state=random_state,
-        )
-        sim.votes.to_csv(work / "votes.csv", index=False)
-
-        step(5)
-        imported = read_votes(work / "votes.csv", pkg)
-        cl = imported.labels
-        pos = pd.Index(pkg.tasks).get_indexer(cl.item_ids)
-        item_truth = truth.to_numpy()[pos]
-        x = detector_patches(detector, images, m.iloc[pos][["image", "x", "y"]])
-        base = detector.models[scale_index(detector, 0.33)]
-
-        step(6)
-        refined = refine(
-            base,
-            x,
-            cl,
-            lr=refine_lr,
-            epochs=refine_epochs,
-            tau=tau,
-            random_state=random_state,
-        )
-        models: dict[str, Any] = {"unrefined": base, "AggNet": refined.model}
-        targets: dict[str, np.ndarray] = {"AggNet": refined.truth["label"].to_numpy()}
-
-        step(7)
-        if baselines:
-            for name, target in (("AM-MV", "mv"), ("AM-GLAD", "glad"), ("AM-GT", "gt")):
-                r = fine_tune(
-                    base,
-                    x,
-                    cl,
-                    target=target,
-                    truth=item_truth,
-                    lr=refine_lr,
-                    epochs=refine_epochs,
-                    random_state=random_state,
-                )
-                models[name] = r.model
-                targets[name] = r.truth["label"].to_numpy()
-
-        step(8)
-        x_test = detector_patches(detector, test.as_dict(), test_cands[["image", "x", "y"]])
-        rows = []
-        cand_table = test_cands.assign(tp=test_truth)
-        det_res = match_points(test_cands[test_cands["score"] >= 0.5], test.points, radius=radius)
-        rows.append(
-            {
-                "model": "detector (fused, 0.5)",
-                "f1": det_res.f1,
-                "precision": det_res.precision,
-                "recall": det_res.recall,
-                "auc": roc_auc(test_cands["score"].to_numpy(), test_truth)
-                if len(np.unique(test_truth)) == 2
-                else float("nan"),
-                "truth_accuracy": float("nan"),
-            }
-        )
-        order = ["unrefined", "AM-MV", "AM-GLAD", "AM-GT", "AggNet"]
-        for name in [n for n in order if n in models]:
-            with torch.no_grad():
-                p = predict_proba(models[name], x_test)
-            cand_table[f"p_{name}"] = p
-            scored = test_cands.assign(score=p)
-            res = match_points(scored[p >= 0.5], test.points, radius=radius)
-            rows.append(
-                {
-                    "model": name,
-                    "f1": res.f1,
-                    "precision": res.precision,
-                    "recall": res.recall,
-                    "auc": roc_auc(p, test_truth)
-                    if len(np.unique(test_truth)) == 2
-                    else float("nan"),
-                    "truth_accuracy": float((targets[name] == item_truth).mean())
-                    if name in targets
-                    else float("nan"),
-                }
-            )
-        metrics = pd.DataFrame(rows)
-
-        est = refined.annotators.rename(
-            columns={
-                "sensitivity": "est_sensitivity",
-                "specificity": "est_specificity",
-                "spammer_score": "est_spammer_score",
-            }
-        )
-        annotators = sim.annotators.merge(est, on="annotator", how="left")
-        mv = MajorityVote(random_state=random_state).fit(cl).labels_
-        truth_table = pd.DataFrame(
-            {
-                "task": cl.item_ids,
-                "is_gold": m["is_gold"].to_numpy()[pos],
-                "truth": item_truth,
-                "p_mitosis": refined.truth["p_mitosis"].to_numpy(),
-                "mv": mv,
-            }
-        )
-        step(len(_STEPS))
-        return CrowdLoopResult(
-            metrics=metrics,
-            annotators=annotators,
-            truth=truth_table,
-            maps={str(k): v for k, v in maps.items()},
-            candidates=cand_table,
-            package=pkg if tmp is None else None,
-            timings=timings,
-            settings=settings,
-            test_images={str(k): v for k, v in test.as_dict().items()},
-            test_points=test.points.reset_index(drop=True),
-        )
+        return _run_steps(settings, work, clock, keep_package=tmp is None)
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+@dataclass(frozen=True)
+class _LoopSettings:
+    """The arguments of :func:`run_crowd_loop` that shape the run (stored in its result)."""
+
+    n_train: int
+    n_crowd: int
+    n_gold_fields: int
+    n_test: int
+    size: tuple[int, int]
+    detector_epochs: int
+    radius: float
+    candidate_threshold: float
+    gold_rate: float
+    n_annotators: int
+    votes_per_task: int
+    spammer_fraction: float
+    refine_lr: float
+    refine_epochs: int
+    tau: float
+    baselines: bool
+    tta: bool
+    random_state: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as plain values, ``size`` as a list."""
+        return {**dataclasses.asdict(self), "size": list(self.size)}
+
+
+class _StepClock:
+    """Times the loop's steps and reports each one to ``progress`` as it starts."""
+
+    def __init__(self, progress: LoopHook | None) -> None:
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+        self._started = time.perf_counter()
+        self._current = ""
+
+    def start(self, i: int) -> None:
+        """Close the running step and start step ``i`` (``len(_STEPS)``: the end)."""
+        now = time.perf_counter()
+        if self._current:
+            self.timings[self._current] = now - self._started
+        self._started, self._current = now, _STEPS[i] if i < len(_STEPS) else ""
+        if self.progress is not None and i < len(_STEPS):
+            self.progress(_STEPS[i], i, len(_STEPS))
+
+
+@dataclass
+class _Fields:
+    """The synthetic fields of each role."""
+
+    train: SyntheticFields
+    crowd: SyntheticFields
+    gold: SyntheticFields
+    test: SyntheticFields
+
+
+@dataclass
+class _Candidates:
+    """The detector's candidates on the crowd, gold and test fields."""
+
+    crowd: pd.DataFrame
+    crowd_tp: np.ndarray
+    gold_pool: pd.DataFrame
+    test: pd.DataFrame
+    test_tp: np.ndarray
+    maps: dict[Any, np.ndarray]
+
+
+@dataclass
+class _CrowdData:
+    """The imported crowd labels with each item's true label and detector patches."""
+
+    labels: CrowdLabels
+    positions: np.ndarray
+    truth: np.ndarray
+    patches: np.ndarray
+
+
+def _run_steps(
+    settings: _LoopSettings, work: Path, clock: _StepClock, *, keep_package: bool
+) -> CrowdLoopResult:
+    from crowdmed.pipelines.refine import scale_index
+
+    clock.start(0)
+    fields = _make_fields(settings)
+    clock.start(1)
+    detector = _train_detector(settings, fields.train)
+    clock.start(2)
+    cands = _detect_candidates(settings, detector, fields)
+    clock.start(3)
+    images = {**fields.crowd.as_dict(), **fields.gold.as_dict()}
+    pkg = export_tasks(
+        images,
+        cands.crowd,
+        work / "package",
+        gold=cands.gold_pool,
+        gold_rate=settings.gold_rate,
+        patch_size=99,
+        label_studio=True,
+        random_state=settings.random_state,
+    )
+    clock.start(4)
+    truth = _task_truth(pkg, cands)
+    sim = _simulate_crowd(settings, pkg, truth, work / "votes.csv")
+    clock.start(5)
+    crowd = _import_votes(detector, images, pkg, truth, work / "votes.csv")
+    base = detector.models[scale_index(detector, 0.33)]
+    clock.start(6)
+    refined = _refine(settings, base, crowd)
+    models: dict[str, Any] = {"unrefined": base, "AggNet": refined.model}
+    targets: dict[str, np.ndarray] = {"AggNet": refined.truth["label"].to_numpy()}
+    clock.start(7)
+    if settings.baselines:
+        _fine_tune_baselines(settings, base, crowd, models, targets)
+    clock.start(8)
+    metrics, cand_table = _evaluate(settings, detector, fields.test, cands, models, targets, crowd)
+    annotators = _annotator_table(sim, refined)
+    truth_table = _truth_table(settings, pkg, crowd, refined)
+    clock.start(len(_STEPS))
+    return CrowdLoopResult(
+        metrics=metrics,
+        annotators=annotators,
+        truth=truth_table,
+        maps={str(k): v for k, v in cands.maps.items()},
+        candidates=cand_table,
+        package=pkg if keep_package else None,
+        timings=clock.timings,
+        settings=settings.as_dict(),
+        test_images={str(k): v for k, v in fields.test.as_dict().items()},
+        test_points=fields.test.points.reset_index(drop=True),
+    )
+
+
+def _make_fields(settings: _LoopSettings) -> _Fields:
+    from crowdmed.pathology.synthetic import make_synthetic_fields
+
+    s = settings
+    n_all = s.n_train + s.n_crowd + s.n_gold_fields + s.n_test
+    fields = make_synthetic_fields(n_all, size=s.size, random_state=s.random_state)
+    split = np.cumsum([s.n_train, s.n_crowd, s.n_gold_fields])
+    return _Fields(
+        train=fields.subset(range(0, split[0])),
+        crowd=fields.subset(range(split[0], split[1])),
+        gold=fields.subset(range(split[1], split[2])),
+        test=fields.subset(range(split[2], n_all)),
+    )
+
+
+def _train_detector(settings: _LoopSettings, train: SyntheticFields) -> MultiScaleDetector:
+    from crowdmed.training.patch_detector import train_detector
+
+    return train_detector(
+        train.as_dict(),
+        train.points,
+        epochs=settings.detector_epochs,
+        radius=settings.radius,
+        random_state=settings.random_state,
+        negatives_per_image=200,
+    )
+
+
+def _detect_candidates(
+    settings: _LoopSettings, detector: MultiScaleDetector, fields: _Fields
+) -> _Candidates:
+    """Candidates of the crowd fields, the gold pool and the test candidates with their maps."""
+    from crowdmed.pathology.detector import detect
+
+    threshold, tta, radius = settings.candidate_threshold, settings.tta, settings.radius
+    cands = detect(detector, fields.crowd.as_dict(), threshold=threshold, tta=tta)
+    cands_tp = _tp(cands, fields.crowd.points, radius)
+    gold_cands = detect(detector, fields.gold.as_dict(), threshold=threshold, tta=tta)
+    gold_tp = _tp(gold_cands, fields.gold.points, radius).astype(bool)
+    # gold questions: the reference points and the detector's false candidates
+    pool = pd.concat(
+        [
+            fields.gold.points.assign(label=1),
+            gold_cands.loc[~gold_tp, ["image", "x", "y"]].assign(label=0),
+        ],
+        ignore_index=True,
+    )
+    maps: dict[Any, np.ndarray] = {}
+    test_cands = detect(detector, fields.test.as_dict(), threshold=threshold, tta=tta, maps=maps)
+    test_tp = _tp(test_cands, fields.test.points, radius)
+    return _Candidates(cands, cands_tp, pool, test_cands, test_tp, maps)
+
+
+def _task_truth(pkg: TaskPackage, cands: _Candidates) -> pd.Series:
+    """The true label of every task: matched candidates for real tasks, gold labels else."""
+    m = pkg.manifest
+    key = cands.crowd.assign(t=cands.crowd_tp).set_index(["image", "x", "y"])["t"]
+    key = key[~key.index.duplicated()]
+    truth = pd.Series(-1, index=m.index, dtype=np.int64)
+    real = ~m["is_gold"].to_numpy()
+    idx = pd.MultiIndex.from_frame(m.loc[real, ["image", "x", "y"]])
+    truth[real] = key.reindex(idx).to_numpy()
+    gold_labels = pkg.gold_labels()
+    truth[~real] = gold_labels[~real]
+    return truth
+
+
+def _simulate_crowd(
+    settings: _LoopSettings, pkg: TaskPackage, truth: pd.Series, votes_csv: Path
+) -> SimulatedVotes:
+    sim = simulate_votes(
+        pkg.tasks,
+        truth.to_numpy(),
+        n_annotators=settings.n_annotators,
+        votes_per_task=settings.votes_per_task,
+        spammer_fraction=settings.spammer_fraction,
+        random_state=settings.random_state,
+    )
+    sim.votes.to_csv(votes_csv, index=False)
+    return sim
+
+
+def _import_votes(
+    detector: MultiScaleDetector,
+    images: dict[str, np.ndarray],
+    pkg: TaskPackage,
+    truth: pd.Series,
+    votes_csv: Path,
+) -> _CrowdData:
+    from crowdmed.pipelines.refine import detector_patches
+
+    cl = read_votes(votes_csv, pkg).labels
+    pos = pd.Index(pkg.tasks).get_indexer(cl.item_ids)
+    item_truth = truth.to_numpy()[pos]
+    x = detector_patches(detector, images, pkg.manifest.iloc[pos][["image", "x", "y"]])
+    return _CrowdData(cl, pos, item_truth, x)
+
+
+def _refine(settings: _LoopSettings, base: Any, crowd: _CrowdData) -> RefineResult:
+    from crowdmed.pipelines.refine import refine
+
+    return refine(
+        base,
+        crowd.patches,
+        crowd.labels,
+        lr=settings.refine_lr,
+        epochs=settings.refine_epochs,
+        tau=settings.tau,
+        random_state=settings.random_state,
+    )
+
+
+def _fine_tune_baselines(
+    settings: _LoopSettings,
+    base: Any,
+    crowd: _CrowdData,
+    models: dict[str, Any],
+    targets: dict[str, np.ndarray],
+) -> None:
+    """Fine-tune AM-MV, AM-GLAD and AM-GT; add their networks and targets in place."""
+    from crowdmed.pipelines.refine import fine_tune
+
+    for name, target in (("AM-MV", "mv"), ("AM-GLAD", "glad"), ("AM-GT", "gt")):
+        r = fine_tune(
+            base,
+            crowd.patches,
+            crowd.labels,
+            target=target,
+            truth=crowd.truth,
+            lr=settings.refine_lr,
+            epochs=settings.refine_epochs,
+            random_state=settings.random_state,
+        )
+        models[name] = r.model
+        targets[name] = r.truth["label"].to_numpy()
+
+
+def _auc(scores: np.ndarray, truth: np.ndarray) -> float:
+    from crowdmed.metrics import roc_auc
+
+    return roc_auc(scores, truth) if len(np.unique(truth)) == 2 else float("nan")
+
+
+def _metrics_row(name: str, res: Any, auc: float, truth_accuracy: float) -> dict[str, Any]:
+    return {
+        "model": name,
+        "f1": res.f1,
+        "precision": res.precision,
+        "recall": res.recall,
+        "auc": auc,
+        "truth_accuracy": truth_accuracy,
+    }
+
+
+def _evaluate(
+    settings: _LoopSettings,
+    detector: MultiScaleDetector,
+    test: SyntheticFields,
+    cands: _Candidates,
+    models: dict[str, Any],
+    targets: dict[str, np.ndarray],
+    crowd: _CrowdData,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every network as a second stage on the test candidates: metrics and probabilities."""
+    import torch
+
+    from crowdmed.metrics.points import match_points
+    from crowdmed.pipelines.refine import detector_patches, predict_proba
+
+    test_cands, test_truth, radius = cands.test, cands.test_tp, settings.radius
+    x_test = detector_patches(detector, test.as_dict(), test_cands[["image", "x", "y"]])
+    cand_table = test_cands.assign(tp=test_truth)
+    det_res = match_points(test_cands[test_cands["score"] >= 0.5], test.points, radius=radius)
+    auc = _auc(test_cands["score"].to_numpy(), test_truth)
+    rows = [_metrics_row("detector (fused, 0.5)", det_res, auc, float("nan"))]
+    order = ["unrefined", "AM-MV", "AM-GLAD", "AM-GT", "AggNet"]
+    for name in [n for n in order if n in models]:
+        with torch.no_grad():
+            p = predict_proba(models[name], x_test)
+        cand_table[f"p_{name}"] = p
+        scored = test_cands.assign(score=p)
+        res = match_points(scored[p >= 0.5], test.points, radius=radius)
+        accuracy = float((targets[name] == crowd.truth).mean()) if name in targets else float("nan")
+        rows.append(_metrics_row(name, res, _auc(p, test_truth), accuracy))
+    return pd.DataFrame(rows), cand_table
+
+
+def _annotator_table(sim: SimulatedVotes, refined: RefineResult) -> pd.DataFrame:
+    est = refined.annotators.rename(
+        columns={
+            "sensitivity": "est_sensitivity",
+            "specificity": "est_specificity",
+            "spammer_score": "est_spammer_score",
+        }
+    )
+    return sim.annotators.merge(est, on="annotator", how="left")
+
+
+def _truth_table(
+    settings: _LoopSettings, pkg: TaskPackage, crowd: _CrowdData, refined: RefineResult
+) -> pd.DataFrame:
+    from crowdmed.aggregation import MajorityVote
+
+    cl = crowd.labels
+    mv = MajorityVote(random_state=settings.random_state).fit(cl).labels_
+    return pd.DataFrame(
+        {
+            "task": cl.item_ids,
+            "is_gold": pkg.manifest["is_gold"].to_numpy()[crowd.positions],
+            "truth": crowd.truth,
+            "p_mitosis": refined.truth["p_mitosis"].to_numpy(),
+            "mv": mv,
+        }
+    )
