@@ -187,21 +187,20 @@ def _format_float(x: np.ndarray, pa: Any, pc: Any) -> Any:
     def lit(value: str) -> Any:
         return pa.scalar(value, pa.large_string())
 
-    def replace(mask: np.ndarray, new: Any) -> Any:
-        return pc.replace_with_mask(text, pa.array(mask), new)
-
+    # The four kinds of cells to fix are disjoint; each is rewritten from pyarrow's text and
+    # all are put back with one replace_with_mask (each call copies the whole column).
+    fixes: list[tuple[np.ndarray, Any]] = []
     # Scientific in both, one-digit exponent: pad it to two digits (1e-7 -> 1e-07).
     pad = has_e & one_digit_exp
     if pad.any():
         sub = text.filter(pa.array(pad))
         head, tail = pc.utf8_slice_codeunits(sub, 0, -1), pc.utf8_slice_codeunits(sub, -1)
-        text = replace(pad, pc.binary_join_element_wise(head, lit("0"), tail, lit("")))
+        fixes.append((pad, pc.binary_join_element_wise(head, lit("0"), tail, lit(""))))
     # Fixed in both and integral: add ".0" (3 -> 3.0, -0 -> -0.0).
     dot = ~has_e & py_fixed & integral
     if dot.any():
-        text = replace(
-            dot, pc.binary_join_element_wise(text.filter(pa.array(dot)), lit(".0"), lit(""))
-        )
+        sub = text.filter(pa.array(dot))
+        fixes.append((dot, pc.binary_join_element_wise(sub, lit(".0"), lit(""))))
     # Fixed in pyarrow, scientific in Python (1e-6 <= |x| < 1e-4): "0.0000123" -> "1.23e-05".
     small = finite & ~has_e & ~py_fixed
     if small.any():
@@ -218,10 +217,19 @@ def _format_float(x: np.ndarray, pa: Any, pc: Any) -> Any:
             pc.utf8_lpad(pc.cast(exp, pa.large_string()), 2, "0"),
             lit(""),
         )
-        text = replace(small, sci)
+        fixes.append((small, sci))
     # Scientific in pyarrow, fixed in Python (large values, rare): Python's own repr.
     other = finite & has_e & py_fixed
     if other.any():
         reprs = pa.array([repr(v) for v in x[other].tolist()], type=pa.large_string())
-        text = replace(other, reprs)
-    return text
+        fixes.append((other, reprs))
+    if not fixes:
+        return text
+    positions = np.concatenate([np.flatnonzero(mask) for mask, _ in fixes])
+    values = pa.concat_arrays(
+        [v.combine_chunks() if hasattr(v, "combine_chunks") else v for _, v in fixes]
+    )
+    order = pa.array(np.argsort(positions, kind="stable"))
+    mask = np.zeros(len(x), dtype=bool)
+    mask[positions] = True
+    return pc.replace_with_mask(text, pa.array(mask), values.take(order))
