@@ -111,3 +111,35 @@ def test_consensus_of_an_empty_study(study):
     c = compute_consensus(study)
     assert len(c.items) == 0
     assert list(c.annotators.columns)[:3] == ["annotator", "status", "quiz_accuracy"]
+
+
+def test_a_slow_consensus_never_holds_up_votes(study, app, annotator, monkeypatch):
+    import threading
+
+    import crowdmed.crowdsourcing.server.consensus as consensus_module
+
+    started, release = threading.Event(), threading.Event()
+    real = consensus_module.compute_consensus
+
+    def slow(st):
+        started.set()
+        release.wait(30)
+        return real(st)
+
+    admin = TestClient(app)
+    assert admin.get(f"/admin/login/{study.admin}", follow_redirects=False).status_code == 303
+    monkeypatch.setattr(consensus_module, "compute_consensus", slow)
+    page = {}
+    thread = threading.Thread(target=lambda: page.setdefault("r", admin.get("/admin")))
+    thread.start()
+    assert started.wait(30)
+    # The admin page is fitting the consensus; annotators carry on meanwhile.
+    s = annotator(app, study.invite(["busy"])["busy"])
+    for _ in range(3):
+        nxt = s.next()
+        assert s.vote(nxt["item"]["key"], 0).status_code == 200
+    assert thread.is_alive()  # the fit had not finished while the votes went through
+    release.set()
+    thread.join(30)
+    assert page["r"].status_code == 200
+    assert len(study.storage.votes()) == 3
