@@ -20,6 +20,7 @@ import functools
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -194,11 +195,52 @@ def train_detector(
             checkpoint of another run.
     """
     imgs = _as_dict(images)
+    pts = _check_points(imgs, points)
+    _check_counts(scales, epochs, batch_size, negatives_per_image)
+    _check_rates(positive_fraction, lr, radius, jitter, negative_distance)
+    rng = check_random_state(random_state)
+    seed = int(rng.integers(2**31))
+    stain = None if stain_reference is None else StainNormalizer().fit(np.asarray(stain_reference))
+    fields = _prepare_fields(imgs, pts, stain)
+    sampling = _Sampling(jitter, negative_distance, negatives_per_image, positive_fraction)
+    fit = _ScaleFit(
+        epochs=int(epochs),
+        batch_size=int(batch_size),
+        lr=lr,
+        channels=channels,
+        hidden=hidden,
+        device=device,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        callback=callback,
+    )
+    models: list[AggNetCNN] = []
+    history: dict[float, list[dict[str, float]]] = {}
+    for si, scale in enumerate(scales):
+        scale = float(scale)
+        sites = _scale_sites(fields, scale, sampling, rng)
+        model, history[scale] = fit.run(si, scale, sites, seed=seed + si, rng=rng)
+        models.append(model)
+    settings = _settings_record(scales, epochs, batch_size, sampling, fit, stain, random_state)
+    settings.update(n_images=len(imgs), n_points=len(pts))
+    return MultiScaleDetector(
+        scales, models, radius=radius, stain=stain, history=history, settings=settings
+    )
+
+
+def _check_points(imgs: dict[Any, np.ndarray], points: pd.DataFrame) -> pd.DataFrame:
+    """The points keyed like ``imgs``; at least one field and one point."""
     if not imgs:
         raise ValueError("`images` is empty; pass at least one field.")
     pts = _lookup_points(points, imgs)
     if len(pts) == 0:
         raise ValueError("`points` holds no mitoses; the detector needs positive examples.")
+    return pts
+
+
+def _check_counts(
+    scales: Sequence[float], epochs: int, batch_size: int, negatives_per_image: int | None
+) -> None:
     if not scales or not all(0 < float(s) <= 4 for s in scales):
         raise ValueError(f"`scales` must be positive numbers (at most 4); got {scales!r}.")
     for name, value in (
@@ -208,15 +250,31 @@ def train_detector(
     ):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+
+
+def _check_rates(
+    positive_fraction: float, lr: float, radius: float, jitter: float, negative_distance: float
+) -> None:
     if not 0 < positive_fraction < 1:
         raise ValueError(f"`positive_fraction` must be in (0, 1); got {positive_fraction!r}.")
     if not (lr > 0 and radius > 0 and jitter >= 0 and negative_distance >= 0):
         raise ValueError("`lr` and `radius` must be positive; `jitter`, `negative_distance` >= 0.")
-    rng = check_random_state(random_state)
-    seed = int(rng.integers(2**31))
-    stain = None
-    if stain_reference is not None:
-        stain = StainNormalizer().fit(np.asarray(stain_reference))
+
+
+@dataclass
+class _Fields:
+    """The training fields (float in [0, 1]) and the mitoses on each."""
+
+    images: dict[Any, np.ndarray]
+    groups: dict[Any, Any]
+    xy: np.ndarray
+    n_points: int
+
+
+def _prepare_fields(
+    imgs: dict[Any, np.ndarray], pts: pd.DataFrame, stain: StainNormalizer | None
+) -> _Fields:
+    """Every field as float in [0, 1] (Macenko-normalised first when ``stain`` is given)."""
     prepared = {}
     for k, v in imgs.items():
         arr = np.asarray(v)
@@ -229,95 +287,148 @@ def train_detector(
         prepared[k] = to_float(arr)
     groups = pts.groupby("image", sort=False).indices
     xy_all = pts[["x", "y"]].to_numpy(dtype=np.float64)
+    return _Fields(prepared, groups, xy_all, len(pts))
 
-    models: list[AggNetCNN] = []
-    history: dict[float, list[dict[str, float]]] = {}
-    for si, scale in enumerate(scales):
-        scale = float(scale)
-        padded: list[np.ndarray] = []
-        pos_sites: list[np.ndarray] = []
-        neg_sites: list[np.ndarray] = []
-        expected = 8 * len(_jitter_offsets(jitter, scale)) * len(pts)
-        wanted = round(expected * (1 - positive_fraction) / positive_fraction)
-        per_image = (
-            negatives_per_image
-            if negatives_per_image is not None
-            else max(100, math.ceil(2 * wanted / len(prepared)))
+
+@dataclass(frozen=True)
+class _Sampling:
+    """How positive and negative sites are drawn (see :func:`train_detector`)."""
+
+    jitter: float
+    negative_distance: float
+    negatives_per_image: int | None
+    positive_fraction: float
+
+    def pool_per_image(self, scale: float, n_points: int, n_images: int) -> int:
+        """Negatives to draw per field: by default twice what an epoch needs (at least 100)."""
+        if self.negatives_per_image is not None:
+            return self.negatives_per_image
+        expected = 8 * len(_jitter_offsets(self.jitter, scale)) * n_points
+        wanted = round(expected * (1 - self.positive_fraction) / self.positive_fraction)
+        return max(100, math.ceil(2 * wanted / n_images))
+
+    def epoch_negatives(self, n_positive_sites: int, n_pool: int) -> int:
+        """Negatives per epoch: the share ``positive_fraction`` of positives, pool permitting."""
+        n_pos = 8 * n_positive_sites
+        return min(n_pool, round(n_pos * (1 - self.positive_fraction) / self.positive_fraction))
+
+
+@dataclass
+class _Sites:
+    """One scale's padded fields and its ``(field, row, col)`` sites."""
+
+    padded: list[np.ndarray]
+    positives: np.ndarray
+    negatives: np.ndarray
+    n_negative: int
+
+
+def _scale_sites(
+    fields: _Fields, scale: float, sampling: _Sampling, rng: np.random.Generator
+) -> _Sites:
+    """Rescale and pad every field; draw its positive sites and its pool of negatives."""
+    per_image = sampling.pool_per_image(scale, fields.n_points, len(fields.images))
+    padded: list[np.ndarray] = []
+    pos_sites: list[np.ndarray] = []
+    neg_sites: list[np.ndarray] = []
+    for ii, (key, x) in enumerate(fields.images.items()):
+        pxy = fields.xy[fields.groups[key]] if key in fields.groups else np.zeros((0, 2))
+        pos, neg = _sample_sites(
+            x,
+            pxy,
+            scale,
+            jitter=sampling.jitter,
+            negative_distance=sampling.negative_distance,
+            n_negatives=per_image,
+            rng=rng,
         )
-        for ii, (key, x) in enumerate(prepared.items()):
-            pxy = xy_all[groups[key]] if key in groups else np.zeros((0, 2))
-            pos, neg = _sample_sites(
-                x,
-                pxy,
-                scale,
-                jitter=jitter,
-                negative_distance=negative_distance,
-                n_negatives=per_image,
-                rng=rng,
-            )
-            scaled = rescale_image(x, scale)
-            padded.append(np.pad(scaled, ((_HALF, _HALF), (_HALF, _HALF), (0, 0)), mode="reflect"))
-            pos_sites.append(np.column_stack([np.full(len(pos), ii), pos]))
-            neg_sites.append(np.column_stack([np.full(len(neg), ii), neg]))
-        pos_all = np.concatenate(pos_sites).astype(np.int64)
-        neg_all = np.concatenate(neg_sites).astype(np.int64)
-        if len(pos_all) == 0 or len(neg_all) == 0:
-            raise ValueError(f"No positive or negative training sites at scale {scale}.")
-        n_pos = 8 * len(pos_all)
-        n_neg = min(len(neg_all), round(n_pos * (1 - positive_fraction) / positive_fraction))
+        scaled = rescale_image(x, scale)
+        padded.append(np.pad(scaled, ((_HALF, _HALF), (_HALF, _HALF), (0, 0)), mode="reflect"))
+        pos_sites.append(np.column_stack([np.full(len(pos), ii), pos]))
+        neg_sites.append(np.column_stack([np.full(len(neg), ii), neg]))
+    pos_all = np.concatenate(pos_sites).astype(np.int64)
+    neg_all = np.concatenate(neg_sites).astype(np.int64)
+    if len(pos_all) == 0 or len(neg_all) == 0:
+        raise ValueError(f"No positive or negative training sites at scale {scale}.")
+    n_neg = sampling.epoch_negatives(len(pos_all), len(neg_all))
+    return _Sites(padded, pos_all, neg_all, n_neg)
 
+
+@dataclass(frozen=True)
+class _ScaleFit:
+    """The training settings shared by every scale's network."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    channels: tuple[int, int, int]
+    hidden: int
+    device: str | torch.device | None
+    checkpoint_dir: str | os.PathLike[str] | None
+    resume: bool
+    callback: Callable[[float, int, int, dict[str, float]], None] | None
+
+    def run(
+        self, si: int, scale: float, sites: _Sites, *, seed: int, rng: np.random.Generator
+    ) -> tuple[AggNetCNN, list[dict[str, float]]]:
+        """Train scale ``si``'s network on the engine; return it (on the CPU) and its history."""
         engine = Engine(
-            epochs=int(epochs),
-            batch_size=int(batch_size),
-            seed=seed + si,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            seed=seed,
             numpy_rng=rng,
             shuffle="numpy",
             join_single=False,
             keep_best=False,
-            device=device,
+            device=self.device,
             checkpoint=None
-            if checkpoint_dir is None
-            else Path(checkpoint_dir) / f"checkpoint_scale{si}.safetensors",
-            resume=resume,
+            if self.checkpoint_dir is None
+            else Path(self.checkpoint_dir) / f"checkpoint_scale{si}.safetensors",
+            resume=self.resume,
             mismatch_hint="use another checkpoint_dir, delete it or pass resume=False. Only "
             "`epochs` may change on resume.",
             progress=False
-            if callback is None
-            else functools.partial(_scale_callback, callback, scale),
+            if self.callback is None
+            else functools.partial(_scale_callback, self.callback, scale),
         )
         task = _PatchTask(
             scale,
-            padded,
-            pos_all,
-            neg_all,
-            n_neg=n_neg,
-            lr=lr,
-            channels=channels,
-            hidden=hidden,
+            sites.padded,
+            sites.positives,
+            sites.negatives,
+            n_neg=sites.n_negative,
+            lr=self.lr,
+            channels=self.channels,
+            hidden=self.hidden,
         )
         result = engine.fit(task)
-        model = task.network.cpu().eval()
-        models.append(model)
-        history[scale] = result.history
-    settings = {
+        return task.network.cpu().eval(), result.history
+
+
+def _settings_record(
+    scales: Sequence[float],
+    epochs: int,
+    batch_size: int,
+    sampling: _Sampling,
+    fit: _ScaleFit,
+    stain: StainNormalizer | None,
+    random_state: int | None,
+) -> dict[str, Any]:
+    """The settings a :class:`MultiScaleDetector` keeps (the arguments as given)."""
+    return {
         "scales": [float(s) for s in scales],
         "epochs": epochs,
         "batch_size": batch_size,
-        "lr": lr,
-        "jitter": jitter,
-        "negative_distance": negative_distance,
-        "negatives_per_image": negatives_per_image,
-        "positive_fraction": positive_fraction,
-        "channels": list(channels),
-        "hidden": hidden,
+        "lr": fit.lr,
+        "jitter": sampling.jitter,
+        "negative_distance": sampling.negative_distance,
+        "negatives_per_image": sampling.negatives_per_image,
+        "positive_fraction": sampling.positive_fraction,
+        "channels": list(fit.channels),
+        "hidden": fit.hidden,
         "stain_normalisation": stain is not None,
         "seed": random_state if isinstance(random_state, (int, np.integer)) else None,
-        "n_images": len(imgs),
-        "n_points": len(pts),
     }
-    return MultiScaleDetector(
-        scales, models, radius=radius, stain=stain, history=history, settings=settings
-    )
 
 
 def _scale_callback(
