@@ -98,6 +98,9 @@ class MMSR(BaseAggregator):
       that share no item as negative. Here the signs are those of the leading eigenvector of
       the observed ``C`` (its Perron vector up to the signs of ``s``), per connected
       component of annotators, flipped so that most annotators of a component are positive.
+      crowd-kit's global flip is ``sign(Σ eigenvector signs)``, which is 0 when they balance:
+      then every skill is ``1/K``, every weight 0 and crowd-kit labels no item (the NIH
+      CXR14 and CheXpert rows of the benchmark).
     - Annotators who share no item with anyone keep their random starting value in
       crowd-kit; here their skill is unknown (``p = 1/K``, weight 0).
     - crowd-kit's labels are the argmax of the vote shares ``scores / Σ scores``, which
