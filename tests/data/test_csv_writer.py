@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import sys
 
 import numpy as np
 import pandas as pd
@@ -128,3 +129,11 @@ def test_write_table_uses_it_and_round_trips(tmp_path, table):
     np.testing.assert_array_equal(confidence, table["confidence"])
     assert list(back["item"][:5]) == ["a,b", 'q"x', "line\nbreak", "cr x", ""]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv", "ref.csv"]
+
+
+def test_without_pyarrow_pandas_writes(tmp_path, table, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    assert _csv._fast_columns(table, ",") is None
+    write_csv(table, tmp_path / "ours.csv")
+    table.to_csv(tmp_path / "ref.csv", index=False)
+    assert (tmp_path / "ours.csv").read_bytes() == (tmp_path / "ref.csv").read_bytes()
