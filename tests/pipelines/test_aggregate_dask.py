@@ -41,6 +41,7 @@ def parquet(tmp_path):
             "task": items,
             "worker": np.array(["w0", "w1", "w2"])[annotators],
             "label": np.where(flip, 1 - truth[items], truth[items]),
+            "gold": truth[items],
         }
     )
     dd.from_pandas(df, npartitions=3, sort=False).to_parquet(tmp_path / "labels")
@@ -54,6 +55,10 @@ def test_parquet_folder_on_a_client(cluster, parquet, tmp_path):
         write_consensus(result.consensus, tmp_path / "consensus.csv")
         write_consensus(result.consensus, tmp_path / "consensus")
     assert result.fit["n_partitions"] == 3
+    assert result.fit["warnings"] == [
+        "The gold and quiz_accuracy columns are not read with --scheduler; the consensus is "
+        "not scored against gold."
+    ]
     assert result.data()["n_labels"] == 900
     assert result.labels.n_items == 300
     ref = DawidSkene(random_state=0).fit(CrowdLabels.from_long(df, item="task", annotator="worker"))

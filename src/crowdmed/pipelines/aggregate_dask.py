@@ -149,7 +149,7 @@ def aggregate_dask(
         ImportError: Dask is not installed.
         ValueError: Another method, or bad data.
     """
-    from crowdmed.aggregation.distributed import DaskAggregator
+    from crowdmed.aggregation.distributed import DaskAggregator, read_parquet_labels
     from crowdmed.pipelines.aggregate import make_method
 
     m = check_option(method, Method, "--method")
@@ -161,10 +161,17 @@ def aggregate_dask(
         )
     agg = make_method(m.value, seed=seed, max_iter=max_iter, tol=tol)
     dask_agg = DaskAggregator(agg, item=item_col, annotator=annotator_col, label=label_col)
+    table = read_parquet_labels(path)
+    notes = []
+    if any(str(c).lower() in ("gold", "quiz_accuracy") for c in table.columns):
+        notes.append(
+            "The gold and quiz_accuracy columns are not read with --scheduler; the consensus "
+            "is not scored against gold."
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         start = time.perf_counter()
-        dask_agg.fit(os.fspath(path), callback=callback)
+        dask_agg.fit(table, callback=callback)
         seconds = time.perf_counter() - start
     history = list(dask_agg.log_likelihoods_)
     fit = {
@@ -173,7 +180,7 @@ def aggregate_dask(
         "log_likelihood": history[-1] if history else None,
         "used_gold": False,
         "seconds": seconds,
-        "warnings": [" ".join(str(w.message).split()) for w in caught],
+        "warnings": notes + [" ".join(str(w.message).split()) for w in caught],
         "n_partitions": dask_agg.n_partitions_,
     }
     return DaskAggregateResult(dask_agg, m.value, dask_agg.consensus_, fit)
