@@ -143,3 +143,14 @@ def test_a_slow_consensus_never_holds_up_votes(study, app, annotator, monkeypatc
     thread.join(30)
     assert page["r"].status_code == 200
     assert len(study.storage.votes()) == 3
+
+
+def test_progress_endpoint_for_the_page_refresh(study, app, annotator):
+    admin = TestClient(app)
+    admin.get(f"/admin/login/{study.admin}")
+    assert admin.get("/admin/api/progress").json()["votes"] == 0
+    s = annotator(app, study.invite(["p"])["p"])
+    s.vote(s.next()["item"]["key"], 1)
+    assert admin.get("/admin/api/progress").json()["votes"] == 1
+    assert 'data-votes="1"' in admin.get("/admin").text
+    assert s.get("/admin/api/progress").status_code == 401

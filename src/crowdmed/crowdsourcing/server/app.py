@@ -11,6 +11,7 @@ Routes (``A`` = annotator token, ``M`` = administrator token)::
     GET  /admin/login/{token}    sets the administrator cookie, redirects to /admin
     GET  /admin              M   progress, consensus, annotators, export and invite forms
     GET  /admin/api/summary  M   the same as JSON
+    GET  /admin/api/progress M   the progress counts only (the page polls it to refresh)
     GET  /admin/export/{votes,consensus,annotators}.csv   M   downloads
     POST /admin/export       M   form: write the votes CSV into the study's exports/ folder
     POST /admin/invite       M   form: add an annotator and show their invite link
@@ -358,6 +359,11 @@ def create_app(study: Study) -> FastAPI:
         from crowdmed._io import to_jsonable
 
         return JSONResponse(to_jsonable(summary()), headers={"Cache-Control": "no-store"})
+
+    @app.get("/admin/api/progress")
+    def admin_progress(request: Request) -> JSONResponse:
+        authenticate(request, "admin")
+        return JSONResponse(storage.counts(), headers={"Cache-Control": "no-store"})
 
     @app.get("/admin/export/{what}.csv")
     def admin_download(request: Request, what: str) -> Response:
