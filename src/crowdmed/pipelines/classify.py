@@ -543,15 +543,65 @@ def _train(
     notes: list[str],
     report: ProgressCallback,
 ) -> ClassifierRun:
-    from crowdmed.training import CrowdClassifier
-
     is_images = isinstance(source, ImageInputs)
     net_name, net_kwargs, network = _build_network(
         x, cl.n_classes, is_images, opts.channels, opts.seed
     )
     report(description="Checking inputs", completed=0)
     inputs = _inputs(paths, source, val_source, cl, val_ids)
-    settings = {
+    settings = _run_settings(opts, net_name, net_kwargs, is_images, inputs)
+    checkpoint_file = checkpoint_file_of(out)
+    resumed = opts.resume and checkpoint_file.exists()
+    run = ClassifierRun(
+        classifier=None,
+        labels=cl,
+        method=opts.method,
+        network={
+            "name": net_name,
+            "kwargs": net_kwargs,
+            "n_parameters": int(sum(p.numel() for p in network.parameters())),
+        },
+        input_spec=_input_spec(opts, is_images, x),
+        inputs=inputs,
+        settings=settings,
+        data=_data_record(cl, x, val_ids),
+        fit={},
+        tta=opts.tta,
+        notes=notes,
+    )
+    if resumed:
+        run.skipped = _stopped_early(out, settings)
+        if run.skipped is not None:
+            return run
+    clf, new_epochs = _classifier(network, opts, out, report)
+    report(description=f"Training {opts.method}", total=opts.epochs, completed=0, metrics="")
+    if not opts.resume:
+        for stale in (checkpoint_file, out / "checkpoint" / "config.json"):
+            stale.unlink(missing_ok=True)
+    seconds, caught = _fit(clf, x, cl, val, resumed, out, settings)
+    report(description="Writing outputs", metrics="")
+    run.classifier = clf
+    run.fit = {
+        "epochs_run": len(clf.history_),
+        "resumed_from_epoch": len(clf.history_) - len(new_epochs) if resumed else None,
+        "best_epoch": clf.best_epoch_,
+        "stopped_early": clf.stopped_early_,
+        "best": clf.history_[clf.best_epoch_ - 1] if clf.history_ else {},
+        "seconds": seconds,
+        "warnings": caught,
+    }
+    return run
+
+
+def _run_settings(
+    opts: _Options,
+    net_name: str,
+    net_kwargs: dict[str, Any],
+    is_images: bool,
+    inputs: dict[str, Any],
+) -> dict[str, Any]:
+    """What a resumed run must share with the checkpointed one."""
+    return {
         "method": opts.method,
         "seed": opts.seed,
         "lr": opts.lr,
@@ -562,14 +612,16 @@ def _train(
         "image_size": opts.size if is_images else None,
         "inputs": {name: None if rec is None else rec["sha256"] for name, rec in inputs.items()},
     }
-    checkpoint_file = checkpoint_file_of(out)
-    resumed = opts.resume and checkpoint_file.exists()
-    network_record = {
-        "name": net_name,
-        "kwargs": net_kwargs,
-        "n_parameters": int(sum(p.numel() for p in network.parameters())),
-    }
-    data = {
+
+
+def _input_spec(opts: _Options, is_images: bool, x: np.ndarray) -> dict[str, Any]:
+    if is_images and opts.size is not None:
+        return {"kind": "images", "channels": opts.channels, "size": list(opts.size)}
+    return {"kind": "features", "n_features": int(x.shape[1])}
+
+
+def _data_record(cl: CrowdLabels, x: np.ndarray, val_ids: list[Any]) -> dict[str, Any]:
+    return {
         "n_items": cl.n_items,
         "n_annotators": cl.n_annotators,
         "n_classes": cl.n_classes,
@@ -581,37 +633,35 @@ def _train(
             {id_key(i) for i in val_ids} & {id_key(i) for i in cl.item_ids}
         ),
     }
-    input_spec = (
-        {"kind": "images", "channels": opts.channels, "size": list(opts.size)}
-        if is_images and opts.size is not None
-        else {"kind": "features", "n_features": int(x.shape[1])}
+
+
+def _stopped_early(out: Path, settings: dict[str, Any]) -> str | None:
+    """Why a resumed run trains nothing: it stopped early with these settings; else ``None``.
+
+    Raises:
+        ValueError: When the checkpoint was made with other settings, or the run stopped
+            early but its weights are missing.
+    """
+    stopped = _check_resume(out / "checkpoint" / "config.json", settings)
+    if stopped is None:
+        return None
+    if not (out / "model.safetensors").is_file():
+        raise ValueError(
+            f"The run in '{out}' stopped early at epoch {stopped} but its "
+            "model.safetensors is missing; pass --no-resume to train again."
+        )
+    return (
+        f"The run in '{out}' already stopped early at epoch {stopped} with "
+        "these settings; nothing to train (pass --no-resume to train again)."
     )
-    run = ClassifierRun(
-        classifier=None,
-        labels=cl,
-        method=opts.method,
-        network=network_record,
-        input_spec=input_spec,
-        inputs=inputs,
-        settings=settings,
-        data=data,
-        fit={},
-        tta=opts.tta,
-        notes=notes,
-    )
-    if resumed:
-        stopped = _check_resume(out / "checkpoint" / "config.json", settings)
-        if stopped is not None:
-            if not (out / "model.safetensors").is_file():
-                raise ValueError(
-                    f"The run in '{out}' stopped early at epoch {stopped} but its "
-                    "model.safetensors is missing; pass --no-resume to train again."
-                )
-            run.skipped = (
-                f"The run in '{out}' already stopped early at epoch {stopped} with "
-                "these settings; nothing to train (pass --no-resume to train again)."
-            )
-            return run
+
+
+def _classifier(
+    network: Any, opts: _Options, out: Path, report: ProgressCallback
+) -> tuple[Any, list[int]]:
+    """The classifier to fit, and the list its progress hook fills with each new epoch."""
+    from crowdmed.training import CrowdClassifier
+
     clf = CrowdClassifier(
         network,
         method=opts.method,
@@ -635,23 +685,7 @@ def _train(
         report(completed=epoch, total=total, metrics=shown)
 
     clf.progress = on_epoch
-    report(description=f"Training {opts.method}", total=opts.epochs, completed=0, metrics="")
-    if not opts.resume:
-        for stale in (checkpoint_file, out / "checkpoint" / "config.json"):
-            stale.unlink(missing_ok=True)
-    seconds, caught = _fit(clf, x, cl, val, resumed, out, settings)
-    report(description="Writing outputs", metrics="")
-    run.classifier = clf
-    run.fit = {
-        "epochs_run": len(clf.history_),
-        "resumed_from_epoch": len(clf.history_) - len(new_epochs) if resumed else None,
-        "best_epoch": clf.best_epoch_,
-        "stopped_early": clf.stopped_early_,
-        "best": clf.history_[clf.best_epoch_ - 1] if clf.history_ else {},
-        "seconds": seconds,
-        "warnings": caught,
-    }
-    return run
+    return clf, new_epochs
 
 
 @dataclasses.dataclass
