@@ -90,6 +90,28 @@ def _check_not_0_255(masks: np.ndarray, name: str) -> None:
         )
 
 
+def _n_classes(masks: np.ndarray, n_classes: int | None) -> int:
+    """``n_classes``, or the classes the masks hold (at least 2); checked against the masks."""
+    if n_classes is None:
+        _check_not_0_255(masks, "rater_masks")
+    k = int(n_classes) if n_classes is not None else max(2, int(masks.max()) + 1)
+    if masks.max() >= k:
+        raise ValueError(
+            f"`rater_masks` hold class {int(masks.max())} but n_classes={k}; raise n_classes."
+        )
+    return k
+
+
+def _check_every_image_rated(masks: np.ndarray) -> None:
+    """Every image needs at least one rater mask with an annotated pixel."""
+    n, a = masks.shape[:2]
+    absent = ~np.any((masks >= 0).reshape(n, a, -1), axis=-1)
+    no_rater = np.all(absent, axis=1)
+    if no_rater.any():
+        bad = np.flatnonzero(no_rater)[:5].tolist()
+        raise ValueError(f"Images {bad} have no rater mask at all; drop them before fit.")
+
+
 def _foreground_dice(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> float:
     """Mean over images and foreground classes of the Dice score (pairs both empty skipped)."""
     scores = []
@@ -338,6 +360,30 @@ class CrowdSegmenter:
         ):
             self.__dict__.pop(attr, None)
         x = self._images(images, "images")
+        masks = self._rater_masks(rater_masks, x)
+        k = _n_classes(masks, n_classes)
+        _check_every_image_rated(masks)
+        vote = self._vote_target(method, masks, consensus, k)
+        xv, yv = self._validation_set(X_val, y_val, k)
+        device = resolve_device(self.device)
+        self.network.to(device)
+        self._check_output(x[:2].to(device), k)
+
+        a = masks.shape[1]
+        task = _SegmenterTask(self, method, x, masks, vote, k, a, xv, yv)
+        result = self._engine(device).fit(task)
+        self.history_ = result.history
+        self.best_epoch_ = result.best_epoch
+        self.stopped_early_ = result.stopped_early
+        self.n_classes_ = k
+        self.n_raters_ = a
+        self.method_ = method
+        self.in_channels_ = int(x.shape[1])
+        self.weighting_network_ = task.wnet
+        return self
+
+    def _rater_masks(self, rater_masks: Any, x: torch.Tensor) -> np.ndarray:
+        """The rater masks as ``int64`` ``(N, A, *spatial)``, checked against the images."""
         n, spatial = x.shape[0], tuple(x.shape[2:])
         raw = np.asarray(
             rater_masks.cpu().numpy() if isinstance(rater_masks, torch.Tensor) else rater_masks
@@ -347,20 +393,13 @@ class CrowdSegmenter:
                 f"`rater_masks` must have shape (N, A, *spatial) = ({n}, A, "
                 f"{', '.join(map(str, spatial))}); got {raw.shape}."
             )
-        a = raw.shape[1]
-        masks = self._labels(raw, "rater_masks", (n, a, *spatial))
-        if n_classes is None:
-            _check_not_0_255(masks, "rater_masks")
-        k = int(n_classes) if n_classes is not None else max(2, int(masks.max()) + 1)
-        if masks.max() >= k:
-            raise ValueError(
-                f"`rater_masks` hold class {int(masks.max())} but n_classes={k}; raise n_classes."
-            )
-        absent = ~np.any((masks >= 0).reshape(n, a, -1), axis=-1)
-        no_rater = np.all(absent, axis=1)
-        if no_rater.any():
-            bad = np.flatnonzero(no_rater)[:5].tolist()
-            raise ValueError(f"Images {bad} have no rater mask at all; drop them before fit.")
+        return self._labels(raw, "rater_masks", (n, raw.shape[1], *spatial))
+
+    def _vote_target(
+        self, method: SegmentationMethod, masks: np.ndarray, consensus: Any, k: int
+    ) -> np.ndarray:
+        """The single-mask target: one rater's masks, the given consensus or the vote."""
+        n, a, spatial = masks.shape[0], masks.shape[1], masks.shape[2:]
         if method is SegmentationMethod.SINGLE:
             if (
                 isinstance(self.rater, bool)
@@ -380,32 +419,24 @@ class CrowdSegmenter:
                 f"`consensus` holds class {int(vote.max())} but n_classes={k}; give classes "
                 "0..K-1 or a larger n_classes."
             )
-        xv = yv = None
-        if X_val is not None:
-            if y_val is None:
-                raise ValueError("`y_val` must be given with `X_val` (reference masks).")
-            xv = self._images(X_val, "X_val")
-            yv = self._labels(y_val, "y_val", (xv.shape[0], *xv.shape[2:]))
-            if yv.max() >= k:
-                raise ValueError(
-                    f"`y_val` holds class {int(yv.max())} but the network has {k} classes; "
-                    "give reference masks with classes 0..K-1 (0/255 masks: use y_val != 0)."
-                )
-        device = resolve_device(self.device)
-        self.network.to(device)
-        self._check_output(x[:2].to(device), k)
+        return vote
 
-        task = _SegmenterTask(self, method, x, masks, vote, k, a, xv, yv)
-        result = self._engine(device).fit(task)
-        self.history_ = result.history
-        self.best_epoch_ = result.best_epoch
-        self.stopped_early_ = result.stopped_early
-        self.n_classes_ = k
-        self.n_raters_ = a
-        self.method_ = method
-        self.in_channels_ = int(x.shape[1])
-        self.weighting_network_ = task.wnet
-        return self
+    def _validation_set(
+        self, X_val: Any, y_val: Any, k: int
+    ) -> tuple[torch.Tensor | None, np.ndarray | None]:
+        """The validation images and reference masks, or ``(None, None)``."""
+        if X_val is None:
+            return None, None
+        if y_val is None:
+            raise ValueError("`y_val` must be given with `X_val` (reference masks).")
+        xv = self._images(X_val, "X_val")
+        yv = self._labels(y_val, "y_val", (xv.shape[0], *xv.shape[2:]))
+        if yv.max() >= k:
+            raise ValueError(
+                f"`y_val` holds class {int(yv.max())} but the network has {k} classes; "
+                "give reference masks with classes 0..K-1 (0/255 masks: use y_val != 0)."
+            )
+        return xv, yv
 
     def _engine(self, device: torch.device) -> Engine:
         ckpt = Path(self.checkpoint_dir) / CHECKPOINT_NAME if self.checkpoint_dir else None
