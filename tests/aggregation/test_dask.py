@@ -172,6 +172,17 @@ def test_text_classes_and_empty_partitions(client):
     assert _compare(agg, ref, cl) < 1e-10
 
 
+def test_overlapping_id_ranges_without_split_items_are_not_shuffled(client):
+    df = _table(n_items=200, seed=8)
+    df["item"] = df["item"].str.replace("case0*", "img", regex=True)  # img0 ... img199
+    # img0..img99 | img100..img199: the text ranges overlap, no item is in both partitions.
+    ddf = dd.from_pandas(df, npartitions=2, sort=False)
+    cl = CrowdLabels.from_long(df)
+    agg = DaskAggregator(DawidSkene()).fit(ddf)
+    assert not agg.shuffled_
+    assert _compare(agg, DawidSkene().fit(cl), cl) < 1e-10
+
+
 def test_parquet_folder_without_persist(client, tmp_path):
     df = _table(seed=2)
     dd.from_pandas(df, npartitions=3, sort=False).to_parquet(tmp_path / "labels")

@@ -23,6 +23,7 @@ from crowdmed.aggregation.distributed._mapreduce import (
     encode_partition,
     fit_blocks,
     globalize,
+    item_hashes,
     local_summary,
     partition_model,
 )
@@ -220,7 +221,9 @@ class DaskAggregator(ParamsMixin):
             },
             dtype=object,
         )
-        self.shuffled_ = not _disjoint(ranges) and _items_split(ddf, c_item)
+        # An item's labels must sit in one partition: sorted, non-overlapping id ranges show it
+        # at once; otherwise the partitions' item hashes are compared on the driver.
+        self.shuffled_ = not _disjoint(ranges) and _items_split(local)
         ann_d, cls_d = dask.delayed(ann_ids), dask.delayed(classes)
         if self.shuffled_:  # an item's labels in several partitions: shuffle, encode again
             blocks = [
@@ -321,10 +324,15 @@ def _union(arrays: list[np.ndarray]) -> np.ndarray:
     return np.asarray(pd.unique(pd.Series(np.concatenate(arrays))))
 
 
-def _items_split(ddf: Any, c_item: str) -> bool:
-    """Whether some item has labels in more than one partition (a full pass)."""
-    per_partition = ddf[c_item].map_partitions(lambda s: s.drop_duplicates())
-    return bool((per_partition.value_counts() > 1).any().compute())
+def _items_split(local: list[Any]) -> bool:
+    """Whether some item has labels in more than one partition (hashes of the item ids)."""
+    import dask
+
+    hashes = dask.compute(*[dask.delayed(item_hashes)(b) for b in local])
+    every = np.concatenate([np.asarray(h, dtype=np.uint64) for h in hashes])
+    srt = np.sort(every)
+    # A hash collision between two items only costs an unneeded shuffle.
+    return bool((srt[1:] == srt[:-1]).any())
 
 
 def _sorted_ids(ids: np.ndarray) -> np.ndarray:

@@ -75,6 +75,7 @@ __all__ = [
     "encode_partition",
     "fit_blocks",
     "globalize",
+    "item_hashes",
     "local_summary",
     "partition_model",
 ]
@@ -243,6 +244,11 @@ def local_summary(block: LocalBlock) -> dict[str, Any]:
         "range": (lo, hi),
         "n": len(block.items),
     }
+
+
+def item_hashes(block: LocalBlock) -> np.ndarray:
+    """64-bit hashes of a partition's distinct item ids (to find items in several partitions)."""
+    return pd.util.hash_array(np.asarray(block.item_ids, dtype=object))
 
 
 def globalize(block: LocalBlock, annotator_ids: np.ndarray, classes: np.ndarray) -> Block:
