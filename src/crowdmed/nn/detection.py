@@ -221,6 +221,23 @@ def load_detector_weights(model: nn.Module, checkpoint: str | os.PathLike[str]) 
     return model
 
 
+def _resnet_fpn(backbone: str, in_channels: int, fpn_channels: int) -> BackboneWithFPN:
+    """A ResNet cut after ``layer3`` with an FPN on ``layer2`` and ``layer3`` (global torch RNG)."""
+    if backbone == "resnet18":
+        body = torchvision.models.resnet18(weights=None)
+    else:
+        body = ResNet(BasicBlock, [1, 1, 1, 1])
+    if in_channels != 3:
+        body.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(body.conv1.weight, mode="fan_out", nonlinearity="relu")
+    return BackboneWithFPN(
+        body,
+        return_layers={"layer2": "0", "layer3": "1"},
+        in_channels_list=[128, 256],
+        out_channels=fpn_channels,
+    )
+
+
 def fcos_detector(
     n_classes: int,
     *,
@@ -282,19 +299,7 @@ def fcos_detector(
     with torch.random.fork_rng(devices=[]):
         if random_state is not None:
             torch.manual_seed(int(random_state))
-        if backbone == "resnet18":
-            body = torchvision.models.resnet18(weights=None)
-        else:
-            body = ResNet(BasicBlock, [1, 1, 1, 1])
-        if in_channels != 3:
-            body.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-            nn.init.kaiming_normal_(body.conv1.weight, mode="fan_out", nonlinearity="relu")
-        features = BackboneWithFPN(
-            body,
-            return_layers={"layer2": "0", "layer3": "1"},
-            in_channels_list=[128, 256],
-            out_channels=fpn_channels,
-        )
+        features = _resnet_fpn(backbone, in_channels, fpn_channels)
         # One anchor per location whose size is the stride: FCOS uses it for centre
         # sampling (radius 1.5 strides) and the per-level size ranges.
         anchors = AnchorGenerator(sizes=((8,), (16,), (32,)), aspect_ratios=((1.0,),) * 3)
