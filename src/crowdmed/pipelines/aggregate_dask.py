@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import shutil
 import tempfile
@@ -53,15 +54,25 @@ def connect(scheduler: str) -> Iterator[Any]:
         from distributed import Client, LocalCluster
     except ImportError as exc:
         raise ImportError(f"`--scheduler` needs Dask: {DASK_HINT}.") from exc
-    if scheduler == "local":
-        with (
-            LocalCluster(threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
-            Client(cluster) as client,
-        ):
-            yield client
-    else:
-        with Client(scheduler) as client:
-            yield client
+    # The scheduler of a local cluster logs each shuffle (items spread over partitions) as a
+    # warning; they are routine here.
+    shuffle_log = logging.getLogger("distributed.shuffle")
+    level = shuffle_log.level
+    shuffle_log.setLevel(logging.ERROR)
+    try:
+        if scheduler == "local":
+            with (
+                LocalCluster(
+                    threads_per_worker=1, processes=True, dashboard_address=None
+                ) as cluster,
+                Client(cluster) as client,
+            ):
+                yield client
+        else:
+            with Client(scheduler) as client:
+                yield client
+    finally:
+        shuffle_log.setLevel(level)
 
 
 @dataclasses.dataclass
