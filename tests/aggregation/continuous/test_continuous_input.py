@@ -93,3 +93,10 @@ def test_unknown_annotator_in_predict():
     new = pd.DataFrame({"item": [2], "annotator": ["c"], "label": [1.0]})
     with pytest.raises(ValueError, match=r"unknown annotators \[c\]"):
         est.predict(new)
+
+
+def test_continuous_registry():
+    from crowdmed.aggregation.continuous import CONTINUOUS_METHODS, ContinuousMethod
+
+    assert set(CONTINUOUS_METHODS) == set(ContinuousMethod)
+    assert CONTINUOUS_METHODS[ContinuousMethod("median")] is ContinuousMedian

@@ -5,6 +5,8 @@ reading, or a long table ``item, annotator, label`` (see docs/conventions.md). `
 the consensus value of each item.
 """
 
+from enum import Enum
+
 from crowdmed.aggregation.continuous.base import (
     BaseContinuousAggregator,
     ContinuousLabels,
@@ -14,11 +16,30 @@ from crowdmed.aggregation.continuous.baselines import ContinuousMean, Continuous
 from crowdmed.aggregation.continuous.raykar import RaykarRegression, ScaleBiasRegression
 
 __all__ = [
+    "CONTINUOUS_METHODS",
     "BaseContinuousAggregator",
     "ContinuousLabels",
     "ContinuousMean",
     "ContinuousMedian",
+    "ContinuousMethod",
     "RaykarRegression",
     "ScaleBiasRegression",
     "check_continuous",
 ]
+
+
+class ContinuousMethod(str, Enum):
+    """Names of the continuous aggregators (as a command line would use them)."""
+
+    MEAN = "mean"
+    MEDIAN = "median"
+    RAYKAR = "raykar"
+    SCALE_BIAS = "scale-bias"
+
+
+CONTINUOUS_METHODS: dict[ContinuousMethod, type[BaseContinuousAggregator]] = {
+    ContinuousMethod.MEAN: ContinuousMean,
+    ContinuousMethod.MEDIAN: ContinuousMedian,
+    ContinuousMethod.RAYKAR: RaykarRegression,
+    ContinuousMethod.SCALE_BIAS: ScaleBiasRegression,
+}
