@@ -21,8 +21,10 @@ from crowdmed.aggregation.classification import (
     ZeroBasedSkill,
 )
 from crowdmed.aggregation.continuous import (
+    CONTINUOUS_METHODS,
     ContinuousMean,
     ContinuousMedian,
+    ContinuousMethod,
     RaykarRegression,
     ScaleBiasRegression,
 )
@@ -45,6 +47,7 @@ from crowdmed.aggregation.segmentation import (
 
 __all__ = [
     "BCC",
+    "CONTINUOUS_METHODS",
     "GLAD",
     "KOS",
     "MACE",
@@ -56,6 +59,7 @@ __all__ = [
     "BinarySensSpec",
     "ContinuousMean",
     "ContinuousMedian",
+    "ContinuousMethod",
     "DawidSkene",
     "GoldMajorityVote",
     "GradedResponse",
