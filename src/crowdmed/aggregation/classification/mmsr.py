@@ -101,6 +101,9 @@ class MMSR(BaseAggregator):
       crowd-kit's global flip is ``sign(Σ eigenvector signs)``, which is 0 when they balance:
       then every skill is ``1/K``, every weight 0 and crowd-kit labels no item (the NIH
       CXR14 and CheXpert rows of the benchmark).
+    - crowd-kit rescales ``u`` by the norms over all annotators; on a crowd that splits into
+      groups sharing no items (CheXpert's reader × finding annotators: 14 groups of 3) the
+      scale of each group is then set by the random start. Here it is set per group.
     - Annotators who share no item with anyone keep their random starting value in
       crowd-kit; here their skill is unknown (``p = 1/K``, weight 0).
     - crowd-kit's labels are the argmax of the vote shares ``scores / Σ scores``, which
@@ -253,8 +256,22 @@ class MMSR(BaseAggregator):
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        scale = np.sqrt(np.linalg.norm(u) / np.linalg.norm(v)) if np.linalg.norm(v) > 0 else 1.0
-        s = u / scale * self._signs(pairs, n_a, np.abs(u))
+        # u vᵀ fixes u and v only up to u → c u, v → v / c on each connected component of
+        # annotators, so |s| = u / √(‖u‖/‖v‖) is taken per component (crowd-kit takes the
+        # norms over all annotators: the same on a connected crowd).
+        _, comp = connected_components(
+            sp.csr_matrix(
+                (np.ones(len(pairs.rows)), pairs.rows, np.r_[0, np.cumsum(pairs.per_col)]),
+                shape=(n_a, n_a),
+            ),
+            directed=False,
+        )
+        norm_u = np.bincount(comp, weights=u * u)
+        norm_v = np.bincount(comp, weights=v * v)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = np.where(norm_v > 0, (norm_u / np.where(norm_v > 0, norm_v, 1.0)) ** 0.25, 1.0)
+        scale = np.where(scale > 0, scale, 1.0)
+        s = u / scale[comp] * self._signs(pairs, n_a, np.abs(u))
         has_pairs = pairs.per_col > 0
         s = np.where(has_pairs, s, 0.0)
         root = 1.0 / np.sqrt(cl.n_items)
