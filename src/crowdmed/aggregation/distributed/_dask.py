@@ -68,10 +68,12 @@ class DaskAggregator(ParamsMixin):
     """Majority vote, Dawid–Skene, one-coin or graded response fitted on Dask by map-reduce EM.
 
     The labels are a long table (one row per annotation) held as a Dask DataFrame, e.g.
-    partitioned Parquet read by :func:`read_parquet_labels`. One pass finds the annotators,
-    the classes and whether every item's labels sit in one partition (shuffling by item when
-    not); each partition is then encoded once and, with ``persist=True``, kept in its
-    worker's memory. Every EM iteration is one map-reduce pass: each partition computes its
+    partitioned Parquet read by :func:`read_parquet_labels`. The data are read once: each
+    partition encodes itself with codes of its own and reports its annotators, classes and
+    items; the driver unites them, checks that every item's labels sit in one partition
+    (shuffling by item when not) and the partitions map their codes to the table's, kept in
+    the workers' memory with ``persist=True``. Every EM iteration is one map-reduce pass: each
+    partition computes its
     items' E-step and its share of the M-step's sums, the scheduler adds them up and the
     driver runs the M-step (see :mod:`crowdmed.aggregation.distributed`). The fit runs on the
     current Dask scheduler: a ``distributed.Client`` when one is active.
@@ -90,7 +92,7 @@ class DaskAggregator(ParamsMixin):
         item: Name of the item column (detected among common aliases when omitted).
         annotator: Name of the annotator column (detected when omitted).
         label: Name of the label column (detected when omitted).
-        persist: Keep the encoded partitions in the workers' memory (about 50 bytes per
+        persist: Keep the encoded partitions in the workers' memory (about 35 bytes per
             label, shared among the workers). ``False`` re-reads and re-encodes every
             partition on each pass, so a worker holds only the partitions it is working on.
 
@@ -176,7 +178,7 @@ class DaskAggregator(ParamsMixin):
                 f"`labels` must be a dask DataFrame or a Parquet path; got "
                 f"{type(labels).__name__}. Use dask.dataframe.from_pandas for a pandas table."
             )
-        # Shuffles (unique values, items spread over partitions) run on the scheduler in use.
+        # A shuffle (items spread over partitions) runs on the scheduler in use.
         with dask.config.set({"dataframe.shuffle.method": _shuffle_method()}):
             return self._fit(labels, model, est, callback)
 
