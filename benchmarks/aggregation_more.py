@@ -589,7 +589,9 @@ def render(speed: list[dict[str, Any]], scale: list[dict[str, Any]], acc: list[d
         "common item as negative; it makes honest annotators adversarial (VLDB17 Dog: 28 of "
         "109, CF_amt: 19 of 110, against the signs of their covariances; that gains it 3 and "
         "1 items there, the two ⚠) and, where it returns sign 0 for every annotator, every "
-        "vote weight is 0 and crowd-kit gives no label at all (the `error` cells). Where the "
+        "vote weight is 0 and crowd-kit gives no label at all (the `error` cells). Its sign "
+        "step starts ARPACK from an unseeded random vector, so its M-MSR labels can change "
+        "from run to run (CheXpert: no label in one run, 92.17 % in the next). Where the "
         "signs agree the M-MSR skills are equal. crowd-kit's MACE restarts are identical and "
         "its strategy counts are indexed in sorted order; its KOS stops when messages pass "
         "1e300.",
