@@ -21,7 +21,7 @@ from crowdmed.nn.registry import set_spec
 
 __all__ = ["DeepLabV3Logits", "SegmentationBackbone", "segmentation_network", "size_multiple"]
 
-#: Level channels of the default U-Net (those of ``crowdmed train --task segmentation``).
+#: Level channels of the default U-Net (those of ``crowdmed train segment``).
 DEFAULT_UNET_CHANNELS: tuple[int, ...] = (16, 32, 64)
 
 
