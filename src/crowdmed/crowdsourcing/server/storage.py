@@ -5,8 +5,9 @@ SQLite runs in WAL mode with ``synchronous=NORMAL`` (a vote acknowledged to the 
 the database file's write-ahead log, so it survives the server being killed; a power cut may
 lose the last moments, set ``CROWDMED_SQLITE_SYNC=FULL`` to sync every vote to disk) and
 ``BEGIN IMMEDIATE`` write transactions, serialised in the process by a lock; PostgreSQL locks
-the annotator's row instead. The tables carry a ``crowdmed_`` prefix, so a study can live in a
-shared PostgreSQL database.
+the annotator's row instead, picks the next item with ``FOR UPDATE SKIP LOCKED`` (concurrent
+requests get different items) and runs at most :data:`PG_WRITERS` write transactions at once.
+The tables carry a ``crowdmed_`` prefix, so a study can live in a shared PostgreSQL database.
 
 Tokens are stored as their SHA-256 digest only: they are 192-bit random strings, so the digest
 cannot be reversed, and a copy of the database does not give access to the study.
@@ -142,6 +143,11 @@ _SQL_PICK = (
     .order_by(_I.c.priority.desc(), _I.c.n_assigned, _I.c.id)
     .limit(1)
 )
+# PostgreSQL: concurrent requests would all pick the same best item, queue on its row lock and
+# each assign it from a stale snapshot (beyond ``labels_per_item``). Locking the pick with SKIP
+# LOCKED gives each request the best item nobody else is assigning, re-checked on its latest
+# version; SQLite serialises writers, so it needs no row lock.
+_SQL_PICK_LOCKED = _SQL_PICK.with_for_update(skip_locked=True, of=_I)
 _SQL_ASSIGN = _A.insert()
 _SQL_ITEM_ASSIGNED = (
     _I.update().where(_I.c.id == _bind("iid")).values(n_assigned=_I.c.n_assigned + 1)
@@ -169,6 +175,8 @@ _SQL_LABELLED = _I.update().where(_I.c.id == _bind("iid")).values(n_labels=_I.c.
 _SQL_TASK_ANSWERED = (
     _N.update().where(_N.c.id == _bind("aid")).values(tasks_done=_N.c.tasks_done + 1)
 )
+#: Write transactions open at once on PostgreSQL (the others wait their turn in the process).
+PG_WRITERS = 2 * (os.cpu_count() or 1)
 #: Seconds a token lookup is cached (a rotated token stops working after at most this long in
 #: other server processes; at once in the process that rotated it).
 TOKEN_CACHE_SECONDS = 30.0
@@ -262,7 +270,12 @@ class Storage:
             self.engine = _sqlite_engine(self.url)
         else:
             self.engine = sa.create_engine(self.url, pool_size=20, max_overflow=20)
-        self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
+        # SQLite has one writer at a time. PostgreSQL takes several, but the server's threads
+        # share one interpreter lock: with dozens of transactions open, each of their ~15 round
+        # trips waits for the lock, and the row locks are held that much longer.
+        self._write_lock: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if self.is_sqlite else threading.BoundedSemaphore(PG_WRITERS)
+        )
         self._principals: dict[str, tuple[float, Principal]] = {}
 
     # ------------------------------------------------------------------ plumbing
@@ -530,7 +543,8 @@ class Storage:
             if golds:
                 pick = golds[rng.randrange(len(golds))]
         if pick is None:
-            pick = conn.execute(_SQL_PICK, {"aid": annotator_id, "cap": labels_per_item}).first()
+            q = _SQL_PICK if self.is_sqlite else _SQL_PICK_LOCKED
+            pick = conn.execute(q, {"aid": annotator_id, "cap": labels_per_item}).first()
         if pick is None:
             return answer("done", None)
         conn.execute(
