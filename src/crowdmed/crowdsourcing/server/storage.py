@@ -173,7 +173,10 @@ _SQL_ANSWERED = (
 )
 _SQL_LABELLED = _I.update().where(_I.c.id == _bind("iid")).values(n_labels=_I.c.n_labels + 1)
 _SQL_TASK_ANSWERED = (
-    _N.update().where(_N.c.id == _bind("aid")).values(tasks_done=_N.c.tasks_done + 1)
+    _N.update()
+    .where(_N.c.id == _bind("aid"))
+    .values(tasks_done=_N.c.tasks_done + 1)
+    .returning(*_N.c)
 )
 #: Write transactions open at once on PostgreSQL (the others wait their turn in the process).
 PG_WRITERS = 2 * (os.cpu_count() or 1)
@@ -520,8 +523,10 @@ class Storage:
         labels_per_item: int,
         gold_share: float,
         seed: int,
+        ann: Any = None,
     ) -> Assignment:
-        ann = self._lock_annotator(conn, annotator_id)
+        if ann is None:
+            ann = self._lock_annotator(conn, annotator_id)
         if ann.status == "quiz" and ann.quiz_total == 0:
             ann = self._start_quiz(conn, ann, quiz_size, pass_mark, seed)
         open_row = conn.execute(_SQL_OPEN, {"aid": annotator_id}).first()
@@ -658,7 +663,9 @@ class Storage:
         for attempt in range(2):
             try:
                 with self.write() as conn:
-                    stored = self._store(conn, annotator_id, key, label, vote_id, pass_mark)
+                    stored, ann = self._store_row(
+                        conn, annotator_id, key, label, vote_id, pass_mark
+                    )
                     nxt = self._next(
                         conn,
                         annotator_id,
@@ -667,6 +674,7 @@ class Storage:
                         labels_per_item=labels_per_item,
                         gold_share=gold_share,
                         seed=seed,
+                        ann=ann,
                     )
                 return stored, nxt
             except sa.exc.IntegrityError:
@@ -684,11 +692,24 @@ class Storage:
         vote_id: str,
         pass_mark: float,
     ) -> bool:
+        return self._store_row(conn, annotator_id, key, label, vote_id, pass_mark)[0]
+
+    def _store_row(
+        self,
+        conn: Connection,
+        annotator_id: int,
+        key: str,
+        label: int | None,
+        vote_id: str,
+        pass_mark: float,
+    ) -> tuple[bool, Any]:
+        # Also returns the annotator's (locked) row as the vote leaves it, so that the next
+        # assignment in the same transaction need not read it again.
         ann = self._lock_annotator(conn, annotator_id)
         prior = conn.execute(_SQL_PRIOR_VOTE, {"vid": vote_id}).first()
         if prior is not None:
             if (prior.annotator_id, prior.key, prior.label) == (annotator_id, key, label):
-                return False
+                return False, ann
             raise VoteConflict(
                 f"Vote id {vote_id!r} was already used for another vote; generate a new id "
                 "for every new answer."
@@ -718,8 +739,7 @@ class Storage:
         if label is not None:
             conn.execute(_SQL_LABELLED, {"iid": item.id})
         if asg.phase == "task":
-            conn.execute(_SQL_TASK_ANSWERED, {"aid": annotator_id})
-            return True
+            return True, conn.execute(_SQL_TASK_ANSWERED, {"aid": annotator_id}).one()
         # A quiz answer; the last one decides (a tiny tolerance: 7/10 passes a mark of 0.7).
         correct = ann.quiz_correct + int(label is not None and label == item.gold)
         values: dict[str, Any] = {"quiz_correct": correct, "quiz_done": ann.quiz_done + 1}
@@ -727,10 +747,13 @@ class Storage:
             gamma = correct / ann.quiz_total
             values["quiz_accuracy"] = gamma
             values["status"] = "active" if gamma >= pass_mark - 1e-9 else "failed"
-        conn.execute(
-            annotators_table.update().where(annotators_table.c.id == annotator_id).values(**values)
-        )
-        return True
+        row = conn.execute(
+            annotators_table.update()
+            .where(annotators_table.c.id == annotator_id)
+            .values(**values)
+            .returning(*annotators_table.c)
+        ).one()
+        return True, row
 
     def was_assigned(self, annotator_id: int, item_id: int) -> bool:
         """Whether the item was given to the annotator (quiz or task)."""
