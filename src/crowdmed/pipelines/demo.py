@@ -8,7 +8,8 @@ aggregator of :data:`crowdmed.aggregation.METHODS` on each, and writes into ``ou
 * ``accuracy.csv``: one row per (data set, method): accuracy against gold, fit time, status;
 * ``annotators_<dataset>.csv``: :func:`~crowdmed.quality.annotator_table` of every annotator
   of each crowd data set under the Dawid–Skene consensus, least reliable first;
-* ``lidc_consensus.csv``: per LIDC nodule, the ratings and the MV / DS / median consensus;
+* ``lidc_consensus.csv``: per LIDC nodule, the ratings and the MV / DS / median /
+  graded-response consensus;
 * ``lidc_masks_nodules.csv`` and ``lidc_masks_readers.csv`` (part ``masks``): STAPLE
   consensus of four radiologists' 3-D masks of 100 LIDC nodules, per nodule and per reader;
 * ``mitosis_metrics.csv``, ``mitosis_annotators.csv`` and ``mitosis_maps.npz`` (part
@@ -41,7 +42,7 @@ import pandas as pd
 from crowdmed._io import atomic_write, to_jsonable
 from crowdmed._validation import check_option
 from crowdmed._version import __version__
-from crowdmed.aggregation import METHODS, BaseAggregator, Method, make_aggregator
+from crowdmed.aggregation import METHODS, BaseAggregator, GradedResponse, Method, make_aggregator
 from crowdmed.data.datasets import dataset_info, list_datasets, load_dataset, load_lidc_table
 from crowdmed.data.io import from_long_frame
 from crowdmed.data.labels import CrowdLabels
@@ -353,16 +354,21 @@ def _lidc_analysis(
     per_item["mv"] = classes[mv.labels_]
     per_item["ds"] = classes[ds.labels_]
     per_item["ds_confidence"] = ds.posteriors_.max(axis=1)
+    # Ordinal consensus: a severity offset and noise per reading slot, equally spaced grades and
+    # a uniform class prior (benchmarks/ordinal_continuous.py gives the reasons for both).
+    gr = GradedResponse(locations="fixed", class_prior="uniform", random_state=seed).fit(cl)
+    per_item["graded_response"] = classes[gr.labels_]
+    per_item["graded_response_confidence"] = gr.posteriors_.max(axis=1)
+    median_half_up = np.floor(per_item["median"] + 0.5).astype(int)
 
     ratings = np.asarray(cl.classes)[cl.labels]
     dist = pd.DataFrame(
         {
             "all ratings": pd.Series(ratings).value_counts(),
-            "median (rounded half up)": np.floor(per_item["median"] + 0.5)
-            .astype(int)
-            .value_counts(),
+            "median (rounded half up)": median_half_up.value_counts(),
             "MV consensus": per_item["mv"].value_counts(),
             "DS consensus": per_item["ds"].value_counts(),
+            "graded-response consensus": per_item["graded_response"].value_counts(),
         },
         index=classes,
     ).fillna(0)
@@ -383,6 +389,13 @@ def _lidc_analysis(
         "mean_abs_mv_minus_ds": float((per_item["mv"] - per_item["ds"]).abs().mean()),
         "share_suspicious_mv": float((per_item["mv"] >= 4).mean()),
         "share_suspicious_ds": float((per_item["ds"] >= 4).mean()),
+        "share_gr_equals_median": float((per_item["graded_response"] == median_half_up).mean()),
+        "gr_slot_offsets": {
+            str(a): float(v) for a, v in zip(cl.annotator_ids, gr.offsets_, strict=True)
+        },
+        "gr_slot_noise": {
+            str(a): float(v) for a, v in zip(cl.annotator_ids, gr.noise_, strict=True)
+        },
         "consensus_distribution": to_jsonable(dist),
         "caveat": LIDC_CAVEAT,
     }
@@ -510,6 +523,16 @@ def _lidc_section(result: DemoResult, images: list[Image]) -> Section:
             f"{s['mean_abs_mv_minus_ds']:.2f}); MV ties are broken at random with "
             "the seed. Per-nodule consensus: `lidc_consensus.csv`.",
             pd.DataFrame(s["consensus_distribution"]).set_index("malignancy"),
+            "The graded-response consensus treats the ratings as ordered: each reading slot "
+            "has a severity offset and a noise scale (in grades), estimated by EM "
+            "(`crowdmed.aggregation.GradedResponse`, equally spaced grades, uniform class "
+            "prior). It equals the median (rounded half up) for "
+            f"{s['share_gr_equals_median']:.1%} of nodules. Slot offsets: "
+            + ", ".join(f"{k} {v:+.2f}" for k, v in s["gr_slot_offsets"].items())
+            + "; noise: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in s["gr_slot_noise"].items())
+            + ". The slots are not people, so these are slot effects, not radiologists' "
+            "severities.",
             *images[1:],
         ],
     )
