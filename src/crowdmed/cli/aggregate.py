@@ -7,6 +7,7 @@ Thin shells over :func:`crowdmed.pipelines.aggregate.aggregate_file` and
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,7 +32,7 @@ from crowdmed.cli._common import (
 )
 from crowdmed.cli._options import JsonOpt
 from crowdmed.data.io import write_table
-from crowdmed.pipelines.records import file_record
+from crowdmed.pipelines.records import file_record, files_record
 
 __all__ = ["aggregate", "demo"]
 
@@ -132,6 +133,15 @@ TolOpt = Annotated[
 AggregateSeedOpt = Annotated[
     int, typer.Option("--seed", help="Random state (tie-breaking, random initialisation).")
 ]
+SchedulerOpt = Annotated[
+    str | None,
+    _column(
+        "--scheduler",
+        "Fit LABELS, a Parquet file or folder, on Dask by map-reduce EM: 'local' starts a "
+        "cluster on this machine, an address (tcp://host:8786) uses a running one. Methods "
+        "majority-vote, dawid-skene and one-coin; needs the dask extra.",
+    ),
+]
 
 
 @contextlib.contextmanager
@@ -167,6 +177,7 @@ def aggregate(
     max_iter: MaxIterOpt = None,
     tol: TolOpt = None,
     seed: AggregateSeedOpt = 0,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Infer consensus labels and annotator reliability from a label file.
 
@@ -186,6 +197,31 @@ def aggregate(
             outputs["--annotators"] = annotators
         outputs["--json"] = json_out
         _check_outputs([labels] if quiz is None else [labels, quiz], outputs)
+        if scheduler is not None:
+            options = {
+                "--format wide": fmt == "wide",
+                "--gold-col": gold_col is not None,
+                "--quiz": quiz is not None,
+                "--use-gold": use_gold,
+                "--on-duplicate": on_duplicate != "error",
+            }
+            _aggregate_on_dask(
+                ctx,
+                console,
+                labels,
+                out,
+                annotators,
+                json_out,
+                outputs,
+                method=m.value,
+                scheduler=scheduler,
+                seed=seed,
+                max_iter=max_iter,
+                tol=tol,
+                columns=(item_col, annotator_col, label_col),
+                refused=[option for option, given in options.items() if given],
+            )
+            return
         read = {
             "fmt": fmt,
             "item_col": item_col,
@@ -239,7 +275,7 @@ def _record(
         method=result.method,
         estimator=type(agg).__name__,
         params=agg.get_params(),
-        input={**(file_record(labels) or {}), "format": fmt, "quiz": file_record(quiz)},
+        input={**_input_record(labels), "format": fmt, "quiz": file_record(quiz)},
         data=result.data(),
         fit=result.fit,
         evaluation={"accuracy_vs_gold": result.accuracy, "n_gold": result.n_gold},
@@ -250,6 +286,102 @@ def _record(
         },
         versions={"pandas": pd.__version__},
     )
+
+
+def _input_record(labels: Path) -> dict[str, Any]:
+    """Path and checksum of the label file, or of the files of a (Parquet) folder."""
+    if labels.is_dir():
+        return files_record(labels, sorted(p for p in labels.rglob("*") if p.is_file()))
+    return file_record(labels) or {}
+
+
+def _aggregate_on_dask(
+    ctx: typer.Context,
+    console: Console,
+    labels: Path,
+    out: Path,
+    annotators: Path | None,
+    json_out: Path,
+    outputs: dict[str, Path],
+    *,
+    method: str,
+    scheduler: str,
+    seed: int,
+    max_iter: int | None,
+    tol: float | None,
+    columns: tuple[str | None, str | None, str | None],
+    refused: list[str],
+) -> None:
+    """``aggregate --scheduler``: the fit on Dask (see ``pipelines.aggregate_dask``)."""
+    from crowdmed.pipelines.aggregate_dask import (
+        DASK_METHODS,
+        aggregate_dask,
+        connect,
+        write_consensus,
+    )
+
+    if refused:
+        raise ValueError(
+            f"`{refused[0]}` does not apply with --scheduler (a Parquet table of item, "
+            "annotator, label); drop it or fit in memory without --scheduler."
+        )
+    if method not in {m.value for m in DASK_METHODS}:
+        names = ", ".join(m.value for m in DASK_METHODS)
+        raise ValueError(
+            f"`--method` must be one of {names} with --scheduler; got {method}. Fit other "
+            "methods in memory (without --scheduler)."
+        )
+    item_col, annotator_col, label_col = columns
+    with connect(scheduler):
+        description = f"Fitting {method} on {labels.name} with Dask"
+        with _em_progress(console, description) as on_iteration:
+            result = aggregate_dask(
+                labels,
+                method,
+                seed=seed,
+                max_iter=max_iter,
+                tol=tol,
+                item_col=item_col,
+                annotator_col=annotator_col,
+                label_col=label_col,
+                callback=on_iteration,
+            )
+        for warning in result.fit["warnings"]:
+            console.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
+        import dask
+
+        record = run_record(
+            ctx,
+            seed=seed,
+            method=result.method,
+            estimator=type(result.aggregator.estimator).__name__,
+            params=result.aggregator.estimator.get_params(),
+            input={**_input_record(labels), "format": "parquet", "scheduler": scheduler},
+            data=result.data(),
+            fit=result.fit,
+            evaluation={"accuracy_vs_gold": None, "n_gold": 0},
+            outputs={
+                "consensus": out.resolve(),
+                "annotators": None if annotators is None else annotators.resolve(),
+                "json": json_out.resolve(),
+            },
+            versions={"pandas": pd.__version__, "dask": dask.__version__},
+        )
+        # The consensus may be a Parquet folder written by the workers: written (atomically)
+        # first, removed again if the other outputs fail.
+        write_consensus(result.consensus, out)
+        try:
+            with _staged_outputs() as stage:
+                if annotators is not None:
+                    write_table(result.annotators(), stage(annotators))
+                write_run_record(ctx, json_out, record, stage)
+        except BaseException:
+            if out.is_dir():
+                shutil.rmtree(out, ignore_errors=True)
+            else:
+                out.unlink(missing_ok=True)
+            raise
+    _print_summary(console, result, False, record, outputs)
 
 
 def _print_summary(
