@@ -167,38 +167,24 @@ def init_cmd(
     console = _stderr()
     with _user_errors(ctx):
         _require_extra()
-        from crowdmed.crowdsourcing.server import study_from_images, study_from_package
+        from crowdmed.crowdsourcing.server import create_study
 
-        if package is not None and images is not None:
-            raise ValueError("Pass one of --package (a task package) or --images DIR, not both.")
-        common: dict[str, Any] = {
-            "name": name,
-            "labels_per_item": labels_per_item,
-            "pass_mark": pass_mark,
-            "seed": seed,
-            "database_url": database,
-        }
-        if question is not None:
-            common["question"] = question
-        if quiz_size is not None:
-            common["quiz_size"] = quiz_size
-        if gold_share is not None:
-            common["gold_share"] = gold_share
-        if package is not None:
-            if classes is not None or gold is not None:
-                raise ValueError(
-                    "--classes and --gold go with --images; a task package has its own."
-                )
-            st, token = study_from_package(package, study, **common)
-        elif images is not None:
-            if not classes:
-                raise ValueError("--images needs --classes, e.g. --classes normal,abnormal.")
-            names = [c.strip() for c in classes.split(",") if c.strip()]
-            st, token = study_from_images(
-                images, study, classes=names, kind=kind, gold=gold, **common
-            )
-        else:
-            raise ValueError("Pass --package (a task package) or --images DIR.")
+        st, token = create_study(
+            study,
+            package=package,
+            images=images,
+            classes=classes,
+            kind=kind,
+            gold=gold,
+            name=name,
+            question=question,
+            labels_per_item=labels_per_item,
+            quiz_size=quiz_size,
+            pass_mark=pass_mark,
+            gold_share=gold_share,
+            seed=seed,
+            database_url=database,
+        )
         counts = st.storage.counts()
         st.close()
     console.print(

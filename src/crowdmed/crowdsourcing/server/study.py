@@ -39,6 +39,7 @@ __all__ = [
     "DATABASE_ENV",
     "Study",
     "StudySettings",
+    "create_study",
     "export_votes",
     "open_study",
     "study_from_images",
@@ -585,3 +586,48 @@ def export_votes(
     with atomic_path(record_path) as tmp:
         Path(tmp).write_text(json.dumps(to_jsonable(record), indent=2) + "\n", encoding="utf-8")
     return target
+
+
+def create_study(
+    folder: Any,
+    *,
+    package: Any = None,
+    images: Any = None,
+    classes: str | Sequence[str] | None = None,
+    kind: str = "multiclass",
+    gold: Any = None,
+    **settings: Any,
+) -> tuple[Any, str]:
+    """Create a study from a task package or from a folder of images and a class list.
+
+    Args:
+        folder: The study folder to create.
+        package: A task package from ``crowdmed crowd export`` (exclusive with ``images``).
+        images: A folder of images, one item each (needs ``classes``).
+        classes: Class names, a sequence or one comma-separated string (with ``images``).
+        kind: ``binary``, ``multiclass`` or ``ordinal`` (with ``images``).
+        gold: CSV ``item,label`` of gold answers (with ``images``).
+        **settings: The study settings of :func:`study_from_package` /
+            :func:`study_from_images`; ``None`` values keep their defaults.
+
+    Returns:
+        The open study and the administrator token.
+
+    Raises:
+        ValueError: When both or neither of ``package`` and ``images`` are given, or an
+            option does not go with the chosen source.
+    """
+    common = {k: v for k, v in settings.items() if v is not None or k == "name"}
+    if package is not None and images is not None:
+        raise ValueError("Pass one of --package (a task package) or --images DIR, not both.")
+    if package is not None:
+        if classes is not None or gold is not None:
+            raise ValueError("--classes and --gold go with --images; a task package has its own.")
+        return study_from_package(package, folder, **common)
+    if images is None:
+        raise ValueError("Pass --package (a task package) or --images DIR.")
+    if not classes:
+        raise ValueError("--images needs --classes, e.g. --classes normal,abnormal.")
+    if isinstance(classes, str):
+        classes = [c.strip() for c in classes.split(",") if c.strip()]
+    return study_from_images(images, folder, classes=list(classes), kind=kind, gold=gold, **common)
