@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from crowdmed.data import CrowdLabels
 from crowdmed.quality import (
     annotator_accuracy,
     confusion_matrices,
+    reader_operating_points,
     sensitivity_specificity,
     spammer_score,
 )
@@ -365,3 +367,103 @@ def test_spammer_score_accepts_nested_lists():
         1.0,
         0.0,
     ]
+
+
+# ---------------------------------------------------------------- reader_operating_points
+def test_reader_operating_points_hand_worked_soft_counts() -> None:
+    """3 items x 1 reader with posteriors: Beta posteriors with closed-form quantiles."""
+    # reader says [1, 1, 0]; P(positive) = [1, 1, 0.5]
+    # sensitivity: 2 hits of 2.5 soft positives -> Beta(2.5, 1), quantile q ** (1 / 2.5)
+    # specificity: 0.5 hit of 0.5 soft negative -> Beta(1, 0.5), quantile 1 - (1 - q) ** 2
+    labels = np.array([[1], [1], [0]])
+    posteriors = np.array([[0.0, 1.0], [0.0, 1.0], [0.5, 0.5]])
+    table = reader_operating_points(labels, posteriors)
+    row = table.iloc[0]
+    assert list(table.columns) == [
+        "annotator",
+        "n_positive",
+        "n_negative",
+        "sensitivity",
+        "sensitivity_low",
+        "sensitivity_high",
+        "specificity",
+        "specificity_low",
+        "specificity_high",
+    ]
+    np.testing.assert_allclose(
+        row[["n_positive", "n_negative", "sensitivity", "specificity"]].astype(float),
+        [2.5, 0.5, 0.8, 1.0],
+    )
+    np.testing.assert_allclose(
+        [row["sensitivity_low"], row["sensitivity_high"]], [0.025**0.4, 0.975**0.4], rtol=1e-9
+    )
+    np.testing.assert_allclose(
+        [row["specificity_low"], row["specificity_high"]],
+        [1 - 0.975**2, 1 - 0.025**2],
+        rtol=1e-9,
+    )
+
+
+def test_reader_operating_points_level_and_positive() -> None:
+    """A 50 % interval of Beta(2.5, 1) is [0.25, 0.75] ** 0.4; positive=0 swaps the rates."""
+    labels = np.array([[1], [1], [0]])
+    posteriors = np.array([[0.0, 1.0], [0.0, 1.0], [0.5, 0.5]])
+    row = reader_operating_points(labels, posteriors, level=0.5).iloc[0]
+    np.testing.assert_allclose(
+        [row["sensitivity_low"], row["sensitivity_high"]], [0.25**0.4, 0.75**0.4], rtol=1e-9
+    )
+    swapped = reader_operating_points(labels, posteriors, positive=0).iloc[0]
+    assert swapped["sensitivity"] == pytest.approx(1.0)
+    assert swapped["specificity"] == pytest.approx(0.8)
+    assert swapped["n_positive"] == pytest.approx(0.5)
+
+
+def test_reader_operating_points_hard_reference_and_no_evidence() -> None:
+    """Hard reference: integer counts; a reader without negatives has NaN specificity."""
+    # 4 items x 3 readers; reader 2 labelled only positives
+    labels = np.array([[1, 1, 1], [1, 0, -1], [0, 0, -1], [1, -1, -1]])
+    table = reader_operating_points(labels, np.array([1, 1, 0, 0]))
+    np.testing.assert_array_equal(table["n_positive"], [2, 2, 1])
+    np.testing.assert_array_equal(table["n_negative"], [2, 1, 0])
+    np.testing.assert_allclose(table["sensitivity"], [1.0, 0.5, 1.0])
+    np.testing.assert_allclose(table["specificity"][:2], [0.5, 1.0])
+    assert table.loc[2, ["specificity", "specificity_low", "specificity_high"]].isna().all()
+    # x = 1 of n = 2: Beta(1.5, 1.5) is symmetric around 1/2
+    assert table.loc[1, "sensitivity_low"] == pytest.approx(1 - table.loc[1, "sensitivity_high"])
+    # x = 1 of n = 1: Beta(1.5, 0.5); P(p < low) = 0.025 checked with the regularised beta
+    from scipy.special import betainc
+
+    assert betainc(1.5, 0.5, table.loc[2, "sensitivity_low"]) == pytest.approx(0.025)
+    sens, spec = sensitivity_specificity(labels, np.array([1, 1, 0, 0]))
+    np.testing.assert_allclose(table["sensitivity"], sens)
+    np.testing.assert_allclose(table["specificity"], spec)
+
+
+def test_reader_operating_points_ids_from_long_table() -> None:
+    """The annotator column holds the ids of a long table."""
+    long = pd.DataFrame(
+        {"item": ["a", "a", "b", "b"], "annotator": ["r1", "r2", "r1", "r2"], "label": [1, 1, 0, 1]}
+    )
+    table = reader_operating_points(long, np.array([1, 0]))
+    assert list(table["annotator"]) == ["r1", "r2"]
+    np.testing.assert_allclose(table["specificity"], [1.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"positive": 2}, r"`positive` must be the index of the positive class"),
+        ({"level": 1.0}, r"`level` must be a probability in \(0, 1\)"),
+        ({"level": 0}, r"`level` must be a probability in \(0, 1\)"),
+    ],
+)
+def test_reader_operating_points_errors(kwargs: dict, match: str) -> None:
+    """Bad options give one-line ValueErrors."""
+    with pytest.raises(ValueError, match=match):
+        reader_operating_points(np.array([[0], [1]]), np.array([0, 1]), **kwargs)
+
+
+def test_reader_operating_points_multiclass_error() -> None:
+    """More than two classes is refused."""
+    with pytest.raises(ValueError, match=r"`labels` must be binary"):
+        reader_operating_points(np.array([[0], [1], [2]]), np.array([0, 1, 2]))

@@ -1,7 +1,8 @@
 """Annotator quality: reliability against a reference, agreement, spammers and gold filtering.
 
 * Against a reference (gold labels, a consensus or posteriors): :func:`confusion_matrices`,
-  :func:`sensitivity_specificity`, :func:`annotator_accuracy` and :func:`spammer_score`.
+  :func:`sensitivity_specificity`, :func:`reader_operating_points` (with Jeffreys intervals),
+  :func:`annotator_accuracy` and :func:`spammer_score`.
 * Between annotators, without a reference: :func:`cohen_kappa_matrix`, :func:`fleiss_kappa` and
   :func:`krippendorff_alpha`.
 * Gold (honeypot) questions: :func:`gold_accuracy` and :func:`filter_annotators`.
@@ -17,6 +18,7 @@ from crowdmed.quality.gold import filter_annotators, gold_accuracy
 from crowdmed.quality.reliability import (
     annotator_accuracy,
     confusion_matrices,
+    reader_operating_points,
     sensitivity_specificity,
     spammer_score,
 )
@@ -36,6 +38,7 @@ __all__ = [
     "match_boxes",
     "pairwise_reader_f1",
     "reader_agreement",
+    "reader_operating_points",
     "sensitivity_specificity",
     "spammer_score",
 ]

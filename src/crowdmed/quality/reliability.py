@@ -8,6 +8,8 @@ evidence.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import numpy.typing as npt
 
@@ -24,12 +26,29 @@ from crowdmed.quality._common import (
 )
 from crowdmed.typing import LabelsLike
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = [
     "annotator_accuracy",
     "confusion_matrices",
+    "reader_operating_points",
     "sensitivity_specificity",
     "spammer_score",
 ]
+
+#: Columns of :func:`reader_operating_points`, in order.
+OPERATING_POINT_COLUMNS = (
+    "annotator",
+    "n_positive",
+    "n_negative",
+    "sensitivity",
+    "sensitivity_low",
+    "sensitivity_high",
+    "specificity",
+    "specificity_low",
+    "specificity_high",
+)
 
 
 def confusion_matrices(
@@ -131,6 +150,14 @@ def sensitivity_specificity(
         Raykar, V. C. et al. (2010). Learning from crowds. JMLR 11, 1297-1322.
         https://jmlr.org/papers/v11/raykar10a.html
     """
+    positive = _check_positive(positive)
+    counts, _ = _binary_counts(labels, reference)
+    conf = normalise_rows(counts, 0.0)
+    negative = 1 - positive
+    return conf[:, positive, positive].copy(), conf[:, negative, negative].copy()
+
+
+def _check_positive(positive: object) -> int:
     if (
         isinstance(positive, bool)
         or not isinstance(positive, (int, np.integer))
@@ -139,6 +166,11 @@ def sensitivity_specificity(
         raise ValueError(
             f"`positive` must be the index of the positive class, 0 or 1; got {positive!r}."
         )
+    return int(positive)
+
+
+def _binary_counts(labels: LabelsLike, reference: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Soft confusion counts ``(n_annotators, 2, 2)`` of binary labels, and the annotator ids."""
     cl = check_labels(labels, min_classes=1)
     if cl.n_classes > 2:
         raise ValueError(
@@ -152,9 +184,92 @@ def sensitivity_specificity(
         raise ValueError(
             f"`reference` must have two columns for binary labels; got shape {weights.shape}."
         )
-    conf = normalise_rows(confusion_counts(cl, weights), 0.0)
-    negative = 1 - positive
-    return conf[:, positive, positive].copy(), conf[:, negative, negative].copy()
+    return confusion_counts(cl, weights), cl.annotator_ids
+
+
+def reader_operating_points(
+    labels: LabelsLike,
+    reference: npt.ArrayLike,
+    *,
+    positive: int = 1,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """Every reader's sensitivity and specificity with Bayesian intervals (a reader study).
+
+    Each reader is one point in ROC space: sensitivity ``P(says positive | truly positive)``
+    against ``1 - specificity``. With ``x`` of the reader's ``n`` truly positive items called
+    positive, the sensitivity is ``x / n`` and its interval is the equal-tailed ``level``
+    interval of the Beta posterior under the Jeffreys prior, ``Beta(x + 1/2, n - x + 1/2)``
+    (Brown, Cai & DasGupta 2001), the same for specificity on the truly negative items. A
+    reference given as posteriors counts each labelled item as ``posteriors[i, positive]`` of a
+    positive item and ``posteriors[i, negative]`` of a negative one (soft counts, so ``x`` and
+    ``n`` may be fractional).
+
+    Args:
+        labels: Binary labels: a :class:`~crowdmed.data.CrowdLabels`, an integer array of shape
+            ``(n_items, n_annotators)`` with values ``0``/``1`` and ``-1`` marking a missing
+            annotation, or a long ``DataFrame``.
+        reference: Hard labels, an integer array of shape ``(n_items,)`` with ``-1`` for unknown
+            (skipped), or posteriors, a float array of shape ``(n_items, 2)``.
+        positive: Index of the positive class, ``0`` or ``1``.
+        level: Probability mass of each interval, in ``(0, 1)``.
+
+    Returns:
+        A ``DataFrame`` with one row per annotator and the columns ``annotator`` (the id),
+        ``n_positive`` and ``n_negative`` (the reader's items of each reference class, soft
+        counts for posteriors), ``sensitivity``, ``sensitivity_low``, ``sensitivity_high``,
+        ``specificity``, ``specificity_low`` and ``specificity_high``. A rate and its interval
+        are ``NaN`` where the reader labelled no item of that reference class.
+
+    Raises:
+        ValueError: If the labels have more than two classes, ``positive`` is not 0 or 1,
+            ``level`` is not in ``(0, 1)`` or ``reference`` has the wrong shape or values.
+
+    Examples:
+        >>> import numpy as np
+        >>> labels = np.array([[1, 1], [1, 0], [0, 0], [1, -1]])  # 4 items x 2 annotators
+        >>> table = reader_operating_points(labels, np.array([1, 1, 0, 0]))
+        >>> table[["annotator", "n_positive", "n_negative", "sensitivity", "specificity"]]
+           annotator  n_positive  n_negative  sensitivity  specificity
+        0          0         2.0         2.0          1.0          0.5
+        1          1         2.0         1.0          0.5          1.0
+        >>> round(float(table.loc[0, "sensitivity_low"]), 4)  # Beta(2.5, 0.5) 2.5 % quantile
+        0.3332
+
+    References:
+        Brown, L. D., Cai, T. T. & DasGupta, A. (2001). Interval estimation for a binomial
+        proportion. Statistical Science 16(2), 101-133. https://doi.org/10.1214/ss/1009213286
+    """
+    pos = _check_positive(positive)
+    if (
+        isinstance(level, bool)
+        or not isinstance(level, (int, float, np.number))
+        or not 0.0 < float(level) < 1.0
+    ):
+        raise ValueError(f"`level` must be a probability in (0, 1), e.g. 0.95; got {level!r}.")
+    import pandas as pd
+    from scipy.special import betaincinv
+
+    counts, annotator_ids = _binary_counts(labels, reference)
+    neg = 1 - pos
+    tail = (1.0 - float(level)) / 2.0
+    columns: dict[str, object] = {"annotator": annotator_ids}
+    n_of = {"positive": counts[:, pos, :].sum(axis=1), "negative": counts[:, neg, :].sum(axis=1)}
+    columns["n_positive"] = n_of["positive"]
+    columns["n_negative"] = n_of["negative"]
+    for name, true_class, hits in (
+        ("sensitivity", "positive", counts[:, pos, pos]),
+        ("specificity", "negative", counts[:, neg, neg]),
+    ):
+        n = n_of[true_class]
+        known = n > 0
+        a, b = hits + 0.5, n - hits + 0.5  # Jeffreys prior Beta(1/2, 1/2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            point = np.where(known, hits / np.where(known, n, 1.0), np.nan)
+        columns[name] = point
+        columns[f"{name}_low"] = np.where(known, betaincinv(a, b, tail), np.nan)
+        columns[f"{name}_high"] = np.where(known, betaincinv(a, b, 1.0 - tail), np.nan)
+    return pd.DataFrame(columns, columns=list(OPERATING_POINT_COLUMNS))
 
 
 def annotator_accuracy(labels: LabelsLike, reference: npt.ArrayLike) -> npt.NDArray[np.float64]:
