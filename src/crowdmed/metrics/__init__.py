@@ -11,19 +11,23 @@ from crowdmed.metrics.segmentation import (
     iou,
     mean_pairwise_dice,
 )
+from crowdmed.metrics.stats import PairedDifference, format_difference, paired_difference
 
 __all__ = [
     "COCO_IOU_THRESHOLDS",
     "DuplicatePolicy",
     "MatchResult",
+    "PairedDifference",
     "choose_threshold",
     "dice",
     "dice_per_class",
+    "format_difference",
     "generalized_energy_distance",
     "hausdorff_distance",
     "iou",
     "match_points",
     "mean_average_precision",
     "mean_pairwise_dice",
+    "paired_difference",
     "roc_auc",
 ]
