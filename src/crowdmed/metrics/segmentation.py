@@ -304,9 +304,14 @@ def mean_pairwise_dice(masks: Any, *, empty: Empty = "one") -> float:
 
 
 def generalized_energy_distance(
-    samples: Any, references: Any, *, empty: Empty = "one", include_self_pairs: bool = True
+    samples: Any,
+    references: Any,
+    *,
+    empty: Literal["nan", "one", "zero"] = "one",
+    include_self_pairs: bool = True,
+    convention: Literal["squared", "sqrt"] = "squared",
 ) -> float:
-    """Squared generalised energy distance between two sets of masks, with d = 1 − IoU.
+    """Generalised energy distance between two sets of masks, with d = 1 − IoU.
 
     ``D² = 2·E[d(S, Y)] − E[d(S, S')] − E[d(Y, Y')]`` where ``S, S'`` are drawn from
     ``samples`` (e.g. a model's sampled segmentations) and ``Y, Y'`` from ``references`` (e.g.
@@ -319,15 +324,24 @@ def generalized_energy_distance(
     pairs of different masks in the within-set terms (unbiased for independent draws, but it
     can be negative, e.g. for identical sets).
 
+    Two conventions are published: Kohl et al. (2018) and most later work report ``D²``
+    (``convention="squared"``); others (e.g. the PHiSeg code of Baumgartner et al., 2019)
+    report its square root ``D`` (``convention="sqrt"``; a negative ``D²`` from
+    ``include_self_pairs=False`` is clipped to 0 first). The distance between two empty masks
+    is the other choice that changes published numbers: ``empty="one"`` (IoU 1, d = 0),
+    ``empty="zero"`` (IoU 0, d = 1, what a plain ``|A∩B| / |A∪B|`` with a zero-division guard
+    gives) or ``empty="nan"`` (such pairs are skipped).
+
     Args:
         samples: Boolean array of shape ``(n_samples, *spatial)`` or a list of masks.
         references: Boolean array of shape ``(n_references, *spatial)``, same spatial shape.
         empty: IoU of two empty masks: ``"one"`` (d = 0, as Kohl et al. treat raters who mark
-            nothing) or ``"nan"`` (such pairs are left out).
+            nothing), ``"zero"`` (d = 1) or ``"nan"`` (such pairs are left out).
         include_self_pairs: See above.
+        convention: ``"squared"`` (``D²``) or ``"sqrt"`` (``D``).
 
     Returns:
-        ``D²`` (≥ 0 up to estimation noise).
+        ``D²`` (≥ 0 up to estimation noise) or ``D``.
 
     References:
         Kohl et al. (2018). A probabilistic U-Net for segmentation of ambiguous images.
@@ -339,8 +353,14 @@ def generalized_energy_distance(
         0.0
         >>> generalized_energy_distance(a, a, include_self_pairs=False)
         -0.5
+        >>> b = np.array([[0, 0, 1]], dtype=bool)
+        >>> generalized_energy_distance(a, b), generalized_energy_distance(a, b, convention="sqrt")
+        (1.75, 1.3228756555322954)
     """
-    _check_empty(empty)
+    if empty not in ("nan", "one", "zero"):
+        raise ValueError(f"`empty` must be 'nan', 'one' or 'zero'; got {empty!r}.")
+    if convention not in ("squared", "sqrt"):
+        raise ValueError(f"`convention` must be 'squared' or 'sqrt'; got {convention!r}.")
     s = _stack(samples, "samples")
     y = _stack(references, "references")
     if s.shape[1] != y.shape[1]:
@@ -349,13 +369,19 @@ def generalized_energy_distance(
             f"{np.shape(samples)[1:]} and {np.shape(references)[1:]}."
         )
 
+    def dist(x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        if empty == "zero":
+            return 1.0 - np.nan_to_num(_pairwise(x, z, "iou", "nan"), nan=0.0)
+        return 1.0 - _pairwise(x, z, "iou", empty)
+
     def within(x: np.ndarray) -> float:
-        d = 1.0 - _pairwise(x, x, "iou", empty)
+        d = dist(x, x)
         if not include_self_pairs:
             if x.shape[0] < 2:
                 return 0.0
             d = d[~np.eye(x.shape[0], dtype=bool)]
         return float(np.nanmean(d))
 
-    cross = float(np.nanmean(1.0 - _pairwise(s, y, "iou", empty)))
-    return 2.0 * cross - within(s) - within(y)
+    cross = float(np.nanmean(dist(s, y)))
+    d2 = 2.0 * cross - within(s) - within(y)
+    return float(np.sqrt(max(d2, 0.0))) if convention == "sqrt" else d2
