@@ -328,10 +328,11 @@ ERROR_CASES = [
     ),
     pytest.param("", [], r"File '.*labels\.csv' is empty", id="empty-file"),
     pytest.param(
-        LONG_CSV + "g,r1,,\n",
+        LONG_CSV + "g,r1,3,\n",
         [],
-        r"Column 'label' \(label\) has 1 missing values \(rows \[17\]\)",
-        id="nan-label",
+        r"Column 'label' of '.*labels\.csv' has labels \['3'\] that are numbers among text "
+        r"\(line 18\)",
+        id="stray-label",
     ),
     pytest.param(
         LONG_CSV,

@@ -231,11 +231,20 @@ def test_wrong_explicit_column():
         from_long_frame(df, label="lbl")
 
 
-def test_nan_label_in_table():
-    df = pd.DataFrame({"item": [1, 2], "annotator": ["a", "a"], "label": [0, None]})
-    with pytest.raises(
-        ValueError, match=r"Column 'label' \(label\) has 1 missing values \(rows \[2\]\)"
-    ):
+def test_missing_label_in_table_is_dropped():
+    # -1 and an empty cell mark a missing label, in memory as in files
+    df = pd.DataFrame(
+        {"item": [1, 2, 3, 3], "annotator": ["a", "a", "a", "b"], "label": [0, None, -1, 1]}
+    )
+    cl = from_long_frame(df)
+    assert cl.item_ids.tolist() == [1, 3]
+    assert cl.classes.tolist() == [0, 1]
+    assert cl.to_dense().tolist() == [[0, -1], [-1, 1]]
+
+
+def test_missing_item_id_in_table():
+    df = pd.DataFrame({"item": [1, None], "annotator": ["a", "a"], "label": [0, 1]})
+    with pytest.raises(ValueError, match=r"Column 'item' \(item\) .* 1 empty cells \(lines \[2\]\)"):
         from_long_frame(df)
 
 
@@ -245,7 +254,7 @@ def test_empty_file(tmp_path):
     with pytest.raises(ValueError, match=r"is empty"):
         read_labels(p)
     p.write_text("item,annotator,label\n")
-    with pytest.raises(ValueError, match=r"label table is empty"):
+    with pytest.raises(ValueError, match=r"label table '.*e\.csv' is empty"):
         read_labels(p)
 
 
@@ -256,7 +265,7 @@ def test_missing_file(tmp_path):
 
 def test_unknown_class_in_explicit_list():
     df = pd.DataFrame({"item": [1], "annotator": ["a"], "label": ["maybe"]})
-    with pytest.raises(ValueError, match=r"Labels \['maybe'\] are not among `classes`"):
+    with pytest.raises(ValueError, match=r"labels \['maybe'\] outside the classes \['no', 'yes'\]"):
         from_long_frame(df, classes=["no", "yes"])
 
 

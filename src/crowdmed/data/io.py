@@ -25,7 +25,15 @@ import numpy.typing as npt
 import pandas as pd
 
 from crowdmed._io import atomic_path
-from crowdmed._tables import ALIASES, find_column, read_table, table_suffix
+from crowdmed._tables import (
+    ALIASES,
+    LINE_OFFSET,
+    find_column,
+    parse_labels,
+    read_table,
+    resolve_columns,
+    table_suffix,
+)
 from crowdmed._text import short_list
 from crowdmed.data._csv import write_csv
 from crowdmed.data.labels import MISSING, CrowdLabels
@@ -46,31 +54,16 @@ _KNOWN_HEADER = {name for names in ALIASES.values() for name in names} | {
 }
 
 
-def _encode_classes(
-    values: pd.Series, classes: Sequence[Any] | None
-) -> tuple[np.ndarray, np.ndarray]:
-    if classes is not None:
-        cls = pd.Index(list(classes))
-        if cls.has_duplicates:
-            raise ValueError(f"`classes` must be unique; got {list(classes)}.")
-        codes = cls.get_indexer(values)
-        if (codes < 0).any():
-            unknown = pd.unique(values[codes < 0])
-            raise ValueError(
-                f"Labels {short_list(unknown)} are not among `classes` {list(cls)}; fix the labels "
-                "or add them to the class list."
-            )
-        return codes.astype(np.int64), cls.to_numpy()
-    uniq = np.asarray(pd.unique(values))
-    try:
-        uniq = np.sort(uniq)
-    except TypeError as exc:
-        raise ValueError(
-            "Labels mix types that cannot be ordered (e.g. numbers and text); got "
-            f"{short_list(uniq)}. Make them one type or pass `classes`."
-        ) from exc
-    cls = pd.Index(uniq)
-    return cls.get_indexer(values).astype(np.int64), cls.to_numpy()
+#: ``DataFrame.attrs`` keys a reader sets so messages name the file and its lines.
+_SOURCE, _FIRST_LINE = "crowdmed_source", "crowdmed_first_line"
+#: Column holding the class code of each row while a long table is encoded.
+_CODE, _LINE = "__crowdmed_label_code__", "__crowdmed_line__"
+
+
+def _with_source(df: pd.DataFrame, path: Path, first_line: int) -> pd.DataFrame:
+    df.attrs[_SOURCE] = f"'{path}'"
+    df.attrs[_FIRST_LINE] = first_line
+    return df
 
 
 def _resolve_duplicates(
@@ -106,28 +99,26 @@ def _resolve_duplicates(
 def _gold_codes(
     df: pd.DataFrame,
     gold: str | None,
-    c_lab: str,
     cls: np.ndarray,
     items: np.ndarray,
     item_ids: pd.Index,
+    where: str,
+    lines: np.ndarray,
 ) -> np.ndarray | None:
     """Gold class codes per item (``-1`` = unknown) from the optional gold column."""
     n_items = len(item_ids)
     gold_arr = None
     if gold is not None and gold in df.columns:
-        g = df[gold]
-        known = g.notna() & (g.astype(str) != "-1")
         gold_arr = np.full(n_items, MISSING, dtype=np.int64)
+        try:
+            gcodes, _ = parse_labels(df[gold], cls, where=where, column=gold, lines=lines)
+        except ValueError as exc:
+            raise ValueError(
+                f"{exc} Gold labels must be classes; use -1 or leave the cell empty for unknown."
+            ) from None
+        known = gcodes >= 0
         if known.any():
-            gcodes = pd.Index(cls).get_indexer(g[known].astype(df[c_lab].dtype, errors="ignore"))
-            if (gcodes < 0).any():
-                bad = pd.unique(g[known][gcodes < 0])
-                raise ValueError(
-                    f"Gold labels {short_list(bad)} are not among the classes {list(cls)}; fix the "
-                    "gold column (use -1 or leave empty for unknown)."
-                )
-            gi = items[known.to_numpy()]
-            per_item = pd.DataFrame({"i": gi, "g": gcodes}).drop_duplicates()
+            per_item = pd.DataFrame({"i": items[known], "g": gcodes[known]}).drop_duplicates()
             if per_item["i"].duplicated().any():
                 bad_items = item_ids[per_item["i"][per_item["i"].duplicated()].unique()[:5]]
                 raise ValueError(
@@ -202,30 +193,51 @@ def from_long_frame(
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"`df` must be a pandas DataFrame; got {type(df).__name__}.")
+    where = str(df.attrs.get(_SOURCE, "the label table"))
+    first_line = int(df.attrs.get(_FIRST_LINE, 1))
     if len(df) == 0:
-        raise ValueError("The label table is empty; it needs one row per annotation.")
-    c_item = find_column(df, "item", item)
-    c_ann = find_column(df, "annotator", annotator)
-    c_lab = find_column(df, "label", label)
-    for role, col in (("item", c_item), ("annotator", c_ann), ("label", c_lab)):
+        raise ValueError(f"{_table(where)} is empty; it needs one row per annotation.")
+    roles = resolve_columns(
+        list(df.columns),
+        {"item": item, "annotator": annotator, "label": label},
+        required=("item", "annotator", "label"),
+    )
+    c_item, c_ann, c_lab = roles["item"], roles["annotator"], roles["label"]
+    for name, col in (("gold", gold), ("quiz_accuracy", quiz_accuracy)):
+        if col is not None and col in roles.values():
+            role = next(r for r, c in roles.items() if c == col)
+            raise ValueError(
+                f"Column {col!r} is used as both the {role} and the {name} column; each role "
+                f"needs its own column (check --{role}-col)."
+            )
+    lines = np.arange(len(df)) + first_line
+    for role, col in (("item", c_item), ("annotator", c_ann)):
         na = df[col].isna()
         if na.any():
-            rows = (np.flatnonzero(na.to_numpy())[:5] + 1).tolist()
+            rows = lines[na.to_numpy()][:5].tolist()
             raise ValueError(
-                f"Column {col!r} ({role}) has {int(na.sum())} missing values (rows {rows}); "
-                "drop those rows or fill them."
+                f"Column {col!r} ({role}) of {where} has {int(na.sum())} empty cells (lines "
+                f"{rows}); every annotation needs its {role} id: fill them or drop those rows."
             )
     if on_duplicate not in ("error", "first", "last", "drop"):
         raise ValueError(
             "`on_duplicate` must be one of ['error', 'first', 'last', 'drop']; got "
             f"{on_duplicate!r}."
         )
+    codes, cls = parse_labels(df[c_lab], classes, where=where, column=c_lab, lines=lines)
+    keep = codes >= 0
+    if not keep.any():
+        raise ValueError(
+            f"{_table(where)} has no labels: every {c_lab!r} cell is -1 or empty (missing)."
+        )
+    df = df.assign(**{_CODE: codes, _LINE: lines}).loc[keep]
     df, (items, item_ids), (anns, ann_ids) = _resolve_duplicates(
-        df, c_item, c_ann, c_lab, on_duplicate
+        df, c_item, c_ann, _CODE, on_duplicate
     )
-    labs, cls = _encode_classes(df[c_lab], classes)
+    labs = df[_CODE].to_numpy(dtype=np.int64)
+    lines = df[_LINE].to_numpy()
     n_items, n_ann = len(item_ids), len(ann_ids)
-    gold_arr = _gold_codes(df, gold, c_lab, cls, items, item_ids)
+    gold_arr = _gold_codes(df, gold, cls, items, item_ids, where, lines)
     quiz_arr = _quiz_values(df, quiz_accuracy, anns, ann_ids)
     return CrowdLabels.from_triplets(
         items,
@@ -234,12 +246,21 @@ def from_long_frame(
         n_items=n_items,
         n_annotators=n_ann,
         n_classes=len(cls),
-        item_ids=np.asarray(item_ids),
-        annotator_ids=np.asarray(ann_ids),
+        item_ids=np.asarray(item_ids, dtype=object)
+        if item_ids.dtype == object
+        else np.asarray(item_ids),
+        annotator_ids=np.asarray(ann_ids, dtype=object)
+        if ann_ids.dtype == object
+        else np.asarray(ann_ids),
         classes=cls,
         gold=gold_arr,
         quiz_accuracy=quiz_arr,
     )
+
+
+def _table(where: str) -> str:
+    """``"The label table"`` or ``"The label table 'x.csv'"`` for messages."""
+    return "The label table" + ("" if where == "the label table" else f" {where}")
 
 
 def to_matrix(
@@ -331,22 +352,25 @@ def read_labels(
         The labels, with gold labels and quiz accuracy when present.
     """
     p = Path(path)
-    df = read_table(p)
+    df = read_table(p, all_text=True)
+    given = {str(c).lower() for c in (item, annotator, label) if c is not None}
+    first_line = LINE_OFFSET
     if (
         not p.is_dir()
         and table_suffix(p) not in (".parquet", ".pq")
-        and not ({str(c).strip().lower() for c in df.columns} & _KNOWN_HEADER)
+        and not ({str(c).strip().lower() for c in df.columns} & (_KNOWN_HEADER | given))
     ):
-        raw = read_table(p, header=False)
+        raw = read_table(p, header=False, all_text=True)
         if raw.shape[1] in (4, 5):
             cols = ["annotator", "item", "label", "gold", "extra"][: raw.shape[1]]
             df = raw.set_axis(cols, axis=1)
-            df["gold"] = df["gold"].where(df["gold"].astype(str) != "-1")
+            first_line = 1
         else:
             raise ValueError(
-                f"File {str(p)!r} has no recognised header; first row is {list(df.columns)}. "
+                f"Label file '{p}' has no recognised header; first row is {list(df.columns)}. "
                 "Add a header row 'item,annotator,label' (or 'task,worker,label')."
             )
+    df = _with_source(df, p, first_line)
     cl = from_long_frame(
         df, item=item, annotator=annotator, label=label, classes=classes, on_duplicate=on_duplicate
     )
@@ -365,28 +389,31 @@ def read_quiz(path: str | os.PathLike[str], annotator_ids: npt.ArrayLike) -> np.
     Returns:
         Float array of shape ``(n_annotators,)``; ``NaN`` for annotators not in the file.
     """
-    df = read_table(Path(path))
+    p = Path(path)
+    df = read_table(p, all_text=True)
     c_ann = find_column(df, "annotator", None)
     acc_cols = [c for c in df.columns if str(c).lower() in ("quiz_accuracy", "accuracy", "gamma")]
     if not acc_cols:
         raise ValueError(
-            f"Quiz file {str(path)!r} needs a 'quiz_accuracy' column; columns are "
-            f"{list(df.columns)}."
+            f"Quiz file '{p}' needs a 'quiz_accuracy' column; columns are {list(df.columns)}."
         )
     values = pd.to_numeric(df[acc_cols[0]], errors="coerce")
-    if values.isna().any():
+    bad = values.isna() | ~np.isfinite(values) | (values < 0) | (values > 1)
+    if bad.any():
+        rows = np.flatnonzero(bad.to_numpy())
         raise ValueError(
-            f"Quiz file {str(path)!r} has {int(values.isna().sum())} non-numeric accuracies; "
-            "use numbers in [0, 1]."
+            f"Quiz file '{p}' has {rows.size} accuracies that are not numbers in [0, 1] (line "
+            f"{int(rows[0]) + LINE_OFFSET}: {df[acc_cols[0]].iloc[int(rows[0])]!r}); use numbers "
+            "in [0, 1]."
         )
+    if df[c_ann].isna().any():
+        line = int(np.flatnonzero(df[c_ann].isna().to_numpy())[0]) + LINE_OFFSET
+        raise ValueError(f"Quiz file '{p}' has an empty annotator id on line {line}; fill it.")
     if df[c_ann].duplicated().any():
         dup = df[c_ann][df[c_ann].duplicated()].unique()[:5].tolist()
-        raise ValueError(f"Quiz file {str(path)!r} lists annotators {dup} twice; keep one row.")
-    ids = pd.Index(np.asarray(annotator_ids))
-    key = df[c_ann]
-    if ids.dtype != key.dtype:
-        key = key.astype(str)
-        ids = ids.astype(str)
+        raise ValueError(f"Quiz file '{p}' lists annotators {dup} twice; keep one row.")
+    ids = pd.Index(np.asarray(annotator_ids, dtype=object)).map(str)
+    key = df[c_ann].astype(str)
     out = pd.Series(values.to_numpy(), index=key).reindex(ids).to_numpy(dtype=np.float64)
     return out
 
@@ -409,45 +436,59 @@ def read_wide(
     Returns:
         The labels.
     """
-    df = read_table(Path(path))
+    p = Path(path)
+    df = read_table(p, all_text=True, what="Wide file")
     if df.shape[1] < 2:
         raise ValueError(
-            f"Wide file {str(path)!r} needs an item column and at least one annotator column; "
-            f"got columns {list(df.columns)}."
+            f"Wide file '{p}' needs an item column and at least one annotator column; got "
+            f"columns {list(df.columns)}."
         )
     c_item = item if item is not None else str(df.columns[0])
     if c_item not in df.columns:
-        raise ValueError(f"Column {c_item!r} is not in {list(df.columns)}.")
+        raise ValueError(
+            f"Column {c_item!r} (the item column) is not in '{p}'; columns are {list(df.columns)}."
+        )
+    if gold is not None and gold == c_item:
+        raise ValueError(
+            f"Column {c_item!r} is used as both the item and the gold column; each role needs "
+            "its own column (check --item-col and --gold-col)."
+        )
+    if df[c_item].isna().any():
+        line = int(np.flatnonzero(df[c_item].isna().to_numpy())[0]) + LINE_OFFSET
+        raise ValueError(f"Wide file '{p}' has an empty item id on line {line}; fill it.")
+    if df[c_item].duplicated().any():
+        dup = df[c_item][df[c_item].duplicated()].unique()[:5].tolist()
+        raise ValueError(f"Wide file '{p}' lists items {dup} on more than one row; keep one.")
     value_cols = [c for c in df.columns if c not in (c_item, gold)]
-    long = df.melt(
-        id_vars=[c_item], value_vars=value_cols, var_name="annotator", value_name="label"
-    )
-    long = long.dropna(subset=["label"]).rename(columns={c_item: "item"})
-    if len(long) == 0:
-        raise ValueError(f"Wide file {str(path)!r} has no labels; every annotator cell is empty.")
+    frame = df.reset_index(drop=True)
+    frame["__line__"] = np.arange(len(frame)) + LINE_OFFSET
+    long = frame.melt(
+        id_vars=[c_item, "__line__"],
+        value_vars=value_cols,
+        var_name="annotator",
+        value_name="label",
+    ).rename(columns={c_item: "item"})
     if gold is not None and gold in df.columns:
         long = long.merge(
-            df[[c_item, gold]].rename(columns={c_item: "item", gold: "gold"}), on="item"
+            frame[[c_item, gold]].rename(columns={c_item: "item", gold: "gold"}), on="item"
         )
-    long["label"] = _maybe_int(long["label"])
-    if "gold" in long:
-        long["gold"] = _maybe_int(long["gold"])
-    cl = from_long_frame(long, item="item", annotator="annotator", label="label", classes=classes)
+    where = f"'{p}'"
+    lines = long.pop("__line__").to_numpy()
+    codes, cls = parse_labels(long["label"], classes, where=where, column="label", lines=lines)
+    if not (codes >= 0).any():
+        raise ValueError(f"Wide file '{p}' has no labels; every annotator cell is -1 or empty.")
+    long = long.loc[codes >= 0].reset_index(drop=True)
+    long.attrs[_SOURCE] = where
+    cl = from_long_frame(
+        long, item="item", annotator="annotator", label="label", classes=list(cls)
+    )
     lost = df[c_item][~df[c_item].isin(pd.Index(cl.item_ids))]
     if len(lost):
         raise ValueError(
-            f"Items {short_list(lost.tolist())} have no labels in {str(path)!r}; drop those rows."
+            f"Items {short_list(lost.tolist())} have no labels in '{p}' (every cell is -1 or "
+            "empty); drop those rows."
         )
     return cl
-
-
-def _maybe_int(values: pd.Series) -> pd.Series:
-    """Turn float columns holding integers (from empty CSV cells) back into integers."""
-    if values.dtype.kind == "f":
-        v = values.dropna()
-        if len(v) and np.all(v == np.round(v)):
-            return values.astype("Int64")
-    return values
 
 
 def write_labels(labels: CrowdLabels, path: str | os.PathLike[str]) -> Path:
