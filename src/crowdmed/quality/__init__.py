@@ -9,12 +9,15 @@
 * Everything per annotator in one table: :func:`annotator_table`.
 * Per-item features from many annotators' scores, with their disagreement:
   :func:`crowd_features`.
+* Model-informed consensus and the quality of items, labels and annotators (CROWDLAB):
+  :func:`label_quality`.
 """
 
 from crowdmed.quality.agreement import cohen_kappa_matrix, fleiss_kappa, krippendorff_alpha
 from crowdmed.quality.box_agreement import match_boxes, pairwise_reader_f1, reader_agreement
 from crowdmed.quality.features import CrowdStat, crowd_features
 from crowdmed.quality.gold import filter_annotators, gold_accuracy
+from crowdmed.quality.label_quality import LabelQuality, label_quality
 from crowdmed.quality.reliability import (
     annotator_accuracy,
     confusion_matrices,
@@ -26,6 +29,7 @@ from crowdmed.quality.table import annotator_table
 
 __all__ = [
     "CrowdStat",
+    "LabelQuality",
     "annotator_accuracy",
     "annotator_table",
     "cohen_kappa_matrix",
@@ -35,6 +39,7 @@ __all__ = [
     "fleiss_kappa",
     "gold_accuracy",
     "krippendorff_alpha",
+    "label_quality",
     "match_boxes",
     "pairwise_reader_f1",
     "reader_agreement",
