@@ -96,37 +96,86 @@ def test_one_coin_reference():
     np.testing.assert_array_equal(oc.labels_, [0, 1, 0, 1])
 
 
-def test_sens_spec_trust_prior_formula():
-    """With posteriors clamped by gold, one M-step is the closed form of the AggNet prior."""
-    labels = np.array([[1, 1], [1, 0], [0, 0], [0, 1]])  # (4, 2)
-    gold = np.array([1, 1, 0, 0])
-    tau, gamma = 4.0, np.array([0.9, np.nan])
-    m = fit(BinarySensSpec(max_iter=1, tau=tau), labels, gold=gold, quiz_accuracy=gamma)
-    # annotator 0: hits on positives 2/2, on negatives 2/2 -> (2 + 3.6) / (2 + 4)
-    np.testing.assert_allclose(m.sensitivity_[0], (2 + tau * 0.9) / (2 + tau))
-    np.testing.assert_allclose(m.specificity_[0], (2 + tau * 0.9) / (2 + tau))
-    # annotator 1 has no quiz: plain ratios 1/2 and 1/2
-    np.testing.assert_allclose([m.sensitivity_[1], m.specificity_[1]], [0.5, 0.5])
+# (TP, FN, TN, FP, tau, gamma, prior, expected alpha, expected beta), worked by hand from
+# Albarqouni et al. (2016) eq. 8: alpha = (1 + tau*gamma) TP / ((1 + tau*gamma) TP + FN)
+SENS_SPEC_CASES = [
+    # the paper's form: 6*8 / (6*8 + 2) = 0.96 and 6*9 / (6*9 + 1) = 54/55
+    (8, 2, 9, 1, 10.0, 0.5, "aggnet", 0.96, 54 / 55),
+    # the Beta pseudo-count option: (8 + 5) / (10 + 10) = 0.65, (9 + 5) / (10 + 10) = 0.7
+    (8, 2, 9, 1, 10.0, 0.5, "beta", 0.65, 0.7),
+    # tau in the paper's range: 1.05*3 / (1.05*3 + 1) = 3.15/4.15, 1.05*2 / (1.05*2 + 2)
+    (3, 1, 2, 2, 0.1, 0.5, "aggnet", 3.15 / 4.15, 2.1 / 4.1),
+    # no quiz (gamma NaN): eq. 6, 3/4 and 2/4
+    (3, 1, 2, 2, 0.5, np.nan, "aggnet", 0.75, 0.5),
+]
 
 
-def test_sens_spec_unknown_annotator_gets_half():
+@pytest.mark.parametrize(
+    ("tp", "fn", "tn", "fp", "tau", "gamma", "prior", "alpha", "beta"), SENS_SPEC_CASES
+)
+def test_sens_spec_trust_prior_eq8_by_hand(tp, fn, tn, fp, tau, gamma, prior, alpha, beta):
+    """One M-step from gold-clamped posteriors is eq. 8 on the hand-counted TP/FN/TN/FP."""
+    # annotator 0 labels tp + fn gold positives (tp of them 1) and tn + fp gold negatives;
+    # annotator 1 agrees with the gold on every item (it only keeps the matrix two columns)
+    y0 = [1] * tp + [0] * fn + [0] * tn + [1] * fp
+    gold = np.array([1] * (tp + fn) + [0] * (tn + fp))
+    labels = np.column_stack([y0, gold])  # (n_items, 2)
+    est = BinarySensSpec(max_iter=1, tau=tau, prior=prior)
+    m = fit(est, labels, gold=gold, quiz_accuracy=np.array([gamma, np.nan]))
+    assert m.sensitivity_[0] == pytest.approx(alpha, abs=1e-12)
+    assert m.specificity_[0] == pytest.approx(beta, abs=1e-12)
+
+
+def test_sens_spec_default_tau_in_paper_range_and_prior_is_aggnet():
+    est = BinarySensSpec()
+    assert 0.1 <= est.tau <= 1.0
+    assert est.prior == "aggnet"
+
+
+@pytest.mark.parametrize("quiz", [np.nan, 0.9])
+def test_sens_spec_unknown_annotator_gets_half(quiz):
+    """Unknown alpha/beta are 0.5, also when the annotator has a quiz score (paper II-B)."""
     # annotator 2 labelled only item 0, whose posterior is ~1: specificity is undetermined.
     labels = np.array([[1, 1, 1], [0, 0, -1], [1, 1, -1]])
-    m = fit(BinarySensSpec(tau=0.0), labels, gold=np.array([1, 0, 1]))
-    assert m.specificity_[2] == pytest.approx(0.5)
+    m = fit(
+        BinarySensSpec(tau=1.0),
+        labels,
+        gold=np.array([1, 0, 1]),
+        quiz_accuracy=np.array([np.nan, np.nan, quiz]),
+    )
+    assert m.specificity_[2] == 0.5
     assert m.sensitivity_[2] > 0.99
 
 
-def test_sens_spec_reads_quiz_from_crowdlabels():
+def test_sens_spec_beta_prior_reads_quiz_from_crowdlabels():
     from crowdmed.data import CrowdLabels
 
     cl = CrowdLabels.from_dense(
         np.array([[1, 1, 0], [0, 0, 1], [1, 0, 1]]), quiz_accuracy=[1.0, 1.0, 0.0]
     )
-    m = fit(BinarySensSpec(tau=50), cl)
+    m = fit(BinarySensSpec(tau=50, prior="beta"), cl)
     np.testing.assert_allclose(m.quiz_accuracy_, [1.0, 1.0, 0.0])
     assert m.sensitivity_[2] < 0.2
     assert m.specificity_[2] < 0.2
+
+
+def test_sens_spec_initialisation_is_eq2_vote_then_one_m_step():
+    """max_iter=0: mu from eq. 2 (ties positive), alpha/beta from eq. 6 on those labels."""
+    # (4, 2); item 1 is a tie (one 1, one 0) -> positive under eq. 2
+    labels = np.array([[1, 1], [1, 0], [0, 0], [0, -1]])
+    m = BinarySensSpec(max_iter=0, init="aggnet").fit(labels)
+    np.testing.assert_array_equal(m.posteriors_[:, 1], [1, 1, 0, 0])
+    # mu = [1, 1, 0, 0]: annotator 0: TP 2, FN 0, TN 2, FP 0; annotator 1: TP 1, FN 1, TN 1
+    np.testing.assert_allclose(m.sensitivity_, [1.0, 0.5], atol=1e-9)
+    np.testing.assert_allclose(m.specificity_, [1.0, 1.0], atol=1e-9)
+
+
+def test_binary_majority_vote_eq2_ties_positive():
+    from crowdmed.aggregation.classification.sens_spec import binary_majority_vote
+
+    # (5, 4): ybar = 0.5, 0.25, 0.75, 1/3, no labels
+    y = np.array([[1, 0, -1, -1], [1, 0, 0, 0], [1, 1, 1, 0], [0, 1, 0, -1], [-1] * 4])
+    np.testing.assert_array_equal(binary_majority_vote(y), [1, 0, 1, 0, -1])
 
 
 def test_glad_gradient_matches_finite_differences():
@@ -338,11 +387,21 @@ def test_prop_log_likelihood_never_decreases(mk, cls, smoothing):
 def test_prop_sens_spec_monotone_and_mv_start(m):
     if not usable(m):
         return
-    est = BinarySensSpec(max_iter=20, tol=0, tau=3.0)
+    from crowdmed.aggregation.classification.sens_spec import binary_majority_vote
+
+    # MAP-EM (Beta prior) and plain EM (no quiz) never decrease their objective
+    est = BinarySensSpec(max_iter=20, tol=0, tau=3.0, prior="beta")
     ll = np.array(fit(est, m, n_classes=2, quiz_accuracy=np.full(m.shape[1], 0.8)).log_likelihoods_)
     assert np.all(np.diff(ll) >= -1e-8 * np.maximum(1, np.abs(ll[1:])))
+    ll = np.array(fit(BinarySensSpec(max_iter=20, tol=0), m, n_classes=2).log_likelihoods_)
+    assert np.all(np.diff(ll) >= -1e-8 * np.maximum(1, np.abs(ll[1:])))
+    # max_iter=0 is the soft vote, or with init="aggnet" the eq. 2 majority vote
     p0 = BinarySensSpec(max_iter=0).fit(m, n_classes=2).posteriors_
     np.testing.assert_allclose(p0, MajorityVote().fit(m, n_classes=2).posteriors_)
+    p0 = BinarySensSpec(max_iter=0, init="aggnet").fit(m, n_classes=2).posteriors_
+    mv = binary_majority_vote(m)
+    labelled = mv >= 0
+    np.testing.assert_array_equal(p0[labelled, 1], mv[labelled])
 
 
 # ----------------------------------------------------------------------------- recovery
@@ -414,6 +473,30 @@ def test_sens_spec_recovers_sensitivity_and_specificity():
     assert m.prevalence_ == pytest.approx(0.3, abs=0.03)
 
 
+def test_sens_spec_recovers_sensitivity_and_specificity_with_quizzes():
+    """Simulated annotators who also took a quiz: eq. 8 recovers alpha and beta.
+
+    Eq. 8 multiplies TP by (1 + tau*gamma), so its fixed point on a large sample is
+    alpha' = (1 + tau*gamma) alpha / ((1 + tau*gamma) alpha + 1 - alpha): close to alpha at
+    tau = 0.1 (the lower end of the paper's range).
+    """
+    rng = np.random.default_rng(12)
+    n_items, n_quiz, tau = 30000, 20, 0.1
+    sens = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    spec = np.array([0.85, 0.9, 0.6, 0.55, 0.5])
+    conf = np.stack([[[b, 1 - b], [1 - a, a]] for a, b in zip(sens, spec, strict=True)])
+    labels, _truth = simulate(conf, n_items, np.array([0.7, 0.3]), rng, p_label=0.8)
+    # quiz: n_quiz gold questions, half positive, answered with the annotator's own alpha/beta
+    hits = rng.binomial(n_quiz // 2, sens) + rng.binomial(n_quiz // 2, spec)
+    gamma = hits / n_quiz
+    m = BinarySensSpec(max_iter=1000, tol=1e-9, tau=tau).fit(labels, quiz_accuracy=gamma)
+    np.testing.assert_allclose(m.sensitivity_, sens, atol=0.05)
+    np.testing.assert_allclose(m.specificity_, spec, atol=0.05)
+    boost = 1 + tau * gamma
+    np.testing.assert_allclose(m.sensitivity_, boost * sens / (boost * sens + 1 - sens), atol=0.03)
+    np.testing.assert_allclose(m.specificity_, boost * spec / (boost * spec + 1 - spec), atol=0.03)
+
+
 def test_no_convergence_warning_at_defaults_on_easy_data():
     rng = np.random.default_rng(5)
     conf = random_confusions(5, 2, rng)
@@ -425,13 +508,16 @@ def test_no_convergence_warning_at_defaults_on_easy_data():
         BinarySensSpec().fit(labels)
 
 
-def test_sens_spec_quiz_prior_pulls_towards_quiz_accuracy():
-    """Few labels: the trust prior moves α, β towards γ, more so for larger τ."""
+def test_sens_spec_beta_prior_pulls_towards_quiz_accuracy():
+    """Few labels: the Beta pseudo-count prior moves α, β towards γ, more so for larger τ."""
     rng = np.random.default_rng(2)
     conf = np.stack([[[0.9, 0.1], [0.1, 0.9]]] * 3 + [[[0.5, 0.5], [0.5, 0.5]]])
     labels, _ = simulate(conf, 40, np.array([0.5, 0.5]), rng)
     quiz = np.array([0.9, 0.9, 0.9, 0.2])
-    est = [fit(BinarySensSpec(tau=t), labels, quiz_accuracy=quiz) for t in (0.0, 10.0, 1000.0)]
+    est = [
+        fit(BinarySensSpec(tau=t, prior="beta"), labels, quiz_accuracy=quiz)
+        for t in (0.0, 10.0, 1000.0)
+    ]
     gaps = [abs(e.sensitivity_[3] - 0.2) for e in est]
     assert gaps[0] > gaps[1] > gaps[2]
     assert gaps[2] < 0.05
