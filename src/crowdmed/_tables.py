@@ -110,7 +110,9 @@ def _read_parquet(p: Path, what: str, text_columns: Iterable[Any]) -> pd.DataFra
     try:
         df = pd.read_parquet(p)
     except ImportError as exc:
-        raise ImportError("Reading Parquet needs pyarrow: pip install 'crowdmed[parquet]'.") from exc
+        raise ImportError(
+            "Reading Parquet needs pyarrow: pip install 'crowdmed[parquet]'."
+        ) from exc
     except (OSError, ValueError, TypeError) as exc:
         raise _wrap(exc, p, what) from exc
     df.columns = [str(c).strip() for c in df.columns]
@@ -152,7 +154,8 @@ def read_table(
         all_text: Read every column as text.
         what: How messages name the file (``"Box file"``, ``"Vote file"``).
         folder: Accept a folder (read as partitioned Parquet).
-        sep: Field separator; by suffix when ``None``.
+        sep: Field separator; by suffix when ``None``; ``"sniff"`` guesses it from the
+            first lines (comma, semicolon, tab).
 
     Returns:
         The table; its header names are stripped of spaces and of a byte-order mark.
@@ -171,10 +174,13 @@ def read_table(
         return df
     if sep is None:
         sep = "\t" if table_suffix(p) in (".tsv", ".tab") else ","
+    engine: dict[str, Any] = {"low_memory": False}
+    if sep == "sniff":
+        sep, engine = None, {"engine": "python"}  # type: ignore[assignment]  # pandas sniffs
     try:
         first = pd.read_csv(
             p, sep=sep, header=0 if header else None, nrows=0 if header else 1, dtype=str,
-            encoding="utf-8-sig", keep_default_na=False,
+            encoding="utf-8-sig", keep_default_na=False, **({} if sep else engine),
         )  # fmt: skip
         raw_names = list(first.columns)
         names = [str(c).strip() for c in raw_names] if header else raw_names
@@ -187,7 +193,7 @@ def read_table(
                 na[raw] = _DEFAULT_NA
         df = pd.read_csv(
             p, sep=sep, header=0 if header else None, dtype=dtype or None, encoding="utf-8-sig",
-            keep_default_na=False, na_values=na, low_memory=False,
+            keep_default_na=False, na_values=na, **engine,
         )  # fmt: skip
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         raise _wrap(exc, p, what) from exc
@@ -340,9 +346,7 @@ def parse_labels(
     missing = empty | (num == -1)
     nonfinite = ~missing & (
         np.isinf(num)
-        | np.array(
-            [isinstance(c, str) and c.lower() in _NON_FINITE for c in cells], dtype=bool
-        )
+        | np.array([isinstance(c, str) and c.lower() in _NON_FINITE for c in cells], dtype=bool)
     )
     if nonfinite.any():
         rows = np.flatnonzero(nonfinite)

@@ -31,6 +31,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from crowdmed._io import _umask, to_jsonable
+from crowdmed._tables import read_table
 from crowdmed._validation import check_random_state
 from crowdmed._version import __version__
 from crowdmed.crowdsourcing.views import blue_ratio_display, context_crops
@@ -184,8 +185,10 @@ def load_package(path: str | os.PathLike[str]) -> TaskPackage:
             f"'{p}' is not a task package (missing {missing}); write one with "
             "`crowdmed crowd export`."
         )
-    manifest = pd.read_csv(p / "manifest.csv", dtype={"task": str, "image": str})
-    gold = pd.read_csv(p / "gold.csv", dtype={"task": str})
+    manifest = read_table(
+        p / "manifest.csv", text_columns=("task", "image"), what="Manifest", folder=False
+    )
+    gold = read_table(p / "gold.csv", text_columns=("task",), what="Gold file", folder=False)
     settings = json.loads((p / "package.json").read_text(encoding="utf-8"))
     need = {"task", "image", "x", "y", "score", "is_gold"}
     if not need <= set(manifest.columns):

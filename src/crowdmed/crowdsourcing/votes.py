@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crowdmed._tables import LINE_OFFSET, check_file, read_table
 from crowdmed.crowdsourcing.labelstudio import read_label_studio
 from crowdmed.crowdsourcing.tasks import TaskPackage, load_package, parse_label
 from crowdmed.data.labels import CrowdLabels
@@ -61,12 +62,13 @@ def _read_table(source: str | os.PathLike[str] | pd.DataFrame) -> tuple[pd.DataF
         df["where"] = [f"row {i + 1}" for i in range(len(df))]
         return df, "the vote table"
     path = Path(source)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"Vote file '{path}' does not exist; pass a CSV or a JSON export.")
+    check_file(path, "Vote file")
     if path.suffix.lower() == ".json":
         return read_label_studio(path), f"'{path}'"
-    df = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None, engine="python")
-    df["where"] = [f"line {i + 2}" for i in range(len(df))]  # line 1 is the header
+    df = read_table(path, all_text=True, what="Vote file", folder=False, sep="sniff").fillna("")
+    df["where"] = [f"line {i + LINE_OFFSET}" for i in range(len(df))]  # line 1 is the header
     return df, f"'{path}'"
 
 
@@ -88,7 +90,11 @@ def _quiz_table(quiz: Any) -> pd.Series:
     elif isinstance(quiz, dict):
         s = pd.Series(quiz, dtype=np.float64)
     else:
-        df = quiz if isinstance(quiz, pd.DataFrame) else pd.read_csv(quiz, dtype=str)
+        df = (
+            quiz
+            if isinstance(quiz, pd.DataFrame)
+            else read_table(quiz, all_text=True, what="Quiz file", folder=False)
+        )
         ann = _column(df, ("annotator", "worker", "user"), "annotator", "The quiz table")
         acc = _column(df, ("quiz_accuracy", "accuracy", "gamma"), "quiz_accuracy", "The quiz table")
         s = pd.Series(df[acc].to_numpy(), index=df[ann].astype(str))
@@ -96,9 +102,10 @@ def _quiz_table(quiz: Any) -> pd.Series:
     s.index = s.index.astype(str)
     bad = s.isna() | (s < 0) | (s > 1)
     if bad.any():
+        origin = f" in '{quiz}'" if isinstance(quiz, (str, os.PathLike)) else ""
         raise ValueError(
             f"Quiz accuracies must be numbers in [0, 1]; annotators {s.index[bad][:5].tolist()} "
-            "have other values."
+            f"have other values{origin}."
         )
     return s
 

@@ -479,9 +479,7 @@ def read_wide(
         raise ValueError(f"Wide file '{p}' has no labels; every annotator cell is -1 or empty.")
     long = long.loc[codes >= 0].reset_index(drop=True)
     long.attrs[_SOURCE] = where
-    cl = from_long_frame(
-        long, item="item", annotator="annotator", label="label", classes=list(cls)
-    )
+    cl = from_long_frame(long, item="item", annotator="annotator", label="label", classes=list(cls))
     lost = df[c_item][~df[c_item].isin(pd.Index(cl.item_ids))]
     if len(lost):
         raise ValueError(
