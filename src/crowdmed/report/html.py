@@ -7,6 +7,10 @@ A report is a title and a list of :class:`Section`; each section holds blocks in
   values show as ``na_rep``; the index is shown unless it is a default ``RangeIndex``.
 * :class:`Image`: PNG bytes, embedded as a base64 ``data:`` URI (HTML) or referred to by its
   caption (Markdown, which cannot embed images portably).
+* :class:`Gallery`: several images side by side (one column on a phone).
+* :class:`Bullets`: a bulleted list of paragraphs.
+* :class:`Link`: a link to a file next to the report (e.g. a CSV table).
+* :class:`Details`: blocks folded under a one-line summary (``<details>``), for long tables.
 
 Nothing here imports matplotlib; see :mod:`crowdmed.report.figures` for the plots.
 """
@@ -25,7 +29,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["Block", "Image", "Section", "format_cell", "render_html", "render_markdown"]
+__all__ = [
+    "Block",
+    "Bullets",
+    "Details",
+    "Gallery",
+    "Image",
+    "Link",
+    "Section",
+    "format_cell",
+    "render_html",
+    "render_markdown",
+]
 
 
 @dataclass(frozen=True)
@@ -43,8 +58,59 @@ class Image:
     caption: str = ""
 
 
-#: One block of a section: a paragraph, a table or an image.
-Block = str | pd.DataFrame | Image
+@dataclass(frozen=True)
+class Gallery:
+    """Images shown side by side, wrapping to one column on a narrow screen.
+
+    Attributes:
+        images: The images, in order.
+    """
+
+    images: Sequence[Image]
+
+
+@dataclass(frozen=True)
+class Bullets:
+    """A bulleted list; each item is a paragraph (backticks mark code).
+
+    Attributes:
+        items: The items, in order.
+    """
+
+    items: Sequence[str]
+
+
+@dataclass(frozen=True)
+class Link:
+    """A link to a file next to the report (relative ``href``), with a sentence around it.
+
+    Attributes:
+        href: Relative path of the file, e.g. ``"accuracy.csv"``.
+        text: Text of the link.
+        note: Text after the link.
+    """
+
+    href: str
+    text: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Details:
+    """Blocks folded under a one-line summary (an HTML ``<details>`` element).
+
+    Attributes:
+        summary: The line shown while folded.
+        blocks: Paragraphs, tables and images shown when unfolded (no nested ``Details``).
+    """
+
+    summary: str
+    blocks: Sequence[Any] = field(default_factory=tuple)
+
+
+#: One block of a section: a paragraph, a table, an image, a gallery, a list, a link or a
+#: folded group of blocks.
+Block = str | pd.DataFrame | Image | Gallery | Bullets | Link | Details
 
 
 @dataclass(frozen=True)
@@ -144,24 +210,66 @@ def _image_html(image: Image) -> str:
     )
 
 
+def _bad_block(block: Any) -> TypeError:
+    return TypeError(
+        "A section block must be a str, a pandas DataFrame or an Image; got "
+        f"{type(block).__name__}. Gallery, Bullets, Link and (not nested) Details are "
+        "accepted too."
+    )
+
+
+def _block_html(block: Any, float_format: str, na_rep: str, *, nested: bool = False) -> str:
+    if isinstance(block, str):
+        return f"<p>{_paragraph_html(block)}</p>"
+    if isinstance(block, pd.DataFrame):
+        return _table_html(block, float_format, na_rep)
+    if isinstance(block, Image):
+        return _image_html(block)
+    if isinstance(block, Gallery):
+        figures = "".join(_image_html(image) for image in block.images)
+        return f'<div class="gallery">{figures}</div>'
+    if isinstance(block, Bullets):
+        items = "".join(f"<li>{_paragraph_html(item)}</li>" for item in block.items)
+        return f"<ul>{items}</ul>"
+    if isinstance(block, Link):
+        note = f" {_paragraph_html(block.note)}" if block.note else ""
+        href = html.escape(block.href, quote=True)
+        return f'<p><a href="{href}">{html.escape(block.text, quote=True)}</a>{note}</p>'
+    if isinstance(block, Details) and not nested:
+        inner = "\n".join(_block_html(b, float_format, na_rep, nested=True) for b in block.blocks)
+        return f"<details><summary>{_paragraph_html(block.summary)}</summary>\n{inner}\n</details>"
+    raise _bad_block(block)
+
+
 _STYLE = """
+* { box-sizing: border-box; }
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0;
        color: #1b1f24; background: #fff; line-height: 1.45; }
-main { max-width: 1100px; margin: 0 auto; padding: 1.5rem 1.25rem 3rem; }
+main { max-width: 1100px; margin: 0 auto; padding: 1.5rem 1rem 3rem; }
 h1 { font-size: 1.6rem; margin-bottom: 0.2rem; }
 h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #d0d7de;
      padding-bottom: 0.2rem; }
+p, li, figcaption, summary, h1, h2 { overflow-wrap: anywhere; }
 p.subtitle { color: #57606a; margin-top: 0; }
 code { background: #f3f4f6; padding: 0 0.25em; border-radius: 3px; font-size: 0.92em; }
-.table-wrap { overflow-x: auto; margin: 0.6rem 0 1rem; }
+a { color: #0969da; }
+.table-wrap { overflow-x: auto; max-width: 100%; margin: 0.6rem 0 1rem; }
 table { border-collapse: collapse; font-size: 0.88rem; }
 th, td { border: 1px solid #d0d7de; padding: 0.25rem 0.55rem; text-align: left; }
 th { background: #f6f8fa; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 tbody tr:nth-child(even) { background: #fafbfc; }
-figure { margin: 1rem 0; }
-figure img { max-width: 100%; height: auto; }
+figure { margin: 1rem 0; max-width: 100%; }
+figure img { max-width: 100%; height: auto; display: block; }
 figcaption { color: #57606a; font-size: 0.88rem; }
+.gallery { display: grid; gap: 0.5rem 1.25rem;
+           grid-template-columns: repeat(auto-fit, minmax(min(100%, 300px), 1fr)); }
+.gallery figure { margin: 0.5rem 0; }
+details { margin: 0.6rem 0 1rem; border: 1px solid #d0d7de; border-radius: 6px;
+          padding: 0.3rem 0.75rem; }
+details > summary { cursor: pointer; color: #57606a; }
+details[open] > summary { margin-bottom: 0.4rem; }
+ul { padding-left: 1.3rem; }
 """
 
 
@@ -186,7 +294,7 @@ def render_html(
         The HTML document.
 
     Raises:
-        TypeError: If a block is not a ``str``, ``DataFrame`` or :class:`Image`.
+        TypeError: If a block is not one of the :data:`Block` types.
         ValueError: If an :class:`Image` does not hold PNG bytes.
 
     Examples:
@@ -214,18 +322,7 @@ def render_html(
         parts.append(f'<p class="subtitle">{_paragraph_html(subtitle)}</p>')
     for section in sections:
         parts.append(f"<section><h2>{html.escape(section.heading, quote=True)}</h2>")
-        for block in section.blocks:
-            if isinstance(block, str):
-                parts.append(f"<p>{_paragraph_html(block)}</p>")
-            elif isinstance(block, pd.DataFrame):
-                parts.append(_table_html(block, float_format, na_rep))
-            elif isinstance(block, Image):
-                parts.append(_image_html(block))
-            else:
-                raise TypeError(
-                    "A section block must be a str, a pandas DataFrame or an Image; got "
-                    f"{type(block).__name__}."
-                )
+        parts += [_block_html(block, float_format, na_rep) for block in section.blocks]
         parts.append("</section>")
     parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"
@@ -269,7 +366,7 @@ def render_markdown(
         The Markdown text.
 
     Raises:
-        TypeError: If a block is not a ``str``, ``DataFrame`` or :class:`Image`.
+        TypeError: If a block is not one of the :data:`Block` types.
 
     Examples:
         >>> import pandas as pd
@@ -289,17 +386,29 @@ def render_markdown(
     for section in sections:
         out += [f"## {section.heading}", ""]
         for block in section.blocks:
-            if isinstance(block, str):
-                out.append(block)
-            elif isinstance(block, pd.DataFrame):
-                out.append(_table_markdown(block, float_format, na_rep))
-            elif isinstance(block, Image):
-                text = (block.caption or block.alt).rstrip(". ")
-                out.append(f"*Figure: {text} (embedded in the HTML report).*")
-            else:
-                raise TypeError(
-                    "A section block must be a str, a pandas DataFrame or an Image; got "
-                    f"{type(block).__name__}."
-                )
-            out.append("")
+            out += [*_block_markdown(block, float_format, na_rep), ""]
     return "\n".join(out)
+
+
+def _block_markdown(
+    block: Any, float_format: str, na_rep: str, *, nested: bool = False
+) -> list[str]:
+    if isinstance(block, str):
+        return [block]
+    if isinstance(block, pd.DataFrame):
+        return [_table_markdown(block, float_format, na_rep)]
+    if isinstance(block, Image):
+        text = (block.caption or block.alt).rstrip(". ")
+        return [f"*Figure: {text} (embedded in the HTML report).*"]
+    if isinstance(block, Gallery):
+        return [line for image in block.images for line in _block_markdown(image, "", "")]
+    if isinstance(block, Bullets):
+        return [f"- {item}" for item in block.items]
+    if isinstance(block, Link):
+        return [f"[{block.text}]({block.href})" + (f" {block.note}" if block.note else "")]
+    if isinstance(block, Details) and not nested:
+        lines = [f"**{block.summary}**", ""]
+        for inner in block.blocks:
+            lines += [*_block_markdown(inner, float_format, na_rep, nested=True), ""]
+        return lines[:-1]
+    raise _bad_block(block)
