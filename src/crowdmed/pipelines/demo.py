@@ -240,21 +240,34 @@ def _make(method: Method, random_state: int | None) -> BaseAggregator:
     return agg
 
 
-def _applies(method: Method, cl: CrowdLabels) -> str | None:
+def _applies(method: Method, cl: CrowdLabels, gold: np.ndarray | None = None) -> str | None:
     """Why ``method`` cannot be fitted on ``cl``, or ``None`` when it can."""
     if method in (Method.SENS_SPEC, Method.KOS) and cl.n_classes != 2:
         return f"binary only; this data set has {cl.n_classes} classes"
-    if method is Method.GOLD_MAJORITY_VOTE:
-        return "needs gold labels in fit; the demo keeps gold for scoring"
+    if method is Method.GOLD_MAJORITY_VOTE and (gold is None or (gold >= 0).sum() < 2):
+        return "needs gold labels in fit; this data set has fewer than two gold items"
     return None
 
 
-def _fit(agg: BaseAggregator, cl: CrowdLabels) -> tuple[float, list[str]]:
+def _split_gold(gold: np.ndarray, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Gold of a random half of the gold items (known in fit) and of the other half (scored)."""
+    known = np.flatnonzero(gold >= 0)
+    fit_items = np.random.default_rng(seed).permutation(known)[: known.size // 2]
+    fit_gold = np.full_like(gold, -1)
+    fit_gold[fit_items] = gold[fit_items]
+    score_gold = gold.copy()
+    score_gold[fit_items] = -1
+    return fit_gold, score_gold
+
+
+def _fit(
+    agg: BaseAggregator, cl: CrowdLabels, gold: np.ndarray | None = None
+) -> tuple[float, list[str]]:
     """Fit, returning the wall time and the messages of any warnings (recorded, not shown)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         start = time.perf_counter()
-        agg.fit(cl)
+        agg.fit(cl) if gold is None else agg.fit(cl, gold=gold)
         seconds = time.perf_counter() - start
     messages = list(dict.fromkeys(str(w.message).split(". ")[0] for w in caught))
     return seconds, messages
@@ -454,7 +467,9 @@ def _crowd_sections(
             "Data sets",
             [
                 "Bundled with crowdmed (see `crowdmed/data/bundled/LICENSES.md`). Gold labels "
-                "are used only to score the methods, never in a fit. `CF_amt` and the "
+                "are used only to score the methods, never in a fit (except by "
+                "`gold-majority-vote`, which takes its weights from half of the gold items and "
+                "is scored on the other half). `CF_amt` and the "
                 "`ZenCrowd` files repeat some (worker, task) pairs; the last label is kept.",
                 result.datasets,
             ],
@@ -470,7 +485,9 @@ def _crowd_sections(
         pivot.index.name = "method"
         blocks += [
             "Share of items whose consensus label equals the gold label (– : method not "
-            "applicable, e.g. `sens-spec` needs two classes).",
+            "applicable, e.g. `sens-spec` needs two classes). `gold-majority-vote` weights "
+            "each annotator by their accuracy on a random half of the gold items and is "
+            "scored on the other half (its `n_gold` in accuracy.csv).",
             pivot,
         ]
     blocks += [i for i in images[:1] if not scored.empty]
@@ -796,20 +813,30 @@ def _fit_methods(
             "status": "ok" if gold is not None else "no gold",
             "note": "",
         }
-        reason = _applies(method, cl)
+        reason = _applies(method, cl, gold)
         if reason is not None:
             row.update(status="skipped", note=reason)
             rows.append(row)
             continue
         agg = _make(method, seed)
-        seconds, messages = _fit(agg, cl)
+        fit_gold, score_gold, notes = None, gold, []
+        if method is Method.GOLD_MAJORITY_VOTE and gold is not None:
+            # it learns its weights from gold: half of the gold items are its known answers,
+            # and it is scored on the other half
+            fit_gold, score_gold = _split_gold(gold, seed)
+            notes.append(
+                f"weights from {int((fit_gold >= 0).sum())} gold items, scored on the other "
+                f"{int((score_gold >= 0).sum())}"
+            )
+        seconds, messages = _fit(agg, cl, fit_gold)
         fitted[method] = agg
         row["fit_seconds"] = seconds
         row["n_iter"] = getattr(agg, "n_iter_", None)
         row["converged"] = getattr(agg, "converged_", None)
-        row["note"] = "; ".join(messages)
-        if gold is not None:
-            known = gold >= 0
+        row["note"] = "; ".join(notes + messages)
+        if score_gold is not None:
+            row["n_gold"] = int((score_gold >= 0).sum())
+            known = score_gold >= 0
             row["accuracy"] = float(np.mean(agg.labels_[known] == gold[known]))
         rows.append(row)
     return rows, fitted
@@ -1035,8 +1062,9 @@ def run_demo(
     For each data set, each method is fitted on the labels alone (gold is never passed to
     ``fit``) and timed; where gold labels exist (all crowd data sets) its accuracy is the share
     of items whose consensus equals gold. ``sens-spec`` and ``kos`` are binary only and are
-    skipped on data sets with more classes; ``gold-majority-vote`` needs gold in ``fit`` and
-    is always skipped. For each crowd data set the annotators are ranked with
+    skipped on data sets with more classes; ``gold-majority-vote`` needs gold in ``fit``: it
+    takes its weights from a random half of the gold items (drawn with ``random_state``) and
+    is scored on the other half. For each crowd data set the annotators are ranked with
     :func:`~crowdmed.quality.annotator_table` under the Dawid–Skene posteriors. On
     ``lidc_malignancy`` the demo reports the readers' agreement (Krippendorff's alpha, Fleiss'
     kappa, share of nodules with disagreement) and the MV / DS consensus, but no per-reader
