@@ -39,7 +39,7 @@ __all__ = ["classify"]
 
 _TRAIN_METHODS = (
     "crowd-layer-mw, crowd-layer-vw, crowd-layer-vb, crowd-layer-vw+b, aggnet (two classes), "
-    "dl-em, dl-mv, dl-ds or dl-soft"
+    "dl-em, dl-dn, dl-wdn, dl-mv, dl-ds or dl-soft"
 )
 
 LabelsOpt = Annotated[

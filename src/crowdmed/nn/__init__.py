@@ -17,10 +17,12 @@ from crowdmed.nn.layers import (
     CrowdMode,
     CrowdRegressionLayer,
     DawidSkeneEM,
+    DoctorNetHeads,
+    GaussianReadersEM,
     RegressionMode,
 )
 from crowdmed.nn.losses import crowd_cross_entropy, crowd_mse
-from crowdmed.nn.models import mlp_head, small_cnn, zero_last_linear
+from crowdmed.nn.models import mlp_head, small_cnn, split_last_linear, zero_last_linear
 from crowdmed.nn.registry import build_network, network_names, network_spec, register_network
 from crowdmed.nn.segmentation import (
     GaussianAttentionFocalLoss,
@@ -39,8 +41,10 @@ __all__ = [
     "CrowdMode",
     "CrowdRegressionLayer",
     "DawidSkeneEM",
+    "DoctorNetHeads",
     "EarlFCOSHead",
     "GaussianAttentionFocalLoss",
+    "GaussianReadersEM",
     "LabelReweightingLoss",
     "RegressionMode",
     "WeightingNetwork",
@@ -61,5 +65,6 @@ __all__ = [
     "segmentation_network",
     "size_multiple",
     "small_cnn",
+    "split_last_linear",
     "zero_last_linear",
 ]

@@ -5,6 +5,8 @@
 * :class:`AggNetEM` — the EM aggregation layer of AggNet (binary, per-annotator sensitivity
   and specificity, quiz trust prior).
 * :class:`DawidSkeneEM` — DL-EM: Dawid–Skene confusion matrices around a network.
+* :class:`DoctorNetHeads` — DL-DN / DL-WDN: one output head per annotator (Doctor Net).
+* :class:`GaussianReadersEM` — regression DL-EM: per-annotator precision (and bias).
 
 Label batches follow the dense convention: an integer tensor of shape ``(B, A)`` with ``-1``
 marking a missing annotation.
@@ -27,6 +29,8 @@ __all__ = [
     "CrowdMode",
     "CrowdRegressionLayer",
     "DawidSkeneEM",
+    "DoctorNetHeads",
+    "GaussianReadersEM",
     "RegressionMode",
 ]
 
@@ -378,12 +382,12 @@ class AggNetEM(nn.Module):
     ``a_i = Π_j α_j^{y_ij} (1-α_j)^{1-y_ij}`` and ``b_i = Π_j β_j^{1-y_ij} (1-β_j)^{y_ij}``;
     the network minimises the expected negative log-likelihood
     ``-[μ_i log p_i + (1-μ_i) log(1-p_i)]``. :meth:`m_step` re-estimates α and β once per
-    epoch with the trust prior of :class:`~crowdmed.aggregation.BinarySensSpec` (``τ·γ_j``
-    pseudo-counts from quiz accuracy γ; 0.5 where undetermined).
+    epoch with AggNet's trust prior (eq. 8, ``α_j = (1 + τγ_j)·TP / ((1 + τγ_j)·TP + FN)``,
+    likewise β_j; 0.5 where undetermined; see ``sens_spec_m_step``).
 
     Args:
         n_annotators: Number of annotators.
-        tau: Strength of the quiz trust prior.
+        tau: Strength ``τ`` of the quiz trust prior (the paper's range is ``[0.1, 1]``).
         quiz_accuracy: Float array ``(A,)``; ``NaN`` marks no quiz.
         init_sensitivity: Starting α (scalar or ``(A,)``).
         init_specificity: Starting β (scalar or ``(A,)``).
@@ -406,7 +410,7 @@ class AggNetEM(nn.Module):
         self,
         n_annotators: int,
         *,
-        tau: float = 10.0,
+        tau: float = 0.5,
         quiz_accuracy: np.ndarray | None = None,
         init_sensitivity: float | np.ndarray = 0.8,
         init_specificity: float | np.ndarray = 0.8,
@@ -498,3 +502,288 @@ class AggNetEM(nn.Module):
         alpha, beta = sens_spec_m_step(counts, self.quiz_accuracy, self.tau)
         self.sensitivity.copy_(torch.as_tensor(alpha))
         self.specificity.copy_(torch.as_tensor(beta))
+
+
+class DoctorNetHeads(nn.Module):
+    """Doctor Net: one linear output head per annotator on a shared trunk.
+
+    Each annotator ``r`` gets its own softmax layer ``softmax(W_r h + b_r)`` on the trunk's
+    features ``h`` (the network without its last linear layer), trained on that annotator's
+    own labels only. Predictions combine the heads (Rodrigues & Pereira 2018, baselines
+    DL-DN and DL-WDN, after Guan et al. 2018):
+
+    * ``combine="vote"`` (DL-DN): majority vote of the heads' most probable classes.
+    * ``combine="weighted"`` (DL-WDN): ``Σ_r w_r softmax(W_r h + b_r)`` with averaging
+      weights ``w = softmax(v)`` learned by backpropagation with the heads held fixed
+      (:meth:`fit_averaging_weights`); the weights start equal.
+
+    Args:
+        in_features: Width ``H`` of the trunk's features.
+        n_classes: Number of classes ``K``.
+        n_annotators: Number of annotators ``A``.
+        combine: ``"vote"`` or ``"weighted"``.
+        init_weight: Float tensor ``(K, H)`` copied into every head (e.g. the network's last
+            linear layer, so that identical annotators train exactly like one network);
+            ``torch.nn.Linear``'s initialisation per head otherwise.
+        init_bias: Float tensor ``(K,)`` copied into every head's bias.
+        device: Device of the parameters.
+        dtype: Floating dtype of the parameters.
+
+    Shape:
+        - Input: ``(B, H)`` trunk features.
+        - Output: ``(B, A, K)`` per-annotator logits.
+
+    References:
+        Rodrigues & Pereira (2018). Deep learning from crowds (baselines DL-DN, DL-WDN). AAAI.
+        https://doi.org/10.1609/aaai.v32i1.11506
+        Guan, Gulshan, Dai & Hinton (2018). Who said what: modeling individual labelers
+        improves classification. AAAI. https://doi.org/10.1609/aaai.v32i1.11756
+
+    Examples:
+        >>> import torch
+        >>> heads = DoctorNetHeads(4, 3, 2, init_weight=torch.eye(3, 4))
+        >>> heads(torch.tensor([[0.0, 2.0, 0.0, 0.0]])).argmax(-1).tolist()
+        [[1, 1]]
+        >>> heads.combined_proba(torch.tensor([[0.0, 2.0, 0.0, 0.0]])).argmax(1).tolist()
+        [1]
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        n_classes: int,
+        n_annotators: int,
+        *,
+        combine: str = "vote",
+        init_weight: torch.Tensor | None = None,
+        init_bias: torch.Tensor | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = _check_positive_int(in_features, "in_features")
+        self.n_classes = _check_positive_int(n_classes, "n_classes")
+        self.n_annotators = _check_positive_int(n_annotators, "n_annotators")
+        if combine not in ("vote", "weighted"):
+            raise ValueError(f"`combine` must be 'vote' or 'weighted'; got {combine!r}.")
+        self.combine = combine
+        h, k, a = self.in_features, self.n_classes, self.n_annotators
+        kw: dict[str, Any] = {"device": device, "dtype": dtype}
+        weight = torch.empty(a, k, h, **kw)
+        bias = torch.empty(a, k, **kw)
+        if init_weight is None:
+            bound = 1.0 / float(np.sqrt(h))
+            nn.init.uniform_(weight, -bound, bound)
+            nn.init.uniform_(bias, -bound, bound)
+        else:
+            if tuple(init_weight.shape) != (k, h):
+                raise ValueError(
+                    f"`init_weight` must have shape ({k}, {h}); got {tuple(init_weight.shape)}."
+                )
+            with torch.no_grad():
+                weight.copy_(init_weight.detach().expand(a, k, h))
+                bias.zero_()
+                if init_bias is not None:
+                    bias.copy_(init_bias.detach().expand(a, k))
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(bias)
+        self.register_buffer("averaging_logits", torch.zeros(a, **kw))
+        self.averaging_logits: torch.Tensor
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-annotator logits ``(B, A, K)`` from trunk features ``(B, H)``."""
+        if features.ndim != 2 or features.shape[1] != self.in_features:
+            raise ValueError(
+                f"`features` must have shape (B, {self.in_features}); got {tuple(features.shape)}."
+            )
+        return torch.einsum("akh,bh->bak", self.weight, features) + self.bias
+
+    def forward_observed(
+        self, features: torch.Tensor, items: torch.Tensor, annotators: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits ``(n_obs, K)`` of the observed ``(item, annotator)`` pairs only."""
+        w = self.weight[annotators]  # (n_obs, K, H)
+        return torch.bmm(w, features[items].unsqueeze(-1)).squeeze(-1) + self.bias[annotators]
+
+    def averaging_weights(self) -> torch.Tensor:
+        """DL-WDN's averaging weights ``softmax(v)``, shape ``(A,)`` (equal before fitting)."""
+        return torch.softmax(self.averaging_logits, dim=0)
+
+    @torch.no_grad()
+    def combined_proba(self, features: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``(B, K)`` of the combined heads (see the class docstring).
+
+        For ``"vote"`` these are the vote shares of the heads with, to break ties, the heads'
+        mean probability mixed in at weight ``1/(2A)`` (smaller than one vote, so the most
+        probable class is always a majority-vote winner).
+        """
+        probs = torch.softmax(self.forward(features), dim=-1)  # (B, A, K)
+        if self.combine == "weighted":
+            return torch.einsum("a,bak->bk", self.averaging_weights().to(probs.dtype), probs)
+        a = self.n_annotators
+        votes = nn.functional.one_hot(probs.argmax(-1), self.n_classes).to(probs.dtype)
+        shares = votes.mean(dim=1)
+        eps = 0.5 / a
+        return (shares + eps * probs.mean(dim=1)) / (1.0 + eps)
+
+    def fit_averaging_weights(
+        self,
+        head_probs: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        steps: int = 500,
+        lr: float = 0.05,
+    ) -> DoctorNetHeads:
+        """Learn DL-WDN's averaging weights with the heads held fixed (Guan et al.'s WDN).
+
+        Minimises the cross-entropy ``-mean_i log Σ_r w_r p_ir[t_i]`` of the weighted average
+        of the heads' probabilities against the targets ``t`` over ``w = softmax(v)`` by
+        full-batch Adam on ``v`` (backpropagation, as in the paper); the objective is convex
+        in ``w``, so the starting point does not matter.
+
+        Args:
+            head_probs: Float tensor ``(N, A, K)`` of the frozen heads' probabilities.
+            target: Integer tensor ``(N,)`` of target classes.
+            steps: Adam steps.
+            lr: Adam learning rate.
+
+        Returns:
+            ``self`` (``averaging_logits`` updated).
+        """
+        if head_probs.ndim != 3 or head_probs.shape[1:] != (self.n_annotators, self.n_classes):
+            raise ValueError(
+                f"`head_probs` must have shape (N, {self.n_annotators}, {self.n_classes}); "
+                f"got {tuple(head_probs.shape)}."
+            )
+        t = torch.as_tensor(target, device=head_probs.device).long()
+        p_t = head_probs.detach().double()[torch.arange(len(t)), :, t]  # (N, A)
+        v = torch.zeros(self.n_annotators, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.Adam([v], lr=lr)
+        for _ in range(steps):
+            opt.zero_grad()
+            q = p_t @ torch.softmax(v, dim=0)
+            loss = -torch.log(q.clamp_min(1e-12)).mean()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            self.averaging_logits.copy_((v - v.max()).to(self.averaging_logits))
+        return self
+
+    def extra_repr(self) -> str:
+        """Sizes and combination, shown by ``repr``."""
+        return (
+            f"in_features={self.in_features}, n_classes={self.n_classes}, "
+            f"n_annotators={self.n_annotators}, combine={self.combine!r}"
+        )
+
+
+class GaussianReadersEM(nn.Module):
+    """Regression DL-EM: per-annotator precision (and bias) wrapped around a network.
+
+    Annotator ``r`` reports ``y_ir ~ N(μ_i + b_r, 1/λ_r)`` around the network's prediction
+    ``μ_i`` (Rodrigues & Pereira 2018, the regression DL-EM baseline after Raykar et al.
+    2010, section 3: ``y_ir ~ N(z_i, 1/λ_r)``; ``bias=True`` adds the bias ``b_r`` of
+    :class:`~crowdmed.aggregation.RaykarRegression`). The procedure alternates:
+
+    * the adjusted ground truth ``ŷ_i = Σ_r λ_r (y_ir - b_r) / Σ_r λ_r`` over the annotators
+      of item ``i`` (:meth:`adjusted_targets`), on which the network is trained with the
+      squared error weighted by ``Σ_r λ_r`` (:meth:`loss`: the negative log-likelihood up to
+      constants);
+    * the annotators' parameters from the network's predictions on the whole training set
+      (:meth:`m_step`): ``b_r = mean_i (y_ir - μ_i)`` (biases shifted to mean 0, which fixes
+      the origin the network and the biases would otherwise share) and
+      ``1/λ_r = mean_i (y_ir - μ_i - b_r)²``.
+
+    Args:
+        n_annotators: Number of annotators ``A``.
+        bias: Whether annotators have a bias ``b_r`` (``False``: the paper's model).
+        init_precision: Starting ``λ`` (scalar or ``(A,)``), e.g. a label-only
+            :class:`~crowdmed.aggregation.RaykarRegression` fit.
+        init_bias: Starting ``b`` (scalar or ``(A,)``).
+        min_variance: Floor of ``1/λ_r`` (an annotator the network fits exactly keeps a
+            finite precision).
+
+    References:
+        Rodrigues & Pereira (2018). Deep learning from crowds (regression DL-EM). AAAI.
+        https://doi.org/10.1609/aaai.v32i1.11506
+        Raykar et al. (2010). Learning from crowds. JMLR 11, 1297–1322.
+
+    Examples:
+        >>> import torch
+        >>> em = GaussianReadersEM(2, init_precision=[1.0, 3.0])
+        >>> em.adjusted_targets(torch.tensor([[0.0, 4.0]])).tolist()
+        [3.0]
+    """
+
+    def __init__(
+        self,
+        n_annotators: int,
+        *,
+        bias: bool = False,
+        init_precision: float | np.ndarray | list[float] = 1.0,
+        init_bias: float | np.ndarray | list[float] = 0.0,
+        min_variance: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        self.n_annotators = _check_positive_int(n_annotators, "n_annotators")
+        a = self.n_annotators
+        self.bias = bool(bias)
+        if not min_variance > 0:
+            raise ValueError(f"`min_variance` must be positive; got {min_variance}.")
+        self.min_variance = float(min_variance)
+        lam = np.broadcast_to(np.asarray(init_precision, dtype=np.float64), (a,)).copy()
+        if np.any(~np.isfinite(lam) | (lam <= 0)):
+            raise ValueError(f"`init_precision` must be positive and finite; got {lam[:5]}.")
+        b = np.broadcast_to(np.asarray(init_bias, dtype=np.float64), (a,)).copy()
+        if not self.bias:
+            b[:] = 0.0
+        self.register_buffer("precision", torch.as_tensor(lam))
+        self.register_buffer("offset", torch.as_tensor(b))
+        self.precision: torch.Tensor
+        self.offset: torch.Tensor
+
+    def _check(self, labels: torch.Tensor) -> torch.Tensor:
+        if labels.ndim != 2 or labels.shape[1] != self.n_annotators:
+            raise ValueError(
+                f"`labels` must have shape (B, {self.n_annotators}) with NaN for missing; got "
+                f"{tuple(labels.shape)}."
+            )
+        return ~torch.isnan(labels)
+
+    def adjusted_targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """``ŷ`` ``(B,)``: the precision-weighted mean of the bias-corrected labels ``(B, A)``."""
+        obs = self._check(labels)
+        lam = self.precision.to(labels.dtype) * obs
+        y = torch.where(obs, labels - self.offset.to(labels.dtype), torch.zeros_like(labels))
+        return (lam * y).sum(1) / lam.sum(1).clamp_min(1e-300)
+
+    def loss(self, pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``mean_i ½ Σ_r λ_r (y_ir - b_r - μ_i)²`` for predictions ``(B,)`` or ``(B, 1)``.
+
+        Equal, up to a term free of ``μ``, to ``mean_i ½ (Σ_r λ_r)(ŷ_i - μ_i)²``: the network's
+        negative log-likelihood of the labels.
+        """
+        if pred.ndim == 2 and pred.shape[1] == 1:
+            pred = pred.squeeze(-1)
+        obs = self._check(labels)
+        lam = (self.precision.to(pred.dtype) * obs).sum(1)
+        target = self.adjusted_targets(labels).to(pred.dtype)
+        return 0.5 * (lam * (target - pred) ** 2).mean()
+
+    @torch.no_grad()
+    def m_step(self, pred: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> None:
+        """Re-estimate ``b`` and ``λ`` from the predictions ``(N,)`` and labels ``(N, A)``."""
+        mu = torch.as_tensor(pred, dtype=torch.float64).reshape(-1)
+        y = torch.as_tensor(labels, dtype=torch.float64)
+        obs = self._check(y)
+        n = obs.sum(0).to(torch.float64)
+        resid = torch.where(obs, y - mu[:, None], torch.zeros_like(y))
+        active = n > 0
+        if self.bias:
+            b = torch.where(active, resid.sum(0) / n.clamp_min(1), torch.zeros_like(n))
+            if bool(active.any()):
+                b = torch.where(active, b - b[active].mean(), b)
+            self.offset.copy_(b)
+        r = torch.where(obs, resid - self.offset, torch.zeros_like(y))
+        var = torch.where(active, (r * r).sum(0) / n.clamp_min(1), 1.0 / self.precision)
+        self.precision.copy_(1.0 / var.clamp_min(self.min_variance))

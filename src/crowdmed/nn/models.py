@@ -7,7 +7,7 @@ from torch import nn
 
 from crowdmed.nn.registry import set_spec
 
-__all__ = ["mlp_head", "small_cnn"]
+__all__ = ["mlp_head", "small_cnn", "split_last_linear"]
 
 
 def mlp_head(
@@ -105,3 +105,40 @@ def zero_last_linear(model: nn.Module) -> None:
             last.weight.zero_()
             if last.bias is not None:
                 last.bias.zero_()
+
+
+def split_last_linear(network: nn.Module) -> tuple[nn.Module, nn.Linear]:
+    """Split a network into its trunk and its last linear layer (for per-annotator heads).
+
+    The trunk shares its modules with ``network`` (training it trains the network's layers).
+
+    Args:
+        network: A ``torch.nn.Linear``, or a ``torch.nn.Sequential`` whose last module is one
+            (as :func:`mlp_head` and :func:`small_cnn` build them).
+
+    Returns:
+        ``(trunk, last)``: ``trunk(x)`` gives the features ``last`` maps to logits
+        (``torch.nn.Identity`` for a bare linear layer).
+
+    Raises:
+        ValueError: The network does not end in a linear layer.
+
+    Examples:
+        >>> trunk, last = split_last_linear(mlp_head(6, 3, hidden=4))
+        >>> trunk(torch.zeros(2, 6)).shape, last.in_features
+        (torch.Size([2, 4]), 4)
+    """
+    if isinstance(network, nn.Linear):
+        return nn.Identity(), network
+    if isinstance(network, nn.Sequential) and len(network) > 0:
+        last = network[-1]
+        if isinstance(last, nn.Linear):
+            return nn.Sequential(*list(network)[:-1]), last
+        if isinstance(last, nn.Sequential):
+            inner_trunk, inner_last = split_last_linear(last)
+            return nn.Sequential(*list(network)[:-1], inner_trunk), inner_last
+    raise ValueError(
+        "`network` must be a torch.nn.Linear or a torch.nn.Sequential ending in one (as "
+        f"mlp_head and small_cnn are) to get one head per annotator; got "
+        f"{type(network).__name__}."
+    )

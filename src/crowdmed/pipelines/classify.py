@@ -68,7 +68,7 @@ __all__ = [
 #: Methods :func:`train_classifier` accepts (``dl-true`` needs the true class of every item).
 TRAIN_METHODS = (
     "crowd-layer-mw, crowd-layer-vw, crowd-layer-vb, crowd-layer-vw+b, aggnet (two classes), "
-    "dl-em, dl-mv, dl-ds or dl-soft"
+    "dl-em, dl-dn, dl-wdn, dl-mv, dl-ds or dl-soft"
 )
 
 #: ``progress(description=..., completed=..., total=..., metrics=...)``, every argument

@@ -14,7 +14,19 @@ baselines with the same network, optimiser and schedule:
 ``crowd-layer-vw``  … vector scale; ``crowd-layer-vb`` vector bias; ``crowd-layer-vw+b`` both
 ``aggnet``          raw binary labels through AggNet's EM layer (α, β, quiz trust prior)
 ``dl-em``           raw labels through Dawid–Skene EM around the network
+``dl-dn``           Doctor Net: one output head per annotator on the network's trunk, each
+                    trained on its annotator's labels; prediction: majority vote of the heads
+``dl-wdn``          weighted Doctor Net: ``dl-dn``, then averaging weights of the frozen
+                    heads learned by backpropagation; prediction: weighted mean of the heads
 ==================  =====================================================================
+
+``dl-dn`` and ``dl-wdn`` are the Doctor Net baselines of Rodrigues & Pereira (2018), after
+Guan et al. (2018): the network's last linear layer is replaced by one copy per annotator
+(:class:`~crowdmed.nn.layers.DoctorNetHeads`; the network must end in a ``torch.nn.Linear``).
+Rodrigues & Pereira do not say what target the averaging weights are fitted to; here it is
+the majority-vote labels (``dl-mv``'s target). Against the soft vote shares, a proper scoring
+rule, calibrated heads would get weights equal to the annotators' shares of the labels
+whatever their reliability.
 """
 
 from __future__ import annotations
@@ -34,7 +46,8 @@ from torch import nn
 from crowdmed._validation import check_option
 from crowdmed.data.labels import CrowdLabels
 from crowdmed.metrics import roc_auc
-from crowdmed.nn.layers import AggNetEM, CrowdLayer, DawidSkeneEM
+from crowdmed.nn.layers import AggNetEM, CrowdLayer, DawidSkeneEM, DoctorNetHeads
+from crowdmed.nn.models import split_last_linear
 from crowdmed.nn.registry import network_spec
 from crowdmed.training.engine import (
     CHECKPOINT_NAME,
@@ -68,6 +81,8 @@ class TrainMethod(str, Enum):
     CL_VW_B = "crowd-layer-vw+b"
     AGGNET = "aggnet"
     DL_EM = "dl-em"
+    DL_DN = "dl-dn"
+    DL_WDN = "dl-wdn"
 
 
 _CL_MODES = {
@@ -76,6 +91,8 @@ _CL_MODES = {
     TrainMethod.CL_VB: "VB",
     TrainMethod.CL_VW_B: "VW+B",
 }
+
+_DOCTOR_NET = {TrainMethod.DL_DN: "vote", TrainMethod.DL_WDN: "weighted"}
 
 ProgressHook = Callable[[int, int, dict[str, float]], None]
 
@@ -103,11 +120,14 @@ class CrowdClassifier:
         batch_size: Mini-batch size.
         lr: Learning rate of Adam.
         weight_decay: Weight decay of Adam for the network (never for the crowd layer).
+        momentum: ``None`` trains with Adam; a number trains with SGD with this momentum
+            (AggNet's refinement: SGD, momentum 0.9, weight decay 5e-4).
         crowd_lr: Learning rate of the crowd layer's parameters; ``lr`` when ``None``.
         patience: Early stopping after this many epochs without a better validation score;
             ``None`` trains all epochs and keeps the last state.
         smoothing: Dirichlet pseudo-count of the DS fit (``dl-ds``) and of DL-EM's M-step.
-        tau: Strength of AggNet's quiz trust prior.
+        tau: Strength ``τ`` of AggNet's quiz trust prior (eq. 8; the paper's range is
+            ``[0.1, 1]``).
         augment: Callable applied to each training batch of inputs (e.g. random flips).
         tta: Average the softmax over the 8 rotations/mirrors at prediction (images only).
         checkpoint_dir: Folder for ``checkpoint.safetensors``, written atomically after every
@@ -138,12 +158,16 @@ class CrowdClassifier:
             trains no further).
         annotator_confusion_ (ndarray of shape (n_annotators, K, K) or None): Estimated
             annotator confusion matrices (crowd layer, DL-EM, AggNet); ``None`` otherwise.
+        averaging_weights_ (ndarray of shape (n_annotators,) or None): DL-WDN's learned
+            averaging weights of the annotators' heads (sum to 1); ``None`` otherwise.
         n_classes_ (int), n_annotators_ (int): Sizes seen in ``fit``.
 
     References:
         Rodrigues & Pereira (2018). Deep learning from crowds. AAAI.
         https://doi.org/10.1609/aaai.v32i1.11506
         Albarqouni et al. (2016). AggNet. IEEE TMI. https://doi.org/10.1109/TMI.2016.2528120
+        Guan et al. (2018). Who said what: modeling individual labelers improves
+        classification. AAAI. https://doi.org/10.1609/aaai.v32i1.11756
 
     Examples:
         >>> import numpy as np, torch
@@ -165,10 +189,11 @@ class CrowdClassifier:
         batch_size: int = 64,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        momentum: float | None = None,
         crowd_lr: float | None = None,
         patience: int | None = 10,
         smoothing: float = 0.01,
-        tau: float = 10.0,
+        tau: float = 0.5,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         tta: bool = False,
         checkpoint_dir: str | os.PathLike[str] | None = None,
@@ -184,6 +209,7 @@ class CrowdClassifier:
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
+        self.momentum = momentum
         self.crowd_lr = crowd_lr
         self.patience = patience
         self.smoothing = smoothing
@@ -321,6 +347,18 @@ class CrowdClassifier:
 
         if method in _CL_MODES:
             return CrowdLayer(k, a, mode=_CL_MODES[method])
+        if method in _DOCTOR_NET:
+            _, last = split_last_linear(self.network)
+            # every head starts as the network's last layer: with identical annotators the
+            # heads stay identical and the fit follows plain training (Adam is scale-free)
+            return DoctorNetHeads(
+                last.in_features,
+                k,
+                a,
+                combine=_DOCTOR_NET[method],
+                init_weight=last.weight,
+                init_bias=last.bias,
+            )
         if method is TrainMethod.AGGNET:
             if k != 2:
                 raise ValueError(
@@ -329,7 +367,9 @@ class CrowdClassifier:
                 )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                bss = BinarySensSpec(tau=self.tau).fit(dense, n_classes=2, quiz_accuracy=quiz)
+                # AggNet's initialisation: eq. 2 majority vote, then one M-step (eq. 6/8)
+                bss = BinarySensSpec(tau=self.tau, max_iter=0, init="aggnet")
+                bss.fit(dense, n_classes=2, quiz_accuracy=quiz)
             return AggNetEM(
                 a,
                 tau=self.tau,
@@ -374,7 +414,14 @@ class CrowdClassifier:
             The fitted estimator.
         """
         method = self._check_params()
-        for attr in ("history_", "best_epoch_", "annotator_confusion_", "head_", "stopped_early_"):
+        for attr in (
+            "history_",
+            "best_epoch_",
+            "annotator_confusion_",
+            "averaging_weights_",
+            "head_",
+            "stopped_early_",
+        ):
             self.__dict__.pop(attr, None)
         x = self._as_tensor(X, "X")
         dense, k, a = self._prepare_labels(method, labels, len(x), n_classes)
@@ -395,10 +442,14 @@ class CrowdClassifier:
                 raise ValueError(f"`y_val` must hold true classes 0..{k - 1}; got {bad_vals}.")
         device = resolve_device(self.device)
         self._check_network_output(x[:2].to(device), k)
+        if method in _DOCTOR_NET:
+            split_last_linear(self.network)  # a clear error before training starts
 
         task = _ClassifierTask(self, method, x, dense, k, a, quiz, xv, yv)
         result = self._engine(device).fit(task)
         head = task.head
+        if isinstance(head, DoctorNetHeads) and head.combine == "weighted":
+            self._fit_averaging_weights(head, x, dense, k, device)
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         self.stopped_early_ = result.stopped_early
@@ -407,7 +458,29 @@ class CrowdClassifier:
         self.method_ = method
         self.head_ = head
         self.annotator_confusion_ = _head_confusion(head)
+        self.averaging_weights_ = _averaging_weights(head)
         return self
+
+    def _fit_averaging_weights(
+        self, head: DoctorNetHeads, x: torch.Tensor, dense: np.ndarray, k: int, device: Any
+    ) -> None:
+        """DL-WDN's second stage: averaging weights of the frozen heads on the MV labels."""
+        from crowdmed.aggregation import MajorityVote
+
+        trunk, _ = split_last_linear(self.network)
+        was = self.network.training
+        self.network.eval()
+        head.eval()
+        parts = []
+        try:
+            with torch.no_grad():
+                for s in range(0, len(x), 256):
+                    feats = trunk(x[s : s + 256].to(device))
+                    parts.append(torch.softmax(head(feats), dim=-1).cpu())
+        finally:
+            self.network.train(was)
+        target = MajorityVote(random_state=self.random_state).fit(dense, n_classes=k).labels_
+        head.fit_averaging_weights(torch.cat(parts), torch.as_tensor(target))
 
     def _engine(self, device: torch.device) -> Engine:
         ckpt = Path(self.checkpoint_dir) / CHECKPOINT_NAME if self.checkpoint_dir else None
@@ -465,6 +538,13 @@ class CrowdClassifier:
             # epoch's M-step.
             post = head.posteriors(logits.detach(), target, validate_args=False)
             return head.expected_nll(logits, post), post
+        if isinstance(head, DoctorNetHeads):
+            # ``logits`` are the trunk's features here: each annotator's head on their own
+            # labels, summed over annotators and averaged over items (as the crowd layer)
+            items, annotators = torch.nonzero(target >= 0, as_tuple=True)
+            obs_logits = head.forward_observed(logits, items, annotators)
+            ce = nn.functional.cross_entropy(obs_logits, target[items, annotators], reduction="sum")
+            return ce / logits.shape[0], None
         if isinstance(head, CrowdLayer):
             # Only the observed (item, annotator) pairs: the sum over annotators of the
             # cross-entropy, averaged over items (crowd_cross_entropy on the dense output).
@@ -476,9 +556,26 @@ class CrowdClassifier:
 
     # ------------------------------------------------------------------ prediction
     def _predict_proba_tensor(
-        self, x: torch.Tensor, device: torch.device, *, tta: bool
+        self,
+        x: torch.Tensor,
+        device: torch.device,
+        *,
+        tta: bool,
+        head: nn.Module | None = None,
     ) -> np.ndarray:
         net = self.network
+        proba: Callable[[torch.Tensor], torch.Tensor]
+        if isinstance(head, DoctorNetHeads):
+            trunk, _ = split_last_linear(net)
+            doctors = head
+
+            def proba(v: torch.Tensor) -> torch.Tensor:
+                return doctors.combined_proba(trunk(v))
+        else:
+
+            def proba(v: torch.Tensor) -> torch.Tensor:
+                return torch.softmax(net(v), 1)
+
         was = net.training
         net.eval()
         out = []
@@ -487,19 +584,25 @@ class CrowdClassifier:
                 for s in range(0, len(x), 256):
                     xb = x[s : s + 256].to(device)
                     if tta and xb.ndim == 4:
-                        views = [torch.softmax(net(v), 1) for v in tta_views(xb)]
+                        views = [proba(v) for v in tta_views(xb)]
                         out.append(torch.stack(views).mean(0).cpu())
                     else:
-                        out.append(torch.softmax(net(xb), 1).cpu())
+                        out.append(proba(xb).cpu())
         finally:
             net.train(was)
         return torch.cat(out).double().numpy()
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities ``(N, K)`` of the network (the crowd layer is dropped)."""
+        """Class probabilities ``(N, K)`` of the network (the crowd layer is dropped).
+
+        For ``dl-dn`` the heads' vote shares (ties broken by their mean probability, see
+        :meth:`~crowdmed.nn.layers.DoctorNetHeads.combined_proba`); for ``dl-wdn`` the
+        weighted mean of the heads' probabilities.
+        """
         self._check_fitted()
         x = self._as_tensor(X, "X")
-        return self._predict_proba_tensor(x, resolve_device(self.device), tta=self.tta)
+        head = self.head_ if isinstance(self.head_, DoctorNetHeads) else None
+        return self._predict_proba_tensor(x, resolve_device(self.device), tta=self.tta, head=head)
 
     def predict(self, X: Any) -> np.ndarray:
         """Most probable class ``(N,)``."""
@@ -545,6 +648,8 @@ class CrowdClassifier:
                 head_config["mode"] = head.mode.value
             if isinstance(head, AggNetEM):
                 tensors["head_quiz_accuracy"] = torch.as_tensor(head.quiz_accuracy)
+            if isinstance(head, DoctorNetHeads):
+                head_config.update(combine=head.combine, in_features=head.in_features)
         if self.annotator_confusion_ is not None:
             tensors["annotator_confusion"] = torch.as_tensor(self.annotator_confusion_)
         config = {
@@ -610,6 +715,7 @@ class CrowdClassifier:
         clf.n_classes_, clf.n_annotators_, clf.method_, clf.head_ = k, a, method, head
         conf = tensors.get("annotator_confusion")
         clf.annotator_confusion_ = None if conf is None else conf.numpy()
+        clf.averaging_weights_ = _averaging_weights(head)
         return clf
 
     def _check_fitted(self) -> None:
@@ -642,6 +748,7 @@ class _ClassifierTask(TrainTask):
         self.head: nn.Module | None = None
         self.em_post: list[torch.Tensor] = []
         self.em_idx: list[torch.Tensor] = []
+        self.trunk: nn.Module | None = None
 
     def setup(self, engine: Engine) -> None:
         clf, device = self.clf, engine.device
@@ -652,7 +759,11 @@ class _ClassifierTask(TrainTask):
             self.head.to(device)
         self.targets = torch.as_tensor(clf._targets(self.method, self.dense, self.k))
         groups: list[dict[str, Any]] = [{"params": list(self.net.parameters())}]
-        if isinstance(self.head, CrowdLayer):
+        if isinstance(self.head, DoctorNetHeads):
+            # the trunk and the heads; the network's own last layer is not used
+            self.trunk, _ = split_last_linear(self.net)
+            groups[0]["params"] = list(self.trunk.parameters()) + list(self.head.parameters())
+        elif isinstance(self.head, CrowdLayer):
             # Weight decay would pull the per-annotator transforms towards zero (a uniform
             # confusion), not towards the identity: the crowd layer is never decayed.
             if clf.crowd_lr is None and clf.weight_decay == 0:
@@ -665,8 +776,14 @@ class _ClassifierTask(TrainTask):
                         "weight_decay": 0.0,
                     }
                 )
-        self.opt = torch.optim.Adam(groups, lr=clf.lr, weight_decay=clf.weight_decay)
-        self.model = engine.wrap(self.net)
+        if clf.momentum is None:
+            self.opt = torch.optim.Adam(groups, lr=clf.lr, weight_decay=clf.weight_decay)
+        else:  # SGD with momentum, as AggNet trains and refines its network
+            self.opt = torch.optim.SGD(
+                groups, lr=clf.lr, momentum=clf.momentum, weight_decay=clf.weight_decay
+            )
+        # the Doctor Net trunk is not wrapped: the engine averages its gradients over ranks
+        self.model = self.net if self.trunk is not None else engine.wrap(self.net)
         self.em_post, self.em_idx = [], []
 
     def modules(self) -> dict[str, nn.Module]:
@@ -688,6 +805,7 @@ class _ClassifierTask(TrainTask):
             "targets_sha256": data_digest(self.targets),
             "lr": clf.lr,
             "weight_decay": clf.weight_decay,
+            **({} if clf.momentum is None else {"momentum": clf.momentum}),
             "crowd_lr": clf.crowd_lr,
             "smoothing": clf.smoothing,
             "tau": clf.tau,
@@ -701,7 +819,8 @@ class _ClassifierTask(TrainTask):
         if self.clf.augment is not None:
             xb = self.clf.augment(xb)
         tb = self.targets[idx].to(engine.device)
-        loss, post = self.clf._loss(self.method, self.head, self.model(xb), tb)
+        out = self.trunk(xb) if self.trunk is not None else self.model(xb)
+        loss, post = self.clf._loss(self.method, self.head, out, tb)
         if post is not None:
             self.em_post.append(post.cpu())
             self.em_idx.append(idx)
@@ -722,7 +841,7 @@ class _ClassifierTask(TrainTask):
     def validate(self, engine: Engine) -> dict[str, float]:
         if self.xv is None or self.yv is None:
             return {}
-        proba = self.clf._predict_proba_tensor(self.xv, engine.device, tta=False)
+        proba = self.clf._predict_proba_tensor(self.xv, engine.device, tta=False, head=self.head)
         out = {"val_accuracy": float((proba.argmax(1) == self.yv).mean())}
         if self.k == 2:
             out["val_auc"] = roc_auc(proba[:, 1], self.yv)
@@ -747,6 +866,13 @@ def _head_confusion(head: nn.Module | None) -> np.ndarray | None:
     return None
 
 
+def _averaging_weights(head: nn.Module | None) -> np.ndarray | None:
+    """DL-WDN's averaging weights ``(A,)``, else ``None``."""
+    if isinstance(head, DoctorNetHeads) and head.combine == "weighted":
+        return head.averaging_weights().detach().cpu().double().numpy()
+    return None
+
+
 def _head_from(
     config: dict[str, Any] | None,
     tensors: dict[str, torch.Tensor],
@@ -766,6 +892,8 @@ def _head_from(
     if kind == "AggNetEM":
         quiz = tensors.get("head_quiz_accuracy")
         return AggNetEM(a, tau=tau, quiz_accuracy=None if quiz is None else quiz.numpy())
+    if kind == "DoctorNetHeads":
+        return DoctorNetHeads(int(config["in_features"]), k, a, combine=config["combine"])
     raise ValueError(f"Unknown crowd head {kind!r} in the model config; save the model again.")
 
 
