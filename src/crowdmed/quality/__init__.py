@@ -11,6 +11,7 @@
   :func:`crowd_features`.
 * Model-informed consensus and the quality of items, labels and annotators (CROWDLAB):
   :func:`label_quality`.
+* Which item to label next, and by whom: :func:`relabel_scores`.
 """
 
 from crowdmed.quality.agreement import cohen_kappa_matrix, fleiss_kappa, krippendorff_alpha
@@ -18,6 +19,7 @@ from crowdmed.quality.box_agreement import match_boxes, pairwise_reader_f1, read
 from crowdmed.quality.features import CrowdStat, crowd_features
 from crowdmed.quality.gold import filter_annotators, gold_accuracy
 from crowdmed.quality.label_quality import LabelQuality, label_quality
+from crowdmed.quality.relabel import RelabelScores, relabel_scores
 from crowdmed.quality.reliability import (
     annotator_accuracy,
     confusion_matrices,
@@ -30,6 +32,7 @@ from crowdmed.quality.table import annotator_table
 __all__ = [
     "CrowdStat",
     "LabelQuality",
+    "RelabelScores",
     "annotator_accuracy",
     "annotator_table",
     "cohen_kappa_matrix",
@@ -43,6 +46,7 @@ __all__ = [
     "match_boxes",
     "pairwise_reader_f1",
     "reader_agreement",
+    "relabel_scores",
     "reader_operating_points",
     "sensitivity_specificity",
     "spammer_score",

@@ -1,0 +1,393 @@
+"""Which item to label next: how much one more annotation would improve the consensus.
+
+Two scores for every item, labelled or not:
+
+* ``"activelab"``: ActiveLab (Goh & Mueller 2023), cleanlab 2.9's
+  ``get_active_learning_scores``. The CROWDLAB consensus quality of an item is averaged with
+  ``1/K`` (what an unseen label is worth), with weights the item's annotator weights plus the
+  model weight against the mean annotator weight; an unlabelled item uses the model's top
+  probability. cleanlab ranks by this quality (low = label next); here
+  ``scores = 1 - quality`` so that every method ranks high = label next.
+* ``"crowdmed"``: the expected information about the true class carried by one more label,
+  ``I(Y; L) = H(L) - H(L | Y)``, under a posterior that combines the (temperature-calibrated)
+  model with per-annotator confusion matrices fitted by EM. Each confusion matrix is shrunk
+  towards the annotator's one-coin accuracy, itself shrunk towards the crowd's mean, so a
+  reader with few labels is treated as an average reader. The next label's distribution is
+  that of the annotators still available for the item (all who have not labelled it, or the
+  ``available`` mask), or of the single annotator ``assign=True`` chooses: the available one
+  with the highest estimated accuracy.
+
+Unlike ActiveLab's quality, the information gain is low both for an item whose class is
+already certain and for an item only unreliable annotators can still label, and it accounts for
+what each annotator tends to confuse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from crowdmed._text import short_list
+from crowdmed._validation import check_option
+from crowdmed.data.labels import CrowdLabels
+from crowdmed.quality.label_quality import (
+    ConsensusMethod,
+    QualityMethod,
+    ScoreMethod,
+    _best_temperature,
+    _Coo,
+    _crowdlab,
+    _temperature_scale,
+    check_pred_probs,
+)
+from crowdmed.typing import RandomState
+
+__all__ = ["RelabelMethod", "RelabelScores", "relabel_scores"]
+
+#: Floor of probabilities inside logarithms.
+_EPS = 1e-12
+
+
+class RelabelMethod(str, Enum):
+    """How :func:`relabel_scores` scores an item."""
+
+    #: Expected information gain under annotator confusion matrices (see the module docs).
+    CROWDMED = "crowdmed"
+    #: ActiveLab, the reference (cleanlab's ``get_active_learning_scores``).
+    ACTIVELAB = "activelab"
+
+
+@dataclass(frozen=True)
+class RelabelScores:
+    """Result of :func:`relabel_scores`.
+
+    Attributes:
+        scores: Float array of shape ``(n_items,)``: how much one more label is expected to
+            improve the consensus; higher means label sooner.
+        eligible: Bool array of shape ``(n_items,)``: some annotator can still label the item.
+        annotator: Integer array of shape ``(n_items,)``: the suggested annotator
+            (``assign=True``), else ``-1``; ``-1`` too where none is available.
+        posteriors: Float array of shape ``(n_items, K)``: the method's current belief about
+            each item's class (CROWDLAB posterior or calibrated model for ``"activelab"``).
+        reliability: Float array of shape ``(n_annotators,)``: estimated accuracy of each
+            annotator (``"crowdmed"``) or their CROWDLAB weight (``"activelab"``).
+        temperature: Temperature applied to ``pred_probs``.
+        method: The method used.
+    """
+
+    scores: np.ndarray
+    eligible: np.ndarray
+    annotator: np.ndarray
+    posteriors: np.ndarray
+    reliability: np.ndarray
+    temperature: float
+    method: str
+
+    def select(self, budget: int) -> np.ndarray:
+        """Indices of the ``budget`` eligible items with the highest scores, best first.
+
+        Ties keep the lower item index first.
+        """
+        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+            raise ValueError(f"`budget` must be an integer >= 1; got {budget!r}.")
+        idx = np.flatnonzero(self.eligible)
+        order = idx[np.argsort(-self.scores[idx], kind="stable")]
+        return order[: int(budget)]
+
+
+# ----------------------------------------------------------------------------- inputs
+def _check_relabel_labels(labels: Any, n_classes: int | None) -> CrowdLabels:
+    """Labels that may leave items (and annotators) without any label."""
+    if isinstance(labels, CrowdLabels):
+        return labels
+    m = np.asarray(labels)
+    if m.ndim != 2:
+        raise ValueError(
+            "`labels` must be a CrowdLabels or an integer array of shape (n_items, "
+            f"n_annotators) with -1 for a missing annotation; got shape {m.shape}."
+        )
+    if not (np.issubdtype(m.dtype, np.integer) or m.dtype == bool):
+        raise TypeError(f"`labels` must be an integer array; got dtype {m.dtype}.")
+    m = m.astype(np.int64)
+    if (m < -1).any():
+        raise ValueError(
+            "`labels` must hold classes 0..K-1 or -1 for missing; got "
+            f"{short_list(np.unique(m[m < -1]))}."
+        )
+    it, an = np.nonzero(m >= 0)
+    return CrowdLabels.from_triplets(
+        it, an, m[it, an], n_items=m.shape[0], n_annotators=m.shape[1], n_classes=n_classes
+    )
+
+
+class _Pool:
+    """Who may still label which item: everyone who has not (default) or an explicit mask.
+
+    The default pool is never materialised as an ``(n_items, n_annotators)`` matrix, so it
+    scales to many annotators.
+    """
+
+    def __init__(self, available: Any, cl: CrowdLabels) -> None:
+        self.cl = cl
+        self.done = sp.csr_matrix(
+            (np.ones(cl.n_labels), (cl.items, cl.annotators)),
+            shape=(cl.n_items, cl.n_annotators),
+        )
+        self.mask: sp.csr_matrix | None = None
+        if available is None:
+            self.count = cl.n_annotators - cl.labels_per_item()
+            return
+        avail = sp.csr_matrix(available if sp.issparse(available) else np.asarray(available))
+        if avail.shape != (cl.n_items, cl.n_annotators):
+            raise ValueError(
+                f"`available` must have shape (n_items, n_annotators) = ({cl.n_items}, "
+                f"{cl.n_annotators}); got {avail.shape}."
+            )
+        avail = (avail != 0).astype(np.float64)
+        self.mask = (avail - avail.multiply(self.done)).tocsr()  # not who already labelled
+        self.mask.eliminate_zeros()
+        self.count = np.diff(self.mask.indptr)
+
+    def total(self, values: np.ndarray) -> np.ndarray:
+        """Sum over each item's available annotators of ``values`` ``(n_annotators, d)``."""
+        if self.mask is None:
+            return values.sum(axis=0)[None, :] - self.done @ values
+        return self.mask @ values
+
+    def best(self, merit: np.ndarray) -> np.ndarray:
+        """Per item, the available annotator of highest ``merit`` (lowest index on ties); -1."""
+        cl = self.cl
+        if self.mask is not None:
+            shifted = self.mask.multiply(merit - merit.min() + 1.0).tocsr()
+            best = np.asarray(shifted.argmax(axis=1)).ravel()
+            return np.where(self.count > 0, best, -1)
+        # default pool: the first annotator, in order of merit, who has not labelled the item
+        order = np.lexsort((np.arange(cl.n_annotators), -merit))
+        rank = np.empty(cl.n_annotators, dtype=np.int64)
+        rank[order] = np.arange(cl.n_annotators)
+        r = rank[cl.annotators]
+        srt = np.lexsort((r, cl.items))
+        items, r = cl.items[srt], r[srt]
+        start = np.searchsorted(items, np.arange(cl.n_items))
+        pos = np.arange(len(items)) - start[items]  # position within the item's sorted ranks
+        first_gap = np.full(cl.n_items, cl.n_annotators, dtype=np.int64)
+        np.minimum.at(first_gap, items[r != pos], pos[r != pos])
+        first_free = np.minimum(first_gap, cl.labels_per_item())
+        out = order[np.minimum(first_free, cl.n_annotators - 1)]
+        return np.where(self.count > 0, out, -1)
+
+
+# ----------------------------------------------------------------------------- ActiveLab
+def _activelab(cl: CrowdLabels, pp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """ActiveLab quality (low = label next), posteriors, annotator weights and temperature."""
+    k = pp.shape[1]
+    n = cl.labels_per_item()
+    labelled = n > 0
+    scores = np.empty(cl.n_items)
+    post = pp.copy()
+    weights = np.full(cl.n_annotators, np.nan)
+    temperature, model_w, mean_w = 1.0, 1.0, 1.0
+    if labelled.any():
+        # the labelled items alone, re-indexed, as cleanlab receives them
+        rows = np.flatnonzero(labelled)
+        new_index = np.full(cl.n_items, -1)
+        new_index[rows] = np.arange(len(rows))
+        sub = CrowdLabels.from_triplets(
+            new_index[cl.items], cl.annotators, cl.labels,
+            n_items=len(rows), n_annotators=cl.n_annotators, n_classes=k,
+        )  # fmt: skip
+        c = _Coo.build(sub, k)
+        pp_l = pp[rows]
+        has_labels = c.n_per_annotator > 0
+        if (c.n == 1).all():
+            quality = pp_l[np.arange(len(rows)), c.lab[np.argsort(c.it, kind="stable")]]
+            weights[has_labels] = 1.0
+        else:
+            temperature = _best_temperature(c, pp_l)
+            pp_l = _temperature_scale(pp_l, temperature)
+            _, stats, _ = _crowdlab(
+                c, pp_l, ConsensusMethod.BEST_QUALITY, QualityMethod.CROWDLAB,
+                ScoreMethod.SELF_CONFIDENCE, np.random.default_rng(0),
+            )  # fmt: skip
+            quality, model_w, weights = stats.quality, stats.model_weight, stats.annotator_weight
+            post[rows] = stats.posteriors
+        mean_w = float(np.nanmean(weights[has_labels]))
+        item_w = np.bincount(c.it, weights=np.nan_to_num(weights)[c.an], minlength=len(rows))
+        total = item_w + model_w
+        scores[rows] = (quality * total + mean_w / k) / (total + mean_w)
+    if (~labelled).any():
+        rest = _temperature_scale(pp[~labelled], temperature)
+        post[~labelled] = rest
+        scores[~labelled] = (rest.max(axis=1) * model_w + mean_w / k) / (model_w + mean_w)
+    return scores, post, weights, temperature
+
+
+# ----------------------------------------------------------------------------- crowdmed
+def _fit_confusions(
+    cl: CrowdLabels,
+    log_prior: np.ndarray,
+    n_iter: int,
+    strength: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """EM for per-annotator confusion matrices with the model as the class prior of each item.
+
+    Returns:
+        Posteriors ``(n_items, K)``, confusions ``(n_annotators, K, K)`` (rows: true class)
+        and accuracies ``(n_annotators,)``.
+    """
+    k = log_prior.shape[1]
+    it, an, lab = cl.items, cl.annotators, cl.labels
+    n_ann = cl.n_annotators
+    votes = np.bincount(it * k + lab, minlength=cl.n_items * k).reshape(-1, k)
+    post = np.exp(log_prior) * (1.0 + votes)  # start: the model nudged by the votes
+    post /= post.sum(axis=1, keepdims=True)
+    eye = np.eye(k)
+    for _ in range(n_iter):
+        # M-step: soft confusion counts, shrunk to a one-coin matrix shrunk to the crowd mean
+        w = post[it]  # (n_labels, K): evidence for each true class
+        counts = np.zeros((n_ann, k, k))
+        np.add.at(counts, (an, slice(None), lab), w)
+        hits = np.einsum("akk->a", counts)
+        n_a = counts.sum(axis=(1, 2))
+        crowd_acc = hits.sum() / max(n_a.sum(), _EPS)
+        acc = (hits + strength * crowd_acc) / (n_a + strength)
+        coin = acc[:, None, None] * eye + ((1.0 - acc) / (k - 1))[:, None, None] * (1.0 - eye)
+        conf = (counts + strength * coin) / (counts.sum(axis=2, keepdims=True) + strength)
+        # E-step in log space: products of many small probabilities underflow
+        log_conf = np.log(np.clip(conf, _EPS, None))
+        log_post = log_prior.copy()
+        np.add.at(log_post, it, log_conf[an, :, lab])
+        log_post -= log_post.max(axis=1, keepdims=True)
+        post = np.exp(log_post)
+        post /= post.sum(axis=1, keepdims=True)
+    return post, conf, acc
+
+
+def _entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
+    return -(p * np.log(np.clip(p, _EPS, None))).sum(axis=axis)
+
+
+def _information_gain(post: np.ndarray, conf: np.ndarray) -> np.ndarray:
+    """``I(Y; L)`` per item for the next label drawn from ``conf`` of shape ``(n, K, K)``."""
+    p_label = np.einsum("ik,ikl->il", post, conf)
+    return _entropy(p_label) - np.einsum("ik,ik->i", post, _entropy(conf, axis=2))
+
+
+def _crowdmed(
+    cl: CrowdLabels,
+    pp: np.ndarray,
+    pool: _Pool,
+    assign: bool,
+    n_iter: int,
+    strength: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    k = pp.shape[1]
+    n = cl.labels_per_item()
+    temperature = 1.0
+    labelled = n > 0
+    if (n[labelled] > 1).any():
+        rows = np.flatnonzero(labelled)
+        new_index = np.full(cl.n_items, -1)
+        new_index[rows] = np.arange(len(rows))
+        sub = CrowdLabels.from_triplets(
+            new_index[cl.items], cl.annotators, cl.labels,
+            n_items=len(rows), n_annotators=cl.n_annotators, n_classes=k,
+        )  # fmt: skip
+        temperature = _best_temperature(_Coo.build(sub, k), pp[rows])
+    scaled = _temperature_scale(pp, temperature)
+    post, conf, _acc = _fit_confusions(cl, np.log(np.clip(scaled, _EPS, None)), n_iter, strength)
+    # an annotator's worth: accuracy weighted by how often each class occurs
+    prior = post.mean(axis=0)
+    reliability = np.einsum("k,akk->a", prior, conf)
+    chosen = np.full(cl.n_items, -1)
+    if assign:
+        chosen = pool.best(reliability)
+        next_conf = conf[np.maximum(chosen, 0)]
+    else:
+        flat = conf.reshape(cl.n_annotators, k * k)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_conf = pool.total(flat) / pool.count[:, None]
+        next_conf = np.nan_to_num(mean_conf, nan=1.0 / k).reshape(cl.n_items, k, k)
+    gain = _information_gain(post, next_conf)
+    gain = np.where(pool.count > 0, np.maximum(gain, 0.0), 0.0)
+    return gain, post, reliability, chosen, temperature
+
+
+# ----------------------------------------------------------------------------- public
+def relabel_scores(
+    labels: CrowdLabels | npt.ArrayLike,
+    pred_probs: npt.ArrayLike,
+    *,
+    method: str | RelabelMethod = "crowdmed",
+    available: npt.ArrayLike | sp.spmatrix | None = None,
+    assign: bool = False,
+    n_iter: int = 20,
+    prior_strength: float = 4.0,
+    random_state: RandomState = None,
+) -> RelabelScores:
+    """Score every item by how much one more annotation would improve its consensus.
+
+    Args:
+        labels: A :class:`~crowdmed.data.CrowdLabels` (COO triplets) or an integer array of
+            shape ``(n_items, n_annotators)`` with ``-1`` marking a missing annotation. Items
+            and annotators without any label are allowed.
+        pred_probs: Float array of shape ``(n_items, K)`` whose rows sum to 1: a classifier's
+            out-of-sample predicted probabilities for every item, labelled or not.
+        method: ``"crowdmed"`` or ``"activelab"`` (see :class:`RelabelMethod`).
+        available: Bool array (dense or SciPy sparse) of shape ``(n_items, n_annotators)``:
+            who may label which item. Everyone by default. Annotators who already labelled an
+            item are never available for it.
+        assign: Also choose the annotator: the available one with the highest estimated
+            accuracy; ``"crowdmed"`` then scores the item for that annotator.
+        n_iter: EM iterations of the ``"crowdmed"`` confusion matrices.
+        prior_strength: Pseudo-labels pulling each confusion row towards the annotator's
+            one-coin accuracy, and that accuracy towards the crowd's mean.
+        random_state: Unused by these deterministic scores; accepted for a uniform API.
+
+    Returns:
+        The scores, see :class:`RelabelScores`.
+
+    Raises:
+        ValueError: If ``pred_probs`` does not have one row per item summing to 1 and one
+            column per class, or ``available`` has the wrong shape.
+
+    References:
+        Goh & Mueller (2023), "ActiveLab: Active Learning with Re-Labeling by Multiple
+        Annotators". https://doi.org/10.48550/arXiv.2301.11856
+
+    Examples:
+        >>> import numpy as np
+        >>> labels = np.array([[0, 0, -1], [0, 1, -1], [-1, -1, -1], [1, 1, 1]])
+        >>> probs = np.array([[0.9, 0.1], [0.5, 0.5], [0.6, 0.4], [0.2, 0.8]])
+        >>> r = relabel_scores(labels, probs)
+        >>> r.select(2)
+        array([1, 2])
+        >>> bool(r.eligible[3])  # all three annotators labelled item 3
+        False
+    """
+    del random_state
+    m = check_option(method, RelabelMethod, "method")
+    pp_raw = np.asarray(pred_probs)
+    cl = _check_relabel_labels(labels, pp_raw.shape[1] if pp_raw.ndim == 2 else None)
+    pp = check_pred_probs(pp_raw, cl.n_items, cl.n_classes, "pred_probs")
+    if pp.shape[1] > cl.n_classes:
+        cl = CrowdLabels.from_triplets(
+            cl.items, cl.annotators, cl.labels, n_items=cl.n_items,
+            n_annotators=cl.n_annotators, n_classes=pp.shape[1], item_ids=cl.item_ids,
+            annotator_ids=cl.annotator_ids,
+        )  # fmt: skip
+    pool = _Pool(available, cl)
+    eligible = pool.count > 0
+    if m is RelabelMethod.ACTIVELAB:
+        quality, post, weights, temperature = _activelab(cl, pp)
+        chosen = np.full(cl.n_items, -1)
+        if assign:
+            chosen = pool.best(np.nan_to_num(weights, nan=0.0))
+        return RelabelScores(1.0 - quality, eligible, chosen, post, weights, temperature, m.value)
+    gain, post, rel, chosen, temperature = _crowdmed(cl, pp, pool, assign, n_iter, prior_strength)
+    return RelabelScores(gain, eligible, chosen, post, rel, temperature, m.value)
