@@ -63,7 +63,14 @@ def test_refine_improves_auc_and_finds_spammers(setup):
     state = {k: v.clone() for k, v in net.state_dict().items()}
     seen = []
     res = refine(
-        net, x, cl, lr=3e-3, epochs=40, random_state=0, progress=lambda e, n, m: seen.append(e)
+        net,
+        x,
+        cl,
+        preset="fast",
+        lr=3e-3,
+        epochs=40,
+        random_state=0,
+        progress=lambda e, n, m: seen.append(e),
     )
     after = roc_auc(predict_proba(res.model, x_test), t_test)
     assert after > before + 0.1, (before, after)
@@ -86,7 +93,9 @@ def test_refine_improves_auc_and_finds_spammers(setup):
 @pytest.mark.parametrize("target", ["mv", "glad", "gt"])
 def test_baselines_train(setup, target):
     net, x, truth, x_test, _t_test, cl, _ = setup
-    res = fine_tune(net, x, cl, target=target, truth=truth, lr=3e-3, epochs=10, random_state=0)
+    res = fine_tune(
+        net, x, cl, target=target, truth=truth, preset="fast", lr=3e-3, epochs=10, random_state=0
+    )
     assert res.method == f"am-{target}"
     assert len(res.history) == 10
     assert np.isfinite(predict_proba(res.model, x_test)).all()
@@ -127,3 +136,38 @@ def test_refining_a_scale_the_detector_was_not_trained_at_names_its_scales():
     assert scale_index(det, 0.5) == 0
     with pytest.raises(ValueError, match=r"scales are \[0.5, 1.0\].*--scale"):
         scale_index(det, 0.33)
+
+
+def test_paper_preset_is_the_papers_refinement(setup):
+    """Albarqouni et al. (2016) III-2: SGD, momentum 0.9, weight decay 5e-4; refinement at
+    learning rate 5e-5 with the whole crowd set as the batch; III-5: 100 epochs."""
+    net, x, _truth, _x_test, _t_test, cl, _ = setup
+    res = refine(net, x, cl, epochs=2, random_state=0)
+    s = res.settings
+    assert (s["preset"], s["optimizer"], s["momentum"], s["weight_decay"], s["lr"]) == (
+        "paper",
+        "sgd",
+        0.9,
+        5e-4,
+        5e-5,
+    )
+    assert s["batch_size"] == len(x)
+    assert s["tau"] == 0.5
+    from crowdmed.pipelines.refine import REFINE_PRESETS
+
+    assert REFINE_PRESETS["paper"]["epochs"] == 100
+    with pytest.raises(ValueError, match=r"`preset` must be one of \['paper', 'fast'\]"):
+        refine(net, x, cl, preset="slow")
+
+
+def test_am_mv_targets_follow_eq2_ties_positive(setup):
+    """AM-MV trains on the eq. 2 vote: ybar >= 0.5 -> 1, so a tied item is positive."""
+    net, x, _truth, _x_test, _t_test, cl, _ = setup
+    from crowdmed.aggregation.classification.sens_spec import binary_majority_vote
+
+    res = fine_tune(net, x, cl, target="mv", preset="fast", epochs=1, random_state=0)
+    dense = cl.to_dense()
+    np.testing.assert_array_equal(res.truth["label"].to_numpy(), binary_majority_vote(dense))
+    n1, n = (dense == 1).sum(axis=1), (dense >= 0).sum(axis=1)
+    tied = 2 * n1 == n
+    assert (res.truth["label"].to_numpy()[tied] == 1).all()

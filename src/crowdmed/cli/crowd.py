@@ -306,7 +306,9 @@ def refine_cmd(
     epochs: Annotated[
         int, typer.Option("--epochs", help="EM rounds, one full-batch step each.")
     ] = 50,
-    tau: Annotated[float, typer.Option("--tau", help="Strength of the quiz trust prior.")] = 10.0,
+    tau: Annotated[
+        float, typer.Option("--tau", help="Strength of the quiz trust prior (eq. 8; 0.1-1).")
+    ] = 0.5,
     seed: SeedOpt = 0,
 ) -> None:
     """Refine the detector's 0.33-scale network on crowd votes (AggNet's aggregation layer).

@@ -249,7 +249,7 @@ def refine_from_votes(
     scale: float = 0.33,
     lr: float = 1e-3,
     epochs: int = 50,
-    tau: float = 10.0,
+    tau: float = 0.5,
     seed: int = 0,
     progress: Callable[..., None] | None = None,
 ) -> RefineRun:
@@ -264,9 +264,10 @@ def refine_from_votes(
         quiz: CSV annotator,quiz_accuracy (else from the gold tasks).
         on_error: ``"raise"`` or ``"drop"`` malformed vote rows.
         scale: Scale of the network to refine.
-        lr: Learning rate.
+        lr: Learning rate of Adam (the ``"fast"`` preset of
+            :func:`crowdmed.pipelines.refine.refine`; the paper refines with SGD at 5e-5).
         epochs: EM rounds, one full-batch step each.
-        tau: Strength of the quiz trust prior.
+        tau: Strength ``τ`` of AggNet's quiz trust prior (eq. 8; the paper's range [0.1, 1]).
         seed: Seed.
         progress: Called with ``description``, ``completed``, ``total`` keywords.
 
@@ -306,6 +307,7 @@ def refine_from_votes(
         detector.models[i],
         x,
         cl,
+        preset="fast",
         lr=lr,
         epochs=epochs,
         tau=tau,

@@ -10,8 +10,10 @@ every task and each annotator's sensitivity, specificity and spammer score.
 
 :func:`fine_tune` gives the paper's baselines with the same network and schedule: the augmented
 model fine-tuned on majority-vote labels (AM-MV), on GLAD's labels (AM-GLAD) or on the reference
-labels (AM-GT). Both reuse :class:`crowdmed.training.CrowdClassifier` (methods ``aggnet``,
-``dl-mv`` and ``dl-true``).
+labels (AM-GT). Both reuse :class:`crowdmed.training.CrowdClassifier` (methods ``aggnet`` and
+``dl-true``). The training settings come from a preset (:data:`REFINE_PRESETS`): ``"paper"``
+(the default) is the paper's refinement, SGD with momentum 0.9, weight decay 5e-4, learning
+rate 5e-5, the whole crowd set as one batch, 100 epochs.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from crowdmed.quality import spammer_score
 from crowdmed.training import CrowdClassifier
 
 __all__ = [
+    "REFINE_PRESETS",
     "RefineResult",
     "detector_patches",
     "fine_tune",
@@ -47,7 +50,27 @@ __all__ = [
 #: ``progress(epoch, epochs, metrics)``, called after every epoch.
 EpochHook = Callable[[int, int, dict[str, float]], None]
 
-_BASELINES = {"mv": "dl-mv", "glad": "dl-true", "gt": "dl-true"}
+# each baseline trains on fixed hard labels (computed here) with the plain loss
+_BASELINES = {"mv": "dl-true", "glad": "dl-true", "gt": "dl-true"}
+
+#: Training settings of the refinement (and of the AM-* baselines). ``"paper"``: Albarqouni et
+#: al. (2016), section III-2 and III-5: SGD with momentum 0.9 and weight decay 5e-4 (the
+#: settings of the initial training), learning rate 5e-5, the whole crowd set as one batch,
+#: 100 epochs. ``"fast"``: Adam at 1e-3 for 50 full-batch epochs (moves a small network
+#: further in fewer steps; not the paper's).
+REFINE_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"lr": 5e-5, "epochs": 100, "momentum": 0.9, "weight_decay": 5e-4},
+    "fast": {"lr": 1e-3, "epochs": 50, "momentum": None, "weight_decay": 0.0},
+}
+
+
+def _preset(preset: str, **given: Any) -> dict[str, Any]:
+    """The preset's settings, overridden by the ones given (not ``None``)."""
+    if preset not in REFINE_PRESETS:
+        raise ValueError(f"`preset` must be one of {list(REFINE_PRESETS)}; got {preset!r}.")
+    out = dict(REFINE_PRESETS[preset])
+    out.update({k: v for k, v in given.items() if v is not None})
+    return out
 
 
 @dataclass
@@ -145,6 +168,8 @@ def _classifier(
     tau: float,
     random_state: int,
     progress: EpochHook | None,
+    momentum: float | None = None,
+    weight_decay: float = 0.0,
 ) -> CrowdClassifier:
     return CrowdClassifier(
         copy.deepcopy(model),
@@ -152,6 +177,8 @@ def _classifier(
         epochs=epochs,
         batch_size=n if batch_size is None else batch_size,
         lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
         patience=None,
         tau=tau,
         random_state=random_state,
@@ -169,9 +196,12 @@ def refine(
     labels: CrowdLabels,
     *,
     quiz: npt.ArrayLike | None = None,
-    lr: float = 1e-4,
-    epochs: int = 50,
-    tau: float = 10.0,
+    preset: str = "paper",
+    lr: float | None = None,
+    epochs: int | None = None,
+    momentum: float | None = None,
+    weight_decay: float | None = None,
+    tau: float = 0.5,
     batch_size: int | None = None,
     random_state: int = 0,
     progress: EpochHook | None = None,
@@ -187,10 +217,16 @@ def refine(
             :func:`crowdmed.crowdsourcing.read_votes`.
         quiz: Float array of shape ``(n_annotators,)`` with each annotator's quiz accuracy
             ``γ`` (``NaN`` = none); ``labels.quiz_accuracy`` when omitted.
-        lr: Learning rate of Adam (small: the network is refined, not retrained).
+        preset: ``"paper"`` (the reproduction default: SGD, momentum 0.9, weight decay 5e-4,
+            learning rate 5e-5, 100 epochs, as in the paper) or ``"fast"`` (Adam at 1e-3, 50
+            epochs); see :data:`REFINE_PRESETS`. The arguments below override it.
+        lr: Learning rate (small: the network is refined, not retrained).
         epochs: Number of EM rounds; each is one gradient step on the whole vote set (with
             the default ``batch_size``) followed by the M-step.
-        tau: Strength of the quiz trust prior (pseudo-counts ``τ·γ``).
+        momentum: SGD momentum; ``None`` in the preset means Adam.
+        weight_decay: Weight decay.
+        tau: Strength ``τ`` of AggNet's quiz trust prior (eq. 8; the paper's range
+            ``[0.1, 1]``). The layer starts from the eq. 2 majority vote and one M-step.
         batch_size: Mini-batch size; ``None`` for full-batch steps as in the paper.
         random_state: Seed of the data order and dropout.
         progress: Called after every epoch as ``progress(epoch, epochs, metrics)``.
@@ -203,17 +239,20 @@ def refine(
         TypeError: If ``labels`` is not :class:`~crowdmed.CrowdLabels`.
     """
     x = _check_inputs(patches, labels)
+    run = _preset(preset, lr=lr, epochs=epochs, momentum=momentum, weight_decay=weight_decay)
     q = labels.quiz_accuracy if quiz is None else np.asarray(quiz, dtype=np.float64)
     clf = _classifier(
         model,
         "aggnet",
         len(x),
-        lr=lr,
-        epochs=epochs,
+        lr=run["lr"],
+        epochs=run["epochs"],
         batch_size=batch_size,
         tau=tau,
         random_state=random_state,
         progress=progress,
+        momentum=run["momentum"],
+        weight_decay=run["weight_decay"],
     )
     clf.fit(x, labels, quiz_accuracy=q)
     head = clf.head_
@@ -245,8 +284,9 @@ def refine(
         }
     )
     settings = {
-        "lr": lr,
-        "epochs": epochs,
+        "preset": preset,
+        **run,
+        "optimizer": "adam" if run["momentum"] is None else "sgd",
         "tau": tau,
         "batch_size": batch_size or len(x),
         "random_state": random_state,
@@ -261,8 +301,11 @@ def fine_tune(
     *,
     target: str,
     truth: npt.ArrayLike | None = None,
-    lr: float = 1e-4,
-    epochs: int = 50,
+    preset: str = "paper",
+    lr: float | None = None,
+    epochs: int | None = None,
+    momentum: float | None = None,
+    weight_decay: float | None = None,
     batch_size: int | None = None,
     random_state: int = 0,
     progress: EpochHook | None = None,
@@ -273,12 +316,15 @@ def fine_tune(
         model: Trained patch network (copied, not changed).
         patches: Float array of shape ``(n_items, 3, 33, 33)``, one per item of ``labels``.
         labels: Binary crowd labels.
-        target: ``"mv"`` (majority vote, ties broken by ``random_state``), ``"glad"`` (GLAD's
-            labels, :class:`crowdmed.aggregation.GLAD`) or ``"gt"`` (the reference labels
-            ``truth``).
+        target: ``"mv"`` (the majority vote of the paper's eq. 2, ``ȳ ≥ 0.5 → 1``: ties go
+            to the positive class), ``"glad"`` (GLAD's labels,
+            :class:`crowdmed.aggregation.GLAD`) or ``"gt"`` (the reference labels ``truth``).
         truth: Integer array of shape ``(n_items,)`` with the reference labels (for ``"gt"``).
-        lr: Learning rate of Adam.
+        preset: ``"paper"`` or ``"fast"``, as in :func:`refine`.
+        lr: Learning rate.
         epochs: Number of epochs.
+        momentum: SGD momentum; ``None`` in the preset means Adam.
+        weight_decay: Weight decay.
         batch_size: Mini-batch size; ``None`` for full-batch steps.
         random_state: Seed.
         progress: Called after every epoch as ``progress(epoch, epochs, metrics)``.
@@ -287,10 +333,12 @@ def fine_tune(
         The fine-tuned network and its training targets.
     """
     from crowdmed.aggregation import GLAD, MajorityVote
+    from crowdmed.aggregation.classification.sens_spec import binary_majority_vote
 
     if target not in _BASELINES:
         raise ValueError(f"`target` must be one of {list(_BASELINES)}; got {target!r}.")
     x = _check_inputs(patches, labels)
+    run = _preset(preset, lr=lr, epochs=epochs, momentum=momentum, weight_decay=weight_decay)
     annotators = pd.DataFrame({"annotator": labels.annotator_ids})
     if target == "gt":
         if truth is None:
@@ -309,32 +357,30 @@ def fine_tune(
         annotators["ability"] = g.alphas_
         annotators["skill"] = g.skills_
     else:
-        mv = MajorityVote(random_state=random_state).fit(labels)
-        p1 = mv.posteriors_[:, 1]
-        fit_labels = labels
+        p1 = MajorityVote().fit(labels).posteriors_[:, 1]
+        fit_labels = binary_majority_vote(labels.to_dense())
     clf = _classifier(
         model,
         _BASELINES[target],
         len(x),
-        lr=lr,
-        epochs=epochs,
+        lr=run["lr"],
+        epochs=run["epochs"],
         batch_size=batch_size,
-        tau=10.0,
+        tau=0.5,
         random_state=random_state,
         progress=progress,
+        momentum=run["momentum"],
+        weight_decay=run["weight_decay"],
     )
     clf.fit(x, fit_labels, n_classes=2)
-    lab = (
-        fit_labels
-        if target != "mv"
-        else MajorityVote(random_state=random_state).fit(labels).labels_
-    )
+    lab = fit_labels
     truth_table = pd.DataFrame(
         {"item": labels.item_ids, "p_mitosis": p1, "label": np.asarray(lab), "gold": _gold(labels)}
     )
     settings = {
-        "lr": lr,
-        "epochs": epochs,
+        "preset": preset,
+        **run,
+        "optimizer": "adam" if run["momentum"] is None else "sgd",
         "batch_size": batch_size or len(x),
         "random_state": random_state,
     }
