@@ -33,6 +33,10 @@ ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: ``DataFrame.attrs`` key of an image-size table that may lack some images (sizes read from
+#: the image files that could be read): boxes on the other images are not checked.
+PARTIAL = "crowdmed_partial_sizes"
+
 SIZE_ALIASES: dict[str, tuple[str, ...]] = {
     "width": ("width", "image_width"),
     "height": ("height", "image_height"),
@@ -259,6 +263,7 @@ class CheckedBoxes:
     reader_ids: np.ndarray
     class_code: np.ndarray  # -1 for readings without boxes
     class_ids: np.ndarray
+    score: np.ndarray | None = None  # (n_rows,) the ``score`` column, checked in [0, 1]
 
 
 def _columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, int, tuple[str, ...]]:
@@ -364,6 +369,7 @@ def _corners(
     boxes: np.ndarray,
     ndim: int,
     where: Callable[[Hashable], str],
+    strict: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Lower and upper corners ``(n_rows, ndim)`` and axis names; inverted boxes raise."""
     d = ndim
@@ -380,6 +386,15 @@ def _corners(
             f"{a}max={hi[pos, ax]:g} <= {a}min={lo[pos, ax]:g}. Boxes are corner mode "
             "xmin, ymin, xmax, ymax with xmax > xmin (swap the columns if they are inverted, "
             "or drop the box)."
+        )
+    negative = boxes[:, None] & (lo < 0)
+    if strict and negative.any():
+        pos, ax = (int(v[0]) for v in np.nonzero(negative))
+        a = axes[ax]
+        raise ValueError(
+            f"{_cap(describe_row(df, pos, where))} has a negative coordinate: "
+            f"{a}min={lo[pos, ax]:g}. Coordinates are absolute pixels from 0 (the image's "
+            "top-left corner); clip the box at 0 or fix the coordinates."
         )
     return lo, hi, axes
 
@@ -399,12 +414,17 @@ def _check_inside_images(
         size_cols = ["image", "width", "height"] + (["depth"] if ndim == 3 else [])
         if all(c in df.columns for c in size_cols):
             image_sizes = df[size_cols].dropna()
+    partial = isinstance(image_sizes, pd.DataFrame) and bool(image_sizes.attrs.get(PARTIAL))
+    if partial and ndim == 3:
+        return  # sizes read from 2-D image files say nothing about 3-D boxes
     sizes = _size_table(image_sizes, ndim)
     if sizes is not None:
         per_image = sizes.reindex([str(v) for v in image_ids]).to_numpy(dtype=np.float64)
         known = ~np.isnan(per_image).any(axis=1)
         unknown = boxes & ~known[image_code]
-        if unknown.any():
+        if partial:
+            boxes = boxes & known[image_code]
+        elif unknown.any():
             pos = int(np.flatnonzero(unknown)[0])
             raise ValueError(
                 f"No image size is given for image {to_python(df['image'].iloc[pos])!r} "
@@ -470,6 +490,28 @@ def _check_images_exist(
             )
 
 
+def _check_scores(
+    df: pd.DataFrame, boxes: np.ndarray, where: Callable[[Hashable], str]
+) -> np.ndarray | None:
+    """The ``score`` column as floats (``None`` without one); scores must lie in [0, 1]."""
+    if "score" not in df.columns:
+        return None
+    values = df["score"]
+    numeric = pd.to_numeric(values, errors="coerce") if values.dtype.kind not in "iuf" else values
+    score = np.asarray(numeric, dtype=np.float64)
+    bad = boxes & ~(np.isfinite(score) & (score >= 0) & (score <= 1))
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        n_bad = int(bad.sum())
+        raise ValueError(
+            f"{_cap(describe_row(df, pos, where))} has score {to_python(values.iloc[pos])!r}"
+            f"{f' (and {n_bad - 1} more boxes have bad scores)' if n_bad > 1 else ''}; a score "
+            "is a confidence in [0, 1]: fix it, or drop the score column to weigh every box "
+            "equally."
+        )
+    return score
+
+
 def validate_boxes(
     frame: pd.DataFrame,
     *,
@@ -477,17 +519,25 @@ def validate_boxes(
     classes: Iterable[Any] | None,
     images: Iterable[Any] | str | os.PathLike[str] | None,
     where: Callable[[Hashable], str],
+    strict: bool = False,
 ) -> CheckedBoxes:
+    """Check a box table (see ``check_boxes``).
+
+    ``strict`` (the readers) also refuses negative coordinates and scores outside [0, 1], as
+    every command reading boxes from a file does.
+    """
     df, ndim, cols = _columns(frame)
     codes, class_code, class_ids = _id_codes(df, where)
     coords = _coordinates(df, cols, where)
     boxes = _box_rows(df, cols, coords, class_code, where)
-    corners = _corners(df, coords, boxes, ndim, where)
+    corners = _corners(df, coords, boxes, ndim, where, strict)
     image_code, image_ids = codes["image"]
     _check_inside_images(df, image_sizes, ndim, codes["image"], boxes, corners, where)
     _check_classes(df, classes, class_code, class_ids, boxes, where)
     _check_images_exist(df, images, codes["image"], where)
+    score = _check_scores(df, boxes, where) if strict else None
     return CheckedBoxes(
+        score=score,
         frame=df,
         ndim=ndim,
         coords=coords,

@@ -116,8 +116,8 @@ def _read_parquet(p: Path, what: str, text_columns: Iterable[Any]) -> pd.DataFra
     except (OSError, ValueError, TypeError) as exc:
         raise _wrap(exc, p, what) from exc
     df.columns = [str(c).strip() for c in df.columns]
-    for col in text_columns:
-        if col in df.columns:
+    for col in df.columns:
+        if str(col).lower() in text_columns:
             df[col] = _as_text(df[col])
     return df
 
@@ -165,7 +165,7 @@ def read_table(
             or malformed file; the message names the file.
     """
     p = check_file(path, what, folder=folder)
-    text = set(text_columns or ())
+    text = {c.lower() if isinstance(c, str) else c for c in (text_columns or ())}
     if _is_parquet(p):
         df = _read_parquet(p, what, text)
         if all_text:
@@ -187,7 +187,7 @@ def read_table(
         na: dict[Any, list[str]] = {}
         dtype: dict[Any, Any] = {}
         for raw, name in zip(raw_names, names, strict=True):
-            if all_text or name in text:
+            if all_text or (name.lower() if isinstance(name, str) else name) in text:
                 na[raw], dtype[raw] = [""], str
             else:
                 na[raw] = _DEFAULT_NA

@@ -23,8 +23,10 @@ import numpy.typing as npt
 import pandas as pd
 
 from crowdmed._box_table import (
+    ALIASES,
     BOX_COLUMNS,
     BOX_COLUMNS_3D,
+    PARTIAL,
     array_columns,
     as_box_array,
     box_columns,
@@ -34,6 +36,11 @@ from crowdmed._box_table import (
     row_label,
     validate_boxes,
 )
+from crowdmed._tables import LINE_OFFSET, check_file, read_table
+from crowdmed._text import short_list
+
+#: Header names read as text ids (image, reader and class columns, any spelling).
+_ID_NAMES = tuple(name for role in ("image", "reader", "class") for name in ALIASES[role])
 
 __all__ = [
     "BOX_COLUMNS",
@@ -129,7 +136,7 @@ def check_boxes(
             reader and says how to fix it.
     """
     checked = validate_boxes(
-        frame, image_sizes=image_sizes, classes=classes, images=images, where=_where
+        frame, image_sizes=image_sizes, classes=classes, images=images, where=_where, strict=True
     )
     df = checked.frame
     out = pd.DataFrame(
@@ -137,6 +144,8 @@ def check_boxes(
     )
     for j, col in enumerate(box_columns(checked.ndim)):
         out[col] = checked.coords[:, j]
+    if checked.score is not None:
+        out["score"] = checked.score
     out["class"] = _maybe_int(out["class"])
     if out["image"].dtype.kind == "f":
         out["image"] = _maybe_int(out["image"])
@@ -151,11 +160,63 @@ def _line_label(path: Path) -> Callable[[Hashable], str]:
     return where
 
 
+def _whole_number_classes(values: pd.Series) -> pd.Series:
+    """Class texts that are all integers written plainly (``0``, ``14``) as integers."""
+    present = values.dropna()
+    if not len(present):
+        return values
+    text = present.astype(str)
+    if not text.str.fullmatch(r"-?(0|[1-9][0-9]*)").all():
+        return values
+    out = pd.to_numeric(values)
+    return out.astype("Int64") if values.isna().any() else out.astype(np.int64)
+
+
+def _text(value: Any) -> Any:
+    """An id from JSON as text (``7`` -> ``"7"``); ``None`` stays missing."""
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)
+
+
+def folder_image_sizes(folder: str | os.PathLike[str]) -> pd.DataFrame:
+    """Width and height of the 2-D images of a folder that Pillow can read (header only).
+
+    Returns:
+        A frame ``image, width, height`` with one row per file name and one per name without
+        suffix; marked partial: boxes on images it does not list are not checked.
+    """
+    rows = []
+    try:
+        from PIL import Image
+    except ImportError:
+        Image = None
+    for f in sorted(Path(folder).iterdir()) if Image is not None else []:
+        if f.name.startswith(".") or not f.is_file():
+            continue
+        if f.suffix.lower() not in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"):
+            continue
+        try:
+            with Image.open(f) as im:
+                width, height = im.size
+        except Exception:  # unreadable: its boxes are not size-checked
+            continue
+        for name in {f.name, f.stem}:
+            rows.append({"image": name, "width": width, "height": height})
+    sizes = pd.DataFrame(rows, columns=["image", "width", "height"])
+    sizes.attrs[PARTIAL] = True
+    return sizes
+
+
 def _read_coco(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"File '{path}' is not valid JSON: {exc}.") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"File '{path}' is not UTF-8 text (byte offset {exc.start}); save it as UTF-8 JSON."
+        ) from exc
     if not isinstance(data, dict) or "annotations" not in data:
         raise ValueError(
             f"File '{path}' must be COCO JSON with an 'annotations' list (each with image_id, "
@@ -182,7 +243,12 @@ def _read_coco(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
                     **({"depth": img["depth"]} if "depth" in img else {}),
                 }
             )
-    category_name = {c["id"]: c.get("name", c["id"]) for c in data.get("categories", []) or []}
+    categories = data.get("categories", []) or []
+    if not isinstance(categories, list) or not all(
+        isinstance(c, dict) and "id" in c for c in categories
+    ):
+        raise ValueError(f"'categories' of '{path}' must be a list of objects with an 'id'.")
+    category_name = {c["id"]: _text(c.get("name", c["id"])) for c in categories}
     rows = []
     for i, ann in enumerate(data["annotations"]):
         reader = next((ann[k] for k in ("reader", "annotator", "rater") if k in ann), None)
@@ -204,12 +270,26 @@ def _read_coco(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
                 f"'{path}'), which is not in 'images'; fix the image_id or add the image."
             )
         cat = ann.get("category_id")
+        if category_name and cat not in category_name:
+            raise ValueError(
+                f"Annotation {i} (id {ann.get('id')!r}) of '{path}' has category_id {cat!r}, "
+                f"which is not in 'categories' (ids {short_list(list(category_name))}); fix the "
+                "category_id or add the category."
+            )
         row: dict[str, Any] = {
-            "image": image_name.get(image_id, image_id),
-            "reader": reader,
-            "class": category_name.get(cat, cat),
+            "image": _text(image_name.get(image_id, image_id)),
+            "reader": _text(reader),
+            "class": category_name.get(cat, _text(cat)),
         }
-        b = [float(v) for v in bbox]
+        if "score" in ann:
+            row["score"] = ann["score"]
+        try:
+            b = [float(v) for v in bbox]
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"Annotation {i} (id {ann.get('id')!r}) of '{path}' has a bbox with a value that "
+                f"is not a number: {bbox!r}."
+            ) from None
         if len(b) == 4:
             row.update(xmin=b[0], ymin=b[1], xmax=b[0] + b[2], ymax=b[1] + b[3])
         else:
@@ -224,7 +304,12 @@ def _read_coco(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
         rows.append(row)
     for reading in data.get("readings", []) or []:
         image_id = reading.get("image_id")
-        rows.append({"image": image_name.get(image_id, image_id), "reader": reading.get("reader")})
+        rows.append(
+            {
+                "image": _text(image_name.get(image_id, image_id)),
+                "reader": _text(reading.get("reader")),
+            }
+        )
     frame = pd.DataFrame(rows)
     for col in ("image", "reader", "class", *BOX_COLUMNS):
         if col not in frame.columns:
@@ -268,8 +353,9 @@ def read_boxes(
         ValueError: Unreadable file or invalid boxes (the message names the line and the fix).
     """
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise FileNotFoundError(f"Box file '{p}' does not exist; check the path.")
+    check_file(p, "Box file")
     suffixes = [s.lower() for s in p.suffixes]
     suffix = suffixes[-2] if suffixes[-1:] == [".gz"] and len(suffixes) > 1 else (
         suffixes[-1] if suffixes else ""
@@ -283,16 +369,15 @@ def read_boxes(
         def where(index: Hashable) -> str:
             return f"annotation {index} of {p.name}"
     else:
-        sep = "\t" if suffix in (".tsv", ".tab") else ","
-        try:
-            frame = pd.read_csv(p, sep=sep, low_memory=False)
-        except pd.errors.EmptyDataError as exc:
+        if suffix in (".parquet", ".pq"):
             raise ValueError(
-                f"Box file '{p}' is empty; it needs a header and one row per box."
-            ) from exc
-        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise ValueError(f"Box file '{p}' is not a valid table: {exc}".splitlines()[0]) from exc
-        frame.index = pd.RangeIndex(2, len(frame) + 2)  # file line numbers (header is line 1)
+                f"Box file '{p}' must be a CSV/TSV table or COCO JSON; got {suffix!r}."
+            )
+        frame = read_table(p, text_columns=_ID_NAMES, what="Box file", folder=False)
+        frame.index = pd.RangeIndex(LINE_OFFSET, len(frame) + LINE_OFFSET)  # file lines
+        frame = rename_aliases(frame)
+        if "class" in frame.columns:
+            frame["class"] = _whole_number_classes(frame["class"])
     if no_finding is not None:
         frame = rename_aliases(frame)
         if "class" in frame.columns:
@@ -305,4 +390,8 @@ def read_boxes(
                     frame.loc[mask, col] = np.nan
     if image_sizes is None and sizes is not None:
         image_sizes = sizes
+    folder = isinstance(images, (str, os.PathLike)) and Path(images).is_dir()
+    has_sizes = {"width", "height"} <= set(rename_aliases(frame).columns)
+    if image_sizes is None and folder and not has_sizes:
+        image_sizes = folder_image_sizes(images)  # type: ignore[arg-type]  # a folder here
     return check_boxes(frame, image_sizes=image_sizes, classes=classes, images=images, _where=where)
