@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crowdmed._tables import find_column, read_table, table_suffix
+from crowdmed._tables import find_column, parse_labels, read_table, table_suffix
 from crowdmed._text import short_list
 
 __all__ = [
@@ -104,13 +104,20 @@ def read_item_ids(path: Path, name: str = "feature_ids") -> list[str]:
     if not path.is_file():
         raise _missing(path, name)
     if table_suffix(path) in (".csv", ".tsv", ".tab", ".parquet", ".pq"):
-        df = read_table(path)
+        df = read_table(path, all_text=True)
         column = df[find_column(df, "item", None)] if df.shape[1] > 1 else df.iloc[:, 0]
-    else:  # plain text, one id per line; parsed like the label file so 7 and "7" agree
+    else:  # plain text, one id per line; ids are text, as in the label file
         try:
-            df = pd.read_csv(path, header=None, sep="\t", dtype=None, skip_blank_lines=True)
+            df = pd.read_csv(
+                path, header=None, sep="\t", dtype=str, keep_default_na=False, na_values=[""],
+                skip_blank_lines=True, encoding="utf-8-sig",
+            )  # fmt: skip
         except pd.errors.EmptyDataError as exc:
             raise ValueError(f"`{name}` file '{path}' is empty; list one id per line.") from exc
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"`{name}` file '{path}' is not UTF-8 text; save it as UTF-8."
+            ) from exc
         if df.shape[1] != 1:
             raise ValueError(
                 f"`{name}` file '{path}' must list one item id per line; a line has "
@@ -266,7 +273,7 @@ def read_true_labels(
         ValueError: For an empty file, a missing column, empty values, repeated items or
             classes not in ``classes``.
     """
-    df = read_table(path)
+    df = read_table(path, all_text=True)
     if df.empty:
         raise ValueError(f"`{name}` file '{path}' has no rows; add one row per item.")
     c_item = find_column(df, "item", None)
@@ -292,13 +299,16 @@ def read_true_labels(
             f"`{name}` lists items {short_list(list(dup))} more than once; give one true "
             "class per item."
         )
-    index = {id_key(c): k for k, c in enumerate(classes)}
     values = [id_key(v) for v in df[c_label]]
-    unknown = sorted({v for v in values if v not in index})
+    try:  # the label file's rule: "1" and "1.0" are class 1
+        codes, _ = parse_labels(df[c_label], list(classes), where=f"'{path}'", column=c_label)
+    except ValueError:
+        codes = np.full(len(df), -1, dtype=np.int64)
+    unknown = sorted({v for v, c in zip(values, codes, strict=True) if c < 0})
     if unknown:
         raise ValueError(
             f"`{name}` has classes {short_list(unknown)} that are not among the "
             f"{len(classes)} classes of LABELS {short_list(list(classes), 10)}; the network has "
             "one output per class seen in LABELS."
         )
-    return df[c_item].tolist(), np.array([index[v] for v in values], dtype=np.int64)
+    return df[c_item].tolist(), codes

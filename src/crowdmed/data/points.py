@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from crowdmed._tables import check_file, read_table
 from crowdmed._text import short_list
 from crowdmed.data.images import image_files
 
@@ -148,14 +149,11 @@ def read_points(
             image, or a malformed CSV; the message names the rows or images.
     """
     csv = Path(csv_path)
-    if not csv.is_file():
+    if not csv.exists():
         raise FileNotFoundError(f"Points file '{csv}' does not exist; pass a CSV image,x,y.")
+    check_file(csv, "Points file")
     files = image_files(Path(images_dir))
-    try:
-        raw = pd.read_csv(csv, dtype={"image": str}, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"Cannot read points file '{csv}': {exc}.") from exc
-    raw.columns = [str(c).strip() for c in raw.columns]
+    raw = read_table(csv, text_columns=("image",), what="Points file", folder=False)
     if "image" in raw.columns and raw["image"].isna().any():
         rows = list(raw.index[raw["image"].isna()] + 2)
         raise ValueError(

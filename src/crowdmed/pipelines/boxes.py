@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 __all__ = ["BoxConsensus", "fuse_box_file", "read_proficiency"]
@@ -29,15 +30,12 @@ def read_proficiency(path: Path) -> dict[Any, float]:
         FileNotFoundError: For a missing file.
         ValueError: For other columns, a repeated reader or a non-numeric proficiency.
     """
-    if not path.is_file():
+    from crowdmed._tables import check_file, read_table
+
+    if not path.exists():
         raise FileNotFoundError(f"Proficiency file '{path}' does not exist; check the path.")
-    sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-    try:
-        table = pd.read_csv(path, sep=sep)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
-        raise ValueError(
-            f"Proficiency file '{path}' must be a CSV with columns reader, proficiency: {exc}"
-        ) from exc
+    check_file(path, "Proficiency file")
+    table = read_table(path, text_columns=("reader",), what="Proficiency file", folder=False)
     if not {"reader", "proficiency"} <= set(table.columns):
         raise ValueError(
             f"Proficiency file '{path}' must have columns reader, proficiency; got "
@@ -47,11 +45,15 @@ def read_proficiency(path: Path) -> dict[Any, float]:
         dup = table.loc[table["reader"].duplicated(), "reader"].iloc[0]
         raise ValueError(f"Proficiency file '{path}' lists reader {dup!r} twice; keep one row.")
     values = pd.to_numeric(table["proficiency"], errors="coerce")
+    if table["reader"].isna().any():
+        line = int(np.flatnonzero(table["reader"].isna().to_numpy())[0]) + 2
+        raise ValueError(f"Proficiency file '{path}' has an empty reader on line {line}; fill it.")
+    values = values.where(np.isfinite(values) & (values > 0))
     if values.isna().any():
         bad = table.loc[values.isna(), "reader"].iloc[0]
         raise ValueError(
-            f"Proficiency file '{path}': reader {bad!r} has no numeric proficiency; give a "
-            "positive number."
+            f"Proficiency file '{path}': reader {bad!r} has no positive finite proficiency "
+            f"({table.loc[values.isna(), 'proficiency'].iloc[0]}); give a positive number."
         )
     return dict(zip(table["reader"], values.astype(float), strict=True))
 
