@@ -18,17 +18,20 @@ from crowdmed.training.detector import (
 )
 from crowdmed.training.engine import Engine, FitResult, TrainTask
 from crowdmed.training.persistence import load_model, read_folder, register_loader, save_folder
+from crowdmed.training.regression import CrowdRegressor, RegressionMethod
 from crowdmed.training.segmenter import CrowdSegmenter, SegmentationMethod
 
 __all__ = [
     "CheckpointMismatchError",
     "CrowdClassifier",
     "CrowdDetector",
+    "CrowdRegressor",
     "CrowdSegmenter",
     "DetectionVariant",
     "DetectorTrainer",
     "Engine",
     "FitResult",
+    "RegressionMethod",
     "SegmentationMethod",
     "TrainMethod",
     "TrainTask",
