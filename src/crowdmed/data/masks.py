@@ -156,15 +156,24 @@ def binarize(array: np.ndarray, name: str) -> np.ndarray:
     """Read a mask file's values as a binary mask.
 
     0/1 values and masks with exactly one non-zero value (e.g. 0/255) are accepted; the
-    non-zero value is the foreground.
+    non-zero value is the foreground. ``-1`` marks a voxel that was not annotated, never
+    foreground.
 
     Raises:
-        ValueError: NaN, or more than one non-zero value (a label map), naming ``name``.
+        ValueError: NaN, ``-1`` (not annotated) voxels, or more than one non-zero value (a
+            label map), naming ``name``.
     """
     if array.dtype.kind == "b":
         return array
     if array.dtype.kind == "f" and np.isnan(array).any():
         raise ValueError(f"{name} contains NaN; a mask must hold 0 and one foreground value.")
+    if array.dtype.kind in "if" and (array == -1).any():
+        what = "every voxel is" if (array == -1).all() else f"{int((array == -1).sum())} voxels are"
+        raise ValueError(
+            f"{name}: {what} -1 (not annotated); binary consensus needs masks of 0 and one "
+            "foreground value. Leave out a rater who annotated nothing, or use --method "
+            "multilabel-staple, which skips -1 voxels."
+        )
     values = np.unique(array)
     nonzero = values[values != 0]
     if nonzero.size > 1:
@@ -174,6 +183,11 @@ def binarize(array: np.ndarray, name: str) -> np.ndarray:
             "multilabel-staple for label maps."
         )
     return array != 0
+
+
+def not_annotated(array: np.ndarray) -> bool:
+    """Whether a rater's mask is all ``-1``: the rater annotated no voxel."""
+    return array.dtype.kind in "if" and array.size > 0 and bool((array == -1).all())
 
 
 def check_mask_output(

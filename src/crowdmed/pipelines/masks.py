@@ -165,7 +165,7 @@ def mask_consensus(
     Raises:
         ValueError: For fewer than 2 raters, bad options, or masks on different grids.
     """
-    from crowdmed.data.masks import binarize
+    from crowdmed.data.masks import binarize, not_annotated
 
     m = check_option(method, ConsensusMethod, "--method")
     if len(rater_files) < 2:
@@ -177,24 +177,41 @@ def mask_consensus(
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"`--threshold` must be in [0, 1]; got {threshold}.")
     files = _read(rater_files)
-    rows: dict[str, Any] = {"rater": list(range(len(files))), "file": list(rater_files)}
+    skipped = [i for i, f in enumerate(files) if not_annotated(f.array)]
+    if len(files) - len(skipped) < 2:
+        raise ValueError(
+            f"Consensus needs the masks of at least 2 raters; {len(skipped)} of the "
+            f"{len(files)} masks are all -1 (not annotated): "
+            f"{', '.join(repr(str(rater_files[i])) for i in skipped)}."
+        )
+    kept = [i for i in range(len(files)) if i not in skipped]
+    geometry, shape = files[0].geometry, tuple(files[0].array.shape)
+    files = [files[i] for i in kept]
+    rater_files = [rater_files[i] for i in kept]
+    rows: dict[str, Any] = {"rater": kept, "file": list(rater_files)}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        for i in skipped:
+            warnings.warn(
+                f"Rater {i} annotated no voxel (its mask is all -1); left out of the consensus.",
+                UserWarning,
+                stacklevel=2,
+            )
         if m is ConsensusMethod.MULTILABEL_STAPLE:
             stack = np.stack([f.array for f in files])
             result, params, fit = _multilabel(stack, rows, max_iter, tol, undecided)
         else:
-            names = [f"Rater {i} ('{p}')" for i, p in enumerate(rater_files)]
+            names = [f"Rater {i} ('{p}')" for i, p in zip(kept, rater_files, strict=True)]
             stack = np.stack([binarize(f.array, n) for f, n in zip(files, names, strict=True)])
             settings = {"soft": soft, "threshold": threshold, "max_iter": max_iter, "tol": tol}
             result, params, fit = _binary(m, stack, rows, settings)
     fit["warnings"] = [" ".join(str(w.message).split()) for w in caught]
     return MaskConsensus(
         np.asarray(result),
-        files[0].geometry,
+        geometry,
         m.value,
         params,
         fit,
         pd.DataFrame(rows),
-        tuple(files[0].array.shape),
+        shape,
     )

@@ -88,6 +88,12 @@ def check_masks(masks: Any, *, what: str = "masks") -> np.ndarray:
     for r, m in enumerate(raters):
         if m.dtype.kind != "b":
             bad = (m != 0) & (m != 1)
+            if (m == -1).any():
+                raise ValueError(
+                    f"`{what}`: rater {r}'s mask has -1 (not annotated) voxels; binary consensus "
+                    "needs every voxel annotated (never read -1 as foreground): drop a rater "
+                    "who annotated nothing, or use MultiLabelSTAPLE, which skips -1 voxels."
+                )
             if bad.any():
                 example = m[bad].flat[0]
                 raise ValueError(
