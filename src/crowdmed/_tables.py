@@ -19,6 +19,7 @@ the declared (or inferred) classes is an error that lists the odd values.
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -172,6 +173,8 @@ def read_table(
             for col in df.columns:
                 df[col] = _as_text(df[col])
         return df
+    if p.stat().st_size == 0:
+        raise _wrap(pd.errors.EmptyDataError(), p, what)
     if sep is None:
         sep = "\t" if table_suffix(p) in (".tsv", ".tab") else ","
     engine: dict[str, Any] = {"low_memory": False}
@@ -197,7 +200,7 @@ def read_table(
         )  # fmt: skip
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         raise _wrap(exc, p, what) from exc
-    except ValueError as exc:
+    except (ValueError, csv.Error) as exc:
         raise _wrap(exc, p, what) from exc
     if header:
         df.columns = [str(c).strip() for c in df.columns]

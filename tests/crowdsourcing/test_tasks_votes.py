@@ -258,3 +258,34 @@ def test_quiz_csv_keeps_annotator_ids_as_text_in_any_column(fields, tmp_path):
     imp = read_votes(votes, pkg, quiz=tmp_path / "quiz.csv")
     assert imp.labels.quiz_accuracy.tolist() == [0.8]
     assert imp.quiz_source.tolist() == ["given"]
+
+
+# ---------------------------------------------------------------------- input regressions
+def test_votes_with_a_byte_order_mark_and_leading_zero_annotators(fields, tmp_path):
+    pkg = _export(fields, tmp_path, gold_rate=0.0)
+    t = pkg.tasks
+    text = f"task,annotator,label\n{t[0]},007,mitosis\n{t[0]},7,no\n{t[1]},007,1\n"
+    (tmp_path / "votes.csv").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    cl = read_votes(tmp_path / "votes.csv", pkg.path).labels
+    # "007" and "7" are two annotators, kept as written
+    assert cl.annotator_ids.tolist() == ["007", "7"]
+    assert cl.n_labels == 3
+
+
+def test_empty_vote_file_is_a_one_line_error(fields, tmp_path):
+    pkg = _export(fields, tmp_path, gold_rate=0.0)
+    (tmp_path / "votes.csv").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"^Vote file '.*votes\.csv' is empty; it needs a header"):
+        read_votes(tmp_path / "votes.csv", pkg.path)
+
+
+def test_vote_file_that_is_a_folder_or_not_utf8(fields, tmp_path):
+    pkg = _export(fields, tmp_path, gold_rate=0.0)
+    (tmp_path / "votes").mkdir()
+    with pytest.raises(ValueError, match=r"Vote file '.*votes' is a folder, not a file"):
+        read_votes(tmp_path / "votes", pkg.path)
+    (tmp_path / "latin1.csv").write_bytes("task,annotator,label\nt,Jos\xe9,1\n".encode("latin-1"))
+    with pytest.raises(
+        ValueError, match=r"Vote file '.*latin1\.csv' is not UTF-8 text \(byte 0xe9"
+    ):
+        read_votes(tmp_path / "latin1.csv", pkg.path)
