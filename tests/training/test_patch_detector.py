@@ -32,6 +32,7 @@ def test_tiny_training_run_reaches_a_reasonable_auc():
         train.points,
         scales=(1.0,),
         epochs=3,
+        preset="fast",
         radius=15.0,
         random_state=0,
         callback=lambda s, e, n, r: seen.append((s, e, r["loss"])),
@@ -57,7 +58,13 @@ def _without_seconds(history):
 
 def test_training_is_reproducible_with_a_seed():
     train, _, _ = _split(1, (96, 96))
-    kw = {"scales": (0.5,), "epochs": 2, "negatives_per_image": 50, "random_state": 3}
+    kw = {
+        "scales": (0.5,),
+        "epochs": 2,
+        "negatives_per_image": 50,
+        "random_state": 3,
+        "preset": "fast",
+    }
     state = torch.random.get_rng_state()
     a = train_detector(train.as_dict(), train.points, **kw)
     assert torch.equal(state, torch.random.get_rng_state())  # the global RNG is left alone
@@ -142,7 +149,9 @@ def test_training_bad_input():
 def test_three_scale_detector_on_synthetic_fields():
     f = make_synthetic_fields(24, random_state=11)
     train, val, test = f.subset(range(14)), f.subset(range(14, 18)), f.subset(range(18, 24))
-    det = train_detector(train.as_dict(), train.points, epochs=4, radius=15.0, random_state=0)
+    det = train_detector(
+        train.as_dict(), train.points, epochs=4, preset="fast", radius=15.0, random_state=0
+    )
     det.calibrate(val.as_dict(), val.points)
     cands = detect(det, test.as_dict(), threshold=0.0)
     r = match_points(cands, test.points, radius=15.0)
@@ -150,3 +159,32 @@ def test_three_scale_detector_on_synthetic_fields():
     assert r.auc > 0.9
     assert op.f1 > 0.7
     assert np.isfinite(op.precision)
+
+
+def test_paper_preset_is_the_papers_training_settings():
+    """Albarqouni et al. (2016) III-2: SGD, lr 1e-3, momentum 0.9, weight decay 5e-4, batch 200."""
+    train, _, _ = _split(1, (96, 96))
+    det = train_detector(
+        train.as_dict(),
+        train.points,
+        scales=(0.5,),
+        epochs=1,
+        negatives_per_image=20,
+        random_state=0,
+    )
+    s = det.settings
+    got = (s["preset"], s["optimizer"], s["lr"], s["momentum"], s["weight_decay"], s["batch_size"])
+    assert got == ("paper", "sgd", 1e-3, 0.9, 5e-4, 200)
+    fast = train_detector(
+        train.as_dict(),
+        train.points,
+        scales=(0.5,),
+        epochs=1,
+        negatives_per_image=20,
+        random_state=0,
+        preset="fast",
+        lr=2e-3,
+    ).settings
+    assert (fast["optimizer"], fast["lr"], fast["batch_size"]) == ("adam", 2e-3, 64)
+    with pytest.raises(ValueError, match=r"`preset` must be one of \['paper', 'fast'\]"):
+        train_detector(train.as_dict(), train.points, epochs=1, preset="quick")

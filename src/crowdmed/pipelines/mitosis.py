@@ -109,7 +109,9 @@ def train_mitosis(
         scales: Image scales, one network each (0.33, 0.66, 1.0 when ``None``).
         epochs: Epochs per scale.
         batch_size: Mini-batch size.
-        lr: Learning rate of Adam.
+        lr: Learning rate of Adam (the ``"fast"`` preset of
+            :func:`crowdmed.training.patch_detector.train_detector`; the paper trains with SGD,
+            momentum 0.9, weight decay 5e-4, batches of 200).
         radius: Matching and suppression radius in pixels.
         stain_reference: A reference field for Macenko normalisation.
         seed: Seed of initialisation and sampling.
@@ -149,6 +151,7 @@ def train_mitosis(
             pts,
             scales=scale_list,
             epochs=epochs,
+            preset="fast",
             batch_size=batch_size,
             lr=lr,
             radius=radius,
