@@ -17,6 +17,7 @@ from crowdmed.training.detector import (
     variant_targets,
 )
 from crowdmed.training.engine import Engine, FitResult, TrainTask
+from crowdmed.training.multitask import MultiTaskClassifier, multitask_loss
 from crowdmed.training.persistence import load_model, read_folder, register_loader, save_folder
 from crowdmed.training.regression import CrowdRegressor, RegressionMethod
 from crowdmed.training.segmenter import CrowdSegmenter, SegmentationMethod
@@ -31,6 +32,7 @@ __all__ = [
     "DetectorTrainer",
     "Engine",
     "FitResult",
+    "MultiTaskClassifier",
     "RegressionMethod",
     "SegmentationMethod",
     "TrainMethod",
@@ -38,6 +40,7 @@ __all__ = [
     "fuse_model_predictions",
     "load_model",
     "make_targets",
+    "multitask_loss",
     "predict_boxes",
     "read_folder",
     "register_loader",
