@@ -136,3 +136,99 @@ def test_iou_thr_spelling_matches_train(runner: CliRunner, boxes_csv: Path, tmp_
     assert res.exit_code == 0, res.output
     record = json.loads(out.with_name("fused.csv.json").read_text())
     assert record["params"]["iou_thr"] == 0.5
+
+
+# ---------------------------------------------------------------------- input regressions
+_HEADER = "image,reader,class,xmin,ymin,xmax,ymax"
+
+
+def _fuse(tmp_path: Path, text: str, *extra: str, name: str = "boxes.csv") -> tuple:
+    path = tmp_path / name
+    path.write_text(text)
+    out = tmp_path / "fused.csv"
+    result = CliRunner().invoke(app, ["boxes", "fuse", str(path), "-o", str(out), *extra])
+    return result, out
+
+
+def test_fuse_uses_the_score_column(tmp_path: Path) -> None:
+    text = (
+        f"{_HEADER},score\n"
+        "a,m1,0,10,10,50,40,0.9\n"
+        "a,m2,0,20,10,60,40,0.1\n"
+    )  # fmt: skip
+    result, out = _fuse(tmp_path, text, "--equal-weights")
+    assert result.exit_code == 0, result.output
+    fused = pd.read_csv(out)
+    # the fused box is the score-weighted mean: 0.9 * 10 + 0.1 * 20
+    assert fused["xmin"].tolist() == pytest.approx([11.0])
+    frame = pd.read_csv(tmp_path / "boxes.csv")
+    expected = fuse_boxes(frame, estimate_proficiency=False)
+    assert fused["score"].tolist() == pytest.approx(expected["score"].tolist())
+
+
+@pytest.mark.parametrize(
+    ("score", "shown"), [("nan", "nan"), ("-0.2", "-0.2"), ("1.5", "1.5"), ("inf", "inf")]
+)
+def test_fuse_refuses_bad_scores(tmp_path: Path, score: str, shown: str, user_error) -> None:
+    text = f"{_HEADER},score\na,m1,0,10,10,50,40,0.9\na,m2,0,20,10,60,40,{score}\n"
+    result, out = _fuse(tmp_path, text)
+    user_error(result, rf"[Ll]ine 3 of boxes\.csv .*has score {shown}.* in \[0, 1\]")
+    assert not out.exists()
+
+
+def test_fuse_keeps_ids_as_written(tmp_path: Path) -> None:
+    text = (
+        f"{_HEADER}\n"
+        "007,01,0,10,10,50,40\n"
+        "007,1,0,11,10,51,40\n"
+        "7,01,0,10,10,50,40\n"
+        "7.0,01,0,10,10,50,40\n"
+    )  # fmt: skip
+    result, out = _fuse(tmp_path, text, "--equal-weights")
+    assert result.exit_code == 0, result.output
+    fused = pd.read_csv(out, dtype=str)
+    assert sorted(fused["image"]) == ["007", "7", "7.0"]  # three images, as written
+    readers = fused.set_index("image")["readers"]
+    assert set(readers["007"].split(";")) == {"01", "1"}
+
+
+def test_fuse_refuses_negative_coordinates_and_boxes_outside_the_images(
+    tmp_path: Path, user_error
+) -> None:
+    result, _ = _fuse(tmp_path, f"{_HEADER}\na,r1,0,-3,10,50,40\na,r2,0,10,10,50,40\n")
+    user_error(result, r"[Ll]ine 2 of boxes\.csv .*negative coordinate: xmin=-3")
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.zeros((40, 60), dtype=np.uint8)).save(images / "a.png")  # 60 x 40
+    text = f"{_HEADER}\na,r1,0,10,10,50,40\na,r2,0,10,10,70,40\n"
+    result, out = _fuse(tmp_path, text, "--images", str(images))
+    user_error(
+        result, r"[Ll]ine 3 of boxes\.csv .*outside the image: xmin=10, xmax=70 .*width is 60"
+    )
+    assert not out.exists()
+    ok = f"{_HEADER}\na,r1,0,10,10,50,40\na,r2,0,10,10,60,40\n"
+    result, out = _fuse(tmp_path, ok, "--images", str(images))
+    assert result.exit_code == 0, result.output
+
+
+def test_fuse_refuses_a_coco_category_not_in_categories(tmp_path: Path, user_error) -> None:
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 100}],
+        "categories": [{"id": 1, "name": "nodule"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "reader": "r1"},
+            {"id": 2, "image_id": 1, "category_id": 7, "bbox": [1, 1, 5, 5], "reader": "r2"},
+        ],
+    }
+    result, _ = _fuse(tmp_path, json.dumps(coco), name="boxes.json")
+    user_error(result, r"Annotation 1 \(id 2\) of '.*boxes\.json' has category_id 7, which is not")
+
+
+def test_fuse_names_a_folder_given_as_the_box_file(tmp_path: Path, user_error) -> None:
+    (tmp_path / "boxes.csv").mkdir()
+    result = CliRunner().invoke(
+        app, ["boxes", "fuse", str(tmp_path / "boxes.csv"), "-o", str(tmp_path / "f.csv")]
+    )
+    user_error(result, r"'.*boxes\.csv' is a folder, not a file")
