@@ -267,3 +267,39 @@ def test_cli_refuses_two_file_output(
     res = runner.invoke(app, ["masks", "consensus", *files, "-o", str(tmp_path / "c.mhd")])
     assert res.exit_code == 2
     assert "single-file .mha" in res.output.replace("\n", " ")
+
+
+# ---------------------------------------------------------------------- input regressions
+@pytest.mark.parametrize("method", ["majority", "mean", "staple"])
+def test_a_mask_of_all_minus_one_is_not_annotated(tmp_path: Path, method: str) -> None:
+    masks = np.zeros((3, 6, 6), dtype=np.int64)
+    masks[:2, 1:4, 1:4] = 1  # two raters agree on a 3x3 square
+    masks[2] = -1  # the third rater annotated nothing
+    files = []
+    for r, m in enumerate(masks):
+        files.append(tmp_path / f"rater{r}.npy")
+        np.save(files[-1], m)
+    out = tmp_path / "c.npy"
+    raters = tmp_path / "raters.csv"
+    args = ["masks", "consensus", *map(str, files), "-o", str(out), "-m", method]
+    result = CliRunner().invoke(app, [*args, "--raters-out", str(raters)])
+    assert result.exit_code == 0, result.output
+    consensus = np.load(out)
+    assert consensus.sum() == 9  # the square only: -1 never counts as foreground
+    assert consensus[1:4, 1:4].all()
+    assert pd.read_csv(raters)["rater"].tolist() == [0, 1]
+    record = json.loads((tmp_path / "c.npy.json").read_text())
+    assert any("Rater 2 annotated no voxel" in w for w in record["fit"]["warnings"])
+
+
+def test_a_partly_annotated_binary_mask_is_refused(tmp_path: Path, user_error) -> None:
+    masks = np.zeros((2, 4, 4), dtype=np.int64)
+    masks[1, 0, :] = -1
+    files = []
+    for r, m in enumerate(masks):
+        files.append(tmp_path / f"rater{r}.npy")
+        np.save(files[-1], m)
+    result = CliRunner().invoke(
+        app, ["masks", "consensus", *map(str, files), "-o", str(tmp_path / "c.npy")]
+    )
+    user_error(result, r"Rater 1 .*4 voxels are -1 \(not annotated\).*multilabel-staple")
