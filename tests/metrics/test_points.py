@@ -40,6 +40,33 @@ def test_matching_rule(dets, radius, scale, dup, flags, counts):
     assert r.radius == radius * scale
 
 
+def test_default_counts_several_detections_of_one_mitosis_as_one_tp():
+    """Albarqouni et al. (2016) III-4: responses within 30 px of a mitosis are a single TP;
+    only responses outside every 30 px region are FPs; F1 = 2TP / (FP + FN + 2TP)."""
+    # (2 reference points): mitosis m1 at (100, 100) gets three responses, m2 is missed
+    ref = _pts([("a", 100.0, 100.0), ("a", 400.0, 400.0)])
+    det = _pts(
+        [
+            ("a", 105.0, 100.0, 0.9),  # TP of m1
+            ("a", 100.0, 120.0, 0.8),  # within 30 px of m1: part of the same TP
+            ("a", 80.0, 90.0, 0.7),  # likewise
+            ("a", 250.0, 250.0, 0.6),  # outside every radius: FP
+        ],
+        score=True,
+    )
+    r = match_points(det, ref)  # the default is the paper's rule
+    assert (r.tp, r.fp, r.fn) == (1, 1, 1)
+    # precision 1/2, recall 1/2, F1 = 2 / (1 + 1 + 2) = 0.5
+    assert (r.precision, r.recall, r.f1) == (0.5, 0.5, 0.5)
+    strict = match_points(det, ref, duplicates="fp")
+    assert (strict.tp, strict.fp, strict.fn) == (1, 3, 1)
+    assert strict.f1 == pytest.approx(2 / (3 + 1 + 2))
+    # the operating point uses the same rule: thresholds 0.9, 0.8 and 0.7 all give F1 2/3
+    # (TP 1, FP 0, FN 1; duplicates cost nothing), the highest wins the tie; 0.6 adds the FP
+    assert choose_threshold(det, ref) == (0.9, pytest.approx(2 / 3))
+    assert choose_threshold(det, ref, duplicates="fp") == (0.9, pytest.approx(2 / 3))
+
+
 def test_each_detection_takes_the_nearest_free_point_and_points_match_once():
     ref = _pts([("a", 0.0, 0.0), ("a", 40.0, 0.0)])
     det = _pts([("a", 25.0, 0.0, 0.9), ("a", 10.0, 0.0, 0.8)], score=True)

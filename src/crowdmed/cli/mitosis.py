@@ -330,9 +330,11 @@ def evaluate_cmd(
     duplicates: Annotated[
         str,
         typer.Option(
-            "--duplicates", help="A second detection of a matched point: 'fp' or 'ignore'."
+            "--duplicates",
+            help="A second detection of a matched point: 'ignore' (the paper's rule: one TP "
+            "per mitosis) or 'fp'.",
         ),
-    ] = "fp",
+    ] = "ignore",
     out: Annotated[
         Path | None,
         _opt("--out", "-o", help_text="Per-image table (CSV) and <out>.json with the totals."),

@@ -5,12 +5,13 @@
 within ``radius · scale`` pixels (Euclidean, inclusive); it is matched to the nearest such
 point. Each reference point is matched at most once, so several detections of one mitosis
 count as **one** true positive. A further detection that finds only already-matched points
-within the radius is a *duplicate*; with ``duplicates="fp"`` (the default) it counts as a false
-positive — the candidates of :func:`crowdmed.pathology.find_candidates` are already at least one
-radius apart, so a duplicate is a real second detection of the same mitosis and the
-conservative choice keeps precision honest. ``duplicates="ignore"`` drops duplicates from
-both counts (neither true nor false positive). Every other detection is a false positive and
-every unmatched reference point a false negative.
+within the radius is a *duplicate*. With ``duplicates="ignore"`` (the default) a duplicate is
+neither a true nor a false positive: this is the rule of Albarqouni et al. (2016), section
+III-4 ("multiple responses within the same radius around a mitotic figure are counted as a
+single TP"; only responses outside every radius are false positives).
+``duplicates="fp"`` counts a duplicate as a false positive instead (a stricter, non-paper
+rule). Every other detection is a false positive and every unmatched reference point a false
+negative.
 
 Because matching is greedy by score, the outcome of every detection does not depend on the
 detections with lower scores: evaluating at a threshold ``t`` equals keeping ``score >= t`` of a
@@ -205,7 +206,7 @@ def match_points(
     *,
     radius: float = 30.0,
     scale: float = 1.0,
-    duplicates: str = "fp",
+    duplicates: str = "ignore",
     images: list[Any] | None = None,
 ) -> MatchResult:
     """Match detections to reference points within a radius (see the module documentation).
@@ -217,8 +218,9 @@ def match_points(
         radius: Matching radius in pixels at full resolution; 30 px in the paper (40× fields).
         scale: Scale of the images the coordinates refer to; the radius becomes
             ``radius · scale``.
-        duplicates: ``"fp"`` counts a second detection of a matched point as a false
-            positive; ``"ignore"`` leaves it out of the counts.
+        duplicates: ``"ignore"`` leaves a second detection of a matched point out of the
+            counts (the paper's rule: several responses around one mitosis are one TP);
+            ``"fp"`` counts it as a false positive.
         images: Every image evaluated, so that an image with neither detections nor reference
             points still gets a ``per_image`` row; by default the images named in either table.
 
@@ -265,7 +267,7 @@ def choose_threshold(
     *,
     radius: float = 30.0,
     scale: float = 1.0,
-    duplicates: str = "fp",
+    duplicates: str = "ignore",
 ) -> tuple[float, float]:
     """The operating point (score threshold) that maximises the overall F1 on validation data.
 
@@ -278,7 +280,7 @@ def choose_threshold(
         reference: Reference points ``image, x, y`` of the same images.
         radius: Matching radius in pixels at full resolution.
         scale: Scale of the coordinates; the radius becomes ``radius · scale``.
-        duplicates: ``"fp"`` or ``"ignore"`` (see :func:`match_points`).
+        duplicates: ``"ignore"`` (the paper's rule) or ``"fp"`` (see :func:`match_points`).
 
     Returns:
         ``(threshold, f1)``. Without any detection the threshold is ``inf`` and F1 is 0 (or

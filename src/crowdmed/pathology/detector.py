@@ -168,7 +168,7 @@ class MultiScaleDetector:
         points: pd.DataFrame,
         *,
         scale: float = 1.0,
-        duplicates: str = "fp",
+        duplicates: str = "ignore",
         tta: bool = True,
     ) -> tuple[float, float]:
         """Choose the operating point that maximises F1 on validation fields; sets ``threshold``.
@@ -178,7 +178,8 @@ class MultiScaleDetector:
             points: Their reference points ``image, x, y``.
             scale: Scale of the coordinates for the matching radius (see
                 :func:`~crowdmed.metrics.match_points`).
-            duplicates: ``"fp"`` or ``"ignore"``.
+            duplicates: ``"ignore"`` (the paper's rule: several responses around one mitosis
+                are one TP) or ``"fp"``.
             tta: Test-time augmentation.
 
         Returns:

@@ -63,7 +63,7 @@ class CrowdLoopResult:
             ``sensitivity``/``specificity``/``spammer_score``, the estimated ones
             (``est_*``), ``quiz_accuracy`` (from the gold tasks) and ``n_votes``.
         truth: One row per crowd task: ``task, is_gold, truth``, AggNet's ``p_mitosis`` and
-            the majority vote ``mv``.
+            the majority vote ``mv`` (eq. 2 of the paper: ties positive).
         maps: Fused detection maps of the test fields (unrefined detector), keyed by name.
         test_images: The synthetic test fields (``H x W x 3`` uint8), keyed by name.
         test_points: Reference points ``image, x, y`` of the test fields.
@@ -104,15 +104,17 @@ def run_crowd_loop(
     n_test: int = 8,
     size: tuple[int, int] = (192, 192),
     detector_epochs: int = 4,
+    detector_preset: str = "fast",
     radius: float = 15.0,
     candidate_threshold: float = 0.05,
     gold_rate: float = 0.1,
     n_annotators: int = 20,
     votes_per_task: int = 10,
     spammer_fraction: float = 0.25,
-    refine_lr: float = 1e-3,
-    refine_epochs: int = 50,
-    tau: float = 10.0,
+    refine_preset: str = "paper",
+    refine_lr: float | None = None,
+    refine_epochs: int | None = None,
+    tau: float = 0.5,
     baselines: bool = True,
     tta: bool = False,
     workdir: str | os.PathLike[str] | None = None,
@@ -129,6 +131,10 @@ def run_crowd_loop(
         n_test: Held-out fields for the evaluation.
         size: ``(height, width)`` of every field.
         detector_epochs: Epochs per scale of the detector.
+        detector_preset: Optimiser preset of the detector
+            (:data:`crowdmed.training.patch_detector.DETECTOR_PRESETS`): ``"fast"`` (Adam)
+            by default, because the paper's SGD (``"paper"``) needs many more epochs than a
+            CPU run affords.
         radius: Matching and suppression radius in pixels (15 px suits the synthetic fields).
         candidate_threshold: Lower operating point: candidates scoring at least this go to
             the crowd, and test candidates at least this are re-scored.
@@ -136,9 +142,14 @@ def run_crowd_loop(
         n_annotators: Simulated workers.
         votes_per_task: Votes per task (at least 10 in the paper's setting).
         spammer_fraction: Share of spammers among the workers.
-        refine_lr: Learning rate of the refinement and of the baselines.
-        refine_epochs: Full-batch EM rounds / epochs of the refinement and of the baselines.
-        tau: Strength of AggNet's quiz trust prior.
+        refine_preset: Training preset of the refinement and of the baselines
+            (:data:`crowdmed.pipelines.refine.REFINE_PRESETS`): ``"paper"`` (SGD, momentum
+            0.9, weight decay 5e-4, learning rate 5e-5, 100 full-batch epochs) or ``"fast"``.
+        refine_lr: Learning rate of the refinement and of the baselines (``None``: the
+            preset's).
+        refine_epochs: Full-batch EM rounds / epochs of the refinement and of the baselines
+            (``None``: the preset's).
+        tau: Strength ``τ`` of AggNet's quiz trust prior (eq. 8; the paper's range [0.1, 1]).
         baselines: Also fine-tune AM-MV, AM-GLAD and AM-GT.
         tta: Test-time augmentation in the detection maps (8× slower).
         workdir: Folder for the task package and the votes; a temporary folder (deleted at
@@ -156,12 +167,14 @@ def run_crowd_loop(
         n_test=n_test,
         size=size,
         detector_epochs=detector_epochs,
+        detector_preset=detector_preset,
         radius=radius,
         candidate_threshold=candidate_threshold,
         gold_rate=gold_rate,
         n_annotators=n_annotators,
         votes_per_task=votes_per_task,
         spammer_fraction=spammer_fraction,
+        refine_preset=refine_preset,
         refine_lr=refine_lr,
         refine_epochs=refine_epochs,
         tau=tau,
@@ -189,14 +202,16 @@ class _LoopSettings:
     n_test: int
     size: tuple[int, int]
     detector_epochs: int
+    detector_preset: str
     radius: float
     candidate_threshold: float
     gold_rate: float
     n_annotators: int
     votes_per_task: int
     spammer_fraction: float
-    refine_lr: float
-    refine_epochs: int
+    refine_preset: str
+    refine_lr: float | None
+    refine_epochs: int | None
     tau: float
     baselines: bool
     tta: bool
@@ -335,6 +350,7 @@ def _train_detector(settings: _LoopSettings, train: SyntheticFields) -> MultiSca
         train.as_dict(),
         train.points,
         epochs=settings.detector_epochs,
+        preset=settings.detector_preset,
         radius=settings.radius,
         random_state=settings.random_state,
         negatives_per_image=200,
@@ -418,6 +434,7 @@ def _refine(settings: _LoopSettings, base: Any, crowd: _CrowdData) -> RefineResu
         base,
         crowd.patches,
         crowd.labels,
+        preset=settings.refine_preset,
         lr=settings.refine_lr,
         epochs=settings.refine_epochs,
         tau=settings.tau,
@@ -442,6 +459,7 @@ def _fine_tune_baselines(
             crowd.labels,
             target=target,
             truth=crowd.truth,
+            preset=settings.refine_preset,
             lr=settings.refine_lr,
             epochs=settings.refine_epochs,
             random_state=settings.random_state,
@@ -514,10 +532,10 @@ def _annotator_table(sim: SimulatedVotes, refined: RefineResult) -> pd.DataFrame
 def _truth_table(
     settings: _LoopSettings, pkg: TaskPackage, crowd: _CrowdData, refined: RefineResult
 ) -> pd.DataFrame:
-    from crowdmed.aggregation import MajorityVote
+    from crowdmed.aggregation.classification.sens_spec import binary_majority_vote
 
     cl = crowd.labels
-    mv = MajorityVote(random_state=settings.random_state).fit(cl).labels_
+    mv = binary_majority_vote(cl.to_dense())  # eq. 2: ties go to the positive class
     return pd.DataFrame(
         {
             "task": cl.item_ids,

@@ -285,7 +285,7 @@ def evaluate_files(
     radius: float = 30.0,
     scale: float = 1.0,
     threshold: float | None = None,
-    duplicates: str = "fp",
+    duplicates: str = "ignore",
 ) -> tuple[Any, list[str]]:
     """Match the candidates of a file to the reference points of another.
 
@@ -298,7 +298,8 @@ def evaluate_files(
         radius: Matching radius in pixels at full resolution.
         scale: Scale of the coordinates; the radius becomes radius x scale.
         threshold: Keep candidates with score >= this first.
-        duplicates: A second detection of a matched point: ``"fp"`` or ``"ignore"``.
+        duplicates: A second detection of a matched point: ``"ignore"`` (the paper's rule)
+            or ``"fp"``.
 
     Returns:
         ``(result, image names)``: the :func:`crowdmed.metrics.points.match_points` result.
