@@ -1,5 +1,6 @@
 import json
 import math
+import re
 import sys
 import warnings
 
@@ -41,6 +42,7 @@ def test_outputs_exist(demo):
     expected = {"results.json", "accuracy.csv", "report.md", "report.html", "lidc_consensus.csv"}
     expected |= {"lidc_masks_nodules.csv", "lidc_masks_readers.csv"}
     expected |= {"mitosis_metrics.csv", "mitosis_annotators.csv", "mitosis_maps.npz"}
+    expected |= {"readers_vs_gold.csv"}
     expected |= {f"annotators_{n}.csv" for n in CROWD}
     assert {p.name for p in out.iterdir()} == expected  # no leftover temporary files
     assert set(result.files) == expected
@@ -151,7 +153,9 @@ def test_report_pages(demo):
     out, result, _ = demo
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>")
-    assert page.count('src="data:image/png;base64,') == 6 == len(result.figures)
+    # 4 headline figures, readers vs STAPLE, 3 more nodules, 2 detection maps, the spammer
+    # plot, every method's accuracy and 4 binary crowd sets in ROC space
+    assert page.count('src="data:image/png;base64,') == 16 == len(result.figures)
     assert "<script" not in page
     assert "http://" not in page  # self-contained: nothing to fetch
     assert "not stable across scans" in page
@@ -448,3 +452,63 @@ def test_render_rejects_bad_blocks():
         render_html("T", [Section("H", [3])])
     with pytest.raises(ValueError, match=r"`Image.png` must hold the bytes of a PNG file"):
         render_html("T", [Section("H", [Image(b"GIF89a", alt="x")])])
+
+
+def test_report_summary_first_with_this_runs_numbers(demo):
+    """The first section says what was run and what it found, in the run's own numbers."""
+    out, _, _ = demo
+    page = (out / "report.html").read_text(encoding="utf-8")
+    data = _strict_json(out / "results.json")
+    headings = re.findall(r"<h2>(.*?)</h2>", page)
+    assert headings[0] == "Summary"
+    # medical data first, the crowd benchmark sets after them
+    order = [
+        "LIDC-IDRI radiologists: malignancy ratings",
+        "LIDC-IDRI radiologists: nodule outlines (STAPLE)",
+        "Mitosis detection and the crowd loop (AggNet, synthetic)",
+        "Crowd benchmark sets: evidence that the methods are right",
+    ]
+    assert [h for h in headings if h in order] == order
+    summary = page[page.index("<h2>Summary</h2>") : page.index("<h2>", page.index("</h2>"))]
+    lidc, masks, mitosis = data["lidc"], data["masks"], data["mitosis"]
+    assert f"readers disagree on {lidc['share_disagree']:.0%} of nodules" in summary
+    assert f"ordinal alpha is {lidc['alpha_ordinal']:.2f}" in summary
+    assert f"median Dice of {masks['reader_dice_vs_staple_median']:.2f}" in summary
+    assert f"{mitosis['truth_accuracy_aggnet']:.1%} correct" in summary
+    table = pd.read_csv(out / "accuracy.csv", keep_default_na=False, na_values=[""])
+    acc = table[table["status"] == "ok"].pivot(index="dataset", columns="method", values="accuracy")
+    gain = (acc.max(axis=1) - acc["majority-vote"]) * 100
+    assert f"on average {gain.mean():.1f} points above majority vote" in summary
+    diff = acc["dawid-skene"] - acc["majority-vote"]
+    assert f"above majority vote on {int((diff > 0).sum())} and below" in summary
+    assert summary.count("<img ") == 4  # one figure per task
+    assert "<details>" in page  # long tables folded
+    for href in re.findall(r'<a href="([^"]+)"', page):
+        assert (out / href).is_file(), href  # every link points to a file of this run
+
+
+def test_readers_vs_gold_csv(demo):
+    """Annotators and consensus against gold, recomputed from the bundled data."""
+    out, _, _ = demo
+    table = pd.read_csv(out / "readers_vs_gold.csv", dtype={"annotator": str})
+    binary = [n for n in CROWD if dataset_info(n).n_classes == 2]
+    assert sorted(table["dataset"].unique()) == sorted(binary)
+    sp = table[table["dataset"] == "SP"]
+    cl = load_dataset("SP")
+    annotators = sp[sp["kind"] == "annotator"].set_index("annotator")
+    assert len(annotators) == cl.n_annotators
+    first = str(cl.annotator_ids[0])
+    mine = cl.annotators == 0
+    truth = cl.gold[cl.items[mine]]
+    said = cl.labels[mine]
+    assert annotators.loc[first, "n_positive"] == (truth == 1).sum()
+    assert annotators.loc[first, "sensitivity"] == pytest.approx(
+        (said[truth == 1] == 1).mean(), abs=1e-12
+    )
+    ok = annotators.dropna(subset=["sensitivity_low"])
+    assert (ok["sensitivity_low"] <= ok["sensitivity_high"]).all()
+    mv = sp[(sp["kind"] == "consensus") & (sp["annotator"] == "majority-vote")].iloc[0]
+    agg = make_aggregator("majority-vote", random_state=0).fit(cl)
+    known = cl.gold >= 0
+    positives = cl.gold[known] == 1
+    assert mv["sensitivity"] == pytest.approx((agg.labels_[known][positives] == 1).mean())

@@ -16,7 +16,11 @@ aggregator of :data:`crowdmed.aggregation.METHODS` on each, and writes into ``ou
   ``mitosis``): the AggNet loop on synthetic high-power fields with a simulated crowd — F1
   and AUC of the unrefined, AM-MV, AM-GLAD, AM-GT and AggNet-refined networks, every
   worker's estimated spammer score against their quiz accuracy, and the detection maps;
-* ``report.md`` and ``report.html`` (self-contained: tables and figures embedded).
+* ``readers_vs_gold.csv``: every annotator of each binary crowd data set, and the
+  majority-vote and Dawid–Skene consensus, against gold (sensitivity and specificity with
+  95 % intervals);
+* ``report.md`` and ``report.html`` (self-contained: tables and figures embedded), summary
+  first (:mod:`crowdmed.pipelines.demo_report`).
 
 It is what ``crowdmed demo`` runs; it takes about 30 s on two cores (the mitosis loop
 trains small networks; the other parts take seconds).
@@ -46,8 +50,14 @@ from crowdmed.aggregation import METHODS, BaseAggregator, GradedResponse, Method
 from crowdmed.data.datasets import dataset_info, list_datasets, load_dataset, load_lidc_table
 from crowdmed.data.io import from_long_frame
 from crowdmed.data.labels import CrowdLabels
-from crowdmed.quality import annotator_table, fleiss_kappa, krippendorff_alpha
-from crowdmed.report.html import Image, Section, render_html, render_markdown
+from crowdmed.pipelines.demo_report import TITLE, DemoFigures, demo_figures, demo_sections
+from crowdmed.quality import (
+    annotator_table,
+    fleiss_kappa,
+    krippendorff_alpha,
+    reader_operating_points,
+)
+from crowdmed.report.html import Image, render_html, render_markdown
 
 __all__ = ["PARTS", "DemoResult", "ProgressCallback", "run_demo"]
 
@@ -121,6 +131,11 @@ class DemoResult:
             per-nodule and per-reader tables are in ``masks_nodules`` and ``masks_readers``.
         mitosis: Headline numbers of the ``mitosis`` part (empty when it did not run); the
             tables are in ``mitosis_metrics`` and ``mitosis_annotators``.
+        gold_points: Per binary crowd data set, every annotator's sensitivity and
+            specificity against gold with 95 % Jeffreys intervals
+            (:func:`~crowdmed.quality.reader_operating_points`).
+        gold_consensus_points: Per binary crowd data set, the same for the majority-vote and
+            Dawid–Skene consensus (index: the method).
         notes: Why a part was skipped (e.g. PyTorch missing).
         files: Name -> path of every file written.
         figures: Titles of the figures embedded in ``report.html`` (empty without
@@ -146,6 +161,8 @@ class DemoResult:
     mitosis_metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
     mitosis_annotators: pd.DataFrame = field(default_factory=pd.DataFrame)
     mitosis_images: list[Image] = field(default_factory=list)
+    gold_points: dict[str, pd.DataFrame] = field(default_factory=dict)
+    gold_consensus_points: dict[str, pd.DataFrame] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
@@ -416,261 +433,6 @@ def _lidc_analysis(
 
 
 # ---------------------------------------------------------------------------- report
-def _figures(accuracy: pd.DataFrame, lidc: CrowdLabels | None) -> tuple[list[Image], str | None]:
-    """PNG figures, or an explanation of why there are none."""
-    try:
-        import matplotlib  # noqa: F401  (optional dependency)
-    except ImportError:
-        return [], (
-            "Figures are omitted: matplotlib is not installed (pip install 'crowdmed[report]')."
-        )
-    from crowdmed.report.figures import figure_to_png, plot_accuracy, plot_rating_spread
-
-    images = []
-    scored = accuracy[accuracy["status"] == "ok"]
-    if not scored.empty:
-        fig, ax = plot_accuracy(scored)
-        ax.set_title("Accuracy against gold labels")
-        images.append(
-            Image(
-                figure_to_png(fig),
-                alt="Bar chart of the accuracy of each method on each crowd data set",
-                caption=(
-                    "Accuracy against gold per data set (groups) and method (bars); the y "
-                    "axis does not start at 0."
-                ),
-            )
-        )
-    if lidc is not None:
-        fig, ax = plot_rating_spread(lidc)
-        ax.set_title("LIDC-IDRI malignancy: spread of ratings per nodule")
-        images.append(
-            Image(
-                figure_to_png(fig),
-                alt="Stacked bar chart of the malignancy rating spread per nodule",
-                caption=(
-                    "Nodules by the spread (max - min) of their 1-5 malignancy ratings, "
-                    "stacked by the number of readers."
-                ),
-            )
-        )
-    return images, None
-
-
-def _crowd_sections(
-    result: DemoResult, params: dict[str, Any], images: list[Image]
-) -> list[Section]:
-    acc = result.accuracy
-    scored = acc[acc["status"] == "ok"]
-    sections = [
-        Section(
-            "Data sets",
-            [
-                "Bundled with crowdmed (see `crowdmed/data/bundled/LICENSES.md`). Gold labels "
-                "are used only to score the methods, never in a fit (except by "
-                "`gold-majority-vote`, which takes its weights from half of the gold items and "
-                "is scored on the other half). `CF_amt` and the "
-                "`ZenCrowd` files repeat some (worker, task) pairs; the last label is kept.",
-                result.datasets,
-            ],
-        )
-    ]
-    blocks: list[Any] = []
-    if not scored.empty:
-        pivot = scored.pivot(index="method", columns="dataset", values="accuracy")
-        pivot = pivot.reindex(
-            index=[m for m in params["methods"] if m in pivot.index],
-            columns=[d for d in params["datasets"] if d in pivot.columns],
-        )
-        pivot.index.name = "method"
-        blocks += [
-            "Share of items whose consensus label equals the gold label (– : method not "
-            "applicable, e.g. `sens-spec` needs two classes). `gold-majority-vote` weights "
-            "each annotator by their accuracy on a random half of the gold items and is "
-            "scored on the other half (its `n_gold` in accuracy.csv).",
-            pivot,
-        ]
-    blocks += [i for i in images[:1] if not scored.empty]
-    timing = acc.pivot(index="method", columns="dataset", values="fit_seconds")
-    timing = timing.reindex(
-        index=[m for m in params["methods"] if m in timing.index],
-        columns=[d for d in params["datasets"] if d in timing.columns],
-    )
-    timing.index.name = "method"
-    blocks += ["Fit time in seconds (wall clock).", timing]
-    notes = acc[acc["note"] != ""][["dataset", "method", "status", "note"]].reset_index(drop=True)
-    if not notes.empty:
-        blocks += ["Notes from the fits (warnings are recorded here, not printed).", notes]
-    sections.append(Section("Accuracy and fit time", blocks))
-    return sections
-
-
-def _reliability_section(result: DemoResult, params: dict[str, Any]) -> Section:
-    blocks = [
-        "Annotators with at least "
-        f"{params['min_labels']} labels and the lowest spammer score (Raykar & Yu 2012; 0 "
-        "= labels independent of the true class) under the Dawid–Skene posteriors; ties "
-        "by the lowest agreement with the DS consensus. The score needs no gold; "
-        "`gold_accuracy` shows how it compares. Full tables: `annotators_<dataset>.csv`.",
-        result.reliability_check.set_index("dataset"),
-    ]
-    cols = ["n_labels", "consensus_agreement", "spammer_score", "gold_accuracy"]
-    for name, least in result.least_reliable.items():
-        blocks += [f"`{name}`", least[[c for c in cols if c in least.columns]]]
-    return Section("Least reliable annotators", blocks)
-
-
-def _lidc_section(result: DemoResult, images: list[Image]) -> Section:
-    s = result.lidc_summary
-    readers = ", ".join(f"{k}: {v}" for k, v in s["readers_per_nodule"].items())
-    return Section(
-        "LIDC-IDRI: radiologists' malignancy ratings",
-        [
-            f"{s['n_nodules']:,} lung nodules rated 1-5 by 2-4 radiologists "
-            f"({s['n_ratings']:,} ratings; readers per nodule {readers}). No gold "
-            f"standard. Readers disagree on {s['share_disagree']:.1%} of nodules and "
-            f"differ by two or more points on {s['share_spread_ge_2']:.1%}.",
-            "Caveat: " + LIDC_CAVEAT,
-            "Agreement between readers (Krippendorff's alpha for three levels of "
-            "measurement, Fleiss' kappa; 1 = perfect, 0 = chance):",
-            result.lidc_agreement,
-            "Consensus malignancy: number of nodules per consensus class (the first "
-            "column counts the individual ratings). MV and DS agree on "
-            f"{s['share_mv_equals_ds']:.1%} of nodules (mean |MV - DS| "
-            f"{s['mean_abs_mv_minus_ds']:.2f}); MV ties are broken at random with "
-            "the seed. Per-nodule consensus: `lidc_consensus.csv`.",
-            pd.DataFrame(s["consensus_distribution"]).set_index("malignancy"),
-            "The graded-response consensus treats the ratings as ordered: each reading slot "
-            "has a severity offset and a noise scale (in grades), estimated by EM "
-            "(`crowdmed.aggregation.GradedResponse`, equally spaced grades, uniform class "
-            "prior). It equals the median (rounded half up) for "
-            f"{s['share_gr_equals_median']:.1%} of nodules. Slot offsets: "
-            + ", ".join(f"{k} {v:+.2f}" for k, v in s["gr_slot_offsets"].items())
-            + "; noise: "
-            + ", ".join(f"{k} {v:.2f}" for k, v in s["gr_slot_noise"].items())
-            + ". The slots are not people, so these are slot effects, not radiologists' "
-            "severities.",
-            *images[1:],
-        ],
-    )
-
-
-def _masks_section(result: DemoResult) -> Section:
-    m = result.masks
-    from crowdmed.pipelines.demo_masks import CAVEAT, distribution_table
-
-    lo, hi = m["mean_pairwise_dice_iqr"]
-    return Section(
-        "LIDC-IDRI: radiologists' nodule masks (STAPLE)",
-        [
-            f"{m['n_nodules']} lung nodules, each outlined in 3-D by {m['n_readers']} "
-            "radiologists (bundled masks). Readers agree with a median mean pairwise "
-            f"Dice of {m['mean_pairwise_dice_median']:.3f} (IQR {lo:.3f}-{hi:.3f}). "
-            "Binary STAPLE (Warfield et al. 2004) fitted all nodules in one batch in "
-            f"{m['staple_seconds']:.2f} s; its consensus equals the majority vote on "
-            f"{m['share_staple_equals_majority']:.0%} of nodules (Dice of the two "
-            "below). Per nodule: `lidc_masks_nodules.csv`; per reader: "
-            "`lidc_masks_readers.csv`.",
-            "Caveat: " + CAVEAT,
-            "Readers against the STAPLE consensus (quantiles over reader-nodule "
-            "pairs; HD95 = 95th-percentile Hausdorff distance in mm):",
-            distribution_table(result.masks_readers),
-            "Consensus volumes and agreement (quantiles over nodules):",
-            result.masks_nodules[
-                [
-                    "staple_mm3",
-                    "majority_mm3",
-                    "mean_pairwise_dice",
-                    "dice_staple_vs_majority",
-                    "staple_iterations",
-                ]
-            ]
-            .quantile([0.1, 0.5, 0.9])
-            .T.rename(columns={0.1: "p10", 0.5: "median", 0.9: "p90"}),
-            *result.masks_images,
-        ],
-    )
-
-
-def _reproducibility_section(result: DemoResult, params: dict[str, Any]) -> Section:
-    return Section(
-        "Reproducibility",
-        [
-            f"crowdmed {__version__}; seed (`random_state`) {params['random_state']}; "
-            f"methods {params['methods']}; data sets {params['datasets']}. Parameters, "
-            "environment and timings are in `results.json`. Total time "
-            f"{result.elapsed_seconds:.1f} s.",
-        ],
-    )
-
-
-def _sections(
-    result: DemoResult,
-    params: dict[str, Any],
-    images: list[Image],
-    figure_note: str | None,
-) -> list[Section]:
-    sections = _crowd_sections(result, params, images) if not result.accuracy.empty else []
-    if result.least_reliable:
-        sections.append(_reliability_section(result, params))
-    if result.lidc_summary:
-        sections.append(_lidc_section(result, images))
-    if result.masks:
-        sections.append(_masks_section(result))
-    if result.mitosis:
-        sections.append(_mitosis_section(result))
-    if result.notes:
-        sections.append(Section("Skipped", list(result.notes)))
-    if figure_note:
-        sections.append(Section("Figures", [figure_note]))
-    sections.append(_reproducibility_section(result, params))
-    return sections
-
-
-def _mitosis_section(result: DemoResult) -> Section:
-    m = result.mitosis
-    st = m["settings"]
-    metrics = result.mitosis_metrics.set_index("model")
-    ann = result.mitosis_annotators
-    by_kind = ann.groupby("kind")[
-        [
-            "sensitivity",
-            "specificity",
-            "est_sensitivity",
-            "est_specificity",
-            "est_spammer_score",
-            "quiz_accuracy",
-            "n_votes",
-        ]
-    ].mean()
-    by_kind.insert(0, "workers", ann.groupby("kind").size())
-    return Section(
-        "Mitosis detection and the crowd loop (AggNet, synthetic)",
-        [
-            "Note: " + m["note"],
-            f"The loop of Albarqouni et al. (2016): a three-scale AggNet detector is trained on "
-            f"{st['n_train']} fields with reference points; its candidates on {st['n_crowd']} "
-            f"more fields (above {st['candidate_threshold']}) become {m['n_tasks']} crowd tasks "
-            f"({m['n_gold_tasks']} of them gold questions); {m['n_annotators']} simulated "
-            f"workers vote ({st['votes_per_task']} votes per task); the aggregation layer "
-            "refines the 0.33-scale network while inferring the truth. Baselines fine-tune "
-            "the same network on majority-vote (AM-MV), GLAD (AM-GLAD) and reference (AM-GT) "
-            f"labels. All are scored on the candidates of {m['n_test_fields']} held-out fields "
-            f"(F1 at probability 0.5, a detection within {st['radius']:g} px of a reference "
-            "point is a true positive; AUC over candidates), like the paper's Table IV.",
-            metrics,
-            "`truth_accuracy`: accuracy of the labels each model was trained on, over the "
-            f"crowd tasks (majority vote of the raw votes: {m['truth_accuracy_mv']:.3f}). One "
-            "seed; BENCHMARKS.md (`aggnet_loop`) repeats it over seeds.",
-            "Workers by kind (means): true and estimated sensitivity/specificity, AggNet's "
-            "spammer score (0 = votes independent of the truth) and accuracy on the gold "
-            "questions. Full table: `mitosis_annotators.csv`.",
-            by_kind,
-            *result.mitosis_images,
-        ],
-    )
-
-
 def _summary(result: DemoResult, params: dict[str, Any], out_dir: Path) -> str:
     acc = result.accuracy
     n_fits = int((acc["status"] != "skipped").sum())
@@ -771,6 +533,8 @@ class _CrowdPart:
     lidc_fits: dict[Method, BaseAggregator] = field(default_factory=dict)
     lidc_labels: CrowdLabels | None = None
     load_seconds: dict[str, float] = field(default_factory=dict)
+    points: dict[str, pd.DataFrame] = field(default_factory=dict)
+    consensus_points: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def _dataset_row(name: str, cl: CrowdLabels, n_gold: int) -> dict[str, Any]:
@@ -871,7 +635,28 @@ def _run_crowd(
         )
         part.annotators[name], part.least[name] = table, top
         part.checks.append(check)
+        if gold is not None and cl.n_classes == 2:
+            mv_fit = _consensus_fit(_MV, fitted, cl, seed)
+            part.points[name], part.consensus_points[name] = _gold_points(cl, gold, mv_fit, ds_fit)
     return part
+
+
+def _gold_points(
+    cl: CrowdLabels, gold: np.ndarray, mv: BaseAggregator, ds: BaseAggregator
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Annotators, and the MV and DS consensus, against gold: sensitivity and specificity."""
+    points = reader_operating_points(cl, gold)
+    known = gold >= 0
+    rows = {}
+    for method, fit in ((_MV, mv), (_DS, ds)):
+        said, truth = fit.labels_[known] == 1, gold[known] == 1
+        rows[method.value] = {
+            "sensitivity": float((said & truth).sum() / max(int(truth.sum()), 1)),
+            "specificity": float((~said & ~truth).sum() / max(int((~truth).sum()), 1)),
+        }
+    consensus = pd.DataFrame.from_dict(rows, orient="index")
+    consensus.index.name = "consensus"
+    return points, consensus
 
 
 def _run_params(
@@ -949,6 +734,8 @@ def _build_result(
         result.mitosis_metrics = mitosis_part.metrics
         result.mitosis_annotators = mitosis_part.annotators
         result.mitosis_images = mitosis_part.images
+    result.gold_points = crowd.points
+    result.gold_consensus_points = crowd.consensus_points
     result.notes = notes
     return result
 
@@ -956,6 +743,19 @@ def _build_result(
 def _write_csv(path: Path, table: pd.DataFrame, *, index: bool) -> None:
     with atomic_write(path, newline="", encoding="utf-8") as fh:
         table.to_csv(fh, index=index, lineterminator="\n")
+
+
+def _readers_vs_gold(result: DemoResult) -> pd.DataFrame:
+    """One row per annotator and per consensus of each binary data set, against gold."""
+    parts = []
+    for name, points in result.gold_points.items():
+        consensus = result.gold_consensus_points[name].reset_index()
+        consensus = consensus.rename(columns={"consensus": "annotator"})
+        parts.append(points.assign(dataset=name, kind="annotator"))
+        parts.append(consensus.assign(dataset=name, kind="consensus"))
+    table = pd.concat(parts, ignore_index=True)
+    first = ["dataset", "kind", "annotator"]
+    return table[first + [c for c in table.columns if c not in first]]
 
 
 def _write_tables(result: DemoResult, out: Path, mitosis_part: Any) -> dict[str, Path]:
@@ -978,6 +778,9 @@ def _write_tables(result: DemoResult, out: Path, mitosis_part: Any) -> dict[str,
         if not table.empty:
             files[key] = out / key
             _write_csv(files[key], table, index=table.index.name is not None)
+    if result.gold_points:
+        files["readers_vs_gold.csv"] = out / "readers_vs_gold.csv"
+        _write_csv(files["readers_vs_gold.csv"], _readers_vs_gold(result), index=False)
     if mitosis_part is not None:
         files["mitosis_maps.npz"] = out / "mitosis_maps.npz"
         with atomic_write(files["mitosis_maps.npz"], mode="wb") as fh:
@@ -991,19 +794,14 @@ def _write_tables(result: DemoResult, out: Path, mitosis_part: Any) -> dict[str,
 
 
 def _write_reports(
-    result: DemoResult,
-    params: dict[str, Any],
-    figures: tuple[list[Image], str | None],
-    started_at: str,
+    result: DemoResult, params: dict[str, Any], figs: DemoFigures, started_at: str
 ) -> None:
-    images, figure_note = figures
-    sections = _sections(result, params, images, figure_note)
-    title = "crowdmed demo: consensus and annotator reliability on bundled real data"
+    sections = demo_sections(result, params, figs)
     subtitle = f"crowdmed {__version__} · {started_at} · seed {params['random_state']}"
     with atomic_write(result.files["report.md"], encoding="utf-8") as fh:
-        fh.write(render_markdown(title, sections, subtitle=subtitle))
+        fh.write(render_markdown(TITLE, sections, subtitle=subtitle))
     with atomic_write(result.files["report.html"], encoding="utf-8") as fh:
-        fh.write(render_html(title, sections, subtitle=subtitle))
+        fh.write(render_html(TITLE, sections, subtitle=subtitle))
 
 
 def _write_results_json(
@@ -1135,11 +933,11 @@ def run_demo(
     step("write report")
     result = _build_result(out, crowd, lidc, masks_part, mitosis_part, skipped_notes)
     params = _run_params(run_parts, chosen, names, seed, min_labels, n_least_reliable)
-    images, figure_note = _figures(result.accuracy, crowd.lidc_labels)
-    result.figures = [i.caption for i in (*images, *result.masks_images, *result.mitosis_images)]
+    figs = demo_figures(result, crowd.lidc_labels)
+    result.figures = [i.caption for i in figs.all(result)]
     result.files = _write_tables(result, out, mitosis_part)
     result.elapsed_seconds = time.perf_counter() - start
-    _write_reports(result, params, (images, figure_note), started_at)
+    _write_reports(result, params, figs, started_at)
     result.elapsed_seconds = time.perf_counter() - start
     result.summary = _summary(result, params, out)
     _write_results_json(result, params, started_at, crowd.load_seconds)

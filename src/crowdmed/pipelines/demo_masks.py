@@ -35,7 +35,8 @@ class MasksPart:
         per_reader: One row per (nodule, reader slot): STAPLE sensitivity and specificity,
             Dice and 95th-percentile Hausdorff distance (mm) against the STAPLE consensus.
         summary: Headline numbers.
-        images: Figures for the report (empty without matplotlib).
+        images: Outlines of nodules at the agreement quantiles of
+            :data:`FIGURE_QUANTILES` (empty without matplotlib).
         seconds: Wall time of the STAPLE batch fit.
     """
 
@@ -46,21 +47,28 @@ class MasksPart:
     seconds: float = 0.0
 
 
-def _figure(nodule: NoduleMasks, posterior: np.ndarray) -> Image | None:
+def _figure(nodule: NoduleMasks, posterior: np.ndarray, agreement: float) -> Image | None:
     try:
         from crowdmed.report.figures import figure_to_png, plot_mask_raters
     except ImportError:
         return None
     k = int(np.argmax(posterior.sum(axis=(0, 1))))  # the slice with the most nodule
-    fig, _ = plot_mask_raters(nodule.masks[..., k], posterior[..., k], spacing=nodule.spacing[:2])
+    fig, ax = plot_mask_raters(nodule.masks[..., k], posterior[..., k], spacing=nodule.spacing[:2])
+    ax.set_title(f"mean pairwise Dice {agreement:.2f}", fontsize="medium")
     return Image(
         figure_to_png(fig),
         alt="Four radiologists' outlines of a lung nodule over the STAPLE posterior",
         caption=(
-            f"Nodule {nodule.key}, slice {k}: each radiologist's outline (coloured lines) "
-            "over the STAPLE probability of nodule (grey scale)."
+            f"Nodule {nodule.key}, slice {k} (readers' mean pairwise Dice "
+            f"{agreement:.2f}): each radiologist's outline (coloured lines) over the STAPLE "
+            "probability of nodule (grey scale)."
         ),
     )
+
+
+#: Quantiles of reader agreement of the nodules drawn: the first is the example of the
+#: summary (visible but typical disagreement), then the hardest, a median and an easy one.
+FIGURE_QUANTILES = (0.25, 0.05, 0.5, 0.9)
 
 
 def run_masks_part(*, figures: bool = True) -> MasksPart:
@@ -127,11 +135,12 @@ def run_masks_part(*, figures: bool = True) -> MasksPart:
     }
     images: list[Image] = []
     if figures:
-        # A nodule at the lower quartile of reader agreement: visible but typical disagreement.
         agreement = per_nodule["mean_pairwise_dice"].to_numpy()
-        pick = int(np.argmin(np.abs(agreement - np.quantile(agreement, 0.25))))
-        image = _figure(nodules[pick], fits[pick].posteriors_)
-        if image is not None:
+        for q in FIGURE_QUANTILES:
+            pick = int(np.argmin(np.abs(agreement - np.quantile(agreement, q))))
+            image = _figure(nodules[pick], fits[pick].posteriors_, float(agreement[pick]))
+            if image is None:
+                break
             images.append(image)
     return MasksPart(per_nodule, per_reader, summary, images, seconds)
 

@@ -7,13 +7,17 @@ from simulated workers, a quarter of them spammers.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from crowdmed.data.io import from_long_frame
+from crowdmed.quality import reader_operating_points
 from crowdmed.report.html import Image
 
 __all__ = ["MitosisPart", "run_mitosis_part"]
@@ -34,7 +38,9 @@ class MitosisPart:
         metrics: One row per model: F1, precision, recall and AUC on the test candidates,
             and the accuracy of its training labels on the crowd tasks (Table IV analogue).
         annotators: One row per simulated worker: kind, true and estimated sensitivity,
-            specificity and spammer score, quiz accuracy, number of votes.
+            specificity and spammer score, quiz accuracy, number of votes, and the
+            sensitivity and specificity of their votes against the reference labels of the
+            crowd tasks (``measured_*``, with exact 95 % Jeffreys intervals ``*_low``/``*_high``).
         summary: Headline numbers.
         maps: Detection maps of the test fields.
         images: Figures for the report (empty without matplotlib).
@@ -58,11 +64,62 @@ def torch_available() -> bool:
     return True
 
 
-def _figures(result: Any, n_maps: int = 2) -> list[Image]:
+def _measured_points(votes_csv: Path, truth: pd.DataFrame) -> pd.DataFrame:
+    """Each worker's sensitivity/specificity against the reference labels of the tasks."""
+    votes = pd.read_csv(votes_csv, dtype={"task": str, "annotator": str, "label": str})
+    votes["label"] = (votes["label"] == "mitosis").astype(np.int64)
+    cl = from_long_frame(votes, item="task", annotator="annotator", label="label", classes=[0, 1])
+    reference = truth.set_index(truth["task"].astype(str))["truth"]
+    reference = reference.reindex(cl.item_ids).fillna(-1).to_numpy(np.int64)
+    points = reader_operating_points(cl, reference).set_index("annotator")
+    return points.rename(columns=lambda c: f"measured_{c}").reset_index()
+
+
+def _consensus_points(truth: pd.DataFrame) -> pd.DataFrame:
+    """Sensitivity and specificity of the majority vote and of AggNet's inferred truth."""
+    ref = truth["truth"].to_numpy().astype(bool)
+    rows = {}
+    for name, said in (
+        ("majority vote", truth["mv"].to_numpy().astype(bool)),
+        ("AggNet consensus", truth["p_mitosis"].to_numpy() >= 0.5),
+    ):
+        rows[name] = {
+            "sensitivity": float((said & ref).sum() / max(ref.sum(), 1)),
+            "specificity": float((~said & ~ref).sum() / max((~ref).sum(), 1)),
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "consensus"
+    return table
+
+
+def roc_figure(annotators: pd.DataFrame, consensus: pd.DataFrame) -> Image:
+    """Workers in ROC space (measured on the crowd tasks) next to the two consensus labels."""
+    from crowdmed.report.figures import figure_to_png
+    from crowdmed.report.readers import plot_operating_points
+
+    points = annotators.set_index("annotator")
+    points = points[[c for c in points.columns if c.startswith("measured_")]]
+    points.columns = [c.removeprefix("measured_") for c in points.columns]
+    fig, _ = plot_operating_points(
+        points, consensus=consensus, title="Crowd workers vs reference (synthetic)"
+    )
+    return Image(
+        figure_to_png(fig),
+        alt="ROC space: each simulated worker's sensitivity and false positive rate with 95 % "
+        "intervals, and the majority-vote and AggNet consensus",
+        caption=(
+            "Simulated workers (dots, 95 % intervals) against the reference labels of the "
+            "crowd tasks, with the majority vote and AggNet's inferred truth: the closer to "
+            "the top left, the better."
+        ),
+    )
+
+
+def _figures(result: Any, consensus: pd.DataFrame, n_maps: int = 2) -> list[Image]:
     from crowdmed.report.crowd import plot_spammer_scores
     from crowdmed.report.figures import figure_to_png, plot_detection_map
 
-    images = []
+    images = [roc_figure(result.annotators, consensus)]
     cands = result.candidates
     for name in sorted(result.maps)[:n_maps]:
         fig, ax = plot_detection_map(
@@ -123,14 +180,19 @@ def run_mitosis_part(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the loop's networks are tiny: one thread is fastest
     try:
-        result = run_crowd_loop(
-            random_state=seed,
-            progress=None if progress is None else (lambda step, done, total: progress(step)),
-        )
+        with tempfile.TemporaryDirectory(prefix="crowdmed-demo-loop-") as work:
+            result = run_crowd_loop(
+                random_state=seed,
+                workdir=work,
+                progress=None if progress is None else (lambda step, done, total: progress(step)),
+            )
+            measured = _measured_points(Path(work) / "votes.csv", result.truth)
     finally:
         torch.set_num_threads(threads)
     metrics = result.metrics.set_index("model")
-    ann = result.annotators
+    ann = result.annotators.merge(measured, on="annotator", how="left")
+    result.annotators = ann
+    consensus = _consensus_points(result.truth)
     kinds = ann.groupby("kind")
     summary: dict[str, Any] = {
         "synthetic": True,
@@ -152,9 +214,12 @@ def run_mitosis_part(
         "quiz_accuracy_by_kind": {
             str(k): float(v) for k, v in kinds["quiz_accuracy"].mean().items()
         },
+        "consensus_operating_points": {
+            str(k): {c: float(v) for c, v in row.items()} for k, row in consensus.iterrows()
+        },
         "seconds": float(sum(result.timings.values())),
     }
-    images = _figures(result) if figures else []
+    images = _figures(result, consensus) if figures else []
     return MitosisPart(
         metrics=result.metrics,
         annotators=ann,

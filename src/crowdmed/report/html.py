@@ -263,7 +263,7 @@ figure { margin: 1rem 0; max-width: 100%; }
 figure img { max-width: 100%; height: auto; display: block; }
 figcaption { color: #57606a; font-size: 0.88rem; }
 .gallery { display: grid; gap: 0.5rem 1.25rem;
-           grid-template-columns: repeat(auto-fit, minmax(min(100%, 300px), 1fr)); }
+           grid-template-columns: repeat(auto-fit, minmax(min(100%, 360px), 1fr)); }
 .gallery figure { margin: 0.5rem 0; }
 details { margin: 0.6rem 0 1rem; border: 1px solid #d0d7de; border-radius: 6px;
           padding: 0.3rem 0.75rem; }
