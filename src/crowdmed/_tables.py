@@ -108,6 +108,13 @@ def _wrap(exc: Exception, p: Path, what: str) -> ValueError:
 
 
 def _read_parquet(p: Path, what: str, text_columns: Iterable[Any]) -> pd.DataFrame:
+    if p.is_dir() and not any(
+        f.suffix.lower() in (".parquet", ".pq") for f in p.rglob("*") if f.is_file()
+    ):
+        raise ValueError(
+            f"{what} '{p}' is a folder with no Parquet files; pass a table file (CSV, TSV or "
+            "Parquet) or a folder of Parquet files."
+        )
     try:
         df = pd.read_parquet(p)
     except ImportError as exc:

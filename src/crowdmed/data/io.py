@@ -522,6 +522,9 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
                 raise ImportError(
                     "Writing Parquet needs pyarrow: pip install 'crowdmed[parquet]'."
                 ) from exc
+            except (ValueError, TypeError) as exc:  # pyarrow's conversion errors
+                detail = " ".join(str(exc).split())[:200]
+                raise ValueError(f"Cannot write '{p}' as Parquet: {detail}.") from exc
         else:
             # Same text as df.to_csv(index=False), built with pyarrow when it is installed.
             sep = "\t" if suffix in (".tsv", ".tab") else ","
