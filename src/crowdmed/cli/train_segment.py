@@ -55,7 +55,9 @@ MethodOpt = Annotated[
         "--method",
         "-m",
         help="single (one --rater), consensus (majority vote), gaf (vote with the Gaussian "
-        "attention focal loss), reweight or reweight-gaf (learned per-pixel rater weights).",
+        "attention focal loss), reweight or reweight-gaf (learned per-pixel rater weights), "
+        "confusion-pixel or confusion-global (a confusion matrix per rater, per pixel or for "
+        "the whole image, with the trace regulariser).",
     ),
 ]
 RaterOpt = Annotated[

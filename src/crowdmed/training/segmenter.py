@@ -3,18 +3,23 @@
 :class:`CrowdSegmenter` trains any segmentation network (e.g. MONAI ``UNet`` or
 ``BasicUNet``; MONAI has no HRNet, the backbone of the paper) with one of these targets:
 
-=================  ========================================================================
-``method``         what the network is trained on
-=================  ========================================================================
-``single``         the masks of one rater (``rater``), cross-entropy
-``consensus``      the consensus mask (majority vote, or any mask given as ``consensus``,
-                   e.g. STAPLE), cross-entropy
-``gaf``            the consensus mask with the Gaussian attention focal loss
-``reweight``       all raters through the label re-weighting framework, cross-entropy
-``reweight-gaf``   the framework with the Gaussian attention focal loss in both terms
-=================  ========================================================================
+====================  ========================================================================
+``method``            what the network is trained on
+====================  ========================================================================
+``single``            the masks of one rater (``rater``), cross-entropy
+``consensus``         the consensus mask (majority vote, or any mask given as ``consensus``,
+                      e.g. STAPLE), cross-entropy
+``gaf``               the consensus mask with the Gaussian attention focal loss
+``reweight``          all raters through the label re-weighting framework, cross-entropy
+``reweight-gaf``      the framework with the Gaussian attention focal loss in both terms
+``confusion-pixel``   every rater's masks through a pixel-wise confusion matrix per rater,
+                      with the trace regulariser (Zhang et al., 2020)
+``confusion-global``  the same with one confusion matrix per rater for all pixels
+====================  ========================================================================
 
-The last three follow Xiao et al. (2021), see :mod:`crowdmed.nn.segmentation`.
+``gaf`` and the re-weighting methods follow Xiao et al. (2021), see
+:mod:`crowdmed.nn.segmentation`; the confusion methods follow Zhang et al. (2020), see
+:mod:`crowdmed.nn.confusion`.
 """
 
 from __future__ import annotations
@@ -37,6 +42,14 @@ from crowdmed.nn.segmentation import (
     WeightingNetwork,
     pixel_loss,
     reweight_lambdas,
+)
+from crowdmed.training._confusion import (
+    CONFUSION_METHODS,
+    build_confusion_network,
+    confusion_batch_loss,
+    confusion_config,
+    predict_confusion,
+    rebuild_confusion_network,
 )
 from crowdmed.training.engine import (
     CHECKPOINT_NAME,
@@ -69,6 +82,8 @@ class SegmentationMethod(str, Enum):
     GAF = "gaf"
     REWEIGHT = "reweight"
     REWEIGHT_GAF = "reweight-gaf"
+    CONFUSION_PIXEL = "confusion-pixel"
+    CONFUSION_GLOBAL = "confusion-global"
 
 
 def _vote(masks: np.ndarray, n_classes: int) -> np.ndarray:
@@ -161,6 +176,11 @@ class CrowdSegmenter:
             global RNG, which the fit forks and seeds with ``random_state``.
         device: Torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``; ``None``: CUDA when
             available). Under ``torchrun`` ``"cuda"`` means this process's GPU.
+        confusion_network: Confusion head of the confusion methods
+            (:class:`~crowdmed.nn.confusion.PixelConfusion` or
+            :class:`~crowdmed.nn.confusion.GlobalConfusion`); defaults to the one the method
+            names. Trained jointly with ``network``.
+        trace_weight: ``λ`` of the confusion methods' trace regulariser.
         random_state: Seed of the data order, the weighting network's initialisation, dropout
             and ``augment``'s draws from the (forked) global torch RNG (build ``network``
             under ``torch.manual_seed`` for a fully seeded run).
@@ -218,6 +238,8 @@ class CrowdSegmenter:
         checkpoint_dir: str | os.PathLike[str] | None = None,
         resume: bool = True,
         num_threads: int | None = None,
+        confusion_network: nn.Module | None = None,
+        trace_weight: float = 0.01,
     ) -> None:
         self.network = network
         self.method = method
@@ -241,6 +263,8 @@ class CrowdSegmenter:
         self.checkpoint_dir = checkpoint_dir
         self.resume = resume
         self.num_threads = num_threads
+        self.confusion_network = confusion_network
+        self.trace_weight = trace_weight
 
     # ------------------------------------------------------------------ validation
     def _check_params(self) -> SegmentationMethod:
@@ -261,6 +285,9 @@ class CrowdSegmenter:
             )
         if not isinstance(self.resume, bool):
             raise TypeError(f"`resume` must be True or False; got {self.resume!r}.")
+        tw = self.trace_weight
+        if isinstance(tw, bool) or not isinstance(tw, (int, float)) or not (tw >= 0):
+            raise ValueError(f"`trace_weight` must be a number >= 0; got {tw!r}.")
         if not isinstance(self.network, nn.Module):
             raise TypeError(
                 f"`network` must be a torch.nn.Module; got {type(self.network).__name__}."
@@ -356,6 +383,7 @@ class CrowdSegmenter:
             "best_epoch_",
             "stopped_early_",
             "weighting_network_",
+            "confusion_network_",
             "in_channels_",
         ):
             self.__dict__.pop(attr, None)
@@ -380,6 +408,7 @@ class CrowdSegmenter:
         self.method_ = method
         self.in_channels_ = int(x.shape[1])
         self.weighting_network_ = task.wnet
+        self.confusion_network_ = task.cnet
         return self
 
     def _rater_masks(self, rater_masks: Any, x: torch.Tensor) -> np.ndarray:
@@ -412,6 +441,8 @@ class CrowdSegmenter:
                 raise ValueError(f"Rater {self.rater} annotated no image; pick another rater.")
         elif consensus is not None:
             vote = self._labels(consensus, "consensus", (n, *spatial))
+        elif method.value in CONFUSION_METHODS and a == 1:
+            vote = masks[:, 0]  # not a training target of these methods; one rater: no vote
         else:
             vote = _vote(masks, k)
         if vote.max() >= k:
@@ -465,8 +496,11 @@ class CrowdSegmenter:
         vb: torch.Tensor,
         step: int,
         model: nn.Module | None = None,
+        cnet: nn.Module | None = None,
     ) -> torch.Tensor:
         logits = (self.network if model is None else model)(xb)
+        if cnet is not None:
+            return confusion_batch_loss(logits, cnet, xb, mb, float(self.trace_weight))
         if method in (SegmentationMethod.SINGLE, SegmentationMethod.CONSENSUS):
             loss, valid = pixel_loss(logits, vb, kind="ce")
             return loss.sum() / valid.sum().clamp_min(1)
@@ -546,6 +580,27 @@ class CrowdSegmenter:
                 out.append(wnet(xb, available=av).cpu())
         return torch.cat(out).numpy()
 
+    def rater_confusion(self, images: Any) -> np.ndarray:
+        """Confusion matrices of the raters estimated by a confusion method.
+
+        Args:
+            images: Float array ``(N, C, *spatial)``.
+
+        Returns:
+            float32 ``(N, A, K, K, *spatial)``: ``[n, a, k, l]`` is P(rater ``a`` marks
+            ``l`` | true class ``k``) at each pixel (the same at every pixel for
+            ``confusion-global``); rows sum to 1.
+        """
+        self._check_fitted()
+        cnet = getattr(self, "confusion_network_", None)
+        if cnet is None:
+            raise ValueError(
+                f"method {self.method_.value!r} has no confusion network; use "
+                "'confusion-pixel' or 'confusion-global'."
+            )
+        x = self._images(images, "images")
+        return predict_confusion(cnet, x, self.batch_size, resolve_device(self.device))
+
     # ------------------------------------------------------------------ persistence
     _SAVED_PARAMS = (
         "method",
@@ -562,6 +617,7 @@ class CrowdSegmenter:
         "lambda_b",
         "patience",
         "random_state",
+        "trace_weight",
     )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -590,12 +646,18 @@ class CrowdSegmenter:
                 "spatial_dims": wnet.spatial_dims,
                 "custom": self.weighting_network is not None,
             }
+        cnet = getattr(self, "confusion_network_", None)
+        cconfig: dict[str, Any] | None = None
+        if cnet is not None:
+            tensors.update({f"confusion_network/{k}": v for k, v in cnet.state_dict().items()})
+            cconfig = confusion_config(cnet, self.confusion_network is not None)
         config = {
             "network": network_spec(self.network),
             "network_class": type(self.network).__qualname__,
             "params": {name: getattr(self, name) for name in self._SAVED_PARAMS},
             "augment": None if self.augment is None else _qualname(self.augment),
             "weighting_network": wconfig,
+            "confusion_network": cconfig,
             "fitted": {
                 "method": self.method_.value,
                 "n_classes": self.n_classes_,
@@ -618,6 +680,7 @@ class CrowdSegmenter:
         network: nn.Module | None = None,
         weighting_network: nn.Module | None = None,
         device: str | torch.device | None = None,
+        confusion_network: nn.Module | None = None,
     ) -> CrowdSegmenter:
         """Read a folder written by :meth:`save`; the model is ready to predict.
 
@@ -629,6 +692,8 @@ class CrowdSegmenter:
             weighting_network: The weighting network (or its backbone) the model was trained
                 with; needed only when a custom one was passed to the constructor.
             device: Torch device of the model; CUDA when available if ``None``.
+            confusion_network: The confusion head the model was trained with; needed only
+                when a custom one (not a ``PixelConfusion``/``GlobalConfusion``) was used.
 
         Returns:
             The fitted segmenter (``augment`` is not saved: it is ``None``).
@@ -660,6 +725,11 @@ class CrowdSegmenter:
                     backbone=weighting_network,
                 )
             load_state(wnet, tensors, "weighting_network/", folder)
+        cconfig = config.get("confusion_network")
+        cnet: nn.Module | None = None
+        if cconfig is not None:
+            cnet = rebuild_confusion_network(cconfig, confusion_network)
+            load_state(cnet, tensors, "confusion_network/", folder)
         dev = resolve_device(device)
         seg = cls(
             net,
@@ -671,6 +741,8 @@ class CrowdSegmenter:
         net.to(dev)
         if wnet is not None:
             wnet.to(dev)
+        if cnet is not None:
+            cnet.to(dev)
         seg.history_ = list(fitted["history"])
         seg.best_epoch_ = int(fitted["best_epoch"])
         seg.stopped_early_ = bool(fitted["stopped_early"])
@@ -679,6 +751,7 @@ class CrowdSegmenter:
         seg.in_channels_ = int(fitted["in_channels"])
         seg.method_ = SegmentationMethod(fitted["method"])
         seg.weighting_network_ = wnet
+        seg.confusion_network_ = cnet
         return seg
 
 
@@ -702,6 +775,7 @@ class _SegmenterTask(TrainTask):
         self.xv, self.yv = xv, yv
         self.name = str(seg.method)
         self.wnet: WeightingNetwork | None = None
+        self.cnet: nn.Module | None = None
 
     def setup(self, engine: Engine) -> None:
         seg, device = self.seg, engine.device
@@ -716,10 +790,21 @@ class _SegmenterTask(TrainTask):
                     self.x.shape[1], self.a, spatial_dims=len(spatial), backbone=given
                 )
             self.wnet.to(device)
+        if self.method.value in CONFUSION_METHODS:
+            self.cnet = build_confusion_network(
+                self.method.value,
+                seg.confusion_network,
+                in_channels=self.x.shape[1],
+                n_raters=self.a,
+                n_classes=self.k,
+                spatial_dims=len(spatial),
+            ).to(device)
         self.net = seg.network.to(device)
         params = list(self.net.parameters())
         if self.wnet is not None:
             params += list(self.wnet.parameters())
+        if self.cnet is not None:
+            params += list(self.cnet.parameters())
         self.opt = torch.optim.Adam(params, lr=seg.lr, weight_decay=seg.weight_decay)
         self.crit = LabelReweightingLoss(
             kind="focal" if self.method is SegmentationMethod.REWEIGHT_GAF else "ce",
@@ -736,6 +821,8 @@ class _SegmenterTask(TrainTask):
         out: dict[str, nn.Module] = {"network": self.net}
         if self.wnet is not None:
             out["weighting_network"] = self.wnet
+        if self.cnet is not None:
+            out["confusion_network"] = self.cnet
         return out
 
     def optimizer(self) -> torch.optim.Optimizer:
@@ -770,7 +857,11 @@ class _SegmenterTask(TrainTask):
             "lambda_a": seg.lambda_a,
             "lambda_b": seg.lambda_b,
             "augment": None if seg.augment is None else _qualname(seg.augment),
-        }
+        } | (
+            {}
+            if self.cnet is None
+            else {"confusion_network": shapes(self.cnet), "trace_weight": seg.trace_weight}
+        )
 
     def epoch_items(self, epoch: int, engine: Engine) -> int:
         return len(self.x)
@@ -784,7 +875,7 @@ class _SegmenterTask(TrainTask):
             xb, both = seg.augment(xb, torch.cat([mb, vb.unsqueeze(1)], 1))
             mb, vb = both[:, :-1], both[:, -1]
         return seg._batch_loss(
-            self.method, self.crit, self.wnet, xb, mb, vb, engine.step, self.model
+            self.method, self.crit, self.wnet, xb, mb, vb, engine.step, self.model, self.cnet
         )
 
     def end_epoch(self, epoch: int, engine: Engine) -> dict[str, float]:
