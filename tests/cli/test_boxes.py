@@ -32,9 +32,10 @@ def test_fuse_writes_consensus_readers_pairwise_and_record(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     fused = pd.read_csv(out)
-    expected = fuse_boxes(read_boxes(boxes_csv, no_finding=14))
+    expected = fuse_boxes(read_boxes(boxes_csv, no_finding=14), estimate_proficiency=True)
     np.testing.assert_allclose(fused[["xmin", "ymax"]], expected[["xmin", "ymax"]])
-    assert fused["confidence"].tolist() == pytest.approx([1.0, 2 / 3])  # r2 read b, no box
+    assert fused["agreement"].tolist() == pytest.approx([1.0, 2 / 3])  # r2 read b, no box
+    assert fused["confidence"].tolist() == [3.0, 2.0]  # boxes in the cluster
     readers = pd.read_csv(tmp_path / "readers.tsv", sep="\t")
     assert readers["reader"].tolist() == ["r1", "r2", "r3"]
     assert readers.loc[1, "sensitivity"] == 0.5

@@ -146,7 +146,7 @@ def test_equal_weights_give_agreement_confidence() -> None:
     ours = fuse_boxes(frame, iou_thr=0.4, estimate_proficiency=False)
     n_read = frame.groupby("image")["reader"].nunique()
     np.testing.assert_allclose(
-        ours["confidence"], ours["n_readers"] / ours["image"].map(n_read).to_numpy()
+        ours["agreement"], ours["n_readers"] / ours["image"].map(n_read).to_numpy()
     )
 
 
@@ -211,8 +211,8 @@ def _compare_scored(
         np.testing.assert_array_equal(a["class"].to_numpy(), b["class"].to_numpy())
         np.testing.assert_allclose(a[COLS].to_numpy(), b[COLS].to_numpy(), atol=1e-6)
         np.testing.assert_allclose(a["score"].to_numpy(), b["score"].to_numpy(), atol=1e-6)
-        # confidence keeps its meaning: distinct sources over the sources of the image
-        np.testing.assert_allclose(a["confidence"], a["n_readers"] / len(sources))
+        # agreement keeps its meaning: distinct sources over the sources of the image
+        np.testing.assert_allclose(a["agreement"], a["n_readers"] / len(sources))
         compared += len(fused)
     return compared
 

@@ -202,7 +202,8 @@ def _hand_losses(model: torch.nn.Module, images: list, targets: list) -> dict[st
     "weights",
     [
         [[1.0, 1.0], [1.0], []],  # torchvision's loss
-        [[0.3, 0.9], [0.6], []],  # fused confidences
+        [[0.3, 0.9], [0.6], []],  # normalised agreements
+        [[2.0, 3.0], [1.0], []],  # fused confidences: boxes per cluster (Le et al. eq. 2)
         [[1.0, 0.0], [0.0], []],  # zero-weight boxes contribute nothing
         [[0.0, 0.0], [0.0], []],
     ],
@@ -488,14 +489,16 @@ def test_variant_targets() -> None:
     earl = variant_targets(readers, "earl")
     assert len(fused) == len(earl) == 2
     assert (fused["weight"] == 1).all()
-    assert sorted(earl["weight"].round(6).tolist()) == [round(1 / 3, 6), 1.0]
+    # EARL weight = fused confidence c of Le et al. (2023), Algorithm 1 step 6: the number
+    # of boxes in the cluster (3 readers agree on class 0, one box of class 1), not a share
+    assert sorted(earl["weight"].tolist()) == [1.0, 3.0]
     with pytest.raises(ValueError, match="variant"):
         variant_targets(readers, "ensemble-of-everything")
-    # A fourth reader who read the image and marked nothing lowers the agreement.
+    # A fourth reader who read the image and marked nothing leaves the count unchanged.
     empty = pd.DataFrame({"image": ["a"], "reader": ["r4"], "class": [np.nan]})
     with_empty = pd.concat([readers, empty], ignore_index=True)
     earl4 = variant_targets(with_empty, "earl")
-    assert sorted(earl4["weight"].round(6).tolist()) == [0.25, 0.75]
+    assert sorted(earl4["weight"].tolist()) == [1.0, 3.0]
     assert len(variant_targets(with_empty, "all-readers")) == 4
 
 

@@ -46,8 +46,8 @@ FusedOutOpt = Annotated[
     typer.Option(
         "--out",
         "-o",
-        help="Consensus boxes (CSV or TSV): image, class, coordinates, confidence, n_readers, "
-        "n_boxes, readers.",
+        help="Consensus boxes (CSV or TSV): image, class, coordinates, confidence (boxes in the "
+        "cluster), agreement (share of readers), n_readers, n_boxes, readers.",
     ),
 ]
 IouOpt = Annotated[
@@ -101,7 +101,8 @@ MaxIterOpt = Annotated[int, typer.Option("--max-iter", help="Rounds of proficien
 MinConfidenceOpt = Annotated[
     float,
     typer.Option(
-        "--min-confidence", help="Consensus boxes for --readers-out have a confidence above this."
+        "--min-confidence",
+        help="Consensus boxes for --readers-out have an agreement (share of readers) above this.",
     ),
 ]
 

@@ -1,17 +1,20 @@
 """EARL-weighted FCOS: torchvision's FCOS detector whose losses are weighted per target box.
 
-EARL (Le et al., 2023) trains a detector on boxes fused from several readers and multiplies
-the loss of each fused box by its fused confidence ``c`` (the readers' agreement), so a box
-that only one reader drew teaches the network less than a box every reader drew.
+EARL (Le et al., 2023, eq. 2: ``L = c·L_cls + c·β·I(t)·L_loc``) trains a detector on boxes
+fused from several readers and multiplies the loss of each fused box by its fused confidence
+``c``, the number of boxes in its cluster (Algorithm 1, step 6: 1 to the number of readers),
+so a box that only one reader drew teaches the network less than a box every reader drew.
 
 :class:`EarlFCOSHead` is torchvision's :class:`~torchvision.models.detection.fcos.FCOSHead`
 with one change in ``compute_loss``: every location matched to a target box (a positive)
 has its classification (sigmoid focal), box-regression (GIoU) and centerness loss
 multiplied by that box's weight, read from the optional per-image target key ``"weights"``
 (shape ``(n_boxes,)``; torchvision passes extra target keys through to the head).
-Negative locations (background) keep weight 1, and the normaliser stays the number of
-positive locations, so with all weights equal to 1 (or no ``"weights"`` key) the loss is
-exactly torchvision's.
+Negative locations (background) keep weight 1, the weight of a box one reader drew, and the
+normaliser stays the number of positive locations, so with all weights equal to 1 (or no
+``"weights"`` key) the loss is exactly torchvision's. With the count ``c >= 1`` a positive
+never weighs less than background; a share in ``(0, 1]`` would weigh it down against the
+background.
 
 :func:`fcos_detector` builds a light FCOS for small grey canvases that trains on CPU in
 minutes: a randomly initialised torchvision ResNet (ResNet-18, or by default a ResNet-10 with

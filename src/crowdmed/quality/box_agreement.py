@@ -149,9 +149,10 @@ def reader_agreement(
 ) -> pd.DataFrame:
     """Score every reader against the consensus boxes.
 
-    The consensus is the fused boxes whose confidence exceeds ``min_confidence`` (a strict
-    majority of the image's readers by default). Each reader's boxes are matched one to one to
-    the consensus boxes of the same image and class at IoU ``>= iou_thr``.
+    The consensus is the fused boxes whose ``agreement`` (share of the image's readers)
+    exceeds ``min_confidence`` (a strict majority of the image's readers by default). Each
+    reader's boxes are matched one to one to the consensus boxes of the same image and class at
+    IoU ``>= iou_thr``.
 
     Args:
         frame: The readers' box table (see :func:`crowdmed.data.check_boxes`).
@@ -160,7 +161,7 @@ def reader_agreement(
         iou_thr: IoU for fusion (when ``fused`` is omitted) and for matching.
         readers: Who read each image (see :func:`crowdmed.aggregation.fuse_boxes`).
         proficiency: Reader weights for the fusion when ``fused`` is omitted.
-        min_confidence: Consensus boxes have a confidence above this.
+        min_confidence: Consensus boxes have an agreement (share of readers) above this.
 
     Returns:
         One row per reader (sorted by id): ``reader, n_images`` (images read), ``n_boxes``,
@@ -171,11 +172,17 @@ def reader_agreement(
     """
     prep = prepare_boxes(frame, readers)
     if fused is None:
-        fused = fuse_boxes(frame, iou_thr=iou_thr, proficiency=proficiency, readers=readers)
-    if not isinstance(fused, pd.DataFrame) or "confidence" not in fused.columns:
+        fused = fuse_boxes(
+            frame,
+            iou_thr=iou_thr,
+            proficiency=proficiency,
+            readers=readers,
+            estimate_proficiency=True,
+        )
+    if not isinstance(fused, pd.DataFrame) or "agreement" not in fused.columns:
         raise TypeError("`fused` must be the DataFrame returned by fuse_boxes.")
     n_rd = len(prep.reader_ids)
-    cons = fused[fused["confidence"].to_numpy(dtype=float) > min_confidence]
+    cons = fused[fused["agreement"].to_numpy(dtype=float) > min_confidence]
     n_cls = max(len(prep.class_ids), 1)
     c_img = _codes_in(prep.image_ids, cons["image"], "image")
     c_cls = (

@@ -7,9 +7,12 @@ with AdamW was seen to collapse to empty predictions; SGD with a warm-up does no
 
 :func:`variant_targets` turns reader boxes into training boxes for the variants of Le et al.
 (2023): every reader's boxes (``all-readers``), fused boxes (``fused``), and fused boxes
-weighted by their fused confidence (``earl``). The fourth variant of the paper, the reader
-ensemble, trains one detector on each reader's boxes and fuses their predictions with weighted
-box fusion: :func:`fuse_model_predictions` (see ``benchmarks/detection_earl.py``).
+weighted by their fused confidence (``earl``: eq. 2, ``L = c·L_cls + c·β·I·L_loc`` with ``c``
+the number of boxes in the fused cluster, Algorithm 1 step 6; background keeps weight 1).
+The readers' proficiencies ``p_r`` are an input, as in the paper (equal when not given).
+The fourth variant of the paper, the reader ensemble, trains one detector on each reader's
+boxes and fuses their predictions with weighted box fusion: :func:`fuse_model_predictions`
+(see ``benchmarks/detection_earl.py``).
 
 References:
     Le, Tran, Pham, Nguyen, Le, Nguyen, Nguyen (2023). Learning from multiple expert
@@ -91,9 +94,11 @@ def variant_targets(
             boxes (they lower the fused confidence and are never targets).
         variant: ``"all-readers"`` (every reader box, weight 1), ``"fused"`` (boxes fused
             with :func:`crowdmed.aggregation.fuse_boxes`, weight 1) or ``"earl"`` (fused boxes
-            weighted by their fused confidence).
+            weighted by their fused confidence ``c``, the count of boxes in the cluster:
+            Le et al. 2023, eq. 2 and Algorithm 1 step 6).
         iou_thr: IoU at which reader boxes are fused.
-        proficiency: Optional per-reader weights passed to ``fuse_boxes``.
+        proficiency: Per-reader proficiencies ``p_r`` passed to ``fuse_boxes`` (equal
+            weights when ``None``; the paper gives them as an input).
         readings: Optional frame ``image, reader`` of who read each image, passed to
             ``fuse_boxes`` so that a reader who marked nothing lowers the confidence.
 

@@ -83,12 +83,43 @@ def test_weighted_mean_and_agreement_by_hand() -> None:
     assert len(fused) == 2
     first = fused.iloc[0]
     assert first[COLS].tolist() == pytest.approx([0.5, 0.0, 10.5, 10.0])  # (3*0 + 1*2) / 4
-    assert first["confidence"] == pytest.approx(2 / 3)
+    # Le et al. (2023) Algorithm 1 step 6: c = number of boxes in the cluster, min(T=2, N=3)
+    assert first["confidence"] == 2.0
+    assert first["agreement"] == pytest.approx(2 / 3)
     assert (first["n_readers"], first["n_boxes"], first["readers"]) == (2, 2, "r1;r2")
-    assert fused.iloc[1]["confidence"] == pytest.approx(1 / 3)
+    assert fused.iloc[1]["confidence"] == 1.0
+    assert fused.iloc[1]["agreement"] == pytest.approx(1 / 3)
     assert fused.attrs["proficiency"] == {"r1": 3.0, "r2": 1.0, "r3": 0.3}
     # a one-box cluster keeps its box exactly, whatever the reader's weight
     assert fused.iloc[1][COLS].tolist() == [50.0, 50.0, 60.0, 60.0]
+
+
+def test_fused_confidence_is_the_count_of_boxes_capped_at_the_readers() -> None:
+    """Le et al. (2023), Algorithm 1 step 6: c := c * min(T, N) with c = 1 per box."""
+    # (4 boxes, 2 readers on image a): r1 drew two overlapping boxes, r2 one; all one cluster
+    frame = _boxes(
+        [
+            ("a", "r1", 0, 0.0, 0.0, 10.0, 10.0),
+            ("a", "r1", 0, 1.0, 0.0, 11.0, 10.0),
+            ("a", "r2", 0, 0.0, 1.0, 10.0, 11.0),
+            ("b", "r1", 0, 0.0, 0.0, 10.0, 10.0),  # image b: one reader, one box
+        ]
+    )
+    fused = fuse_boxes(frame)
+    a, b = fused.iloc[0], fused.iloc[1]
+    assert (a["n_boxes"], a["n_readers"]) == (3, 2)
+    assert a["confidence"] == 2.0  # min(T = 3, N = 2)
+    assert a["agreement"] == 1.0  # both readers of image a
+    assert (b["confidence"], b["agreement"]) == (1.0, 1.0)
+    # proficiency p_r is an input: given weights move the fused box (step 5), no estimate
+    # runs by default
+    assert fused.attrs["n_iter"] == 0
+    assert fused.attrs["proficiency"] == {"r1": 1.0, "r2": 1.0}
+    weighted = fuse_boxes(frame, proficiency={"r1": 1.0, "r2": 2.0})
+    # xmin: (1*0 + 1*1 + 2*0) / 4 = 0.25; ymin: (0 + 0 + 2*1) / 4 = 0.5
+    assert weighted.iloc[0][["xmin", "ymin"]].tolist() == pytest.approx([0.25, 0.5])
+    estimated = fuse_boxes(frame, estimate_proficiency=True)
+    assert estimated.attrs["n_iter"] >= 1
 
 
 def test_iou_threshold_is_strict() -> None:
@@ -103,7 +134,8 @@ def test_classes_are_fused_separately() -> None:
     frame = _boxes([("a", "r1", "x", 0.0, 0.0, 10.0, 10.0), ("a", "r2", "y", 0.0, 0.0, 10.0, 10.0)])
     fused = fuse_boxes(frame)
     assert sorted(fused["class"]) == ["x", "y"]
-    assert (fused["confidence"] == 0.5).all()
+    assert (fused["confidence"] == 1.0).all()
+    assert (fused["agreement"] == 0.5).all()
 
 
 @settings(max_examples=30, deadline=None)
@@ -134,11 +166,12 @@ def test_identical_boxes_give_that_box_with_full_agreement(box: tuple, n_readers
     fused = fuse_boxes(_boxes(rows))
     assert len(fused) == 1
     np.testing.assert_allclose(fused[COLS].to_numpy()[0], [x, y, x + w, y + h], rtol=1e-12)
-    assert fused["confidence"].iloc[0] == 1.0
+    assert fused["agreement"].iloc[0] == 1.0
+    assert fused["confidence"].iloc[0] == n_readers
     assert fused["n_readers"].iloc[0] == n_readers
 
 
-def test_reader_who_marks_nothing_lowers_confidence_never_coordinates() -> None:
+def test_reader_who_marks_nothing_lowers_agreement_never_coordinates() -> None:
     frame = _noisy_readers(0, n_images=10)
     base = fuse_boxes(frame, estimate_proficiency=False)
     # a fifth reader reads every image and marks nothing: as a reading row ...
@@ -150,13 +183,17 @@ def test_reader_who_marks_nothing_lowers_confidence_never_coordinates() -> None:
     with_readers = fuse_boxes(frame, readers=listed, estimate_proficiency=False)
     for other in (with_rows, with_readers):
         np.testing.assert_array_equal(other[COLS].to_numpy(), base[COLS].to_numpy())
-        np.testing.assert_allclose(other["confidence"] * 5, base["confidence"] * 4)
+        np.testing.assert_allclose(other["agreement"] * 5, base["agreement"] * 4)
+        # the count of boxes is capped at the readers of the image: N = 5 now, 4 before
+        np.testing.assert_array_equal(other["confidence"], np.minimum(other["n_boxes"], 5))
+        np.testing.assert_array_equal(base["confidence"], np.minimum(base["n_boxes"], 4))
 
 
 def test_readers_listed_for_an_image_count_in_the_denominator() -> None:
     frame = _boxes([("a", "r1", 0, 0.0, 0.0, 10.0, 10.0), ("a", "r2", 0, 0.0, 0.0, 10.0, 10.0)])
     fused = fuse_boxes(frame, readers={"a": ["r1", "r2", "r3"]})
-    assert fused["confidence"].iloc[0] == pytest.approx(2 / 3)
+    assert fused["agreement"].iloc[0] == pytest.approx(2 / 3)
+    assert fused["confidence"].iloc[0] == 2.0
     with pytest.raises(ValueError, match="Reader 'r2' has boxes on image 'a' but `readers`"):
         fuse_boxes(frame, readers={"a": ["r1"]})
 
@@ -202,7 +239,7 @@ def test_estimated_proficiency_ranks_noisy_reader_last() -> None:
     assert prof["noisy"] < prof.drop("noisy").min() - 0.1
     assert prof.attrs["n_iter"] >= 1
     # the noisy reader's weight pulls fused boxes less than equal weights do
-    fused = fuse_boxes(frame)
+    fused = fuse_boxes(frame, estimate_proficiency=True)
     assert fused.attrs["proficiency"]["noisy"] == pytest.approx(prof["noisy"])
     assert estimate_proficiency(frame, max_iter=0).eq(1.0).all()
 
@@ -277,7 +314,8 @@ def test_scored_fusion_by_hand() -> None:
     )
     fused = fuse_boxes(frame, iou_thr=0.5, proficiency={"m1": 1.0, "m2": 3.0})
     assert list(fused.columns) == [
-        "image", "class", *COLS, "score", "confidence", "n_readers", "n_boxes", "readers"
+        "image", "class", *COLS, "score", "confidence", "agreement", "n_readers", "n_boxes",
+        "readers",
     ]  # fmt: skip
     # clusters come in processing order: the far box first (score x weight 1.5), then the
     # pair (0.8 and 0.6), whose fused box is their score x weight mean
@@ -285,7 +323,8 @@ def test_scored_fusion_by_hand() -> None:
     assert fused["xmin"].tolist() == pytest.approx([50.0, (0.8 * 0 + 0.6 * 2) / 1.4])
     # WBF avg: mean(score x weight) x min(n_boxes, n_sources) / total weight
     assert fused["score"].tolist() == pytest.approx([1.5 * 1 / 4, (1.4 / 2) * 2 / 4])
-    assert fused["confidence"].tolist() == [0.5, 1.0]  # agreement is unchanged
+    assert fused["agreement"].tolist() == [0.5, 1.0]  # agreement is unchanged
+    assert fused["confidence"].tolist() == [1.0, 2.0]  # boxes in the cluster
 
 
 def test_scores_of_one_change_nothing_but_add_the_score_column() -> None:
@@ -298,7 +337,7 @@ def test_scores_of_one_change_nothing_but_add_the_score_column() -> None:
     pd.testing.assert_frame_equal(plain, scored.drop(columns="score"))
     # equal weights, one box per reader: the WBF score is the agreement
     one_each = scored["n_boxes"] == scored["n_readers"]
-    np.testing.assert_allclose(scored["score"][one_each], scored["confidence"][one_each])
+    np.testing.assert_allclose(scored["score"][one_each], scored["agreement"][one_each])
     # estimated proficiency sees the same clusters
     assert fuse_boxes(frame).attrs == fuse_boxes(frame.assign(score=1.0)).attrs
 

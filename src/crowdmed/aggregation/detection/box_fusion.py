@@ -4,8 +4,13 @@ For each image and class the readers' boxes are clustered as in weighted boxes f
 boxes are taken one by one in a fixed order and each joins the existing cluster whose current
 fused box overlaps it most, when that IoU exceeds ``iou_thr``; otherwise it starts a new
 cluster. A cluster's fused box is the average of its boxes weighted by each reader's
-proficiency, and its confidence is the agreement of Algorithm 1 of Le et al. (2023): the number
-of distinct readers in the cluster over the number of readers who read the image.
+proficiency ``p_r`` (Algorithm 1 of Le et al. 2023, step 5; given as an input, equal when not
+given), and its confidence is that of Algorithm 1, step 6: the number of boxes in the cluster,
+``c = min(T, N)`` with ``T`` the cluster's boxes and ``N`` the readers of the image, so a box
+that 2 of 3 readers drew has ``c = 2`` (not normalised). The normalised share of readers,
+``n_readers / N`` in ``(0, 1]``, is reported as ``agreement``. The iterative estimate of the
+proficiencies from agreement (:func:`estimate_proficiency`) is an option of crowdmed, not part
+of the paper's method.
 
 The processing order is canonical, so the result does not depend on the row order of the
 input: within an image and class, boxes of more proficient readers come first (as in WBF, which
@@ -309,7 +314,10 @@ def _clusters_frame(prep: PreparedBoxes, cl: _Clusters, weights: np.ndarray) -> 
     if prep.has_score:
         data["score"] = _fused_scores(prep, cl, weights)
     n_readers = cl.n_readers[slots]
-    data["confidence"] = n_readers / prep.n_read[cl.image[slots]]
+    n_sources = prep.n_read[cl.image[slots]]
+    # Algorithm 1, step 6: c = min(T, N), the cluster's boxes capped at the image's readers
+    data["confidence"] = np.minimum(cl.n_boxes[slots], n_sources).astype(np.float64)
+    data["agreement"] = n_readers / n_sources
     data["n_readers"] = n_readers
     data["n_boxes"] = cl.n_boxes[slots]
     # readers of each cluster, distinct and sorted by reader id
@@ -337,6 +345,7 @@ def _clusters_frame(prep: PreparedBoxes, cl: _Clusters, weights: np.ndarray) -> 
         *box_columns(prep.ndim),
         *(["score"] if prep.has_score else []),
         "confidence",
+        "agreement",
         "n_readers",
         "n_boxes",
     ]
@@ -350,7 +359,7 @@ def fuse_boxes(
     iou_thr: float = 0.4,
     proficiency: Mapping[Any, float] | pd.Series | pd.DataFrame | None = None,
     readers: Mapping[Any, Any] | pd.DataFrame | None = None,
-    estimate_proficiency: bool = True,
+    estimate_proficiency: bool = False,
     max_iter: int = 10,
     tol: float = 1e-4,
     skip_box_thr: float = 0.0,
@@ -369,9 +378,12 @@ def fuse_boxes(
     Two uses:
 
     - **Readers** (no ``score`` column; Le et al. 2023, Algorithm 1): every box weighs its
-      reader's proficiency, given or estimated. ``confidence`` is the agreement: distinct
-      readers in the cluster over readers of the image. A reader who read an image and marked
-      nothing lowers the confidence of its clusters but never moves a coordinate.
+      reader's proficiency ``p_r`` (step 5: ``x := Σ p_i x_i / Σ p_i``), given as an input
+      (equal weights when not given; ``estimate_proficiency=True`` estimates them instead).
+      ``confidence`` is the paper's fused confidence (step 6): the number of boxes in the
+      cluster, ``min(n_boxes, n_sources)``, where ``n_sources`` is the number of readers of
+      the image. ``agreement`` is the normalised share ``n_readers / n_sources``; a reader who
+      read an image and marked nothing lowers it but never moves a coordinate.
     - **Scored predictions of several models** (a ``score`` column, the model id in the
       ``reader`` column, ``proficiency`` = model weights or ``estimate_proficiency=False`` for
       equal weights): the result is weighted boxes fusion (Solovyev et al. 2021) with
@@ -394,7 +406,8 @@ def fuse_boxes(
             reader``), so that sources that marked nothing count in ``confidence`` and
             ``score``; defaults to the sources appearing for the image in ``frame``.
         estimate_proficiency: When ``proficiency`` is not given, estimate it with
-            :func:`estimate_proficiency`; otherwise all sources weigh the same.
+            :func:`estimate_proficiency` (crowdmed's option, not the paper's); otherwise, the
+            default, all sources weigh the same.
         max_iter: Maximum re-weighting rounds of the estimation.
         tol: Convergence tolerance of the estimation.
         skip_box_thr: Boxes whose ``score`` is below this are ignored (WBF's ``skip_box_thr``;
@@ -406,8 +419,12 @@ def fuse_boxes(
         - ``image, class`` and the coordinate columns (the fused box);
         - ``score`` (only when ``frame`` has a ``score`` column): WBF's ``avg`` fused score
           defined above, in ``(0, 1]`` for scores in ``(0, 1]``;
-        - ``confidence``: agreement in ``(0, 1]``, distinct sources in the cluster over the
-          sources of the image, whatever the scores and weights;
+        - ``confidence``: the fused confidence of Le et al. (2023), Algorithm 1, step 6: the
+          number of boxes in the cluster, capped at the number of sources of the image
+          (``min(n_boxes, n_sources)``, a count ``>= 1``, not normalised), whatever the scores
+          and weights; the EARL weight of the box (eq. 2);
+        - ``agreement``: distinct sources in the cluster over the sources of the image, in
+          ``(0, 1]``;
         - ``n_readers`` (distinct sources in the cluster), ``n_boxes`` and ``readers`` (the
           sources' ids joined by ``;``).
 
@@ -422,14 +439,14 @@ def fuse_boxes(
         ...     "image": ["a", "a", "a"], "reader": ["r1", "r2", "r3"], "class": [0, 0, 0],
         ...     "xmin": [10.0, 12.0, 11.0], "ymin": [10.0, 10.0, 10.0],
         ...     "xmax": [50.0, 52.0, 51.0], "ymax": [40.0, 40.0, 40.0]})
-        >>> fused = fuse_boxes(boxes, estimate_proficiency=False)
-        >>> fused[["xmin", "xmax", "confidence", "n_readers"]].to_numpy().tolist()
-        [[11.0, 51.0, 1.0, 3.0]]
+        >>> fused = fuse_boxes(boxes)
+        >>> fused[["xmin", "xmax", "confidence", "agreement", "n_readers"]].to_numpy().tolist()
+        [[11.0, 51.0, 3.0, 1.0, 3.0]]
 
         Scored predictions of two models, one box each (model weights 1):
 
         >>> preds = boxes.iloc[:2].assign(reader=["m1", "m2"], score=[0.9, 0.3])
-        >>> fused = fuse_boxes(preds, estimate_proficiency=False)
+        >>> fused = fuse_boxes(preds)
         >>> fused[["xmin", "score"]].round(3).to_numpy().tolist()
         [[10.5, 0.6]]
     """
