@@ -12,6 +12,7 @@ from crowdmed.aggregation.classification import (
     KOS,
     MACE,
     MMSR,
+    AutoAggregator,
     BinarySensSpec,
     DawidSkene,
     GoldMajorityVote,
@@ -55,6 +56,7 @@ __all__ = [
     "MMSR",
     "ORDINAL_METHODS",
     "STAPLE",
+    "AutoAggregator",
     "BaseAggregator",
     "BinarySensSpec",
     "ContinuousMean",
@@ -123,7 +125,9 @@ def make_aggregator(method: "str | Method", **params: object) -> BaseAggregator:
 
     Args:
         method: A name of :class:`Method`: ``majority-vote, wawa, dawid-skene, one-coin,
-            glad, sens-spec, kos, zero-based-skill, gold-majority-vote, mace, bcc, mmsr``.
+            glad, sens-spec, kos, zero-based-skill, gold-majority-vote, mace, bcc, mmsr``; or
+            ``auto``, an :class:`AutoAggregator` that chooses among them by cross-validation
+            over annotations.
         **params: Hyperparameters of that aggregator.
 
     Returns:
@@ -135,5 +139,7 @@ def make_aggregator(method: "str | Method", **params: object) -> BaseAggregator:
     """
     from crowdmed._validation import check_option
 
+    if method == "auto":
+        return AutoAggregator().set_params(**params)
     m = check_option(method, Method, "method")
     return METHODS[m]().set_params(**params)

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from crowdmed._validation import check_option
-from crowdmed.aggregation import Method
+from crowdmed.aggregation import CONTINUOUS_METHODS, ORDINAL_METHODS, Method
 from crowdmed.cli._common import (
     _check_outputs,
     _format_float,
@@ -54,10 +54,40 @@ ConsensusOpt = Annotated[
         "p_<class>..., and gold when known.",
     ),
 ]
+
+
+def _method_help() -> str:
+    nominal = ", ".join(m.value for m in Method)
+    ordinal = ", ".join(m.value for m in ORDINAL_METHODS)
+    continuous = ", ".join(m.value for m in CONTINUOUS_METHODS)
+    return (
+        f"Nominal labels: {nominal}, or auto (the one that best predicts held-out labels, "
+        f"chosen by cross-validation over annotations). Ordinal labels: {ordinal}. "
+        f"Continuous labels: {continuous}. Default: dawid-skene, graded-response or raykar "
+        "by --label-type."
+    )
+
+
 MethodOpt = Annotated[
+    str | None,
+    typer.Option("--method", "-m", help=_method_help(), show_default=False),
+]
+LabelTypeOpt = Annotated[
     str,
     typer.Option(
-        "--method", "-m", help="majority-vote, wawa, dawid-skene, one-coin, glad or sens-spec."
+        "--label-type",
+        "-t",
+        help="nominal (classes without order), ordinal (grades in the order of --classes) or "
+        "continuous (numbers: the consensus is a value per item).",
+    ),
+]
+ClassesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--classes",
+        help="Every class value in order, comma-separated or repeated (e.g. 1,2,3,4,5 or "
+        "low,mid,high): the grade order of ordinal labels. The sorted labels when omitted.",
+        show_default=False,
     ),
 ]
 AnnotatorsOpt = Annotated[
@@ -106,8 +136,9 @@ UseGoldOpt = Annotated[
     bool,
     typer.Option(
         "--use-gold",
-        help="Clamp gold items to their gold label during the fit. By default gold labels are "
-        "used only to report accuracy.",
+        help="Use the gold labels in the fit: gold items are clamped to their gold label "
+        "(gold-majority-vote, which needs it, learns each annotator's weight from them). By "
+        "default gold labels are used only to report accuracy.",
     ),
 ]
 OnDuplicateOpt = Annotated[
@@ -163,7 +194,9 @@ def aggregate(
     ctx: typer.Context,
     labels: LabelsArg,
     out: ConsensusOpt,
-    method: MethodOpt = Method.DAWID_SKENE.value,
+    method: MethodOpt = None,
+    label_type: LabelTypeOpt = "nominal",
+    classes: ClassesOpt = None,
     annotators: AnnotatorsOpt = None,
     json_path: JsonOpt = None,
     fmt: FormatOpt = "auto",
@@ -183,14 +216,25 @@ def aggregate(
 
     Example: crowdmed aggregate labels.csv -m dawid-skene -o consensus.csv
     -a annotators.csv
+
+    Ordinal grades: crowdmed aggregate ratings.csv -t ordinal --classes 1,2,3,4,5
+    -o consensus.csv
     """
     console = _stderr()
     with _user_errors(ctx):
-        from crowdmed.pipelines.aggregate import InputFormat, aggregate_file, make_method
+        from crowdmed._tables import parse_class_list
+        from crowdmed.pipelines.aggregate import (
+            InputFormat,
+            LabelType,
+            aggregate_file,
+            make_method,
+            resolve_method,
+        )
 
-        m = check_option(method, Method, "--method")
+        kind, method = resolve_method(method, label_type)
         input_format = check_option(fmt, InputFormat, "--format")
-        make_method(method, seed=seed, max_iter=max_iter, tol=tol)  # option errors first
+        make_method(method, seed=seed, max_iter=max_iter, tol=tol, label_type=kind.value)
+        class_list = parse_class_list(classes)
         json_out = json_path if json_path is not None else out.with_name(out.name + ".json")
         outputs = {"--out": out}
         if annotators is not None:
@@ -199,6 +243,8 @@ def aggregate(
         _check_outputs([labels] if quiz is None else [labels, quiz], outputs)
         if scheduler is not None:
             options = {
+                f"--label-type {kind.value}": kind is not LabelType.NOMINAL,
+                "--classes": class_list is not None,
                 "--format wide": fmt == "wide",
                 "--gold-col": gold_col is not None,
                 "--quiz": quiz is not None,
@@ -213,7 +259,7 @@ def aggregate(
                 annotators,
                 json_out,
                 outputs,
-                method=m.value,
+                method=method,
                 scheduler=scheduler,
                 seed=seed,
                 max_iter=max_iter,
@@ -230,8 +276,9 @@ def aggregate(
             "gold_col": gold_col,
             "quiz": quiz,
             "on_duplicate": on_duplicate,
+            "classes": class_list,
         }
-        with _em_progress(console, f"Fitting {m.value} on {labels.name}") as on_iteration:
+        with _em_progress(console, f"Fitting {method} on {labels.name}") as on_iteration:
             result = aggregate_file(
                 labels,
                 method,
@@ -241,10 +288,11 @@ def aggregate(
                 use_gold=use_gold,
                 read=read,
                 callback=on_iteration,
+                label_type=kind.value,
             )
-        if quiz is not None and m is not Method.SENS_SPEC:
+        if quiz is not None and method != Method.SENS_SPEC.value:
             console.print(
-                f"[yellow]Note:[/] --quiz is used by sens-spec only; {m.value} reports it in "
+                f"[yellow]Note:[/] --quiz is used by sens-spec only; {method} reports it in "
                 "the annotator table."
             )
         for warning in result.fit["warnings"]:
@@ -273,12 +321,18 @@ def _record(
         ctx,
         seed=ctx.params["seed"],
         method=result.method,
+        label_type=result.label_type,
         estimator=type(agg).__name__,
         params=agg.get_params(),
         input={**_input_record(labels), "format": fmt, "quiz": file_record(quiz)},
         data=result.data(),
         fit=result.fit,
-        evaluation={"accuracy_vs_gold": result.accuracy, "n_gold": result.n_gold},
+        evaluation={
+            "accuracy_vs_gold": result.accuracy,
+            "n_gold": result.n_gold,
+            **{f"{k}_vs_gold": v for k, v in result.evaluation.items()},
+        },
+        annotators=result.annotator_records(),
         outputs={
             "consensus": out.resolve(),
             "annotators": None if annotators is None else annotators.resolve(),
@@ -391,11 +445,20 @@ def _print_summary(
     table = Table(title="crowdmed aggregate", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
+    label_type = getattr(result, "label_type", "nominal")
     table.add_row("method", result.method)
+    if "chosen" in fit:
+        scores = ", ".join(
+            f"{name} {_format_float(score, 4)}" for name, score in fit["scores"].items()
+        )
+        table.add_row("chosen", fit["chosen"])
+        table.add_row("held-out log-lik.", f"per label, {fit['n_folds']} folds: {scores}")
+    table.add_row("label type", label_type)
     table.add_row("items", f"{cl.n_items:,}")
     table.add_row("annotators", f"{cl.n_annotators:,}")
     table.add_row("labels", f"{cl.n_labels:,}")
-    table.add_row("classes", f"{cl.n_classes}")
+    if label_type != "continuous":
+        table.add_row("classes", f"{cl.n_classes}")
     table.add_row("iterations", "n/a" if fit["n_iter"] is None else str(fit["n_iter"]))
     converged = fit["converged"]
     table.add_row(
@@ -403,8 +466,17 @@ def _print_summary(
     )
     if fit["log_likelihood"] is not None:
         table.add_row("log-likelihood", _format_float(fit["log_likelihood"], 2))
-    if n_gold:
-        if use_gold:
+    evaluation = getattr(result, "evaluation", {})
+    if n_gold and label_type == "continuous":
+        errors = ", ".join(f"{k.upper()} {_format_float(v, 4)}" for k, v in evaluation.items())
+        table.add_row("error vs gold", f"{errors or 'n/a'} ({n_gold:,} items)")
+    elif n_gold:
+        if use_gold and result.method == Method.GOLD_MAJORITY_VOTE.value:
+            table.add_row(
+                "accuracy vs gold",
+                f"n/a ({n_gold:,} gold items gave the annotators' weights in the fit)",
+            )
+        elif use_gold:
             table.add_row("accuracy vs gold", f"n/a ({n_gold:,} gold items clamped in the fit)")
         else:
             table.add_row(

@@ -2,7 +2,8 @@
 
 :func:`aggregate_file` reads a long or wide label file, fits an aggregator and returns an
 :class:`AggregateResult` with the consensus table (item, label, confidence, p_<class>...,
-gold), the annotator table and the fit figures.
+gold), the annotator table and the fit figures. Labels are nominal classes, ordinal grades
+(in the order of ``classes``) or continuous values (``label_type``).
 
 Examples:
     >>> result = aggregate_file(Path("labels.csv"), method="dawid-skene")  # doctest: +SKIP
@@ -12,6 +13,7 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import time
 import warnings
 from collections.abc import Callable
@@ -22,22 +24,95 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crowdmed._tables import LINE_OFFSET, read_table, resolve_columns
 from crowdmed._validation import check_option
-from crowdmed.aggregation import Method, make_aggregator
+from crowdmed.aggregation import (
+    CONTINUOUS_METHODS,
+    ORDINAL_METHODS,
+    ContinuousMethod,
+    Method,
+    OrdinalMethod,
+    make_aggregator,
+)
 from crowdmed.aggregation.base import BaseAggregator
+from crowdmed.aggregation.continuous import ContinuousLabels, check_continuous
 from crowdmed.data.io import read_labels, read_quiz, read_wide
 from crowdmed.data.labels import CrowdLabels
 from crowdmed.quality import annotator_table
+from crowdmed.quality.reliability import reader_operating_points
 
 __all__ = [
+    "AUTO",
     "AggregateResult",
     "InputFormat",
+    "LabelType",
     "OnDuplicate",
     "aggregate_file",
     "annotator_frame",
     "consensus_frame",
+    "method_names",
+    "read_continuous_file",
     "read_label_file",
+    "resolve_method",
 ]
+
+#: The method name that chooses a classification aggregator by cross-validation.
+AUTO = "auto"
+
+
+class LabelType(str, Enum):
+    """What the labels are: classes without order, ordered grades, or numbers."""
+
+    NOMINAL = "nominal"
+    ORDINAL = "ordinal"
+    CONTINUOUS = "continuous"
+
+
+#: The method used when none is given, per label type.
+DEFAULT_METHODS = {
+    LabelType.NOMINAL: Method.DAWID_SKENE.value,
+    LabelType.ORDINAL: OrdinalMethod.GRADED_RESPONSE.value,
+    LabelType.CONTINUOUS: ContinuousMethod.RAYKAR.value,
+}
+
+
+def method_names(label_type: str | LabelType) -> list[str]:
+    """Every ``--method`` value of a label type, in the order of the registries."""
+    t = check_option(label_type, LabelType, "--label-type")
+    if t is LabelType.ORDINAL:
+        return [m.value for m in ORDINAL_METHODS]
+    if t is LabelType.CONTINUOUS:
+        return [m.value for m in CONTINUOUS_METHODS]
+    return [m.value for m in Method] + [AUTO]
+
+
+def resolve_method(method: str | None, label_type: str | LabelType) -> tuple[LabelType, str]:
+    """The label type and the method name, checked against each other.
+
+    Args:
+        method: A method name, or ``None`` for the default of the label type.
+        label_type: ``nominal``, ``ordinal`` or ``continuous``.
+
+    Raises:
+        ValueError: If the method does not belong to the label type (the message names the
+            label type it belongs to).
+    """
+    t = check_option(label_type, LabelType, "--label-type")
+    if method is None:
+        return t, DEFAULT_METHODS[t]
+    names = method_names(t)
+    if method in names:
+        return t, method
+    owners = [other.value for other in LabelType if method in method_names(other)]
+    if owners:
+        hint = (
+            f", a method for {' and '.join(owners)} labels. Pass --label-type {owners[0]} (this "
+            f"is --label-type {t.value})."
+        )
+    else:
+        close = difflib.get_close_matches(str(method), names, n=1)
+        hint = f". Did you mean {close[0]!r}?" if close else f" (--label-type {t.value})."
+    raise ValueError(f"`--method` must be one of {names}; got {method!r}{hint}")
 
 
 class InputFormat(str, Enum):
@@ -66,7 +141,27 @@ _ANNOTATOR_ATTRIBUTES = {
     "skills_": "skill",
     "weights_": "weight",
     "alphas_": "alpha",
+    "offsets_": "offset",
+    "noise_": "noise",
+    "bias_": "bias",
+    "precision_": "precision",
+    "scale_": "scale",
 }
+
+#: Columns of the per-annotator records in the run record (those present are kept).
+_RECORD_COLUMNS = (
+    "annotator",
+    "n_labels",
+    "n_positive",
+    "n_negative",
+    "sensitivity",
+    "sensitivity_low",
+    "sensitivity_high",
+    "specificity",
+    "specificity_low",
+    "specificity_high",
+    *_ANNOTATOR_ATTRIBUTES.values(),
+)
 
 
 def read_label_file(
@@ -79,8 +174,11 @@ def read_label_file(
     gold_col: str | None = None,
     quiz: Path | None = None,
     on_duplicate: str = "error",
+    classes: list[Any] | None = None,
 ) -> CrowdLabels:
     """Read a long or wide label file (``fmt`` long, wide or auto; see ``crowdmed aggregate``).
+
+    ``classes`` lists every class value in order (the sorted observed labels when omitted).
 
     Raises:
         ValueError: For options that do not apply to the layout, or an unreadable file; with
@@ -100,7 +198,7 @@ def read_label_file(
                 "`--on-duplicate` applies to long files only; a wide file has one cell per "
                 "(item, annotator) pair."
             )
-        cl = read_wide(path, item=item_col, gold=gold_col or "gold")
+        cl = read_wide(path, item=item_col, gold=gold_col or "gold", classes=classes)
         if quiz is not None:
             cl = cl.with_quiz_accuracy(read_quiz(quiz, cl.annotator_ids))
         return cl
@@ -117,6 +215,7 @@ def read_label_file(
             label=label_col,
             quiz=quiz,
             on_duplicate=duplicates,
+            classes=classes,
         )
     except ValueError as exc:
         msg = str(exc)
@@ -126,6 +225,82 @@ def read_label_file(
                 "pass --format wide."
             ) from exc
         raise
+
+
+def read_continuous_file(
+    path: Path,
+    fmt: str = "auto",
+    *,
+    item_col: str | None = None,
+    annotator_col: str | None = None,
+    label_col: str | None = None,
+    gold_col: str | None = None,
+    quiz: Path | None = None,
+    on_duplicate: str = "error",
+    classes: list[Any] | None = None,
+) -> tuple[ContinuousLabels, np.ndarray | None]:
+    """Read a long file of numeric readings (``item, annotator, label``, optional ``gold``).
+
+    Returns:
+        The readings and the gold value of every item (``NaN``: unknown), or ``None`` without
+        a gold column.
+
+    Raises:
+        ValueError: For a wide layout, ``classes`` or ``quiz`` (nominal and ordinal labels
+            only), a missing column, a non-numeric reading or repeated pairs with
+            ``on_duplicate="error"``.
+    """
+    layout = check_option(fmt, InputFormat, "--format")
+    duplicates = check_option(on_duplicate, OnDuplicate, "--on-duplicate").value
+    for option, given in (
+        ("--format wide", layout is InputFormat.WIDE),
+        ("--classes", classes is not None),
+        ("--quiz", quiz is not None),
+    ):
+        if given:
+            raise ValueError(
+                f"`{option}` does not apply to --label-type continuous; pass a long file of "
+                "item, annotator and numeric label columns."
+            )
+    df = read_table(path, all_text=True)
+    cols = resolve_columns(
+        df.columns,
+        {"item": item_col, "annotator": annotator_col, "label": label_col},
+        required=("item", "annotator", "label"),
+    )
+    values = pd.to_numeric(df[cols["label"]].str.strip(), errors="coerce")
+    bad = ~np.isfinite(values.to_numpy(dtype=np.float64))
+    if bad.any():
+        rows = np.flatnonzero(bad)[:3] + LINE_OFFSET
+        raise ValueError(
+            f"Column {cols['label']!r} of '{path}' must hold finite numbers for --label-type "
+            f"continuous; got {df[cols['label']].iloc[np.flatnonzero(bad)[:3]].tolist()} "
+            f"(lines {', '.join(map(str, rows))}). Drop missing readings."
+        )
+    frame = pd.DataFrame(
+        {"item": df[cols["item"]], "annotator": df[cols["annotator"]], "label": values}
+    )
+    gold_name = gold_col or "gold"
+    if gold_col is not None and gold_col not in df.columns:
+        raise ValueError(
+            f"Column {gold_col!r} (the gold column) is not in the table; columns are "
+            f"{list(df.columns)}."
+        )
+    if gold_name in df.columns:
+        frame["gold"] = pd.to_numeric(df[gold_name].str.strip(), errors="coerce")
+    if duplicates != "error":
+        pair = frame.duplicated(["item", "annotator"], keep=False)
+        if duplicates == "drop":
+            spread = frame[pair].groupby(["item", "annotator"])["label"].transform("nunique")
+            frame = frame.drop(index=spread.index[spread.to_numpy() > 1])
+        keep = "last" if duplicates == "last" else "first"
+        frame = frame.drop_duplicates(["item", "annotator"], keep=keep)
+    cl = check_continuous(frame[["item", "annotator", "label"]])
+    gold = None
+    if "gold" in frame:
+        per_item = frame.dropna(subset=["gold"]).groupby("item")["gold"].first()
+        gold = per_item.reindex(cl.item_ids).to_numpy(dtype=np.float64)
+    return cl, gold
 
 
 def consensus_frame(cl: CrowdLabels, agg: BaseAggregator) -> pd.DataFrame:
@@ -148,18 +323,89 @@ def consensus_frame(cl: CrowdLabels, agg: BaseAggregator) -> pd.DataFrame:
     return df
 
 
+def continuous_consensus_frame(
+    cl: ContinuousLabels, agg: Any, gold: np.ndarray | None
+) -> pd.DataFrame:
+    """The consensus of continuous readings: item, value, sd, n_labels and gold.
+
+    ``sd`` is the posterior standard deviation (models that have one); gold when known.
+    """
+    frame: dict[str, Any] = {"item": cl.item_ids, "value": np.asarray(agg.labels_, float)}
+    variances = getattr(agg, "posterior_variances_", None)
+    if variances is not None:
+        frame["sd"] = np.sqrt(np.asarray(variances, float))
+    frame["n_labels"] = cl.per_item().astype(np.int64)
+    if gold is not None:
+        frame["gold"] = gold
+    return pd.DataFrame(frame)
+
+
+def _model_columns(agg: Any, n_annotators: int) -> dict[str, np.ndarray]:
+    columns = {}
+    for attr, column in _ANNOTATOR_ATTRIBUTES.items():
+        value = getattr(agg, attr, None)
+        if isinstance(value, np.ndarray) and value.shape == (n_annotators,):
+            columns[column] = value
+    return columns
+
+
+def operating_points(cl: CrowdLabels, agg: BaseAggregator) -> pd.DataFrame | None:
+    """Per-annotator sensitivity and specificity with 95 % intervals under the posteriors.
+
+    Binary labels only (class index 1 is positive); ``None`` otherwise.
+    """
+    if cl.n_classes != 2:
+        return None
+    return reader_operating_points(cl, agg.posteriors_, positive=1)
+
+
 def annotator_frame(cl: CrowdLabels, agg: BaseAggregator) -> pd.DataFrame:
     """One row of reliability figures per annotator.
 
     The aggregator's own per-annotator parameters (sensitivity, specificity, skill, weight,
-    alpha) are added when it has them.
+    alpha; offset and noise of an ordinal model) are added when it has them. With binary
+    labels, ``n_positive``, ``n_negative`` and the 95 % intervals ``sensitivity_low``,
+    ``sensitivity_high``, ``specificity_low`` and ``specificity_high`` (Beta posterior, Jeffreys
+    prior; :func:`~crowdmed.quality.reader_operating_points`) come with the sensitivity and
+    specificity against the posteriors (class index 1 is positive).
     """
     table = annotator_table(cl, agg.posteriors_)
-    for attr, column in _ANNOTATOR_ATTRIBUTES.items():
-        value = getattr(agg, attr, None)
-        if isinstance(value, np.ndarray) and value.shape == (cl.n_annotators,):
-            table[column] = value
+    points = operating_points(cl, agg)
+    if points is not None:
+        at = list(table.columns).index("sensitivity")
+        table.insert(at, "n_positive", points["n_positive"].to_numpy())
+        table.insert(at + 1, "n_negative", points["n_negative"].to_numpy())
+        for name in ("sensitivity", "specificity"):
+            at = list(table.columns).index(name) + 1
+            for j, end in enumerate(("low", "high")):
+                table.insert(at + j, f"{name}_{end}", points[f"{name}_{end}"].to_numpy())
+    for column, value in _model_columns(agg, cl.n_annotators).items():
+        table[column] = value
     return table.reset_index()
+
+
+def continuous_annotator_frame(cl: ContinuousLabels, agg: Any) -> pd.DataFrame:
+    """One row per annotator of continuous readings.
+
+    n_labels, mean_deviation and rmse_to_consensus against the consensus, and the model's
+    bias, precision and scale when it has them.
+    """
+    n = cl.per_annotator()
+    residual = cl.values - np.asarray(agg.labels_, float)[cl.items]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_dev = cl.per_annotator(residual) / n
+        rmse = np.sqrt(cl.per_annotator(residual**2) / n)
+    table = pd.DataFrame(
+        {
+            "annotator": cl.annotator_ids,
+            "n_labels": n.astype(np.int64),
+            "mean_deviation": mean_dev,
+            "rmse_to_consensus": rmse,
+        }
+    )
+    for column, value in _model_columns(agg, cl.n_annotators).items():
+        table[column] = value
+    return table
 
 
 @dataclasses.dataclass
@@ -167,30 +413,77 @@ class AggregateResult:
     """What :func:`aggregate_file` found.
 
     Attributes:
-        labels: The labels read.
+        labels: The labels read (:class:`~crowdmed.aggregation.continuous.ContinuousLabels`
+            for continuous labels).
         aggregator: The fitted aggregator.
         method: The method.
-        consensus: item, label, confidence, p_<class>..., gold.
-        accuracy: Accuracy against the gold labels (``None`` without gold or when clamped).
+        consensus: item, label, confidence, p_<class>..., gold (continuous: item, value, sd,
+            n_labels, gold).
+        accuracy: Accuracy against the gold labels (``None`` without gold, when gold was used
+            in the fit, or for continuous labels).
         n_gold: Number of items with a known gold label.
-        fit: n_iter, converged, log_likelihood, used_gold, seconds, warnings.
+        fit: n_iter, converged, log_likelihood, used_gold, seconds, warnings (and chosen,
+            scores for ``auto``).
+        label_type: nominal, ordinal or continuous.
+        evaluation: Figures against gold: ``mae`` and ``rmse`` for continuous labels.
+        gold_values: Continuous gold value of every item (``NaN`` unknown), or ``None``.
     """
 
-    labels: CrowdLabels
-    aggregator: BaseAggregator
+    labels: Any
+    aggregator: Any
     method: str
     consensus: pd.DataFrame
     accuracy: float | None
     n_gold: int
     fit: dict[str, Any]
+    label_type: str = LabelType.NOMINAL.value
+    evaluation: dict[str, float] = dataclasses.field(default_factory=dict)
+    gold_values: np.ndarray | None = None
 
     def annotators(self) -> pd.DataFrame:
         """One row per annotator (:func:`annotator_frame`)."""
+        if self.label_type == LabelType.CONTINUOUS.value:
+            return continuous_annotator_frame(self.labels, self.aggregator)
         return annotator_frame(self.labels, self.aggregator)
+
+    def annotator_records(self) -> list[dict[str, Any]]:
+        """Per-annotator model parameters for the run record (no full annotator table).
+
+        Binary labels: n_positive, n_negative and sensitivity/specificity with their 95 %
+        intervals; ordinal: offset and noise; continuous: bias, precision and scale; and the
+        parameters of the other models (skill, weight, alpha ...).
+        """
+        cl, agg = self.labels, self.aggregator
+        columns: dict[str, Any] = {"annotator": cl.annotator_ids}
+        if isinstance(cl, ContinuousLabels):
+            columns["n_labels"] = cl.per_annotator().astype(np.int64)
+        else:
+            columns["n_labels"] = cl.labels_per_annotator()
+            points = operating_points(cl, agg)
+            if points is not None:
+                for name in _RECORD_COLUMNS[2:10]:
+                    columns[name] = points[name].to_numpy()
+        columns.update(_model_columns(agg, cl.n_annotators))
+        frame = pd.DataFrame(columns)
+        frame = frame[[c for c in _RECORD_COLUMNS if c in frame.columns]]
+        return [
+            {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
+            for r in frame.to_dict(orient="records")
+        ]
 
     def data(self) -> dict[str, Any]:
         """Counts of items, annotators, classes, labels and gold items."""
         cl = self.labels
+        if isinstance(cl, ContinuousLabels):
+            return {
+                "n_items": cl.n_items,
+                "n_annotators": cl.n_annotators,
+                "n_classes": None,
+                "n_labels": cl.n_labels,
+                "classes": None,
+                "n_gold": self.n_gold,
+                "label_type": self.label_type,
+            }
         return {
             "n_items": cl.n_items,
             "n_annotators": cl.n_annotators,
@@ -201,25 +494,109 @@ class AggregateResult:
         }
 
 
-def make_method(method: str, *, seed: int, max_iter: int | None, tol: float | None) -> Any:
-    """The aggregator of ``method`` with EM settings (refused for methods without EM)."""
-    m = check_option(method, Method, "--method")
-    agg = make_aggregator(m, random_state=seed)
+def make_method(
+    method: str | None,
+    *,
+    seed: int,
+    max_iter: int | None,
+    tol: float | None,
+    label_type: str = LabelType.NOMINAL.value,
+) -> Any:
+    """The aggregator of ``method`` with EM settings (refused for methods without EM).
+
+    Args:
+        method: A method of the label type (``None``: its default); ``auto`` chooses among
+            the classification methods (:class:`~crowdmed.aggregation.AutoAggregator`).
+        seed: Random state of the methods that take one.
+        max_iter: Maximum EM iterations.
+        tol: EM tolerance.
+        label_type: nominal, ordinal or continuous.
+
+    Raises:
+        ValueError: A method of another label type, or EM settings for a method without EM.
+    """
+    t, name = resolve_method(method, label_type)
+    if t is LabelType.CONTINUOUS:
+        agg = CONTINUOUS_METHODS[ContinuousMethod(name)]()
+    elif t is LabelType.ORDINAL:
+        agg = ORDINAL_METHODS[OrdinalMethod(name)]()
+    else:
+        agg = make_aggregator(name)
     params = agg.get_params()
-    for option, name, value in (("--max-iter", "max_iter", max_iter), ("--tol", "tol", tol)):
+    if "random_state" in params:
+        agg.set_params(random_state=seed)
+    for option, key, value in (("--max-iter", "max_iter", max_iter), ("--tol", "tol", tol)):
         if value is None:
             continue
-        if name not in params:
+        if key not in params:
             raise ValueError(
-                f"`{option}` does not apply to --method {m.value}; it is not fitted by EM."
+                f"`{option}` does not apply to --method {name}; it is not fitted by EM."
             )
-        agg.set_params(**{name: value})
+        agg.set_params(**{key: value})
     return agg
+
+
+def _fit_record(agg: Any, use_gold: bool, seconds: float, caught: list[Any]) -> dict[str, Any]:
+    history = list(getattr(agg, "log_likelihoods_", []) or [])
+    fit = {
+        "n_iter": getattr(agg, "n_iter_", None),
+        "converged": getattr(agg, "converged_", None),
+        "log_likelihood": history[-1] if history else None,
+        "used_gold": use_gold,
+        "seconds": seconds,
+        "warnings": [" ".join(str(w.message).split()) for w in caught],
+    }
+    if hasattr(agg, "chosen_"):
+        fit["chosen"] = agg.chosen_
+        fit["scores"] = {k: (v if np.isfinite(v) else None) for k, v in agg.scores_.items()}
+        fit["n_folds"] = agg.n_folds
+        if agg.errors_:
+            fit["errors"] = dict(agg.errors_)
+    return fit
+
+
+def _aggregate_continuous(
+    path: Path, agg: Any, name: str, use_gold: bool, read: dict[str, Any]
+) -> AggregateResult:
+    if use_gold:
+        raise ValueError(
+            "`--use-gold` does not apply to --label-type continuous; gold values are used to "
+            "report the error only."
+        )
+    cl, gold = read_continuous_file(path, **read)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        start = time.perf_counter()
+        agg.fit(cl)
+        seconds = time.perf_counter() - start
+    evaluation: dict[str, float] = {}
+    n_gold = 0
+    if gold is not None:
+        known = np.isfinite(gold)
+        n_gold = int(known.sum())
+        if n_gold:
+            err = np.asarray(agg.labels_, float)[known] - gold[known]
+            evaluation = {
+                "mae": float(np.mean(np.abs(err))),
+                "rmse": float(np.sqrt(np.mean(err**2))),
+            }
+    return AggregateResult(
+        cl,
+        agg,
+        name,
+        continuous_consensus_frame(cl, agg, gold),
+        None,
+        n_gold,
+        _fit_record(agg, False, seconds, caught),
+        LabelType.CONTINUOUS.value,
+        evaluation,
+        gold,
+    )
 
 
 def aggregate_file(
     path: Path,
-    method: str = "dawid-skene",
+    method: str | None = "dawid-skene",
     *,
     seed: int = 0,
     max_iter: int | None = None,
@@ -227,18 +604,23 @@ def aggregate_file(
     use_gold: bool = False,
     read: dict[str, Any] | None = None,
     callback: Callable[[int, float], None] | None = None,
+    label_type: str = LabelType.NOMINAL.value,
 ) -> AggregateResult:
     """Read a label file and fit an aggregator on it.
 
     Args:
         path: Label file (see :func:`read_label_file`).
-        method: majority-vote, wawa, dawid-skene, one-coin, glad or sens-spec.
-        seed: Random state (tie-breaking, random initialisation).
+        method: A method of the label type (:func:`method_names`); ``None`` for the default
+            of the label type (dawid-skene, graded-response, raykar).
+        seed: Random state (tie-breaking, random initialisation, the folds of ``auto``).
         max_iter: Maximum EM iterations (the method's default when ``None``).
         tol: EM tolerance (the method's default when ``None``).
-        use_gold: Clamp gold items to their gold label during the fit.
-        read: Keyword arguments of :func:`read_label_file` (fmt, columns, quiz ...).
+        use_gold: Use the gold labels in the fit: gold items are clamped to their gold label
+            (``gold-majority-vote`` learns each annotator's weight from them instead).
+        read: Keyword arguments of :func:`read_label_file` (fmt, columns, quiz, classes ...).
         callback: Called after each EM iteration with the iteration and log-likelihood.
+        label_type: nominal, ordinal (grades in the order of ``read["classes"]``, else the
+            sorted labels) or continuous (numeric readings; :func:`read_continuous_file`).
 
     Returns:
         The result; warnings of the fit are recorded in ``fit["warnings"]``.
@@ -246,7 +628,10 @@ def aggregate_file(
     Raises:
         ValueError: For bad options or data.
     """
-    agg = make_method(method, seed=seed, max_iter=max_iter, tol=tol)
+    t, name = resolve_method(method, label_type)
+    agg = make_method(name, seed=seed, max_iter=max_iter, tol=tol, label_type=t.value)
+    if t is LabelType.CONTINUOUS:
+        return _aggregate_continuous(path, agg, name, use_gold, read or {})
     cl = read_label_file(path, **(read or {}))
     has_gold = cl.gold is not None and bool((cl.gold >= 0).any())
     if use_gold and not has_gold:
@@ -264,14 +649,5 @@ def aggregate_file(
     if cl.gold is not None and n_gold and not use_gold:
         known = cl.gold >= 0
         accuracy = float(np.mean(agg.labels_[known] == cl.gold[known]))
-    history = list(getattr(agg, "log_likelihoods_", []) or [])
-    fit = {
-        "n_iter": getattr(agg, "n_iter_", None),
-        "converged": getattr(agg, "converged_", None),
-        "log_likelihood": history[-1] if history else None,
-        "used_gold": use_gold,
-        "seconds": seconds,
-        "warnings": [" ".join(str(w.message).split()) for w in caught],
-    }
-    m = check_option(method, Method, "--method").value
-    return AggregateResult(cl, agg, m, consensus_frame(cl, agg), accuracy, n_gold, fit)
+    fit = _fit_record(agg, use_gold, seconds, caught)
+    return AggregateResult(cl, agg, name, consensus_frame(cl, agg), accuracy, n_gold, fit, t.value)

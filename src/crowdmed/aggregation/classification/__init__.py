@@ -1,5 +1,6 @@
 """Truth inference for classification labels."""
 
+from crowdmed.aggregation.classification.auto import AutoAggregator
 from crowdmed.aggregation.classification.bcc import BCC
 from crowdmed.aggregation.classification.dawid_skene import DawidSkene, OneCoinDawidSkene
 from crowdmed.aggregation.classification.glad import GLAD
@@ -17,6 +18,7 @@ __all__ = [
     "KOS",
     "MACE",
     "MMSR",
+    "AutoAggregator",
     "BinarySensSpec",
     "DawidSkene",
     "GoldMajorityVote",
