@@ -221,3 +221,94 @@ def test_engine_fits_twice_the_same_way() -> None:
     a, b = engine.fit(first), engine.fit(second)
     assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
     assert first.draws == second.draws
+
+
+# ---------------------------------------------------------------------- finite training
+class NaNTask(LinearTask):
+    """LinearTask whose loss is NaN from batch ``nan_batch`` of epoch ``nan_epoch`` (0-based)."""
+
+    def __init__(self, nan_epoch: int, nan_batch: int = 2) -> None:
+        super().__init__()
+        self.nan_epoch, self.nan_batch = nan_epoch, nan_batch
+        self._epoch = -1
+        self._batch = 0
+
+    def epoch_items(self, epoch: int, engine: Engine) -> int:
+        self._epoch, self._batch = epoch, 0
+        return super().epoch_items(epoch, engine)
+
+    def train_batch(self, idx: torch.Tensor, engine: Engine) -> Any:
+        loss, extras = super().train_batch(idx, engine)
+        self._batch += 1
+        if self._epoch == self.nan_epoch and self._batch >= self.nan_batch:
+            loss = loss * float("nan")
+        return loss, extras
+
+
+def test_nan_loss_stops_before_the_step_and_keeps_the_last_finite_checkpoint(
+    tmp_path: Path,
+) -> None:
+    from crowdmed.training.engine import NonFiniteLossError
+
+    ckpt = tmp_path / "ckpt.safetensors"
+    task = NaNTask(nan_epoch=1, nan_batch=3)
+    with pytest.raises(NonFiniteLossError, match=r"loss became NaN at epoch 2 step 3") as info:
+        Engine(epochs=4, batch_size=16, seed=0, checkpoint=ckpt).fit(task)
+    assert (info.value.epoch, info.value.step, info.value.lr) == (2, 3, 0.05)
+    assert all(bool(torch.isfinite(p).all()) for p in task.net.parameters())
+    meta, tensors = read_checkpoint(ckpt)
+    assert len(meta["history"]) == 1  # the finished, finite epoch
+    assert all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point())
+
+
+def test_nan_weights_after_an_epoch_are_never_checkpointed(tmp_path: Path) -> None:
+    from crowdmed.training.engine import NonFiniteLossError
+
+    class PoisonTask(LinearTask):
+        def end_epoch(self, epoch: int, engine: Engine) -> dict[str, float]:
+            if epoch == 1:
+                with torch.no_grad():
+                    self.net[0].weight[0, 0] = float("inf")
+            return {}
+
+    ckpt = tmp_path / "ckpt.safetensors"
+    with pytest.raises(NonFiniteLossError, match=r"weights became inf after epoch 2"):
+        Engine(epochs=3, batch_size=32, seed=0, checkpoint=ckpt).fit(PoisonTask())
+    assert len(read_checkpoint(ckpt)[0]["history"]) == 1
+
+
+def test_resume_with_fewer_epochs_than_the_checkpoint_is_refused(tmp_path: Path) -> None:
+    from crowdmed.training.engine import CheckpointEpochsError
+
+    ckpt = tmp_path / "ckpt.safetensors"
+    Engine(epochs=3, batch_size=32, seed=0, checkpoint=ckpt).fit(LinearTask())
+    with pytest.raises(CheckpointEpochsError, match=r"holds 3 finished epochs, more than") as info:
+        Engine(epochs=2, batch_size=32, seed=0, checkpoint=ckpt).fit(LinearTask())
+    assert (info.value.epochs_done, info.value.epochs) == (3, 2)
+    res = Engine(epochs=3, batch_size=32, seed=0, checkpoint=ckpt).fit(LinearTask())
+    assert len(res.history) == 3
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: m.pop("history"),
+        lambda m: m.__setitem__("best_epoch", "x"),
+        lambda m: m.__setitem__("best_epoch", 99),
+        lambda m: m.__setitem__("config", [1]),
+        lambda m: m.__setitem__("optimizer", {}),
+    ],
+)
+def test_checkpoint_with_changed_state_is_one_value_error(tmp_path: Path, change: Any) -> None:
+    import json
+
+    from safetensors.torch import save_file
+
+    ckpt = tmp_path / "ckpt.safetensors"
+    Engine(epochs=1, batch_size=32, seed=0, checkpoint=ckpt).fit(LinearTask())
+    meta, tensors = read_checkpoint(ckpt)
+    change(meta)
+    save_file(tensors, str(ckpt), metadata={"crowdmed_checkpoint": json.dumps(meta)})
+    with pytest.raises(ValueError, match=r"ckpt\.safetensors") as info:
+        Engine(epochs=2, batch_size=32, seed=0, checkpoint=ckpt).fit(LinearTask())
+    assert "\n" not in str(info.value)

@@ -95,7 +95,7 @@ def test_missing_tensor_and_other_shape(tmp_path: Path) -> None:
     del cfg["tensors"]["extra"]
     cfg["tensors"]["w"] = [[3, 2], "float32"]
     (folder / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match=r"other shapes for \['w'\]"):
+    with pytest.raises(ValueError, match=r"other shapes or dtypes for \['w'\]"):
         read_folder(folder)
 
 

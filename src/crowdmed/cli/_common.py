@@ -64,6 +64,18 @@ def _debug(ctx: typer.Context) -> bool:
 
 
 def _one_line(exc: BaseException | str) -> str:
+    where, lr = getattr(exc, "where", None), getattr(exc, "lr", None)
+    if callable(where) and isinstance(lr, float):
+        # NonFiniteLossError of the training engine, told in the options' words
+        return f"the {where()}; lower --lr (now {lr:g})."
+    done, epochs = getattr(exc, "epochs_done", None), getattr(exc, "epochs", None)
+    if isinstance(done, int) and isinstance(epochs, int):
+        # CheckpointEpochsError: a checkpoint of a longer run than --epochs asks for
+        return (
+            f"The checkpoint '{getattr(exc, 'path', '')}' holds {done} finished epochs, more "
+            f"than --epochs {epochs}; pass --epochs {done} or more to continue that run, or "
+            "--no-resume to start over."
+        )
     text = str(exc)
     if not text and isinstance(exc, OSError) and exc.filename is not None:
         text = f"{exc.strerror or type(exc).__name__}: {exc.filename}"

@@ -297,7 +297,10 @@ def load_detector(
     """
     p = Path(path)
     if p.is_file():
-        detector = _load_legacy(p)
+        from crowdmed.training.legacy import payload_errors
+
+        with payload_errors(p, command="crowdmed mitosis train", what="mitosis detector"):
+            detector = _load_legacy(p)
     else:
         from crowdmed.training.persistence import CONFIG_NAME, WEIGHTS_NAME, read_folder
 

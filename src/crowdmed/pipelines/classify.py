@@ -52,7 +52,13 @@ from crowdmed.data.features import (
 )
 from crowdmed.data.io import read_labels, write_table
 from crowdmed.data.labels import CrowdLabels
-from crowdmed.pipelines.model_folder import DATA_NAME, read_data, save_model, write_json
+from crowdmed.pipelines.model_folder import (
+    DATA_NAME,
+    check_data,
+    read_data,
+    save_model,
+    write_json,
+)
 from crowdmed.pipelines.records import file_record, files_record
 
 __all__ = [
@@ -718,10 +724,12 @@ def load_classifier(model_dir: Path) -> ClassifierModel:
     data = read_data(model_dir)
     if data["task"] != "classification":
         raise ValueError(f"'{model_dir}' holds a {data['task']} model, not a classifier.")
+    check_data(model_dir, data, task="classification")
     _import_torch(data["input"]["kind"] == "images", "Prediction")
     from crowdmed.training import load_model
 
     clf = load_model(model_dir, device="cpu")
+    check_data(model_dir, data, task="classification", n_classes=int(clf.n_classes_))
     return ClassifierModel(clf, data, model_dir / "model.safetensors")
 
 

@@ -32,6 +32,7 @@ from crowdmed._validation import check_option
 from crowdmed.pipelines.model_folder import (
     DATA_NAME,
     MODEL_FILES,
+    check_data,
     read_data,
     save_model,
     write_json,
@@ -104,6 +105,7 @@ def load_detection_model(model_dir: Path) -> DetectionModel:
     data = read_data(Path(model_dir))
     if data["task"] != "detection":
         raise ValueError(f"'{model_dir}' holds a {data['task']} model, not a detector.")
+    check_data(Path(model_dir), data, task="detection")
     _import_torch()
     from crowdmed.training import load_model
 

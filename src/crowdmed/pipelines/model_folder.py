@@ -18,7 +18,7 @@ from typing import Any
 
 from crowdmed._io import to_jsonable
 
-__all__ = ["DATA_NAME", "MODEL_FILES", "read_data", "save_model", "write_json"]
+__all__ = ["DATA_NAME", "MODEL_FILES", "check_data", "read_data", "save_model", "write_json"]
 
 #: The pipeline's description of a model folder.
 DATA_NAME = "data.json"
@@ -82,3 +82,66 @@ def read_data(model_dir: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or "task" not in data:
         raise ValueError(f"'{path}' is not a crowdmed model description (no `task`).")
     return data
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_data(
+    model_dir: Path,
+    data: dict[str, Any],
+    *,
+    task: str,
+    n_classes: int | None = None,
+) -> None:
+    """Check that ``data.json`` describes the model of its folder before it is used.
+
+    Args:
+        model_dir: The model folder.
+        data: Its ``data.json`` (from :func:`read_data`).
+        task: ``"classification"``, ``"segmentation"`` or ``"detection"``.
+        n_classes: Number of classes of the loaded model's output, when known.
+
+    Raises:
+        ValueError: One line naming ``data.json`` when a field the task needs is missing or
+            of the wrong type, or its classes do not match the model's output.
+    """
+    path = model_dir / DATA_NAME
+
+    def bad(what: str) -> ValueError:
+        return ValueError(f"'{path}' {what}; the folder was changed, train the model again.")
+
+    if data.get("task") != task:
+        raise ValueError(f"'{model_dir}' holds a {data.get('task')} model, not a {task} model.")
+    if task == "classification":
+        spec = data.get("input")
+        if not isinstance(spec, dict) or spec.get("kind") not in ("features", "images"):
+            raise bad("has no `input` of kind 'features' or 'images'")
+        if spec["kind"] == "features" and not _is_int(spec.get("n_features")):
+            raise bad("has no integer `input.n_features`")
+        if spec["kind"] == "images":
+            size, channels = spec.get("size"), spec.get("channels")
+            if not (isinstance(size, list) and size and all(_is_int(v) and v > 0 for v in size)):
+                raise bad("has no `input.size` (a list of positive integers)")
+            if channels not in (1, 3):
+                raise bad(f"has `input.channels` {channels!r} (must be 1 or 3)")
+    if task in ("classification", "detection"):
+        classes = data.get("classes")
+        if not isinstance(classes, list) or not classes:
+            raise bad("has no `classes` list")
+        if len({str(c) for c in classes}) != len(classes):
+            raise bad("lists a class twice in `classes`")
+        given = len(classes)
+    else:
+        given = data.get("n_classes")
+        if not _is_int(given) or given < 1:
+            raise bad(f"has `n_classes` {given!r} (must be a positive integer)")
+    if task in ("segmentation", "detection") and data.get("channels") not in (1, 3):
+        raise bad(f"has `channels` {data.get('channels')!r} (must be 1 or 3)")
+    if task == "detection":
+        size = data.get("image_size")
+        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size)):
+            raise bad("has no `image_size` [height, width]")
+    if n_classes is not None and given != n_classes:
+        raise bad(f"lists {given} classes but '{model_dir / MODEL_FILES[1]}' predicts {n_classes}")

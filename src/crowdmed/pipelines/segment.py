@@ -43,7 +43,13 @@ from crowdmed.data.cases import (
     read_reference_cases,
     read_segmentation_cases,
 )
-from crowdmed.pipelines.model_folder import DATA_NAME, read_data, save_model, write_json
+from crowdmed.pipelines.model_folder import (
+    DATA_NAME,
+    check_data,
+    read_data,
+    save_model,
+    write_json,
+)
 from crowdmed.pipelines.records import files_record, sha256_file, tree_sha256
 
 __all__ = [
@@ -173,10 +179,13 @@ def load_segmentation_model(model_dir: Path) -> SegmentationModel:
     data = read_data(Path(model_dir))
     if data["task"] != "segmentation":
         raise ValueError(f"'{model_dir}' holds a {data['task']} model, not a segmentation model.")
+    check_data(Path(model_dir), data, task="segmentation")
     _import_torch()
     from crowdmed.training import load_model
 
     seg = load_model(model_dir, device="cpu")
+    n_classes = getattr(seg, "n_classes_", None)
+    check_data(Path(model_dir), data, task="segmentation", n_classes=n_classes)
     return SegmentationModel(seg, data, Path(model_dir) / "model.safetensors")
 
 

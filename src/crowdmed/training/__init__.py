@@ -5,7 +5,11 @@ seeding, checkpoints and exact resume, early stopping, ``torchrun``) and saves i
 model folder (``config.json`` + ``model.safetensors``) that :func:`load_model` reads back.
 """
 
-from crowdmed.training._checkpoint import CheckpointMismatchError
+from crowdmed.training._checkpoint import (
+    CheckpointEpochsError,
+    CheckpointMismatchError,
+    NonFiniteLossError,
+)
 from crowdmed.training.classifier import CrowdClassifier, TrainMethod, tta_views
 from crowdmed.training.detector import (
     CrowdDetector,
@@ -23,6 +27,7 @@ from crowdmed.training.regression import CrowdRegressor, RegressionMethod
 from crowdmed.training.segmenter import CrowdSegmenter, SegmentationMethod
 
 __all__ = [
+    "CheckpointEpochsError",
     "CheckpointMismatchError",
     "CrowdClassifier",
     "CrowdDetector",
@@ -33,6 +38,7 @@ __all__ = [
     "Engine",
     "FitResult",
     "MultiTaskClassifier",
+    "NonFiniteLossError",
     "RegressionMethod",
     "SegmentationMethod",
     "TrainMethod",

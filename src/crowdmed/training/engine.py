@@ -55,7 +55,15 @@ same numbers as an uninterrupted one.
 Checkpoints are one safetensors file (tensors: module and best states, optimiser tensors,
 RNG states; its JSON metadata: step, epoch, history, optimiser settings, NumPy RNG state,
 the run's fingerprint). A checkpoint of a run with another :meth:`TrainTask.config` or other
-engine settings (only ``epochs`` may change) raises :class:`CheckpointMismatchError`.
+engine settings (only ``epochs`` may change) raises :class:`CheckpointMismatchError`, and a
+checkpoint with more finished epochs than ``epochs`` raises :class:`CheckpointEpochsError`
+(never a result that claims more epochs than asked for).
+
+Finite training: the loss of every mini-batch is checked before its optimiser step, and the
+weights after every epoch. A NaN or infinite value stops the fit with
+:class:`NonFiniteLossError` (epoch, step and learning rate): the step is not taken, no epoch
+with non-finite weights is checkpointed (the checkpoint of the last finite epoch is kept),
+and no result is returned, so no caller can save a diverged model.
 
 Distributed training: under ``torchrun --nproc_per_node N`` (``WORLD_SIZE > 1`` in the
 environment), the engine joins the process group (gloo on CPU, NCCL on CUDA; created on the
@@ -84,13 +92,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from crowdmed.training._checkpoint import CheckpointMismatchError, data_digest
+from crowdmed.training._checkpoint import (
+    CheckpointEpochsError,
+    CheckpointMismatchError,
+    NonFiniteLossError,
+    data_digest,
+)
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "CheckpointEpochsError",
     "CheckpointMismatchError",
     "Engine",
     "FitResult",
+    "NonFiniteLossError",
     "ProgressHook",
     "TrainTask",
     "data_digest",
@@ -469,7 +484,10 @@ class Engine:
             weights.
 
         Raises:
-            CheckpointMismatchError: ``checkpoint`` belongs to a run with other settings.
+            CheckpointMismatchError: ``checkpoint`` belongs to a run with other settings
+                (:class:`CheckpointEpochsError`: it holds more than ``epochs`` epochs).
+            NonFiniteLossError: The loss or the weights became NaN or infinite (the fit
+                stops; the checkpoint of the last finite epoch is kept).
             ValueError: ``checkpoint`` is corrupt.
         """
         threads = torch.get_num_threads()
@@ -530,6 +548,7 @@ class Engine:
                 t0 = time.perf_counter()
                 record = self._train_epoch(task, modules, opt, params, epoch)
                 record.update(task.end_epoch(epoch, self))
+                self._check_weights(modules, opt, epoch)
                 val = task.validate(self)
                 if val:
                     record.update(zip(val, self.all_reduce_mean(list(val.values())), strict=True))
@@ -574,9 +593,10 @@ class Engine:
         perm = self._order(n)
         sums: dict[str, float] = {"loss": 0.0}
         weight = 0.0
-        for idx in self.batches(perm):
+        for batch, idx in enumerate(self.batches(perm), start=1):
             out = task.train_batch(idx, self)
             loss, extras = out if isinstance(out, tuple) else (out, {})
+            self._check_loss(loss, opt, epoch, batch)
             opt.zero_grad()
             loss.backward()
             if self.is_distributed:
@@ -596,6 +616,29 @@ class Engine:
         record: dict[str, float] = {"epoch": epoch + 1}
         record.update({k: v / denom for k, v in zip(keys, totals[:-1], strict=True)})
         return record
+
+    # ------------------------------------------------------------------ finite training
+    def _check_loss(
+        self, loss: torch.Tensor, opt: torch.optim.Optimizer, epoch: int, batch: int
+    ) -> None:
+        """Stop before the optimiser step of a NaN or infinite loss (on every rank)."""
+        value = loss.detach()
+        finite = bool(torch.isfinite(value).all())
+        if self.is_distributed:  # every rank stops at the same step
+            finite = self.all_reduce_sum([float(not finite)])[0] == 0
+        if not finite:
+            kind = "NaN" if bool(torch.isnan(value).any()) or value.numel() == 0 else "inf"
+            raise NonFiniteLossError(epoch + 1, batch, _first_lr(opt), kind)
+
+    def _check_weights(
+        self, modules: dict[str, nn.Module], opt: torch.optim.Optimizer, epoch: int
+    ) -> None:
+        """Stop when an epoch left NaN or infinite weights (never checkpointed)."""
+        for module in modules.values():
+            for t in module.state_dict().values():
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    kind = "NaN" if bool(torch.isnan(t).any()) else "inf"
+                    raise NonFiniteLossError(epoch + 1, 0, _first_lr(opt), kind, what="weights")
 
     # ------------------------------------------------------------------ checkpoints
     def _save(
@@ -666,7 +709,9 @@ class Engine:
     ) -> dict[str, dict[str, torch.Tensor]] | None:
         meta, tensors = read_checkpoint(path)
         old = meta.get("config", {})
+        old = old if isinstance(old, dict) else {}
         old_task = old.get("task", {})
+        old_task = old_task if isinstance(old_task, dict) else {}
         changed = sorted(
             {
                 self.setting_names.get(k, k)
@@ -713,17 +758,23 @@ class Engine:
                 torch.cuda.set_rng_state(tensors["rng/cuda"], self.device)
             self.rng.bit_generator.state = meta["numpy_rng"]
             task.load_state_dict(meta.get("task_state", {}))
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            history = [dict(r) for r in meta["history"]]
+            best_epoch, best_score = int(meta["best_epoch"]), float(meta["best_score"])
+            stopped_early, step = bool(meta["stopped_early"]), int(meta["step"])
+            if not 0 <= best_epoch <= len(history) or step < 0:
+                raise ValueError(f"best epoch {best_epoch} of {len(history)} epochs")
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
             first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
             raise ValueError(
                 f"Checkpoint '{path}' does not fit this run ({first or type(exc).__name__}); "
                 f"{self.mismatch_hint}"
             ) from None
-        result.history = list(meta["history"])
-        result.best_epoch = int(meta["best_epoch"])
-        result.best_score = float(meta["best_score"])
-        result.stopped_early = bool(meta["stopped_early"])
-        self.step = result.step = int(meta["step"])
+        if len(history) > self.epochs:
+            raise CheckpointEpochsError(path, len(history), self.epochs, self.mismatch_hint)
+        result.history = history
+        result.best_epoch, result.best_score = best_epoch, best_score
+        result.stopped_early = stopped_early
+        self.step = result.step = step
         return best_state
 
     # ------------------------------------------------------------------ progress
@@ -755,6 +806,12 @@ class Engine:
                 f"{k}={v:.3f}" for k, v in record.items() if k not in ("epoch", "seconds")
             )
             bar.update(handle, completed=epoch, metrics=shown)
+
+
+def _first_lr(opt: torch.optim.Optimizer) -> float:
+    groups = opt.param_groups
+    lr = groups[0].get("lr", math.nan) if groups else math.nan
+    return float(lr.item() if isinstance(lr, torch.Tensor) else lr)
 
 
 def _destroy_group() -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_payload"]
+__all__ = ["load_payload", "payload_errors"]
 
 
 def load_payload(path: Path, *, fmt: str, command: str, what: str = "model") -> dict[str, Any]:
@@ -35,3 +37,32 @@ def load_payload(path: Path, *, fmt: str, command: str, what: str = "model") -> 
     if not isinstance(payload, dict) or payload.get("format") != fmt:
         raise ValueError(f"'{path}' is not a {what} written by `{command}`.")
     return payload
+
+
+@contextlib.contextmanager
+def payload_errors(path: Path, *, command: str, what: str = "model") -> Iterator[None]:
+    """Turn an error while rebuilding a model from a payload into one line naming the file.
+
+    A payload whose network sizes were changed, whose state dict was deleted or whose values
+    have other types fails inside the model's own code (``KeyError``, ``RuntimeError`` ...);
+    inside this context it raises a :class:`ValueError` that names ``path`` instead.
+
+    Args:
+        path: The file the payload was read from.
+        command: The command that writes such files (named in the error).
+        what: What the file holds (``"model"``, ``"mitosis detector"``).
+
+    Raises:
+        ValueError: One line naming ``path``.
+    """
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+        if isinstance(exc, ValueError) and str(path) in str(exc):
+            raise
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        first = first if len(first) <= 160 else first[:157] + "..."
+        raise ValueError(
+            f"'{path}' is not a valid {what} ({type(exc).__name__}: {first or 'no detail'}); "
+            f"the file was changed, train again with `{command}`."
+        ) from None

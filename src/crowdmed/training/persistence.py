@@ -218,8 +218,9 @@ def read_folder(
 
     Raises:
         ValueError: One line naming the file when a file is missing or corrupt (bad JSON,
-            unreadable safetensors, tensor names or shapes other than the manifest's), the
-            task differs, or the format is newer than this crowdmed.
+            unreadable safetensors, tensor names or shapes other than the manifest's), a
+            weight is NaN or infinite, the task differs, or the format is newer than this
+            crowdmed.
     """
     config = read_config(path, task=task)
     weights = Path(path) / WEIGHTS_NAME
@@ -241,13 +242,28 @@ def read_folder(
         )
     wrong = [
         name
-        for name, (shape, _dtype) in manifest.items()
+        for name, (shape, dtype) in manifest.items()
         if list(tensors[name].shape) != list(shape)
+        or str(tensors[name].dtype).removeprefix("torch.") != dtype
     ]
     if wrong:
         raise ValueError(
-            f"'{weights}' does not match its config.json (other shapes for {wrong[:5]}); "
+            f"'{weights}' does not match its config.json (other shapes or dtypes for {wrong[:5]}); "
             "the folder was changed, save the model again."
+        )
+    # module weights are saved as "<module>/<key>" or "<key.path>"; a top-level fitted
+    # attribute (e.g. "head_quiz_accuracy") may hold NaN for "not estimated"
+    bad = [
+        name
+        for name, t in tensors.items()
+        if ("/" in name or "." in name or name in ("weight", "bias"))
+        and t.is_floating_point()
+        and not bool(torch.isfinite(t).all())
+    ]
+    if bad:
+        raise ValueError(
+            f"'{weights}' holds NaN or infinite weights (in {bad[:3]}); the training diverged, "
+            "train again with a lower --lr."
         )
     return config, tensors
 
@@ -361,4 +377,15 @@ def load_model(
             f"'{Path(path) / CONFIG_NAME}' holds task {config['task']!r}, which no loader "
             f"handles; known tasks: {registered_tasks()}."
         )
-    return loader(path, device=device, **kwargs)
+    try:
+        return loader(path, device=device, **kwargs)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        # a changed config.json reaches the model's own loader; name the file in every error
+        text = str(exc)
+        if str(Path(path)) in text and isinstance(exc, ValueError):
+            raise
+        raise ValueError(
+            f"'{Path(path) / CONFIG_NAME}' is not a valid {config['task']} config "
+            f"({type(exc).__name__}: {_first_line(exc)}); the folder was changed, save the "
+            "model again."
+        ) from None
