@@ -12,7 +12,7 @@ multiannotator = pytest.importorskip("cleanlab.multiannotator")
 ma_utils = pytest.importorskip("cleanlab.internal.multiannotator_utils")
 
 from crowdmed.data.labels import CrowdLabels  # noqa: E402
-from crowdmed.quality import label_quality  # noqa: E402
+from crowdmed.quality import label_quality, relabel_scores  # noqa: E402
 
 ATOL = 1e-6
 
@@ -157,3 +157,39 @@ def test_crowdlab_matches_cleanlab_on_labelme(shared_data):
     labels, probs = labelme(shared_data)
     ref, kept = reference(labels, probs, return_weights=True)
     check_equal(label_quality(labels, probs), ref, kept)
+
+
+# ----------------------------------------------------------------------------- ActiveLab
+def activelab_reference(labels, probs):
+    """cleanlab's scores for the labelled and the unlabelled items, in item order."""
+    has = (labels >= 0).any(axis=1)
+    kept = (labels >= 0).any(axis=0)
+    floats = np.where(labels >= 0, labels, np.nan).astype(float)[has][:, kept]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        labelled, unlabelled = multiannotator.get_active_learning_scores(
+            floats, probs[has], probs[~has] if (~has).any() else None
+        )
+    out = np.empty(len(labels))
+    out[has] = labelled
+    out[~has] = unlabelled
+    return out
+
+
+@pytest.mark.usefixtures("aligned_counts")
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("single", [False, True])
+def test_activelab_matches_cleanlab(seed, single):
+    labels, probs = simulate(400, 10, 4, 0.15, seed)
+    labels[:60] = -1  # unlabelled items
+    if single:  # one label per labelled item: cleanlab's branch without calibration
+        labels = np.where(np.cumsum(labels >= 0, axis=1) == 1, labels, -1)
+    ours = relabel_scores(labels, probs, method="activelab")
+    np.testing.assert_allclose(1.0 - ours.scores, activelab_reference(labels, probs), atol=ATOL)
+
+
+@pytest.mark.usefixtures("aligned_counts")
+def test_activelab_matches_cleanlab_on_labelme(shared_data):
+    labels, probs = labelme(shared_data)
+    ours = relabel_scores(labels, probs, method="activelab")
+    np.testing.assert_allclose(1.0 - ours.scores, activelab_reference(labels, probs), atol=ATOL)

@@ -19,6 +19,7 @@ from crowdmed.cli import boxes as _boxes
 from crowdmed.cli import crowd as _crowd
 from crowdmed.cli import masks as _masks
 from crowdmed.cli import mitosis as _mitosis
+from crowdmed.cli import next as _next
 from crowdmed.cli import report as _report
 from crowdmed.cli import serve as _serve
 from crowdmed.cli._common import EXIT_USER_ERROR, USER_ERRORS, _State
@@ -86,7 +87,7 @@ train_app.command("segment")(segment)
 train_app.command("detect")(detect)
 app.add_typer(train_app, name="train")
 app.command()(predict)
-for _module in (_masks, _boxes, _mitosis, _crowd, _serve, _report):
+for _module in (_masks, _boxes, _mitosis, _crowd, _serve, _next, _report):
     _module.register(app)
 
 
