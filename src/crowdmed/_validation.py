@@ -145,7 +145,7 @@ def check_option(value: Any, enum: type[E], name: str) -> E:
                 return m
     close = difflib.get_close_matches(str(value), [str(v) for v in valid], n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"`{name}` must be one of {valid}; got {value!r}.{hint}")
+    raise ValueError(f"`{name}` must be one of {valid}; got {_plain(value)!r}.{hint}")
 
 
 def interval(
@@ -194,7 +194,8 @@ def check_params(estimator: Any, constraints: Mapping[str, Callable[[Any], str |
         expectation = check(value)
         if expectation is not None:
             raise ValueError(
-                f"`{name}` of {type(estimator).__name__} must be {expectation}; got {value!r}."
+                f"`{name}` of {type(estimator).__name__} must be {expectation}; got "
+                f"{_plain(value)!r}."
             )
 
 
@@ -216,3 +217,8 @@ def check_random_state(seed: Any) -> np.random.Generator:
     raise TypeError(
         f"`random_state` must be None, an int or a numpy Generator; got {type(seed).__name__}."
     )
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar as the Python value, so messages show ``0``, not ``np.int64(0)``."""
+    return value.item() if isinstance(value, np.generic) else value

@@ -173,3 +173,11 @@ def test_messages_show_plain_numbers() -> None:
     with pytest.raises(ValueError, match=r"pair must occur once") as info:
         from_long_frame(df)
     assert "np." not in str(info.value)
+
+
+def test_parameter_messages_show_plain_numbers() -> None:
+    from crowdmed.aggregation import DawidSkene
+
+    labels = np.array([[0, 1], [1, 1]])
+    with pytest.raises(ValueError, match=r"`max_iter` of DawidSkene must be .*; got -1\.$"):
+        DawidSkene(max_iter=np.int64(-1)).fit(labels)
