@@ -317,7 +317,7 @@ class CrowdRegressor:
                 "This CrowdRegressor instance is not fitted yet. Call 'fit' first."
             )
         tensors = {f"network/{k}": v for k, v in self.network.state_dict().items()}
-        head_config = None
+        head_config: dict[str, Any] | None = None
         if self.head_ is not None:
             tensors.update({f"head/{k}": v for k, v in self.head_.state_dict().items()})
             head_config = {"type": type(self.head_).__name__}
