@@ -35,6 +35,7 @@ import scipy.sparse as sp
 from crowdmed._text import short_list
 from crowdmed._validation import check_option
 from crowdmed.data.labels import CrowdLabels
+from crowdmed.quality._common import confusion_counts
 from crowdmed.quality.label_quality import (
     ConsensusMethod,
     QualityMethod,
@@ -242,16 +243,13 @@ def _fit_confusions(
     """
     k = log_prior.shape[1]
     it, an, lab = cl.items, cl.annotators, cl.labels
-    n_ann = cl.n_annotators
     votes = np.bincount(it * k + lab, minlength=cl.n_items * k).reshape(-1, k)
     post = np.exp(log_prior) * (1.0 + votes)  # start: the model nudged by the votes
     post /= post.sum(axis=1, keepdims=True)
     eye = np.eye(k)
     for _ in range(n_iter):
         # M-step: soft confusion counts, shrunk to a one-coin matrix shrunk to the crowd mean
-        w = post[it]  # (n_labels, K): evidence for each true class
-        counts = np.zeros((n_ann, k, k))
-        np.add.at(counts, (an, slice(None), lab), w)
+        counts = confusion_counts(cl, post)  # counts[a, k, l]: soft count of true k, said l
         hits = np.einsum("akk->a", counts)
         n_a = counts.sum(axis=(1, 2))
         crowd_acc = hits.sum() / max(n_a.sum(), _EPS)
@@ -261,7 +259,9 @@ def _fit_confusions(
         # E-step in log space: products of many small probabilities underflow
         log_conf = np.log(np.clip(conf, _EPS, None))
         log_post = log_prior.copy()
-        np.add.at(log_post, it, log_conf[an, :, lab])
+        said = log_conf[an, :, lab]  # (n_labels, K): log P(this label | true class k)
+        for j in range(k):
+            log_post[:, j] += np.bincount(it, weights=said[:, j], minlength=cl.n_items)
         log_post -= log_post.max(axis=1, keepdims=True)
         post = np.exp(log_post)
         post /= post.sum(axis=1, keepdims=True)
