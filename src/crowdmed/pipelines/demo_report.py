@@ -235,25 +235,18 @@ def _benchmark_headline(result: DemoResult) -> Image | None:
 
 
 def _masks_readers_figure(result: DemoResult) -> Image:
-    from crowdmed.report._axes import new_axes
+    from crowdmed.report.figures import plot_histograms
 
-    fig, ax = new_axes(None, (5.2, 3.6))
-    bins = np.linspace(0, 1, 26)
-    ax.hist(
-        result.masks_nodules["mean_pairwise_dice"].to_numpy(float),
-        bins=bins,
-        alpha=0.6,
-        label="reader vs reader (mean pairwise, per nodule)",
+    fig, ax = plot_histograms(
+        {
+            "reader vs reader (mean pairwise, per nodule)": result.masks_nodules[
+                "mean_pairwise_dice"
+            ],
+            "each reader vs STAPLE (per reader and nodule)": result.masks_readers["dice_vs_staple"],
+        },
+        bins=np.linspace(0, 1, 26),
+        xlabel="Dice",
     )
-    ax.hist(
-        result.masks_readers["dice_vs_staple"].to_numpy(float),
-        bins=bins,
-        alpha=0.6,
-        label="each reader vs STAPLE (per reader and nodule)",
-    )
-    ax.set_xlabel("Dice")
-    ax.set_ylabel("count")
-    ax.legend(fontsize="small", loc="upper left")
     ax.set_title("LIDC-IDRI outlines: readers against the consensus", fontsize="medium")
     return Image(
         _png(fig),

@@ -153,16 +153,10 @@ def _has_matplotlib() -> bool:
 
 
 def _bars(values: pd.Series, *, xlabel: str, ylabel: str, title: str) -> Any:
-    from crowdmed.report._axes import new_axes
+    from crowdmed.report.figures import plot_counts
 
-    fig, ax = new_axes(None, (5.0, 3.6))
-    ax.bar([str(i) for i in values.index], values.to_numpy(dtype=float), color="tab:blue")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    fig, ax = plot_counts(values, xlabel=xlabel, ylabel=ylabel)
     ax.set_title(title, fontsize="medium")
-    ax.grid(axis="y", alpha=0.3)
-    if len(values) > 6:
-        ax.tick_params(axis="x", labelrotation=45)
     return fig
 
 
@@ -274,7 +268,7 @@ def _aggregate_run(run: Run, figures: bool) -> None:
 def _aggregate_figures(
     consensus: pd.DataFrame, annotators: pd.DataFrame | None, method: str
 ) -> list[Image]:
-    from crowdmed.report._axes import new_axes
+    from crowdmed.report.figures import plot_histograms
     from crowdmed.report.readers import plot_operating_points
 
     images = []
@@ -292,10 +286,13 @@ def _aggregate_figures(
                 ),
             )
         )
-    fig, ax = new_axes(None, (5.0, 3.6))
-    ax.hist(consensus["confidence"].to_numpy(dtype=float), bins=np.linspace(0, 1, 21))
-    ax.set_xlabel("confidence (posterior of the consensus label)")
-    ax.set_ylabel("items")
+    fig, ax = plot_histograms(
+        {"items": consensus["confidence"]},
+        bins=np.linspace(0, 1, 21),
+        xlabel="confidence (posterior of the consensus label)",
+        ylabel="items",
+    )
+    ax.get_legend().remove()
     ax.set_title("How sure the consensus is", fontsize="medium")
     images.append(
         Image(

@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 __all__ = [
     "figure_to_png",
     "plot_accuracy",
+    "plot_counts",
     "plot_detection_map",
+    "plot_histograms",
     "plot_mask_raters",
     "plot_rating_spread",
 ]
@@ -277,4 +279,74 @@ def plot_detection_map(
     if (points is not None and len(points)) or (candidates is not None and len(candidates)):
         ax.legend(loc="lower right", fontsize="small")
     ax.set_axis_off()
+    return fig, ax
+
+
+def plot_histograms(
+    values: dict[str, Any],
+    *,
+    bins: Any = 20,
+    xlabel: str = "",
+    ylabel: str = "count",
+    ax: Axes | None = None,
+) -> tuple[Figure, Axes]:
+    """Overlaid histograms, one per named sample (e.g. Dice between readers and vs consensus).
+
+    Args:
+        values: Name -> 1-D array of values; non-finite values are left out.
+        bins: Number of bins or bin edges (``numpy.histogram`` semantics), shared by all.
+        xlabel: x-axis label.
+        ylabel: y-axis label.
+        ax: Axes to draw into; a new figure when omitted.
+
+    Returns:
+        ``(fig, ax)``.
+
+    Examples:
+        >>> import numpy as np
+        >>> fig, ax = plot_histograms({"a": np.array([0.1, 0.2]), "b": np.array([0.9])}, bins=4)
+        >>> [t.get_text() for t in ax.get_legend().get_texts()]
+        ['a', 'b']
+    """
+    fig, ax = new_axes(ax, (5.2, 3.6))
+    for name, sample in values.items():
+        data = np.asarray(sample, dtype=float)
+        ax.hist(data[np.isfinite(data)], bins=bins, alpha=0.6, label=str(name))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize="small", loc="upper left")
+    return fig, ax
+
+
+def plot_counts(
+    counts: pd.Series,
+    *,
+    xlabel: str = "",
+    ylabel: str = "",
+    ax: Axes | None = None,
+) -> tuple[Figure, Axes]:
+    """One bar per entry of a Series (index = bar labels, values = heights).
+
+    Args:
+        counts: The heights, labelled by the index.
+        xlabel: x-axis label.
+        ylabel: y-axis label.
+        ax: Axes to draw into; a new figure when omitted.
+
+    Returns:
+        ``(fig, ax)``.
+
+    Examples:
+        >>> import pandas as pd
+        >>> fig, ax = plot_counts(pd.Series([3, 1], index=["one reader", "two readers"]))
+        >>> len(ax.patches)
+        2
+    """
+    fig, ax = new_axes(ax, (5.0, 3.6))
+    ax.bar([str(i) for i in counts.index], counts.to_numpy(dtype=float), color="tab:blue")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    if len(counts) > 6:
+        ax.tick_params(axis="x", labelrotation=45)
     return fig, ax
