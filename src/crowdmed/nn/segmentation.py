@@ -40,6 +40,7 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -58,6 +59,38 @@ __all__ = [
 
 PixelLoss = Literal["ce", "focal"]
 Reduction = Literal["mean", "sum", "none"]
+#: Class-balance factor ``α_t`` of the focal loss: ``None`` (``α_t = 1``), a number ``α``
+#: (``α`` for the foreground classes ``1..K-1``, ``1 - α`` for class 0, as in Lin et al.) or
+#: one weight per class.
+Alpha = float | Sequence[float] | None
+
+
+def _alpha_table(alpha: Alpha, k: int) -> list[float] | None:
+    """The checked ``α_t`` of each of ``k`` classes; ``None`` when ``α_t = 1``."""
+    if alpha is None:
+        return None
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, Sequence)):
+        raise TypeError(
+            f"`alpha` must be None, a number or a sequence; got {type(alpha).__name__}."
+        )
+    if not isinstance(alpha, Sequence):
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"`alpha` must be in [0, 1]; got {alpha!r}.")
+        return [1.0 - float(alpha)] + [float(alpha)] * (k - 1)
+    table = [float(a) for a in alpha]
+    if (k and len(table) != k) or any(not a >= 0 for a in table):
+        raise ValueError(
+            f"`alpha` must hold {k or 'K'} non-negative class weights (one per class); got {table}."
+        )
+    return table
+
+
+def _alpha_t(alpha: Alpha, t: torch.Tensor, k: int, like: torch.Tensor) -> torch.Tensor | None:
+    """``α_t`` of every pixel of the target ``t`` ``(B, *spatial)``; ``None`` when ``α_t = 1``."""
+    table = _alpha_table(alpha, k)
+    if table is None:
+        return None
+    return torch.as_tensor(table, dtype=like.dtype, device=like.device)[t]
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -94,6 +127,7 @@ def pixel_loss(
     *,
     kind: PixelLoss = "ce",
     gamma: float = 2.0,
+    alpha: Alpha = None,
     weight_map: torch.Tensor | None = None,
     validate_args: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,9 +138,13 @@ def pixel_loss(
         target: Integer tensor ``(B, *spatial)`` of classes ``0..K-1``; ``-1`` marks a pixel
             that is not annotated (its loss is 0 and it is not counted). Bool is read as 0/1.
         kind: ``"ce"`` (cross-entropy) or ``"focal"`` (the softmax focal loss
-            ``-(1 - p_t)^γ log p_t``, equal to MONAI's ``FocalLoss(use_softmax=True,
+            ``-α_t (1 - p_t)^γ log p_t`` of Lin et al., the ``L_focal`` of Xiao et al. (2021)
+            eq. 6; with ``α_t = 1`` equal to MONAI's ``FocalLoss(use_softmax=True,
             reduction="none")`` summed over classes, but keeping the input dtype).
         gamma: Focusing parameter of the focal loss (``gamma=0`` gives cross-entropy).
+        alpha: Class-balance factor ``α_t`` of the focal loss: ``None`` (``α_t = 1``), a
+            number ``α`` (``α`` for classes ``1..K-1``, ``1 - α`` for class 0) or ``K``
+            per-class weights. Ignored by ``"ce"``.
         weight_map: Optional float tensor broadcastable to ``(B, *spatial)`` multiplying the
             loss (e.g. :func:`gaussian_attention` squeezed on the channel axis).
         validate_args: Check shapes and class range.
@@ -127,6 +165,9 @@ def pixel_loss(
         # it); written out because MONAI casts to float32, which breaks float64 gradcheck.
         logp = torch.log_softmax(logits, 1).gather(1, t.unsqueeze(1)).squeeze(1)
         loss = -((1 - logp.exp()).clamp_min(0) ** gamma) * logp
+        a_t = _alpha_t(alpha, t, logits.shape[1], loss)
+        if a_t is not None:
+            loss = a_t * loss
     else:
         raise ValueError(f"`kind` must be one of ['ce', 'focal']; got {kind!r}.")
     if weight_map is not None:
@@ -222,8 +263,13 @@ class GaussianAttentionFocalLoss(nn.Module):
     The multi-class (softmax) focal loss of every pixel (:func:`pixel_loss`) times the
     heat map of :func:`gaussian_attention` computed from the input image.
 
+    ``L_GAF = W_heat ⊙ L_focal`` (Xiao et al. 2021, eq. 6) with
+    ``L_focal = -α_t (1 - p_t)^γ log p_t``; the paper gives no value of ``α_t``, so
+    ``alpha=None`` (``α_t = 1``) is the default; a constant ``α_t`` only rescales the loss.
+
     Args:
         gamma: Focusing parameter of the focal loss.
+        alpha: Class-balance factor ``α_t`` (see :func:`pixel_loss`).
         radius: Gaussian kernel radius in pixels.
         sigma: Gaussian standard deviation in pixels.
         lambda_a: Scale of the roughness term of the heat map.
@@ -243,6 +289,7 @@ class GaussianAttentionFocalLoss(nn.Module):
         self,
         *,
         gamma: float = 2.0,
+        alpha: Alpha = None,
         radius: int = 5,
         sigma: float = 3.0,
         lambda_a: float = 50.0,
@@ -264,6 +311,8 @@ class GaussianAttentionFocalLoss(nn.Module):
         if not sigma > 0:
             raise ValueError(f"`sigma` must be positive; got {sigma!r}.")
         self.gamma = float(gamma)
+        _alpha_table(alpha, 0)  # checks the values; the length is checked in forward
+        self.alpha = alpha
         self.radius = radius
         self.sigma = float(sigma)
         self.lambda_a = float(lambda_a)
@@ -294,7 +343,12 @@ class GaussianAttentionFocalLoss(nn.Module):
                 "batch and spatial sizes."
             )
         loss, valid = pixel_loss(
-            logits, target, kind="focal", gamma=self.gamma, weight_map=self.heat(image)
+            logits,
+            target,
+            kind="focal",
+            gamma=self.gamma,
+            alpha=self.alpha,
+            weight_map=self.heat(image),
         )
         return _reduce(loss, valid, self.reduction)
 
@@ -446,6 +500,7 @@ class LabelReweightingLoss(nn.Module):
         attention: Multiply both per-pixel losses by the Gaussian attention heat map (with
             ``kind="focal"`` this is the GAFL inside the framework).
         gamma: Focal-loss focusing parameter.
+        alpha: Focal-loss class-balance factor ``α_t`` (see :func:`pixel_loss`).
         radius: Gaussian radius of the heat map.
         sigma: Gaussian standard deviation of the heat map.
         lambda_a: Roughness scale of the heat map.
@@ -458,6 +513,7 @@ class LabelReweightingLoss(nn.Module):
         kind: PixelLoss = "ce",
         attention: bool = False,
         gamma: float = 2.0,
+        alpha: Alpha = None,
         radius: int = 5,
         sigma: float = 3.0,
         lambda_a: float = 50.0,
@@ -469,7 +525,12 @@ class LabelReweightingLoss(nn.Module):
         self.kind: PixelLoss = kind
         self.attention = bool(attention)
         self.gaf = GaussianAttentionFocalLoss(
-            gamma=gamma, radius=radius, sigma=sigma, lambda_a=lambda_a, lambda_b=lambda_b
+            gamma=gamma,
+            alpha=alpha,
+            radius=radius,
+            sigma=sigma,
+            lambda_a=lambda_a,
+            lambda_b=lambda_b,
         )
 
     def forward(
@@ -511,8 +572,9 @@ class LabelReweightingLoss(nn.Module):
                 raise ValueError("`image` must be given when attention=True.")
             heat = self.gaf.heat(image)
         g = self.gaf.gamma
+        al = self.gaf.alpha
         vote_map, vote_valid = pixel_loss(
-            logits, vote, kind=self.kind, gamma=g, weight_map=heat, validate_args=False
+            logits, vote, kind=self.kind, gamma=g, alpha=al, weight_map=heat, validate_args=False
         )
         total = lam1 * _reduce(vote_map, vote_valid, "mean")
         if lam2 == 0.0:
@@ -533,6 +595,7 @@ class LabelReweightingLoss(nn.Module):
                 rater_masks[:, n],
                 kind=self.kind,
                 gamma=g,
+                alpha=al,
                 weight_map=heat,
                 validate_args=False,
             )

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -161,9 +161,15 @@ class CrowdSegmenter:
         batch_size: Mini-batch size.
         lr: Learning rate of Adam (both networks).
         weight_decay: Weight decay of Adam.
-        k_every: The schedule step ``k`` of the re-weighting framework grows by one every
-            ``k_every`` optimiser steps (``k = step // k_every``).
+        k_every: The schedule step ``k`` of the re-weighting framework (``λ1 = 1 / (1 + tanh
+            k)``, ``λ2 = tanh k / (1 + tanh k)``, Xiao et al. 2021, eqs. 7-8) grows by one
+            every ``k_every`` of the run: a fraction in ``(0, 1)`` of the planned optimiser
+            steps (``epochs`` × steps per epoch), so that it scales with the run (the paper:
+            every 1,000 of 10,000 iterations, ``0.1``), or an integer number of steps.
         gamma: Focal-loss focusing parameter (GAF methods).
+        focal_alpha: Class-balance factor ``α_t`` of the focal loss (GAF methods; see
+            :func:`crowdmed.nn.segmentation.pixel_loss`): ``None`` (``α_t = 1``; the paper
+            names ``α_t`` without a value), a number or one weight per class.
         radius: Gaussian radius of the attention heat map.
         sigma: Gaussian standard deviation of the heat map.
         lambda_a: Roughness scale of the heat map (images should be scaled to [0, 1]).
@@ -224,8 +230,9 @@ class CrowdSegmenter:
         batch_size: int = 8,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        k_every: int = 100,
+        k_every: float = 0.1,
         gamma: float = 2.0,
+        focal_alpha: float | Sequence[float] | None = None,
         radius: int = 5,
         sigma: float = 3.0,
         lambda_a: float = 50.0,
@@ -251,6 +258,7 @@ class CrowdSegmenter:
         self.weight_decay = weight_decay
         self.k_every = k_every
         self.gamma = gamma
+        self.focal_alpha = focal_alpha
         self.radius = radius
         self.sigma = sigma
         self.lambda_a = lambda_a
@@ -269,10 +277,18 @@ class CrowdSegmenter:
     # ------------------------------------------------------------------ validation
     def _check_params(self) -> SegmentationMethod:
         m = check_option(self.method, SegmentationMethod, "method")
-        for name in ("epochs", "batch_size", "k_every"):
+        for name in ("epochs", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"`{name}` must be a positive integer; got {v!r}.")
+        ke = self.k_every
+        if isinstance(ke, bool) or not (
+            (isinstance(ke, int) and ke >= 1) or (isinstance(ke, float) and 0 < ke < 1)
+        ):
+            raise ValueError(
+                f"`k_every` must be a fraction of the run in (0, 1) or a positive integer "
+                f"number of steps; got {ke!r}."
+            )
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"`lr` must be positive; got {self.lr!r}.")
         if self.patience is not None and (
@@ -494,7 +510,7 @@ class CrowdSegmenter:
         xb: torch.Tensor,
         mb: torch.Tensor,
         vb: torch.Tensor,
-        step: int,
+        k_now: int,
         model: nn.Module | None = None,
         cnet: nn.Module | None = None,
     ) -> torch.Tensor:
@@ -506,10 +522,14 @@ class CrowdSegmenter:
             return loss.sum() / valid.sum().clamp_min(1)
         if method is SegmentationMethod.GAF:
             loss, valid = pixel_loss(
-                logits, vb, kind="focal", gamma=self.gamma, weight_map=crit.gaf.heat(xb)
+                logits,
+                vb,
+                kind="focal",
+                gamma=self.gamma,
+                alpha=self.focal_alpha,
+                weight_map=crit.gaf.heat(xb),
             )
             return loss.sum() / valid.sum().clamp_min(1)
-        k_now = step // self.k_every
         weights = None
         if k_now > 0 and wnet is not None:
             weights = wnet(xb, size=tuple(logits.shape[2:]), available=mb >= 0)
@@ -611,6 +631,7 @@ class CrowdSegmenter:
         "weight_decay",
         "k_every",
         "gamma",
+        "focal_alpha",
         "radius",
         "sigma",
         "lambda_a",
@@ -810,6 +831,7 @@ class _SegmenterTask(TrainTask):
             kind="focal" if self.method is SegmentationMethod.REWEIGHT_GAF else "ce",
             attention=self.method is SegmentationMethod.REWEIGHT_GAF,
             gamma=seg.gamma,
+            alpha=seg.focal_alpha,
             radius=seg.radius,
             sigma=seg.sigma,
             lambda_a=seg.lambda_a,
@@ -852,6 +874,7 @@ class _SegmenterTask(TrainTask):
             "weight_decay": seg.weight_decay,
             "k_every": seg.k_every,
             "gamma": seg.gamma,
+            **({} if seg.focal_alpha is None else {"focal_alpha": seg.focal_alpha}),
             "radius": seg.radius,
             "sigma": seg.sigma,
             "lambda_a": seg.lambda_a,
@@ -874,12 +897,20 @@ class _SegmenterTask(TrainTask):
         if seg.augment is not None:
             xb, both = seg.augment(xb, torch.cat([mb, vb.unsqueeze(1)], 1))
             mb, vb = both[:, :-1], both[:, -1]
+        k_now = engine.step // self._k_steps(engine)
         return seg._batch_loss(
-            self.method, self.crit, self.wnet, xb, mb, vb, engine.step, self.model, self.cnet
+            self.method, self.crit, self.wnet, xb, mb, vb, k_now, self.model, self.cnet
         )
 
+    def _k_steps(self, engine: Engine) -> int:
+        """Optimiser steps per schedule step ``k``: ``k_every``, or that share of the run."""
+        ke = self.seg.k_every
+        if isinstance(ke, int):
+            return ke
+        return k_every_steps(ke, self.seg.epochs, len(self.x), self.seg.batch_size, engine)
+
     def end_epoch(self, epoch: int, engine: Engine) -> dict[str, float]:
-        k_now = engine.step // self.seg.k_every
+        k_now = engine.step // self._k_steps(engine)
         return {"k": float(k_now), "lambda1": reweight_lambdas(k_now)[0]}
 
     def validate(self, engine: Engine) -> dict[str, float]:
@@ -891,6 +922,24 @@ class _SegmenterTask(TrainTask):
     def score(self, record: dict[str, float]) -> float:
         dice = record.get("val_dice", math.nan)
         return -record["loss"] if math.isnan(dice) else dice
+
+
+def k_every_steps(fraction: float, epochs: int, n: int, batch_size: int, engine: Any) -> int:
+    """Optimiser steps in the share ``fraction`` of a run of ``epochs`` epochs over ``n`` items.
+
+    Counts this process's batches per epoch as the engine forms them (its share of the items
+    under ``torchrun``, a last batch of one joining the previous one); at least 1.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> k_every_steps(0.1, 10, 1000, 1, SimpleNamespace(world_size=1, join_single=True))
+        1000
+    """
+    n_local = math.ceil(n / max(int(getattr(engine, "world_size", 1)), 1))
+    per_epoch = math.ceil(n_local / batch_size)
+    if getattr(engine, "join_single", True) and per_epoch > 1 and n_local % batch_size == 1:
+        per_epoch -= 1
+    return max(1, round(fraction * epochs * per_epoch))
 
 
 def _qualname(obj: Any) -> str:
