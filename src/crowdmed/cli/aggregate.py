@@ -30,7 +30,7 @@ from crowdmed.cli._common import (
     run_record,
     write_run_record,
 )
-from crowdmed.cli._options import JsonOpt
+from crowdmed.cli._options import MAX_SEED, JsonOpt, number_option
 from crowdmed.data.io import write_table
 from crowdmed.pipelines.records import file_record, files_record
 
@@ -51,7 +51,8 @@ ConsensusOpt = Annotated[
         "--out",
         "-o",
         help="Consensus table (CSV, TSV or Parquet by suffix): item, label, confidence, "
-        "p_<class>..., and gold when known.",
+        "p_<class>..., and gold when known (continuous labels: item, value, sd, n_labels, "
+        "gold).",
     ),
 ]
 
@@ -151,18 +152,35 @@ OnDuplicateOpt = Annotated[
 ]
 MaxIterOpt = Annotated[
     int | None,
-    _column("--max-iter", "Maximum EM iterations (EM methods; the method's default when omitted)."),
+    number_option(
+        "--max-iter",
+        help="Maximum EM iterations (EM methods; the method's default when omitted).",
+        lo=0,
+        hi=1_000_000,
+        integer=True,
+        show_default=False,
+    ),
 ]
 TolOpt = Annotated[
     float | None,
-    _column(
+    number_option(
         "--tol",
-        "EM stops when the log-likelihood gain per label falls below this (the method's "
+        help="EM stops when the log-likelihood gain per label falls below this (the method's "
         "default when omitted).",
+        lo=0,
+        hi=1,
+        show_default=False,
     ),
 ]
 AggregateSeedOpt = Annotated[
-    int, typer.Option("--seed", help="Random state (tie-breaking, random initialisation).")
+    int,
+    number_option(
+        "--seed",
+        help="Random state (tie-breaking, random initialisation).",
+        lo=0,
+        hi=MAX_SEED,
+        integer=True,
+    ),
 ]
 SchedulerOpt = Annotated[
     str | None,
