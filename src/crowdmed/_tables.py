@@ -274,10 +274,6 @@ def resolve_columns(
 
 
 # ---------------------------------------------------------------------- labels
-def _text_or_value(v: Any) -> Any:
-    return v.strip() if isinstance(v, str) else v
-
-
 def _number(v: Any) -> float:
     """``v`` as a float (NaN when it is not a number)."""
     if isinstance(v, bool | np.bool_):
@@ -346,94 +342,95 @@ def parse_labels(
         >>> codes.tolist(), cls.tolist()
         ([1, 0, -1, -1, 1], [0, 1])
     """
-    raw = values.to_numpy(dtype=object)
-    n = len(raw)
+    n = len(values)
     line_no = np.arange(1, n + 1) if lines is None else np.asarray(lines)
-    isna = pd.isna(values).to_numpy()
-    cells = [None if m else _text_or_value(v) for v, m in zip(raw, isna, strict=True)]
-    num = np.array([math.nan if c is None else _number(c) for c in cells], dtype=np.float64)
-    empty = np.array([c is None or (isinstance(c, str) and c == "") for c in cells], dtype=bool)
-    missing = empty | (num == -1)
-    nonfinite = ~missing & (
-        np.isinf(num)
-        | np.array([isinstance(c, str) and c.lower() in _NON_FINITE for c in cells], dtype=bool)
-    )
-    if nonfinite.any():
-        rows = np.flatnonzero(nonfinite)
-        bad = short_list(sorted({str(_plain(cells[i])) for i in rows}))
+    # Work on the distinct cells (a few classes), then map back to the rows.
+    row_code, uniques = pd.factorize(values.reset_index(drop=True), use_na_sentinel=True)
+    cells = [v.strip() if isinstance(v, str) else _plain(v) for v in uniques]
+    num = np.array([_number(c) for c in cells], dtype=np.float64)
+    empty = np.array([isinstance(c, str) and c == "" for c in cells], dtype=bool)
+    u_missing = empty | (num == -1)
+    named = np.array([isinstance(c, str) and c.lower() in _NON_FINITE for c in cells], dtype=bool)
+    u_nonfinite = ~u_missing & (np.isinf(num) | named)
+    known = row_code >= 0
+    safe = np.maximum(row_code, 0)
+
+    def rows_of(mask: np.ndarray) -> np.ndarray:
+        return np.flatnonzero(known & mask[safe]) if len(mask) else np.array([], dtype=np.int64)
+
+    def shown(u_mask: np.ndarray) -> str:
+        return short_list(sorted({str(c) for c, m in zip(cells, u_mask, strict=True) if m}))
+
+    def at(rows: np.ndarray) -> str:
+        more = f" and {rows.size - 1} more" if rows.size > 1 else ""
+        return f"line {int(line_no[rows[0]])}{more}"
+
+    if u_nonfinite.any():
         raise ValueError(
-            f"Column {column!r} of {where} has non-finite labels {bad} (line "
-            f"{int(line_no[rows[0]])}{f' and {rows.size - 1} more' if rows.size > 1 else ''}); "
-            "labels must be classes; use -1 or an empty cell for a missing label."
+            f"Column {column!r} of {where} has non-finite labels {shown(u_nonfinite)} "
+            f"({at(rows_of(u_nonfinite))}); labels must be classes; use -1 or an empty cell "
+            "for a missing label."
         )
-    codes = np.full(n, -1, dtype=np.int64)
-    present = ~missing
+    u_present = ~u_missing
+    u_code = np.full(len(cells), -1, dtype=np.int64)
+
+    def to_rows(u_codes: np.ndarray) -> np.ndarray:
+        if not len(u_codes):
+            return np.full(n, -1, dtype=np.int64)
+        return np.where(known, u_codes[safe], -1).astype(np.int64)
+
     if classes is not None:
-        cls = np.asarray(list(classes), dtype=object)
-        if len(pd.unique(pd.Series(cls, dtype=object).map(str))) != len(cls):
-            raise ValueError(f"`classes` must be unique; got {short_list(cls.tolist())}.")
-        by_text = {str(_plain(c)): k for k, c in enumerate(cls)}
-        by_number = {}
+        cls = [_plain(c) for c in classes]
+        if len({str(c) for c in cls}) != len(cls):
+            raise ValueError(f"`classes` must be unique; got {short_list(cls)}.")
+        by_text = {str(c): k for k, c in enumerate(cls)}
+        by_number: dict[float, int] = {}
         for k, c in enumerate(cls):
-            x = _number(_plain(c))
+            x = _number(c)
             if math.isfinite(x):
                 by_number.setdefault(x, k)
-        odd: list[int] = []
-        for i in np.flatnonzero(present):
-            c = cells[i]
-            k = by_text.get(str(_plain(c)))
-            if k is None and math.isfinite(num[i]):
-                k = by_number.get(float(num[i]))
-            if k is None:
-                odd.append(int(i))
-            else:
-                codes[i] = k
-        if odd:
-            bad = short_list(sorted({str(_plain(cells[i])) for i in odd}))
+        for j in np.flatnonzero(u_present):
+            k = by_text.get(str(cells[j]))
+            if k is None and math.isfinite(num[j]):
+                k = by_number.get(float(num[j]))
+            u_code[j] = -1 if k is None else k
+        odd = u_present & (u_code < 0)
+        if odd.any():
             raise ValueError(
-                f"Column {column!r} of {where} has labels {bad} outside the classes "
-                f"{short_list([_plain(c) for c in cls], 20)} (line {int(line_no[odd[0]])}"
-                f"{f' and {len(odd) - 1} more' if len(odd) > 1 else ''}); fix the labels or "
-                "add them to the classes (--classes)."
+                f"Column {column!r} of {where} has labels {shown(odd)} outside the classes "
+                f"{short_list(cls, 20)} ({at(rows_of(odd))}); fix the labels or add them to "
+                "the classes (--classes)."
             )
-        return codes, np.asarray([_plain(c) for c in cls]) if len(cls) else cls
-    if not present.any():
-        return codes, np.array([], dtype=np.int64)
-    is_num = present & np.isfinite(num)
-    is_text = present & ~is_num
+        return to_rows(u_code), np.asarray(cls) if cls else np.array([], dtype=np.int64)
+    if not u_present.any():
+        return np.full(n, -1, dtype=np.int64), np.array([], dtype=np.int64)
+    is_num = u_present & np.isfinite(num)
+    is_text = u_present & ~is_num
     if is_num.any() and is_text.any():
-        minority = is_text if is_text.sum() <= is_num.sum() else is_num
-        kind = "text" if minority is is_text else "numbers"
-        others = "numbers" if kind == "text" else "text"
-        rows = np.flatnonzero(minority)
-        bad = short_list(sorted({str(_plain(cells[i])) for i in rows}))
+        n_text, n_num = rows_of(is_text).size, rows_of(is_num).size
+        minority = is_text if n_text <= n_num else is_num
+        kind, others = ("text", "numbers") if minority is is_text else ("numbers", "text")
         raise ValueError(
-            f"Column {column!r} of {where} has labels {bad} that are {kind} among {others} "
-            f"(line {int(line_no[rows[0]])}"
-            f"{f' and {rows.size - 1} more' if rows.size > 1 else ''}); fix them, or declare "
-            "every class with --classes."
+            f"Column {column!r} of {where} has labels {shown(minority)} that are {kind} among "
+            f"{others} ({at(rows_of(minority))}); fix them, or declare every class with "
+            "--classes."
         )
     if is_num.any():
-        x = num[present]
+        x = num[u_present]
         whole = x == np.round(x)
-        if whole.all():
-            uniq = np.unique(x.astype(np.int64))
-            codes[present] = np.searchsorted(uniq, x.astype(np.int64))
-            return codes, uniq
-        if whole.any():
-            rows = np.flatnonzero(present)[~whole]
-            bad = short_list(sorted({str(_plain(cells[i])) for i in rows}))
+        if not whole.all() and whole.any():
+            odd = u_present.copy()
+            odd[u_present] = ~whole
             raise ValueError(
-                f"Column {column!r} of {where} has labels {bad} that are not whole numbers "
-                f"like the other labels (line {int(line_no[rows[0]])}"
-                f"{f' and {rows.size - 1} more' if rows.size > 1 else ''}); fix them, or "
-                "declare every class with --classes."
+                f"Column {column!r} of {where} has labels {shown(odd)} that are not whole "
+                f"numbers like the other labels ({at(rows_of(odd))}); fix them, or declare "
+                "every class with --classes."
             )
-        uniq_f = np.unique(x)
-        codes[present] = np.searchsorted(uniq_f, x)
-        return codes, uniq_f
-    texts = np.asarray([str(cells[i]) for i in np.flatnonzero(present)], dtype=object)
-    uniq_t = np.asarray(sorted(set(texts.tolist())), dtype=object)
-    index = pd.Index(uniq_t)
-    codes[present] = index.get_indexer(texts)
-    return codes, uniq_t
+        values_u = x.astype(np.int64) if whole.all() else x
+        uniq = np.unique(values_u)
+        u_code[u_present] = np.searchsorted(uniq, values_u)
+        return to_rows(u_code), uniq
+    texts = [str(cells[j]) for j in np.flatnonzero(u_present)]
+    uniq_t = np.asarray(sorted(set(texts)), dtype=object)
+    u_code[u_present] = pd.Index(uniq_t).get_indexer(texts)
+    return to_rows(u_code), uniq_t
