@@ -26,7 +26,7 @@ def _ordinal_csv(path: Path) -> Path:
     rows = []
     for i in range(150):
         t = int(rng.integers(0, 4))
-        for reader, off in zip(["strict", "fair1", "fair2", "lenient"], [-1, 0, 0, 1]):
+        for reader, off in zip(["strict", "fair1", "fair2", "lenient"], [-1, 0, 0, 1], strict=True):
             g = t + off if rng.random() < 0.85 else t + off + int(rng.choice([-1, 1]))
             rows.append((f"n{i:03d}", reader, GRADES[int(np.clip(g, 0, 3))], GRADES[t]))
     pd.DataFrame(rows, columns=["item", "annotator", "label", "gold"]).to_csv(path, index=False)
@@ -40,7 +40,9 @@ def _continuous_csv(path: Path) -> Path:
     for i in range(80):
         t = rng.normal()
         for reader, (scale, bias, sd) in zip(
-            ["r0", "r1", "r2", "r3"], [(1, 0, 0.1), (1, 0.5, 0.1), (2, 0, 0.1), (1, 0, 1.0)]
+            ["r0", "r1", "r2", "r3"],
+            [(1, 0, 0.1), (1, 0.5, 0.1), (2, 0, 0.1), (1, 0, 1.0)],
+            strict=True,
         ):
             rows.append((f"x{i:02d}", reader, scale * t + bias + sd * rng.normal(), t))
     pd.DataFrame(rows, columns=["item", "annotator", "label", "gold"]).to_csv(path, index=False)
@@ -108,7 +110,8 @@ def test_ordinal_offsets_noise_and_grade_order(runner: CliRunner, tmp_path: Path
     # the strict reader sees one grade less, the lenient one grade more (grade spacing 1)
     assert offsets["strict"] == pytest.approx(-1.0, abs=0.2)
     assert offsets["lenient"] == pytest.approx(1.0, abs=0.2)
-    assert abs(offsets["fair1"]) < 0.2 and abs(offsets["fair2"]) < 0.2
+    assert abs(offsets["fair1"]) < 0.2
+    assert abs(offsets["fair2"]) < 0.2
     assert (table["noise"] > 0).all()
     record = json.loads((tmp_path / "consensus.csv.json").read_text())
     assert record["label_type"] == "ordinal"
@@ -136,7 +139,8 @@ def test_continuous_bias_precision_scale(runner: CliRunner, tmp_path: Path) -> N
     result = _run(
         runner, str(labels), "-t", "continuous", "-m", "scale-bias", "-o", str(out), "-a", str(ann)
     )
-    assert "MAE" in result.stderr and "RMSE" in result.stderr
+    assert "MAE" in result.stderr
+    assert "RMSE" in result.stderr
     df = pd.read_csv(out)
     assert list(df.columns) == ["item", "value", "sd", "n_labels", "gold"]
     table = pd.read_csv(ann).set_index("annotator")
@@ -222,7 +226,8 @@ def test_auto_reports_choice_and_scores(runner: CliRunner, tmp_path: Path) -> No
     assert max(fit["scores"], key=fit["scores"].get) == fit["chosen"]
     assert record["estimator"] == "AutoAggregator"
     assert pd.read_csv(out)["label"].tolist() == list(auto.classes_[auto.labels_])
-    assert "chosen" in result.stderr and fit["chosen"] in result.stderr
+    assert "chosen" in result.stderr
+    assert fit["chosen"] in result.stderr
 
 
 # ---------------------------------------------------------------------- gold majority vote
