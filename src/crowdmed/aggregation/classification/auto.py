@@ -48,7 +48,7 @@ def _check_candidates(value: Any) -> str | None:
         return "None or a non-empty sequence of method names"
     bad = [v for v in value if v not in names or v in _NEEDS_GOLD]
     if bad:
-        return f"method names among {sorted(names - _NEEDS_GOLD)} (got {bad})"
+        return f"method names that need no gold, among {sorted(names - _NEEDS_GOLD)}"
     return None
 
 

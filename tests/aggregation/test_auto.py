@@ -1,0 +1,147 @@
+"""AutoAggregator: annotation folds, the held-out likelihood and the choice."""
+
+from __future__ import annotations
+
+import types
+import warnings
+
+import numpy as np
+import pytest
+
+from crowdmed.aggregation import AutoAggregator, DawidSkene, MajorityVote, make_aggregator
+from crowdmed.aggregation.classification.auto import (
+    UNIFORM_MIX,
+    annotation_folds,
+    held_out_log_likelihood,
+)
+from crowdmed.data import CrowdLabels
+
+
+def _crowd(seed: int = 0, n_items: int = 300) -> tuple[CrowdLabels, np.ndarray]:
+    """3 good annotators and 4 who answer 0 whatever the truth (a majority of spammers)."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 2, n_items)
+    cols = []
+    for _ in range(3):
+        cols.append(np.where(rng.random(n_items) < 0.9, truth, 1 - truth))
+    for _ in range(4):
+        cols.append(np.where(rng.random(n_items) < 0.95, 0, 1))
+    return CrowdLabels.from_dense(np.stack(cols, axis=1)), truth
+
+
+def test_annotation_folds_keep_a_label_per_item() -> None:
+    # items with 1, 2, 3 and 7 labels (a dense 4 x 7 matrix with -1 for missing)
+    dense = np.full((4, 7), -1)
+    dense[0, 0] = 1
+    dense[1, :2] = 0
+    dense[2, :3] = 1
+    dense[3, :] = 0
+    cl = CrowdLabels.from_dense(dense)
+    folds = annotation_folds(cl, 3, random_state=0)
+    assert folds.shape == (cl.n_labels,)
+    assert folds[cl.items == 0].tolist() == [-1]  # one label: never held out
+    for item, n in ((1, 2), (2, 3), (3, 7)):
+        f = folds[cl.items == item]
+        counts = np.bincount(f, minlength=3)
+        # dealt round-robin: fold sizes differ by at most one, never all labels in one fold
+        assert counts.max() - counts.min() <= 1
+        assert counts.max() < n
+    np.testing.assert_array_equal(folds, annotation_folds(cl, 3, random_state=0))
+
+
+def test_held_out_log_likelihood_by_hand() -> None:
+    """P(label) = Σ_k post[i, k] conf[a, k, l], mixed with ε of a uniform distribution."""
+    train = CrowdLabels.from_dense(np.array([[0, -1], [1, 1]]))
+    held = CrowdLabels.from_dense(np.array([[-1, 1], [-1, -1]]), n_classes=2)
+    agg = types.SimpleNamespace(
+        posteriors_=np.array([[0.8, 0.2], [0.1, 0.9]]),
+        confusion_=np.array([[[0.9, 0.1], [0.3, 0.7]], [[0.6, 0.4], [0.2, 0.8]]]),
+    )
+    # annotator 1 says 1 on item 0: 0.8 * 0.4 + 0.2 * 0.8 = 0.48
+    eps = UNIFORM_MIX
+    expected = np.log((1 - eps) * 0.48 + eps / 2)
+    np.testing.assert_allclose(held_out_log_likelihood(agg, train, held), [expected])
+
+
+def test_held_out_log_likelihood_without_confusion_uses_empirical_model() -> None:
+    """No confusion_: the annotator's confusion against the posteriors, 0.5 pseudo-counts."""
+    train = CrowdLabels.from_dense(np.array([[0, -1], [1, 1], [0, 0]]))
+    held = CrowdLabels.from_dense(np.array([[-1, 1], [-1, -1], [-1, -1]]), n_classes=2)
+    agg = types.SimpleNamespace(posteriors_=np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]))
+    # annotator 1 in training: says 1 on a class-1 item, 0 on a class-0 item
+    # row k=0: counts [1, 0] + 0.5 -> [0.75, 0.25]; P(says 1 | item 0 of class 0) = 0.25
+    eps = UNIFORM_MIX
+    np.testing.assert_allclose(
+        held_out_log_likelihood(agg, train, held), [np.log((1 - eps) * 0.25 + eps / 2)]
+    )
+
+
+def test_auto_prefers_dawid_skene_over_a_majority_of_spammers() -> None:
+    cl, truth = _crowd()
+    auto = AutoAggregator(candidates=["majority-vote", "dawid-skene"], random_state=0).fit(cl)
+    assert set(auto.scores_) == {"majority-vote", "dawid-skene"}
+    assert auto.chosen_ == "dawid-skene"
+    assert auto.scores_["dawid-skene"] > auto.scores_["majority-vote"]
+    assert auto.n_held_out_ == cl.n_labels  # every item has 7 labels
+    # the chosen model refitted on all labels, with the seed the candidates got
+    seed = int(np.random.default_rng(0).integers(2**31))
+    ds = DawidSkene(random_state=seed).fit(cl)
+    np.testing.assert_allclose(auto.posteriors_, ds.posteriors_)
+    np.testing.assert_array_equal(auto.labels_, ds.labels_)
+    assert auto.confusion_ is auto.estimator_.confusion_  # read through to the chosen model
+    assert np.mean(auto.labels_ == truth) > np.mean(MajorityVote().fit(cl).labels_ == truth)
+
+
+def test_auto_scores_are_mean_held_out_log_likelihoods() -> None:
+    """The score of a method is the mean over the folds' held-out labels, recomputed here."""
+    cl, _ = _crowd(n_items=60)
+    auto = AutoAggregator(candidates=["one-coin"], n_folds=3, random_state=5).fit(cl)
+    rng = np.random.default_rng(5)
+    seed = int(rng.integers(2**31))
+    folds = annotation_folds(cl, 3, rng)
+    total = 0.0
+    for f in range(3):
+        held = folds == f
+
+        def subset(keep: np.ndarray) -> CrowdLabels:
+            return CrowdLabels.from_triplets(
+                cl.items[keep], cl.annotators[keep], cl.labels[keep],
+                n_items=cl.n_items, n_annotators=cl.n_annotators, n_classes=2,
+            )  # fmt: skip
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            agg = make_aggregator("one-coin", random_state=seed).fit(subset(~held))
+        total += held_out_log_likelihood(agg, subset(~held), subset(held)).sum()
+    assert auto.scores_["one-coin"] == pytest.approx(total / cl.n_labels)
+
+
+def test_auto_leaves_out_binary_methods_on_more_classes() -> None:
+    labels = np.array([[0, 0, 1], [2, 2, 2], [1, 1, 0], [2, 1, 2], [0, 0, 0]])
+    auto = AutoAggregator(candidates=["sens-spec", "kos", "majority-vote"]).fit(labels)
+    assert list(auto.scores_) == ["majority-vote"]
+    assert auto.chosen_ == "majority-vote"
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"candidates": ["gold-majority-vote"]}, r"`candidates` of AutoAggregator must be method names that need no gold"),
+        ({"candidates": "dawid-skene"}, r"`candidates` of AutoAggregator must be None or a non-empty sequence"),
+        ({"n_folds": 1}, r"`n_folds` of AutoAggregator must be"),
+    ],
+)
+def test_auto_bad_params(params: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        AutoAggregator(**params).fit(np.array([[0, 1], [1, 1]]))
+
+
+def test_auto_only_binary_candidates_on_multiclass() -> None:
+    with pytest.raises(ValueError, match=r"`candidates` must include a method for K = 3"):
+        AutoAggregator(candidates=["kos"]).fit(np.array([[0, 1], [2, 2], [1, 1]]))
+
+
+def test_make_aggregator_auto() -> None:
+    auto = make_aggregator("auto", n_folds=4)
+    assert isinstance(auto, AutoAggregator)
+    assert auto.n_folds == 4
