@@ -60,11 +60,9 @@ __all__ = ["EarlFCOSHead", "fcos_detector", "load_detector_weights"]
 class EarlFCOSHead(FCOSHead):
     """FCOS head whose positive locations are weighted by their target box's ``"weights"``.
 
-    Args:
-        in_channels: Channels of the FPN features.
-        num_anchors: Anchors per location (1 for FCOS).
-        num_classes: Number of object classes.
-        num_convs: Convolutions per branch.
+    It takes the arguments of torchvision's ``FCOSHead``: ``in_channels`` (channels of the
+    FPN features), ``num_anchors`` (anchors per location, 1 for FCOS), ``num_classes``
+    (number of object classes) and ``num_convs`` (convolutions per branch).
     """
 
     def compute_loss(
