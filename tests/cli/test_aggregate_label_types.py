@@ -267,3 +267,19 @@ def test_label_type_errors(
     assert len(lines) == 1, result.stderr
     assert re.search(pattern, lines[0]), lines[0]
     assert not (tmp_path / "c.csv").exists()
+
+
+# ---------------------------------------------------------------------- writing
+@pytest.mark.parametrize("name", ["c.csv", "c.csv.gz", "c.tsv", "c.parquet"])
+def test_consensus_formats_read_back_exactly(runner: CliRunner, tmp_path: Path, name: str) -> None:
+    """CSV (pyarrow's writer), gzipped CSV, TSV and Parquet hold the same values, bit for bit."""
+    labels = _ordinal_csv(tmp_path / "grades.csv")
+    _run(runner, str(labels), "-o", str(tmp_path / "ref.parquet"))
+    _run(runner, str(labels), "-o", str(tmp_path / name))
+    ref = pd.read_parquet(tmp_path / "ref.parquet")
+    if name.endswith(".parquet"):
+        got = pd.read_parquet(tmp_path / name)
+    else:
+        sep = "\t" if ".tsv" in name else ","
+        got = pd.read_csv(tmp_path / name, sep=sep, float_precision="round_trip")
+    pd.testing.assert_frame_equal(got, ref, check_exact=True)

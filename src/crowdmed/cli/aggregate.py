@@ -247,6 +247,7 @@ def aggregate(
             aggregate_file,
             make_method,
             resolve_method,
+            write_consensus,
         )
 
         kind, method = resolve_method(method, label_type)
@@ -317,7 +318,7 @@ def aggregate(
             console.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
         record = _record(ctx, result, labels, quiz, input_format.value, out, annotators, json_out)
         with _staged_outputs() as stage:
-            write_table(result.consensus, stage(out))
+            write_consensus(result.consensus, stage(out), like=out)
             if annotators is not None:
                 write_table(result.annotators(), stage(annotators))
             write_run_record(ctx, json_out, record, stage)

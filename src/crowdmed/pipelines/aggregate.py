@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crowdmed._tables import LINE_OFFSET, read_table, resolve_columns
+from crowdmed._tables import LINE_OFFSET, read_table, resolve_columns, table_suffix
 from crowdmed._validation import check_option
 from crowdmed.aggregation import (
     CONTINUOUS_METHODS,
@@ -36,7 +36,7 @@ from crowdmed.aggregation import (
 )
 from crowdmed.aggregation.base import BaseAggregator
 from crowdmed.aggregation.continuous import ContinuousLabels, check_continuous
-from crowdmed.data.io import read_labels, read_quiz, read_wide
+from crowdmed.data.io import read_labels, read_quiz, read_wide, write_table
 from crowdmed.data.labels import CrowdLabels
 from crowdmed.quality import annotator_table
 from crowdmed.quality.reliability import reader_operating_points
@@ -54,6 +54,7 @@ __all__ = [
     "read_continuous_file",
     "read_label_file",
     "resolve_method",
+    "write_consensus",
 ]
 
 #: The method name that chooses a classification aggregator by cross-validation.
@@ -301,6 +302,40 @@ def read_continuous_file(
         per_item = frame.dropna(subset=["gold"]).groupby("item")["gold"].first()
         gold = per_item.reindex(cl.item_ids).to_numpy(dtype=np.float64)
     return cl, gold
+
+
+def write_consensus(df: pd.DataFrame, path: Path, *, like: Path | None = None) -> None:
+    """Write a consensus table (CSV or TSV, gzipped when ``.gz``; Parquet by suffix).
+
+    CSV and TSV go through pyarrow's CSV writer when pyarrow is installed: text cells are
+    quoted, floats are written with the shortest digits that read back to the same double
+    (read them with ``float_precision="round_trip"`` in pandas to get every bit), missing
+    values are empty. Without pyarrow, or for Parquet, :func:`~crowdmed.data.io.write_table`.
+
+    Args:
+        df: The table.
+        path: Where to write (not atomically: the command line writes to a staged file).
+        like: The final path whose suffixes give the format (``path`` when omitted).
+    """
+    fmt = table_suffix(like or path)
+    gz = (like or path).suffix.lower() == ".gz"
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+    except ImportError:
+        pa = None
+    if fmt in (".parquet", ".pq") or pa is None or not hasattr(pcsv, "WriteOptions"):
+        write_table(df, path)
+        return
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    options = pcsv.WriteOptions(
+        delimiter="\t" if fmt in (".tsv", ".tab") else ",", quoting_style="needed"
+    )
+    if gz:
+        with pa.CompressedOutputStream(str(path), "gzip") as stream:
+            pcsv.write_csv(table, stream, write_options=options)
+    else:
+        pcsv.write_csv(table, str(path), write_options=options)
 
 
 def consensus_frame(cl: CrowdLabels, agg: BaseAggregator) -> pd.DataFrame:

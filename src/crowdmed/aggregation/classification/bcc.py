@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy.special import digamma
 
 from crowdmed._validation import interval
 from crowdmed.aggregation.base import EMAggregator
@@ -106,6 +105,8 @@ class BCC(EMAggregator):
         self.class_alpha_ = nu
         self.confusion_ = alpha / alpha.sum(axis=2, keepdims=True)
         self.priors_ = nu / nu.sum()
+        from scipy.special import digamma  # imported when used: it is slow to load
+
         self._e_log_conf = digamma(alpha) - digamma(alpha.sum(axis=2, keepdims=True))
         self._e_log_prior = digamma(nu) - digamma(nu.sum())
 

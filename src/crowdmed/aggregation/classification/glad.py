@@ -8,14 +8,20 @@ import warnings
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import log_expit
 
 from crowdmed._validation import interval
 from crowdmed.aggregation.base import EMAggregator, normalize_log
 from crowdmed.data.labels import CrowdLabels
 
 __all__ = ["GLAD"]
+
+
+def _skills(alphas: np.ndarray, betas: np.ndarray) -> np.ndarray:
+    """P(correct) of each annotator on an item of median difficulty."""
+    from scipy.special import log_expit
+
+    return np.exp(log_expit(alphas * np.exp(np.median(betas))))
+
 
 _LOG_SQRT_2PI = 0.5 * np.log(2 * np.pi)
 #: Labels per block in the M-step objective (the temporaries of a block fit in the L2 cache).
@@ -209,6 +215,8 @@ class GLAD(EMAggregator):
         x0 = np.concatenate([self.alphas_, self.betas_])
         with warnings.catch_warnings(), _one_blas_thread(len(x0)):
             warnings.simplefilter("ignore", RuntimeWarning)
+            from scipy.optimize import minimize  # imported when used: it is slow to load
+
             res = minimize(
                 neg_q,
                 x0,
@@ -219,7 +227,7 @@ class GLAD(EMAggregator):
             )
         self.alphas_ = res.x[:n_a].copy()
         self.betas_ = res.x[n_a:].copy()
-        self.skills_ = np.exp(log_expit(self.alphas_ * np.exp(np.median(self.betas_))))
+        self.skills_ = _skills(self.alphas_, self.betas_)
 
     def _init_posteriors(self, cl: CrowdLabels) -> np.ndarray:
         # The first E-step with the starting abilities (crowd-kit's initialisation).
@@ -232,7 +240,7 @@ class GLAD(EMAggregator):
 
     def _zero_iter_params(self, cl: CrowdLabels, posteriors: np.ndarray) -> None:
         # No M-step runs: keep the starting abilities and difficulties.
-        self.skills_ = np.exp(log_expit(self.alphas_ * np.exp(np.median(self.betas_))))
+        self.skills_ = _skills(self.alphas_, self.betas_)
 
 
 def _one_blas_thread(n_params: int) -> contextlib.AbstractContextManager[Any]:

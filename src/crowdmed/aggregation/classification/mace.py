@@ -7,7 +7,6 @@ from enum import Enum
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
-from scipy.special import digamma, gammaln
 
 from crowdmed._validation import check_option, check_random_state, interval
 from crowdmed.aggregation.base import EPS, BaseAggregator, normalize_log, row_logsumexp
@@ -36,6 +35,8 @@ def _check_smoothing(value: Any) -> str | None:
 def dirichlet_kl(a: np.ndarray, b: np.ndarray) -> float:
     """Sum over rows of ``KL(Dir(a_r) || Dir(b_r))``; ``a`` and ``b`` of shape ``(n, K)``."""
     a0, b0 = a.sum(axis=1), b.sum(axis=1)
+    from scipy.special import digamma, gammaln  # imported when used: slow to load
+
     kl = gammaln(a0) - gammaln(a).sum(axis=1) - gammaln(b0) + gammaln(b).sum(axis=1)
     kl += ((a - b) * (digamma(a) - digamma(a0)[:, None])).sum(axis=1)
     return float(kl.sum())
@@ -215,6 +216,8 @@ class MACE(BaseAggregator):
             a = np.stack([spam_count + self.alpha, know_count + self.beta], axis=1)
             b = strategy_count + self.strategy_prior
             self._post_theta, self._post_strategy = a, b
+            from scipy.special import digamma
+
             log_a = digamma(a) - digamma(a.sum(axis=1, keepdims=True))
             log_b = digamma(b) - digamma(b.sum(axis=1, keepdims=True))
             prior_a = np.tile([self.alpha, self.beta], (len(a), 1))

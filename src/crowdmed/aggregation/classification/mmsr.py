@@ -7,8 +7,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
-from scipy.sparse.linalg import eigsh
 
 from crowdmed._validation import check_random_state, interval
 from crowdmed.aggregation.base import BaseAggregator, normalize_log
@@ -259,6 +257,8 @@ class MMSR(BaseAggregator):
         # u vᵀ fixes u and v only up to u → c u, v → v / c on each connected component of
         # annotators, so |s| = u / √(‖u‖/‖v‖) is taken per component (crowd-kit takes the
         # norms over all annotators: the same on a connected crowd).
+        from scipy.sparse.csgraph import connected_components  # slow to load: when used
+
         _, comp = connected_components(
             sp.csr_matrix(
                 (np.ones(len(pairs.rows)), pairs.rows, np.r_[0, np.cumsum(pairs.per_col)]),
@@ -301,6 +301,9 @@ class MMSR(BaseAggregator):
         nonzero = pairs.cov != 0
         indptr = np.concatenate([[0], np.cumsum(np.bincount(pairs.cols[nonzero], minlength=n_a))])
         graph = sp.csr_matrix((pairs.cov[nonzero], pairs.rows[nonzero], indptr), shape=(n_a, n_a))
+        from scipy.sparse.csgraph import connected_components
+        from scipy.sparse.linalg import eigsh  # imported when used: it is slow to load
+
         n_comp, comp = connected_components(graph, directed=False)
         sizes = np.bincount(comp, minlength=n_comp)
         for c in np.flatnonzero(sizes > 1):

@@ -6,8 +6,6 @@ from enum import Enum
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy import optimize, special
-from threadpoolctl import ThreadpoolController
 
 from crowdmed._validation import check_option, interval
 from crowdmed.aggregation.base import EPS, EMAggregator
@@ -16,12 +14,14 @@ from crowdmed.data.labels import CrowdLabels
 __all__ = ["ClassPrior", "GradedResponse", "Link", "Locations", "ordinal_confusion"]
 
 _SQRT_2PI = np.sqrt(2.0 * np.pi)
-_THREADPOOLS: list[ThreadpoolController] = []  # created on first use (it scans the libraries)
+_THREADPOOLS: list[Any] = []  # created on first use (it scans the libraries)
 
 
 def _one_blas_thread() -> Any:
     """Context manager limiting BLAS to one thread (L-BFGS-B's BLAS calls are on tiny vectors)."""
     if not _THREADPOOLS:
+        from threadpoolctl import ThreadpoolController
+
         _THREADPOOLS.append(ThreadpoolController())
     return _THREADPOOLS[0].limit(limits=1, user_api="blas")
 
@@ -64,6 +64,8 @@ def _check_link(value: Any) -> str | None:
 
 def _cdf_sf_pdf(u: np.ndarray, link: Link) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CDF, survival function and density of the standard noise at ``u`` (``±inf`` allowed)."""
+    from scipy import special  # imported when used: it is slow to load
+
     if link is Link.PROBIT:
         with np.errstate(over="ignore"):
             pdf = np.exp(-0.5 * u * u) / _SQRT_2PI
@@ -423,6 +425,8 @@ class GradedResponse(EMAggregator):
         # L-BFGS costs O(n_params) per step (dense BFGS is cubic in the 2 · n_annotators
         # parameters). Its BLAS calls are on tiny vectors: extra threads only contend.
         with _one_blas_thread():
+            from scipy import optimize
+
             res = optimize.minimize(
                 self._objective_centred,
                 theta0,
