@@ -300,10 +300,13 @@ def read_true_labels(
             "class per item."
         )
     values = [id_key(v) for v in df[c_label]]
-    try:  # the label file's rule: "1" and "1.0" are class 1
-        codes, _ = parse_labels(df[c_label], list(classes), where=f"'{path}'", column=c_label)
-    except ValueError:
-        codes = np.full(len(df), -1, dtype=np.int64)
+    code_of: dict[str, int] = {}
+    for v in dict.fromkeys(values):  # the label file's rule: "1" and "1.0" are class 1
+        try:
+            code_of[v] = int(parse_labels(pd.Series([v], dtype=object), list(classes))[0][0])
+        except ValueError:
+            code_of[v] = -1
+    codes = np.array([code_of[v] for v in values], dtype=np.int64)
     unknown = sorted({v for v, c in zip(values, codes, strict=True) if c < 0})
     if unknown:
         raise ValueError(
