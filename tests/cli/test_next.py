@@ -88,7 +88,7 @@ def test_activelab_method_matches_the_library(cli, files, tmp_path):
 @pytest.mark.parametrize(
     ("probs", "budget", "pattern"),
     [
-        (PROBS, 0, r"`--budget` must be an integer >= 1; got 0"),
+        (PROBS, 0, r"`--budget` must be an integer (>= 1|from 1 to \d+); got 0"),
         (PROBS.replace("d,0.1,0.9\n", ""), 2, r"must have a row for every labelled item.*'d'"),
         (PROBS.replace("0.8,0.2", "0.8,0.4"), 2, r"rows must sum to 1; got 1\.2 for item .a."),
         (PROBS.replace(",p_dog", ",p_bird"), 2, r"p_<class> column for every class.*'dog'"),

@@ -46,8 +46,8 @@ __all__ = [
     "match_boxes",
     "pairwise_reader_f1",
     "reader_agreement",
-    "relabel_scores",
     "reader_operating_points",
+    "relabel_scores",
     "sensitivity_specificity",
     "spammer_score",
 ]

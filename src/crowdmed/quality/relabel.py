@@ -36,15 +36,15 @@ from crowdmed._text import short_list
 from crowdmed._validation import check_option
 from crowdmed.data.labels import CrowdLabels
 from crowdmed.quality._common import confusion_counts
-from crowdmed.quality.label_quality import (
+from crowdmed.quality._crowdlab import (
     ConsensusMethod,
+    Coo,
     QualityMethod,
     ScoreMethod,
-    _best_temperature,
-    _Coo,
-    _crowdlab,
-    _temperature_scale,
+    best_temperature,
     check_pred_probs,
+    crowdlab,
+    temperature_scale,
 )
 from crowdmed.typing import RandomState
 
@@ -202,16 +202,16 @@ def _activelab(cl: CrowdLabels, pp: np.ndarray) -> tuple[np.ndarray, np.ndarray,
             new_index[cl.items], cl.annotators, cl.labels,
             n_items=len(rows), n_annotators=cl.n_annotators, n_classes=k,
         )  # fmt: skip
-        c = _Coo.build(sub, k)
+        c = Coo.build(sub, k)
         pp_l = pp[rows]
         has_labels = c.n_per_annotator > 0
         if (c.n == 1).all():
             quality = pp_l[np.arange(len(rows)), c.lab[np.argsort(c.it, kind="stable")]]
             weights[has_labels] = 1.0
         else:
-            temperature = _best_temperature(c, pp_l)
-            pp_l = _temperature_scale(pp_l, temperature)
-            _, stats, _ = _crowdlab(
+            temperature = best_temperature(c, pp_l)
+            pp_l = temperature_scale(pp_l, temperature)
+            _, stats, _ = crowdlab(
                 c, pp_l, ConsensusMethod.BEST_QUALITY, QualityMethod.CROWDLAB,
                 ScoreMethod.SELF_CONFIDENCE, np.random.default_rng(0),
             )  # fmt: skip
@@ -222,7 +222,7 @@ def _activelab(cl: CrowdLabels, pp: np.ndarray) -> tuple[np.ndarray, np.ndarray,
         total = item_w + model_w
         scores[rows] = (quality * total + mean_w / k) / (total + mean_w)
     if (~labelled).any():
-        rest = _temperature_scale(pp[~labelled], temperature)
+        rest = temperature_scale(pp[~labelled], temperature)
         post[~labelled] = rest
         scores[~labelled] = (rest.max(axis=1) * model_w + mean_w / k) / (model_w + mean_w)
     return scores, post, weights, temperature
@@ -298,8 +298,8 @@ def _crowdmed(
             new_index[cl.items], cl.annotators, cl.labels,
             n_items=len(rows), n_annotators=cl.n_annotators, n_classes=k,
         )  # fmt: skip
-        temperature = _best_temperature(_Coo.build(sub, k), pp[rows])
-    scaled = _temperature_scale(pp, temperature)
+        temperature = best_temperature(Coo.build(sub, k), pp[rows])
+    scaled = temperature_scale(pp, temperature)
     post, conf, _acc = _fit_confusions(cl, np.log(np.clip(scaled, _EPS, None)), n_iter, strength)
     # an annotator's worth: accuracy weighted by how often each class occurs
     prior = post.mean(axis=0)
