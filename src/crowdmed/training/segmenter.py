@@ -217,6 +217,9 @@ class CrowdSegmenter:
     References:
         Xiao et al. (2021). Pathological image segmentation with noisy labels.
         https://doi.org/10.48550/arXiv.2104.02602
+
+        Zhang et al. (2020). Disentangling human error from the ground truth in segmentation
+        of medical images. NeurIPS. https://arxiv.org/abs/2007.15963
     """
 
     def __init__(
