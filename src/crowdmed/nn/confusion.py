@@ -16,6 +16,13 @@ the re-weighting framework), so that any segmentation network can be used.
 
 All matrices are handled as log-probabilities, so that the fixed identity (``-inf`` off the
 diagonal) gives exactly the cross-entropy of the segmentation network.
+
+Identifiability: at a pixel, the data constrain only the rows of the classes the network
+gives probability to, and the trace term lowers the others; so pixel-wise matrices can
+explain a disagreement between raters either way (misses of a wide truth, or false positives
+around a narrow one). The global matrices share each row across all pixels and are more
+constrained. Check the estimated matrices (``CrowdSegmenter.rater_confusion``) against what
+is known about the raters.
 """
 
 from __future__ import annotations
