@@ -1,0 +1,489 @@
+"""Which case to read next: relabelling with real held-back annotations.
+
+Each item starts with one of its real annotations; the others are held back. Round after
+round, every strategy picks ``--batch`` items that still have a held-back annotation, one of
+them is revealed for each pick, a classifier is retrained on the current majority votes
+(cross-validated, so its probabilities are out-of-sample) and the consensus is scored against
+gold. Strategies:
+
+* ``random``: items drawn uniformly; a random held-back annotation is revealed.
+* ``agreement``: items whose annotators agree least with their majority vote first (ties at
+  random); a random held-back annotation.
+* ``activelab``: :func:`crowdmed.quality.relabel_scores` with ``method="activelab"`` (cleanlab's
+  ActiveLab); a random held-back annotation.
+* ``crowdmed``: ``method="crowdmed"``, the annotators who hold an annotation of the item as the
+  pool; a random one of them answers.
+* ``crowdmed_assign``: the same with ``assign=True``: the most reliable of them answers.
+
+Two consensus estimators are measured for every strategy: CROWDLAB's
+(:func:`crowdmed.quality.label_quality`) with the round's classifier (majority vote while every
+item has a single label), and crowdmed's EM posterior (the ``posteriors`` of
+``relabel_scores(method="crowdmed")``). Data:
+
+* LabelMe (Rodrigues & Pereira 2018): 1,000 images, 8 classes, 2,547 answers by 59 MTurk
+  annotators (1-3 per image), gold labels; classifier = logistic regression on the 512
+  averaged VGG16 features.
+* NIH ChestX-ray14 four findings (Majkowska et al. 2019), airspace opacity: 4,374 images,
+  3 of 22 radiologists per image, adjudicated gold. No image features exist for these images,
+  so the classifier is a logistic regression on the metadata of the NIH release: the
+  report-mined "Finding Labels" (14 findings + "No Finding", multi-hot), age, sex and view.
+
+Run from the repository root::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/relabel.py            # 5 seeds, ~10 min
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/relabel.py --seeds 1  # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import REPO, machine_line, update_section, write_json
+from crowdmed.quality import label_quality, relabel_scores
+
+STRATEGIES = ("random", "agreement", "activelab", "crowdmed", "crowdmed_assign")
+CONSENSUS = {
+    "crowdlab": "CROWDLAB consensus",
+    "crowdmed": "crowdmed consensus (EM posterior)",
+}
+NIH = "nih_cxr14_expert_readers/gcs-public-data--healthcare-nih-chest-xray-labels/"
+
+
+@dataclass
+class Task:
+    name: str
+    title: str
+    labels: np.ndarray  # (n_items, n_annotators), -1 = no annotation
+    gold: np.ndarray
+    features: np.ndarray
+    n_classes: int
+    batch: int
+    c: float  # inverse regularisation of the logistic regression
+
+
+def load_labelme(data: Path) -> Task:
+    root = data / "labelme_sentiment_pylearningcrowds" / "data" / "LabelMe"
+    labels = np.loadtxt(root / "answers.txt", dtype=np.int64)
+    gold = np.loadtxt(root / "LabelMe_Z_train.txt", dtype=np.int64)
+    x = np.load(root / "LabelMe_VGG_avg_train.npy").astype(np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-9)
+    return Task("labelme", "LabelMe (VGG16 features)", labels, gold, x, 8, 50, 0.01)
+
+
+def load_nih(data: Path, finding: str = "Airspace opacity") -> Task:
+    root = data / NIH / "four_findings_expert_labels"
+    reads = pd.read_csv(root / "four_findings_expert_labels_individual_readers.csv")
+    meta = pd.concat(
+        [
+            pd.read_csv(root / "four_findings_expert_labels_test_labels.csv"),
+            pd.read_csv(root / "four_findings_expert_labels_validation_labels.csv"),
+        ]
+    ).drop_duplicates("Image Index")
+    meta = meta.set_index("Image Index")
+    wide = reads.pivot_table(index="Image ID", columns="Reader ID", values=finding, aggfunc="first")
+    wide = wide.loc[wide.index.intersection(meta.index)]
+    codes = {"YES": 1, "HEDGE": 1, "NO": 0}
+    coded = wide.apply(lambda col: col.map(codes)).fillna(-1).astype(np.int64)
+    meta = meta.loc[coded.index]
+    gold_col = "Nodule or mass" if finding == "Nodule/mass" else finding
+    gold = (meta[gold_col] == "YES").to_numpy().astype(np.int64)
+    findings = meta["Finding Labels"].str.get_dummies(sep="|")
+    x = np.column_stack(
+        [
+            findings.to_numpy(float),
+            meta["Patient Age"].to_numpy(float) / 100.0,
+            (meta["Patient Gender"] == "M").to_numpy(float),
+            (meta["View Position"] == "PA").to_numpy(float),
+        ]
+    )
+    x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-9)
+    title = f"NIH CXR14 four findings: {finding.lower()} (metadata features)"
+    return Task("nih_" + finding.split()[0].lower(), title, coded.to_numpy(), gold, x, 2, 300, 0.1)
+
+
+# ----------------------------------------------------------------------------- one run
+def oof_probs(x: np.ndarray, y: np.ndarray, k: int, c: float, seed: int) -> np.ndarray:
+    """Five-fold out-of-fold probabilities of a logistic regression trained on ``y``."""
+    from sklearn.linear_model import LogisticRegression
+
+    n = len(y)
+    probs = np.full((n, k), 1e-3)
+    order = np.random.default_rng(seed).permutation(n)
+    for f in range(5):
+        test = order[f::5]
+        train = np.setdiff1d(order, test)
+        if len(np.unique(y[train])) < 2:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf = LogisticRegression(C=c, max_iter=300).fit(x[train], y[train])
+        probs[np.ix_(test, clf.classes_)] += clf.predict_proba(x[test])
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def majority(labels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    votes = np.stack([(labels == j).sum(axis=1) for j in range(k)], axis=1).astype(float)
+    return (votes + 1e-6 * rng.random(votes.shape)).argmax(axis=1)  # random tie-break
+
+
+def consensus(labels: np.ndarray, probs: np.ndarray, k: int, rng: np.random.Generator):
+    if ((labels >= 0).sum(axis=1) > 1).any():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return label_quality(labels, probs, random_state=rng).consensus
+    return majority(labels, k, rng)
+
+
+def run(task: Task, strategy: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Extra labels spent and accuracy of the CROWDLAB and crowdmed consensus each round."""
+    rng = np.random.default_rng(seed)
+    full = task.labels
+    n_items, n_ann = full.shape
+    has = full >= 0
+    # a random order of each item's annotators: the first is shown, the rest are held back
+    key = np.where(has, rng.random(full.shape), np.inf)
+    first = key.argmin(axis=1)
+    current = np.full_like(full, -1)
+    current[np.arange(n_items), first] = full[np.arange(n_items), first]
+    held = has & (current < 0)
+    spent, acc, acc_em = [], [], []
+    extra = 0
+    while True:
+        mv = majority(current, task.n_classes, rng)
+        probs = oof_probs(task.features, mv, task.n_classes, task.c, seed)
+        cons = consensus(current, probs, task.n_classes, rng)
+        spent.append(extra)
+        acc.append(float(np.mean(cons == task.gold)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            em = relabel_scores(current, probs, method="crowdmed").posteriors.argmax(axis=1)
+        acc_em.append(float(np.mean(em == task.gold)))
+        eligible = np.flatnonzero(held.any(axis=1))
+        if len(eligible) == 0:
+            break
+        b = min(task.batch, len(eligible))
+        answer = None
+        if strategy == "random":
+            picks = rng.choice(eligible, b, replace=False)
+        elif strategy == "agreement":
+            n_lab = (current >= 0).sum(axis=1)
+            agree = (current == mv[:, None]).sum(axis=1) / n_lab
+            order = np.lexsort((rng.random(len(eligible)), agree[eligible]))
+            picks = eligible[order[:b]]
+        else:
+            method = "activelab" if strategy == "activelab" else "crowdmed"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                r = relabel_scores(
+                    current, probs, method=method, available=held,
+                    assign=strategy == "crowdmed_assign",
+                )  # fmt: skip
+            picks = r.select(b)
+            if strategy == "crowdmed_assign":
+                answer = r.annotator[picks]
+        if answer is None:  # a random held-back annotator answers
+            k2 = np.where(held[picks], rng.random((len(picks), n_ann)), np.inf)
+            answer = k2.argmin(axis=1)
+        current[picks, answer] = full[picks, answer]
+        held[picks, answer] = False
+        extra += len(picks)
+    return np.array(spent), np.array(acc), np.array(acc_em)
+
+
+# ----------------------------------------------------------------------------- summary
+def needed(spent: np.ndarray, acc: np.ndarray, target: float) -> float:
+    """Extra labels where the curve first reaches ``target`` (linear between rounds; NaN: never)."""
+    hit = np.flatnonzero(acc >= target - 1e-12)
+    if not hit.size:
+        return float("nan")
+    j = int(hit[0])
+    if j == 0:
+        return 0.0
+    frac = (target - acc[j - 1]) / (acc[j] - acc[j - 1])
+    return float(spent[j - 1] + frac * (spent[j] - spent[j - 1]))
+
+
+def paired_ci(diff: np.ndarray) -> tuple[float, float, float]:
+    d = diff[~np.isnan(diff)]
+    if len(d) < 2:
+        return float(np.mean(d)) if len(d) else float("nan"), float("nan"), float("nan")
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
+
+
+def verdict(lo: float, hi: float, better_if_positive: bool = True) -> str:
+    if np.isnan(lo):
+        return "n/a"
+    if lo > 0:
+        return "better" if better_if_positive else "worse"
+    if hi < 0:
+        return "worse" if better_if_positive else "better"
+    return "no difference detected"
+
+
+def summarise(task: Task, curves: dict[str, list[np.ndarray]], spent: np.ndarray) -> dict:
+    full = task.labels
+    n_items = full.shape[0]
+    rng = np.random.default_rng(0)
+    mv_all = float(np.mean(majority(full, task.n_classes, rng) == task.gold))
+    final = float(np.mean([c[-1] for c in curves["random"]]))
+    out = {"mv_all": mv_all, "final_crowdlab": final, "n_items": n_items,
+           "n_labels": int((full >= 0).sum()), "n_annotators": full.shape[1],
+           "needed": {}, "pairs": {}, "per_budget": {}}  # fmt: skip
+    for target_name, target in (("mv_all", mv_all), ("final", final)):
+        need = {s: np.array([needed(spent, c, target) for c in curves[s]]) for s in STRATEGIES}
+        out["needed"][target_name] = {s: v.tolist() for s, v in need.items()}
+        pairs = {}
+        for s in STRATEGIES:
+            for ref in ("random", "activelab"):
+                if s in (ref, "random"):
+                    continue
+                diff = need[s] - need[ref]
+                frac = 1.0 - need[s] / np.where(need[ref] > 0, need[ref], np.nan)
+                pairs[f"{s}-{ref}"] = {"diff": paired_ci(diff), "fewer_frac": paired_ci(frac)}
+        out["pairs"][target_name] = pairs
+    for s in ("crowdmed", "crowdmed_assign"):
+        d = np.array(curves[s]) - np.array(curves["activelab"])  # (seeds, budgets)
+        res = [paired_ci(d[:, j]) for j in range(d.shape[1])]
+        out["per_budget"][s] = [verdict(lo, hi) for _, lo, hi in res]
+    return out
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_rows = len(CONSENSUS)
+    n_cols = len(results) // n_rows
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(6 * n_cols, 4.2 * n_rows), squeeze=False)
+    for ax, (_name, res) in zip(axes.T.ravel(), results.items(), strict=True):
+        x = np.array(res["spent"]) + res["summary"]["n_items"]
+        for s in STRATEGIES:
+            a = np.array(res["curves"][s])
+            m = a.mean(axis=0)
+            ax.plot(x, m, label=s, lw=1.6)
+            if len(a) > 1:
+                half = stats.t.ppf(0.975, len(a) - 1) * a.std(axis=0, ddof=1) / np.sqrt(len(a))
+                ax.fill_between(x, m - half, m + half, alpha=0.15)
+        ax.axhline(res["summary"]["mv_all"], color="k", ls="--", lw=1, label="MV, all labels")
+        ax.set_title(res["title"], fontsize=10)
+        ax.set_xlabel("labels spent")
+        ax.set_ylabel("consensus accuracy vs gold")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def fmt_ci(t: tuple[float, float, float], scale: float = 1.0, digits: int = 0) -> str:
+    m, lo, hi = (v * scale for v in t)
+    if np.isnan(m):
+        return "n/a"
+    if np.isnan(lo):
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def markdown(results: dict, seeds: list[int], wall: float, cpu: float) -> str:
+    lines = [
+        "## Which case to read next: relabelling with real held-back annotations",
+        "",
+        "`benchmarks/relabel.py`: every item starts with one of its real annotations; each "
+        "round a strategy picks a batch of items that still hold a held-back real annotation "
+        "and one is revealed. A logistic regression is retrained each round on the current "
+        "majority votes (5-fold out-of-fold probabilities). Two consensus estimators are scored "
+        "against gold for every strategy: CROWDLAB's (`crowdmed.quality.label_quality`, "
+        "majority vote while every item has one label) and crowdmed's (the argmax of "
+        "`relabel_scores(method='crowdmed').posteriors`: EM confusion matrices with the "
+        "classifier as prior). `crowdmed` = "
+        "`relabel_scores(method='crowdmed')` (information gain under EM confusion matrices "
+        "with the classifier as prior), `crowdmed_assign` = the same with `assign=True` "
+        "(the most reliable annotator holding an annotation answers; everyone else gets a "
+        "random one of them). `activelab` = `relabel_scores(method='activelab')`, equal to "
+        "cleanlab's `get_active_learning_scores` (tests/reference/test_cleanlab.py).",
+        "",
+        f"Seeds {seeds} (the seed draws the first annotation, the revealed one and random "
+        f"picks); {machine_line()}; one thread; {cpu:.0f} s of CPU time, {wall:.0f} s wall "
+        "time on the shared machine for the whole run.",
+        "",
+        "![relabelling curves](benchmarks/results/relabel.png)",
+        "",
+    ]
+    for res in results.values():
+        s = res["summary"]
+        lines += [
+            f"### {res['title']}",
+            "",
+            f"{s['n_items']} items, {s['n_annotators']} annotators, {s['n_labels']} labels; "
+            f"batch {res['batch']} per round. Majority vote with all labels: "
+            f"{100 * s['mv_all']:.1f} % accuracy; this consensus with all labels: "
+            f"{100 * s['final_crowdlab']:.1f} % (mean over seeds).",
+            "",
+            "Extra labels (beyond the first per item) needed to reach the target, mean over "
+            "seeds (NaN = some seed never reached it):",
+            "",
+            "| strategy | to MV-all accuracy | to this consensus' all-labels accuracy |",
+            "|---|---:|---:|",
+        ]
+        for st in STRATEGIES:
+            a = np.array(s["needed"]["mv_all"][st])
+            b = np.array(s["needed"]["final"][st])
+            lines.append(f"| {st} | {np.mean(a):.0f} | {np.mean(b):.0f} |")
+        lines += [
+            "",
+            "Paired differences over seeds (mean [95 % interval]); 'fewer' = 1 - "
+            "needed(strategy) / needed(reference):",
+            "",
+            "| comparison | target | extra labels, difference | fewer labels (%) |",
+            "|---|---|---:|---:|",
+        ]
+        for target in ("mv_all", "final"):
+            for key, v in s["pairs"][target].items():
+                if not key.startswith("crowdmed"):
+                    continue
+                lines.append(
+                    f"| {key} | {target} | {fmt_ci(v['diff'])} | {fmt_ci(v['fewer_frac'], 100.0)} |"
+                )
+        lines.append("")
+        for st, verdicts in s["per_budget"].items():
+            counts = pd.Series(verdicts).value_counts().to_dict()
+            desc = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+            lines.append(
+                f"- {st} vs activelab, accuracy at each of the {len(verdicts)} budgets "
+                f"(paired 95 % interval): {desc}."
+            )
+        lines += ["", *goal_lines(s), ""]
+    return "\n".join(lines)
+
+
+def goal_lines(s: dict) -> list[str]:
+    """Whether crowdmed needs no more labels than ActiveLab and >= 30 % fewer than random."""
+    out = []
+    for st in ("crowdmed", "crowdmed_assign"):
+        worse = s["per_budget"][st].count("worse")
+        better = s["per_budget"][st].count("better")
+        same = len(s["per_budget"][st]) - worse - better
+        tally = f"accuracy better at {better}, worse at {worse}, no difference detected at {same}"
+        first = f"holds ({tally})" if worse == 0 else f"does not hold ({tally})"
+        fewer = s["pairs"]["mv_all"][f"{st}-random"]["fewer_frac"]
+        final = s["pairs"]["final"][f"{st}-random"]["fewer_frac"]
+
+        def judge(t: tuple[float, float, float]) -> str:
+            m, lo, _ = t
+            if np.isnan(m):
+                return "not measurable (a target was never reached or reached at once)"
+            if not np.isnan(lo) and lo >= 0.30:
+                return f"holds ({100 * m:.0f} %, interval above 30 %)"
+            if m >= 0.30:
+                return f"{100 * m:.0f} % on average, but the interval reaches below 30 %"
+            return f"does not hold ({100 * m:.0f} %)"
+
+        out.append(
+            f"- Goal check, {st}: no more labels than ActiveLab at every budget (paired 95 % "
+            f"intervals of the accuracy difference): {first}. "
+            f">= 30 % fewer labels than random to the MV-all target: {judge(fewer)}; to the "
+            f"all-labels accuracy of this consensus: {judge(final)}."
+        )
+    return out
+
+
+def report_from_json(path: Path, data: Path) -> None:
+    """Re-render the section and the figure from a saved run (no experiment is re-run)."""
+    import json
+
+    raw = json.loads(path.read_text())
+    results = raw["results"]
+    loaders = {"labelme": load_labelme, "nih_airspace": load_nih}
+    tasks = {}
+    for key, res in results.items():
+        base = key.split("/")[0]
+        if base not in tasks:
+            tasks[base] = loaders[base](data)
+        curves = {st: [np.asarray(c) for c in v] for st, v in res["curves"].items()}
+        res["summary"] = summarise(tasks[base], curves, np.asarray(res["spent"]))
+    md = markdown(results, raw["seeds"], raw["wall_s"], raw["cpu_s"])
+    print(md)
+    plot(results, REPO / "benchmarks" / "results" / "relabel.png")
+    update_section("relabel", md)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument(
+        "--data", type=Path,
+        default=Path(os.environ.get("CROWDMED_DATA", REPO.parent / "shared" / "data")),
+    )  # fmt: skip
+    ap.add_argument("--datasets", default="labelme,nih")
+    ap.add_argument("--no-write", action="store_true", help="print, do not update BENCHMARKS.md")
+    ap.add_argument(
+        "--from-json", type=Path, default=None,
+        help="re-render BENCHMARKS.md and the figure from a saved relabel.json",
+    )  # fmt: skip
+    args = ap.parse_args()
+    if args.from_json is not None:
+        report_from_json(args.from_json, args.data)
+        return
+    seeds = list(range(args.seeds))
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    results = {}
+    loaders = {"labelme": load_labelme, "nih": load_nih}
+    for name in args.datasets.split(","):
+        task = loaders[name](args.data)
+        by_kind: dict[str, dict[str, list[np.ndarray]]] = {
+            kind: {s: [] for s in STRATEGIES} for kind in CONSENSUS
+        }
+        spent = None
+        for seed in seeds:
+            for s in STRATEGIES:
+                t = time.perf_counter()
+                sp_, acc, acc_em = run(task, s, seed)
+                if spent is None or len(sp_) > len(spent):
+                    spent = sp_
+                by_kind["crowdlab"][s].append(acc)
+                by_kind["crowdmed"][s].append(acc_em)
+                print(f"{task.name} seed {seed} {s}: final {acc[-1]:.3f} "
+                      f"({time.perf_counter() - t:.1f} s)", flush=True)  # fmt: skip
+        n = min(len(c) for v in by_kind["crowdlab"].values() for c in v)
+        spent = spent[:n]
+        for kind in CONSENSUS:
+            curves = {s: [c[:n] for c in v] for s, v in by_kind[kind].items()}
+            results[f"{task.name}/{kind}"] = {
+                "title": f"{task.title}; {CONSENSUS[kind]}", "batch": task.batch,
+                "spent": spent.tolist(),
+                "curves": {s: [c.tolist() for c in v] for s, v in curves.items()},
+                "summary": summarise(task, curves, spent),
+            }  # fmt: skip
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    md = markdown(results, seeds, wall, cpu)
+    print(md)
+    if not args.no_write:
+        out = REPO / "benchmarks" / "results"
+        out.mkdir(parents=True, exist_ok=True)
+        plot(results, out / "relabel.png")
+        write_json(
+            out / "relabel.json", {"seeds": seeds, "wall_s": wall, "cpu_s": cpu, "results": results}
+        )
+        update_section("relabel", md)
+
+
+if __name__ == "__main__":
+    main()
