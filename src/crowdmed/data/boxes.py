@@ -323,7 +323,7 @@ def read_boxes(
     *,
     images: Iterable[Any] | str | os.PathLike[str] | None = None,
     classes: Iterable[Any] | None = None,
-    image_sizes: Mapping[Any, Any] | pd.DataFrame | None = None,
+    image_sizes: Mapping[Any, Any] | pd.DataFrame | str | None = None,
     no_finding: Any = None,
 ) -> pd.DataFrame:
     """Read the boxes of several readers from a CSV/TSV table or a COCO JSON file.
@@ -342,6 +342,8 @@ def read_boxes(
         images: The images that exist (ids or a folder); boxes on other images are an error.
         classes: The valid classes; other classes are an error.
         image_sizes: ``image -> (width, height[, depth])`` or a frame; boxes must lie inside.
+            ``"images"``: the sizes of the image files in the ``images`` folder that Pillow
+            reads (boxes on other files are not checked).
         no_finding: A class that means "nothing found" (VinDr-CXR's ``14``); its rows become
             readings without boxes.
 
@@ -390,8 +392,10 @@ def read_boxes(
                     frame.loc[mask, col] = np.nan
     if image_sizes is None and sizes is not None:
         image_sizes = sizes
-    folder = isinstance(images, (str, os.PathLike)) and Path(images).is_dir()
-    has_sizes = {"width", "height"} <= set(rename_aliases(frame).columns)
-    if image_sizes is None and folder and not has_sizes:
-        image_sizes = folder_image_sizes(images)  # type: ignore[arg-type]  # a folder here
+    if isinstance(image_sizes, str) and image_sizes == "images":
+        folder = isinstance(images, (str, os.PathLike)) and Path(images).is_dir()
+        if not folder:
+            raise ValueError('`image_sizes="images"` needs `images`, a folder of images.')
+        has_sizes = {"width", "height"} <= set(rename_aliases(frame).columns)
+        image_sizes = None if has_sizes else folder_image_sizes(images)  # type: ignore[arg-type]
     return check_boxes(frame, image_sizes=image_sizes, classes=classes, images=images, _where=where)

@@ -122,7 +122,8 @@ def fuse_box_file(
         iou_thr: A box joins a cluster above this IoU.
         proficiency: CSV reader, proficiency with each reader's weight.
         equal_weights: Weigh all readers equally instead of estimating their proficiency.
-        images: Folder of the images: a box on an image that is not there is an error.
+        images: Folder of the images: a box on an image that is not there, or outside the
+            image (its size read from the file), is an error.
         classes: Valid classes; other classes are an error.
         no_finding: Class meaning "nothing found": its rows are readings without boxes.
         max_iter: Rounds of proficiency re-estimation.
@@ -145,7 +146,13 @@ def fuse_box_file(
         raise ValueError("Use either `--proficiency` or `--equal-weights`, not both.")
     if images is not None and not images.is_dir():
         raise ValueError(f"`--images` must be a folder of images; '{images}' is not a folder.")
-    frame = read_boxes(boxes, images=images, classes=classes, no_finding=no_finding)
+    frame = read_boxes(
+        boxes,
+        images=images,
+        classes=classes,
+        no_finding=no_finding,
+        image_sizes="images" if images is not None else None,
+    )
     weights = None if proficiency is None else read_proficiency(proficiency)
     start = time.perf_counter()
     fused = fuse_boxes(
