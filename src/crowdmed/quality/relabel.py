@@ -46,7 +46,6 @@ from crowdmed.quality._crowdlab import (
     crowdlab,
     temperature_scale,
 )
-from crowdmed.typing import RandomState
 
 __all__ = ["RelabelMethod", "RelabelScores", "relabel_scores"]
 
@@ -211,6 +210,8 @@ def _activelab(cl: CrowdLabels, pp: np.ndarray) -> tuple[np.ndarray, np.ndarray,
         else:
             temperature = best_temperature(c, pp_l)
             pp_l = temperature_scale(pp_l, temperature)
+            # a majority-vote tie that survives every tie-break is broken with a fixed seed,
+            # so the scores are deterministic
             _, stats, _ = crowdlab(
                 c, pp_l, ConsensusMethod.BEST_QUALITY, QualityMethod.CROWDLAB,
                 ScoreMethod.SELF_CONFIDENCE, np.random.default_rng(0),
@@ -328,7 +329,6 @@ def relabel_scores(
     assign: bool = False,
     n_iter: int = 20,
     prior_strength: float = 4.0,
-    random_state: RandomState = None,
 ) -> RelabelScores:
     """Score every item by how much one more annotation would improve its consensus.
 
@@ -347,7 +347,6 @@ def relabel_scores(
         n_iter: EM iterations of the ``"crowdmed"`` confusion matrices.
         prior_strength: Pseudo-labels pulling each confusion row towards the annotator's
             one-coin accuracy, and that accuracy towards the crowd's mean.
-        random_state: Unused by these deterministic scores; accepted for a uniform API.
 
     Returns:
         The scores, see :class:`RelabelScores`.
@@ -370,7 +369,6 @@ def relabel_scores(
         >>> bool(r.eligible[3])  # all three annotators labelled item 3
         False
     """
-    del random_state
     m = check_option(method, RelabelMethod, "method")
     pp_raw = np.asarray(pred_probs)
     cl = _check_relabel_labels(labels, pp_raw.shape[1] if pp_raw.ndim == 2 else None)
