@@ -303,3 +303,11 @@ def test_a_partly_annotated_binary_mask_is_refused(tmp_path: Path, user_error) -
         app, ["masks", "consensus", *map(str, files), "-o", str(tmp_path / "c.npy")]
     )
     user_error(result, r"Rater 1 .*4 voxels are -1 \(not annotated\).*multilabel-staple")
+
+
+def test_a_folder_given_as_a_mask_file_is_named(tmp_path: Path, user_error) -> None:
+    np.save(tmp_path / "a.npy", np.zeros((3, 3), dtype=np.int64))
+    (tmp_path / "b.npy").mkdir()
+    args = ["masks", "consensus", str(tmp_path / "a.npy"), str(tmp_path / "b.npy")]
+    result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "c.npy")])
+    user_error(result, r"Mask file '.*b\.npy' is a folder, not a file")

@@ -38,6 +38,8 @@ def id_key(value: Any) -> str:
 
 
 def _missing(path: Path, name: str) -> ValueError:
+    if path.is_dir():
+        return ValueError(f"File '{path}' is a folder, not a file; pass the file (`{name}`).")
     return ValueError(f"File '{path}' does not exist; check the path (`{name}`).")
 
 

@@ -86,6 +86,8 @@ def read_mask(path: str | os.PathLike[str]) -> MaskFile:
         ImportError: Pillow or SimpleITK is needed and missing.
     """
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"Mask file '{p}' is a folder, not a file; pass the mask file inside it.")
     if not p.is_file():
         raise FileNotFoundError(f"Mask file '{p}' does not exist.")
     if mask_suffix(p) not in SUFFIXES:
