@@ -7,7 +7,8 @@ Two scores for every item, labelled or not:
   ``1/K`` (what an unseen label is worth), with weights the item's annotator weights plus the
   model weight against the mean annotator weight; an unlabelled item uses the model's top
   probability. cleanlab ranks by this quality (low = label next); here
-  ``scores = 1 - quality`` so that every method ranks high = label next.
+  ``scores = 1 - quality`` so that every method ranks high = label next. The temperature
+  search counts vote shares by class index, as noted in :mod:`crowdmed.quality.label_quality`.
 * ``"crowdmed"``: the expected information about the true class carried by one more label,
   ``I(Y; L) = H(L) - H(L | Y)``, under a posterior that combines the (temperature-calibrated)
   model with per-annotator confusion matrices fitted by EM. Each confusion matrix is shrunk
