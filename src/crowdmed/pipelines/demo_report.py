@@ -76,10 +76,12 @@ def alpha_reading(alpha: float) -> str:
     return "below the 0.667 Krippendorff asks for even tentative conclusions"
 
 
-def _change(before: float, after: float, digits: int = 3) -> str:
-    verb = "raised" if after > before else "lowered" if after < before else "left"
-    tail = "" if verb == "left" else f" from {before:.{digits}f} to {after:.{digits}f}"
-    return f"{verb}{tail}" if verb != "left" else f"left unchanged at {after:.{digits}f}"
+def _change(what: str, before: float, after: float, digits: int = 3) -> str:
+    """``raised the test AUC from 0.938 to 0.951`` (or lowered / left unchanged)."""
+    if after == before:
+        return f"left {what} unchanged at {after:.{digits}f}"
+    verb = "raised" if after > before else "lowered"
+    return f"{verb} {what} from {before:.{digits}f} to {after:.{digits}f}"
 
 
 def _benchmark_facts(result: DemoResult) -> dict[str, Any] | None:
@@ -137,7 +139,7 @@ def found_sentences(result: DemoResult) -> list[str]:
         out.append(
             "AggNet crowd loop (synthetic fields, simulated crowd of "
             f"{m['n_annotators']} workers, one seed): refinement through the aggregation layer "
-            f"{_change(m['auc_unrefined'], m['auc_aggnet'])} the test AUC (F1 "
+            f"{_change('the test AUC', m['auc_unrefined'], m['auc_aggnet'])} (F1 "
             f"{m['f1_unrefined']:.2f} → {m['f1_aggnet']:.2f}); the inferred truth is "
             f"{m['truth_accuracy_aggnet']:.1%} correct against {m['truth_accuracy_mv']:.1%} for "
             f"the majority vote; the spammers' estimated spammer score is "
