@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from crowdmed.cli import app
+from crowdmed.data.boxes import read_boxes
 from crowdmed.data.io import read_labels, read_wide
 
 # ids: any printable text, not empty (empty is missing), no control characters
@@ -111,6 +112,24 @@ def test_wide_reader_keeps_ids(
     assert cl.item_ids.tolist() == items
     used = [a for j, a in enumerate(annotators) if any(r[j] not in ("", "-1") for r in cells)]
     assert cl.annotator_ids.tolist() == used
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(st.tuples(any_id, any_id), min_size=1, max_size=8),
+    fmt=st.sampled_from(["csv", "tsv"]),
+)
+def test_box_reader_keeps_ids(tmp_path: Path, rows: list[tuple[str, str]], fmt: str) -> None:
+    df = pd.DataFrame(rows, columns=["image", "reader"])
+    df["class"] = "nodule"
+    df[["xmin", "ymin", "xmax", "ymax"]] = [1.0, 2.0, 5.0, 6.0]
+    path = tmp_path / f"boxes.{fmt}"
+    df.to_csv(path, index=False, sep="\t" if fmt == "tsv" else ",")
+    boxes = read_boxes(path)
+    assert boxes["image"].tolist() == [i for i, _ in rows]
+    assert boxes["reader"].tolist() == [r for _, r in rows]
 
 
 # ---------------------------------------------------------------------- aggregate corpus
