@@ -18,14 +18,23 @@ Two settings:
 Methods (all the same small MONAI ``UNet``, Adam, same steps; MONAI has no HRNet, the
 paper's backbone): (a) one rater, (b) majority-vote and STAPLE consensus, (c) Gaussian
 attention focal loss on the majority vote, (d) label re-weighting (cross-entropy), (e)
-re-weighting with the GAF loss in both terms. Metrics on the 6 test images, inside the field
-of view: Dice of the vessel and background classes and vessel HD95 (pixels at half
-resolution), mean ± sd over seeds (seed = network initialisation, patch sample and data
-order).
+re-weighting with the GAF loss in both terms, (f) pixel-wise and (g) global annotator
+confusion matrices with the trace regulariser (Zhang et al. 2020), and, on the simulated
+raters, training on the truth as the ceiling. Metrics on the 6 test images, inside the field
+of view: Dice of the vessel and background classes, vessel HD95 (pixels at the working
+resolution), and the multi-rater metrics (QUBIQ Dice, ECE, GED², Hungarian-matched IoU against
+all raters of the setting); mean ± sd over seeds (seed = network initialisation, patch sample
+and data order), and per-seed paired differences with 95 % t intervals.
 
 Usage::
 
-    python benchmarks/segmentation_learning.py [--seeds 3] [--steps 120] [--quick]
+    python benchmarks/segmentation_learning.py [--scale half|paper] [--seeds N] [--steps N]
+        [--quick]
+
+``--scale paper`` (full resolution, larger U-Net, 4,000 steps, 5 seeds; writes its own
+section ``segmentation_learning_paper``) is the long run at convergence; it also compares the
+confusion-matrix methods and training on the truth, with the multi-rater metrics and paired
+per-seed differences. Not run yet on this machine at that scale.
 
 The full run writes the ``segmentation_learning`` section of BENCHMARKS.md and
 ``benchmarks/results/segmentation_learning.json``; ``--quick`` only prints.
@@ -47,9 +56,46 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import REPO, machine_line, update_section, write_json
 
 DATASET = "drive_two_observers"
-PATCH = 64
-CROP = (288, 280)
 TRAIN, VAL, TEST = list(range(12)), [12, 13], list(range(14, 20))
+
+# ``--scale half``: the quick setting of the first benchmark; ``--scale paper``: full DRIVE
+# resolution (584 × 565, cropped to 584 × 560, a multiple of the U-Net's stride 8), a wider and
+# deeper U-Net, larger patches and many more optimiser steps, 5 seeds: the setting meant to
+# train to convergence (a long run: tens of minutes per model on 2 cores).
+SCALES: dict[str, dict[str, Any]] = {
+    "half": {
+        "down": 2,
+        "crop": (288, 280),
+        "patch": 64,
+        "patches_per_image": 20,
+        "channels": (8, 16, 32),
+        "strides": (2, 2),
+        "res_units": 1,
+        "steps": 150,
+        "seeds": 3,
+        "lr": 3e-3,
+        "section": "segmentation_learning",
+        "json": "benchmarks/results/segmentation_learning.json",
+    },
+    "paper": {
+        "down": 1,
+        "crop": (584, 560),
+        "patch": 96,
+        "patches_per_image": 60,
+        "channels": (16, 32, 64, 128),
+        "strides": (2, 2, 2),
+        "res_units": 2,
+        "steps": 4000,
+        "seeds": 5,
+        "lr": 2e-3,
+        "section": "segmentation_learning_paper",
+        "json": "benchmarks/results/segmentation_learning_paper.json",
+    },
+}
+# The active scale (set by main from --scale).
+SCALE: dict[str, Any] = SCALES["half"]
+PATCH = SCALE["patch"]
+CROP = SCALE["crop"]
 
 # Xiao et al. (2021), Gleason 2019, HRNet18: mean Dice gains (points) over the baseline.
 PAPER_GAINS = {"reweight": 0.36, "gaf": 4.07, "reweight-gaf": 7.17}
@@ -81,10 +127,11 @@ def load_drive() -> dict[str, np.ndarray]:
         fv = np.asarray(Image.open(base / "mask" / f"{i:02d}_test_mask.gif")) > 0
         full1.append(m1)
         full2.append(m2)
-        imgs.append((_down(img) / 255.0)[:ch, :cw].transpose(2, 0, 1))
-        o1.append((_down(m1) >= 0.5)[:ch, :cw])
-        o2.append((_down(m2) >= 0.5)[:ch, :cw])
-        fov.append((_down(fv) >= 0.5)[:ch, :cw])
+        down = _down if SCALE["down"] == 2 else (lambda a: a.astype(np.float64))
+        imgs.append((down(img) / 255.0)[:ch, :cw].transpose(2, 0, 1))
+        o1.append((down(m1) >= 0.5)[:ch, :cw])
+        o2.append((down(m2) >= 0.5)[:ch, :cw])
+        fov.append((down(fv) >= 0.5)[:ch, :cw])
     return {
         "images": np.stack(imgs).astype(np.float32),
         "obs1": np.stack(o1),
@@ -165,7 +212,14 @@ def make_network(seed: int):
     from monai.networks.nets import UNet
 
     torch.manual_seed(seed)
-    return UNet(2, 3, 2, channels=(8, 16, 32), strides=(2, 2), num_res_units=1)
+    return UNet(
+        2,
+        3,
+        2,
+        channels=SCALE["channels"],
+        strides=SCALE["strides"],
+        num_res_units=SCALE["res_units"],
+    )
 
 
 def staple_consensus(masks: np.ndarray) -> np.ndarray:
@@ -193,6 +247,47 @@ def evaluate(pred: np.ndarray, ref: np.ndarray, fov: np.ndarray, dice, hd95) -> 
     }
 
 
+def multirater_eval(
+    proba: np.ndarray, samples: list[np.ndarray], raters: np.ndarray, fov: np.ndarray
+) -> dict[str, float]:
+    """Multi-rater metrics inside the field of view, averaged over the test images.
+
+    ``proba``: (N, H, W) vessel probability; ``samples``: per image a (S, H, W) bool stack of
+    predicted masks (one per rater for the confusion methods, else the one prediction);
+    ``raters``: (N, A, H, W) int masks, ``-1`` = absent (left out).
+    """
+    from crowdmed.metrics import (
+        expected_calibration_error,
+        generalized_energy_distance,
+        hungarian_matched_iou,
+        qubiq_dice,
+    )
+
+    out: dict[str, list[float]] = {"qubiq_dice": [], "ece": [], "ged": [], "hungarian_iou": []}
+    for i in range(len(proba)):
+        f = fov[i]
+        present = [a for a in range(raters.shape[1]) if (raters[i, a] >= 0).any()]
+        r = raters[i, present][:, f] == 1
+        p = np.clip(proba[i][f], 0.0, 1.0)
+        smp = samples[i][:, f]
+        out["qubiq_dice"].append(qubiq_dice(p, r))
+        out["ece"].append(expected_calibration_error(p, r))
+        out["ged"].append(generalized_energy_distance(smp, r))
+        out["hungarian_iou"].append(hungarian_matched_iou(smp, r))
+    return {k: float(np.mean(v)) for k, v in out.items()}
+
+
+def per_rater_predictions(seg, images: np.ndarray, proba: np.ndarray) -> list[np.ndarray]:
+    """Each rater's predicted mask from the confusion head: argmax_l Σ_k p_k CM[a, k, l]."""
+    out = []
+    for i in range(len(images)):
+        cm = seg.rater_confusion(images[i : i + 1])[0]  # (A, K, K, H, W)
+        p = np.stack([1.0 - proba[i], proba[i]])  # (K, H, W)
+        q1 = (p[None, :] * cm[:, :, 1]).sum(1)  # P(rater marks vessel): (A, H, W)
+        out.append(q1 > 0.5)
+    return out
+
+
 def run_one(
     method: str,
     rater: int,
@@ -215,7 +310,9 @@ def run_one(
         if consensus_full is None
         else np.concatenate([raters_full, consensus_full[:, None]], axis=1)
     )
-    px, pm = sample_patches(imgs[TRAIN], stack[TRAIN], data["fov"][TRAIN], 20, seed)
+    px, pm = sample_patches(
+        imgs[TRAIN], stack[TRAIN], data["fov"][TRAIN], SCALE["patches_per_image"], seed
+    )
     masks = pm if consensus_full is None else pm[:, :-1]
     cons = None if consensus_full is None else pm[:, -1]
     n_epochs = max(1, round(steps * batch / len(px)))
@@ -225,7 +322,7 @@ def run_one(
         rater=rater,
         epochs=n_epochs,
         batch_size=batch,
-        lr=3e-3,
+        lr=SCALE["lr"],
         k_every=k_every,
         patience=None if n_epochs < 3 else n_epochs,
         random_state=seed,
@@ -240,7 +337,8 @@ def run_one(
         n_classes=2,
     )
     secs = time.perf_counter() - t0
-    pred = seg.predict(imgs[TEST])
+    proba = seg.predict_proba(imgs[TEST])[:, 1]
+    pred = proba > 0.5
     dice, hd95 = metrics
     res: dict[str, Any] = {
         "seconds": secs,
@@ -256,6 +354,11 @@ def run_one(
         w = seg.rater_weights(imgs[TEST], raters_full[TEST].astype(np.int64))
         fov = data["fov"][TEST][:, None]
         res["mean_weights"] = ((w * fov).sum((0, 2, 3)) / fov.sum()).tolist()
+    if getattr(seg, "confusion_network_", None) is not None:
+        samples = per_rater_predictions(seg, imgs[TEST], proba)
+    else:
+        samples = [p[None] for p in pred]
+    res.update(multirater_eval(proba, samples, raters_full[TEST], data["fov"][TEST]))
     torch.set_num_threads(1)
     return res
 
@@ -324,9 +427,19 @@ def fmt(vals: list[float], scale: float = 100.0, digits: int = 1) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument(
-        "--steps", type=int, default=150, help="optimiser steps per run (rounded to epochs)"
+        "--scale",
+        choices=sorted(SCALES),
+        default="half",
+        help="half: 2x downsampled, small U-Net (the quick setting); paper: full resolution, "
+        "larger U-Net, many steps, 5 seeds (long)",
+    )
+    ap.add_argument("--seeds", type=int, default=None, help="default: 3 (half) or 5 (paper)")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="optimiser steps per run, rounded to epochs; default: 150 (half) or 4000 (paper)",
     )
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--k-every", type=int, default=30)
@@ -339,6 +452,11 @@ def main() -> None:
         help="re-write the BENCHMARKS.md section from the saved JSON (no training)",
     )
     args = ap.parse_args()
+    global SCALE, PATCH, CROP
+    SCALE = SCALES[args.scale]
+    if args.quick:  # a smoke test of the pipeline: few patches, one short epoch
+        SCALE = {**SCALE, "patches_per_image": 4}
+    PATCH, CROP = SCALE["patch"], SCALE["crop"]
     if args.rerender:
         rerender()
         return
@@ -348,8 +466,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from crowdmed.simulate import simulate_mask_raters
 
-    seeds = [0] if args.quick else list(range(args.seeds))
-    steps = 10 if args.quick else args.steps
+    n_seeds = args.seeds if args.seeds is not None else SCALE["seeds"]
+    seeds = [0] if args.quick else list(range(n_seeds))
+    steps = 10 if args.quick else (args.steps if args.steps is not None else SCALE["steps"])
     t_start = time.perf_counter()
     data = load_drive()
     dice, hd95 = dice_fn(), hd95_fn()
@@ -378,7 +497,11 @@ def main() -> None:
             ("(c) GAF loss (on MV)", "gaf", 0, None),
             ("(d) re-weighting (CE)", "reweight", 0, None),
             ("(e) re-weighting + GAF", "reweight-gaf", 0, None),
+            ("(f) confusion matrices, pixel-wise", "confusion-pixel", 0, None),
+            ("(g) confusion matrices, global", "confusion-global", 0, None),
         ]
+        if name == "simulated":  # the ceiling: training on the truth (observer 1)
+            rows.append(("(t) truth (observer 1)", "consensus", 0, data["obs1"].astype(np.int64)))
         results[name] = {}
         for label, method, r, cons in rows:
             per_seed = []
@@ -410,11 +533,17 @@ def main() -> None:
             "steps": steps,
             "batch": args.batch,
             "k_every": args.k_every,
+            "scale": args.scale,
+            "down": SCALE["down"],
             "patch": PATCH,
+            "patches_per_image": SCALE["patches_per_image"],
             "crop": CROP,
             "split": {"train": TRAIN, "val": VAL, "test": TEST},
-            "network": "monai UNet(2, 3, 2, channels=(8, 16, 32), strides=(2, 2), num_res_units=1)",
-            "lr": 3e-3,
+            "network": (
+                f"monai UNet(2, 3, 2, channels={SCALE['channels']}, "
+                f"strides={SCALE['strides']}, num_res_units={SCALE['res_units']})"
+            ),
+            "lr": SCALE["lr"],
             "dice": dice.source,
             "hd95": hd95.source,
         },
@@ -426,28 +555,25 @@ def main() -> None:
     md = render(raw)
     print(md)
     if not args.quick:
-        update_section("segmentation_learning", md)
-        write_json(JSON_PATH, raw)
-
-
-JSON_PATH = "benchmarks/results/segmentation_learning.json"
+        update_section(SCALE["section"], md)
+        write_json(SCALE["json"], raw)
 
 
 def rerender() -> None:
     """Re-write the section from the saved results; adds data-derived fields if missing."""
     import json
 
-    raw = json.loads((REPO / JSON_PATH).read_text())
+    raw = json.loads((REPO / SCALE["json"]).read_text())
     if "vessel_fraction" not in raw["agreement"]:
         from crowdmed.simulate import simulate_mask_raters
 
         data = load_drive()
         sim = simulate_mask_raters(data["obs1"], simulated_panel(), random_state=2021)
         raw["agreement"] = rater_agreement(data, sim, dice_fn())
-        write_json(JSON_PATH, raw)
+        write_json(SCALE["json"], raw)
     md = render(raw)
     print(md)
-    update_section("segmentation_learning", md)
+    update_section(SCALE["section"], md)
 
 
 def weights_finding(results: dict[str, Any], agreement: dict[str, Any]) -> list[str]:
@@ -499,19 +625,16 @@ def verdict(results: dict[str, Any], labels: dict[str, str], base: str) -> list[
     """One sentence per setting, derived from the per-seed gains (no hand-written numbers)."""
     out = []
     for name in results:
-        b = np.array([x["dice_vessel_obs1"] for x in results[name][base]["runs"]])
+        from crowdmed.metrics.stats import paired_difference
+
+        b = [x["dice_vessel_obs1"] for x in results[name][base]["runs"]]
         parts = []
         for label in labels.values():
-            g = np.array([x["dice_vessel_obs1"] for x in results[name][label]["runs"]]) - b
-            g = g * 100
-            sd = g.std(ddof=1) if len(g) > 1 else 0.0
-            if g.mean() > 0 and g.mean() > sd:
-                word = "a gain larger than its seed-to-seed sd"
-            elif g.mean() < 0 and -g.mean() > sd:
-                word = "a loss larger than its seed-to-seed sd"
-            else:
-                word = "no effect beyond seed-to-seed noise"
-            parts.append(f"{label[4:]}: {word} ({g.mean():+.1f} points)")
+            m = [x["dice_vessel_obs1"] for x in results[name][label]["runs"]]
+            d = paired_difference(m, b)
+            word = {"better": "better", "worse": "worse"}.get(d.verdict, "no difference detected")
+            ci = "" if d.n < 2 else f", 95 % CI {100 * d.low:+.1f} to {100 * d.high:+.1f}"
+            parts.append(f"{label[4:]}: {word} ({100 * d.mean:+.1f} points{ci})")
         out.append(f"- **{name}**: " + "; ".join(parts) + ".")
     return [
         "**Does the paper's effect reproduce here?** Read against the paper's gains above "
@@ -520,33 +643,99 @@ def verdict(results: dict[str, Any], labels: dict[str, str], base: str) -> list[
     ]
 
 
+def scale_text(cfg: dict[str, Any]) -> str:
+    ch, cw = cfg["crop"]
+    if cfg.get("down", 2) == 2:
+        return f"images 2× downsampled and cropped to {ch} × {cw}"
+    return f"full resolution, cropped to {ch} × {cw}"
+
+
+MULTI = [("qubiq_dice", "QUBIQ Dice", 100.0), ("ece", "ECE", 100.0), ("ged", "GED²", 1.0)]
+MULTI += [("hungarian_iou", "Hungarian IoU", 100.0)]
+
+
+def multi_cells(runs: list[dict[str, Any]]) -> str:
+    if "qubiq_dice" not in runs[0]:
+        return ""
+    return " | " + " | ".join(
+        fmt([x[k] for x in runs], scale, 1 if scale > 1 else 3) for k, _n, scale in MULTI
+    )
+
+
+def paired_table(results: dict[str, Any]) -> list[str]:
+    """Per-seed paired differences in vessel Dice (points) with 95 % t intervals."""
+    from crowdmed.metrics.stats import format_difference, paired_difference
+
+    base = "(b) consensus: majority vote"
+    lines = [
+        "### Paired per-seed differences in vessel Dice (points, vs observer 1)",
+        "",
+        "Mean of the per-seed differences with its 95 % t interval; a method is called better or "
+        "worse only when the interval excludes 0.",
+        "",
+    ]
+    has_truth = any("(t) truth (observer 1)" in rows for rows in results.values())
+    lines += (
+        ["| setting | method | vs majority vote | vs training on the truth |", "|---|---|---|---|"]
+        if has_truth
+        else ["| setting | method | vs majority vote |", "|---|---|---|"]
+    )
+    for name, rows in results.items():
+        b = [x["dice_vessel_obs1"] for x in rows[base]["runs"]]
+        truth = rows.get("(t) truth (observer 1)")
+        for label, r in rows.items():
+            m = [x["dice_vessel_obs1"] for x in r["runs"]]
+            vs_mv = "–"
+            if label != base:
+                vs_mv = format_difference(paired_difference(m, b), digits=1, scale=100)
+            vs_t = "–"
+            if truth is not None and label != "(t) truth (observer 1)":
+                t = [x["dice_vessel_obs1"] for x in truth["runs"]]
+                vs_t = format_difference(paired_difference(m, t), digits=1, scale=100)
+            lines.append(
+                f"| {name} | {label} | {vs_mv} | {vs_t} |"
+                if has_truth
+                else f"| {name} | {label} | {vs_mv} |"
+            )
+    return lines
+
+
 def render(raw: dict[str, Any]) -> str:
     results, agreement, cfg = raw["results"], raw["agreement"], raw["config"]
     total = raw["seconds_total"]
     first = next(iter(next(iter(results.values())).values()))["runs"][0]
     n_ep, per_ep = first["epochs"], first["steps"] // first["epochs"]
     k_end = int(first["final_k"])
+    has_confusion = any(
+        r["method"].startswith("confusion") for rows in results.values() for r in rows.values()
+    )
     lines = [
-        "## Segmentation from several raters: re-weighting and GAF loss on DRIVE",
+        "## Segmentation from several raters: re-weighting"
+        + (", GAF loss and confusion matrices" if has_confusion else " and GAF loss")
+        + " on DRIVE"
+        + ("" if cfg.get("scale", "half") == "half" else " (paper scale)"),
         "",
         "Xiao et al. (2021) label re-weighting framework and Gaussian attention focal loss "
         "(`crowdmed.training.CrowdSegmenter`) against single-rater and consensus training, on "
         "the DRIVE test set with its two real observers and with five simulated raters drawn "
-        "from observer 1. Scale: images 2× downsampled and cropped to 288 × 280; 12 training / 2 "
-        "validation / 6 test images; training on 20 random 64 × 64 field-of-view patches per "
-        f"training image; MONAI `UNet` (channels 8-16-32, 1 residual unit; MONAI has no HRNet); "
-        f"Adam lr 3e-3, batch {cfg['batch']}, {n_ep} epochs of {per_ep} steps ({n_ep * per_ep} "
+        f"from observer 1. Scale: {scale_text(cfg)}; 12 training / 2 "
+        "validation / 6 test images; training on "
+        f"{cfg.get('patches_per_image', 20)} random {cfg['patch']} × {cfg['patch']} "
+        f"field-of-view patches per training image; {cfg['network']} (MONAI has no HRNet); "
+        f"Adam lr {cfg['lr']:g}, batch {cfg['batch']}, {n_ep} epochs of {per_ep} steps "
+        f"({n_ep * per_ep} "
         f"optimiser steps per run), re-weighting k + 1 every {cfg['k_every']} steps (k ends at "
         f"{k_end}); best epoch by vessel Dice on the 2 validation images "
         f"(observer 1); {len(cfg['seeds'])} seeds (network init, patches, order); 1 torch thread. "
         f"Test metrics inside the field of view, mean ± sd over seeds: Dice in points, HD95 in "
-        f"pixels at half resolution (Dice: `{cfg['dice']}`, HD95: `{cfg['hd95']}`). Wall time "
+        f"pixels at the {'half' if cfg.get('down', 2) == 2 else 'full'} resolution (Dice: "
+        f"`{cfg['dice']}`, HD95: `{cfg['hd95']}`). Wall time "
         f"{total / 60:.1f} min.",
         "",
         "**Rater agreement.** DRIVE observer 1 vs observer 2, full resolution: mean Dice "
         f"{agreement['drive_obs1_vs_obs2_full_res'][0]:.3f} "
         f"(range {agreement['drive_obs1_vs_obs2_full_res'][1]:.3f}–"
-        f"{agreement['drive_obs1_vs_obs2_full_res'][2]:.3f}, 20 images); at the half resolution "
+        f"{agreement['drive_obs1_vs_obs2_full_res'][2]:.3f}, 20 images); at the resolution "
         f"used here {agreement['drive_obs1_vs_obs2_half_res']:.3f}. Simulated raters: mean "
         f"pairwise Dice {agreement['simulated_pairwise']:.3f}; Dice with observer 1 (truth) per "
         "rater: "
@@ -556,6 +745,18 @@ def render(raw: dict[str, Any]) -> str:
         + ".",
         "",
     ]
+    if "qubiq_dice" in first:
+        lines += [
+            "**Multi-rater metrics** (against all raters of the setting, inside the field of "
+            "view, mean over the 6 test images; `crowdmed.metrics`): QUBIQ Dice (the vessel "
+            "probability and the raters' mean mask thresholded at 0.1…0.9, Dice averaged; "
+            "points), ECE (10 bins, against the fraction of raters marking each pixel; points), "
+            "GED² (squared generalised energy distance, d = 1 − IoU, empty pairs d = 0) and "
+            "Hungarian-matched IoU (points) between the model's masks and the raters' masks. "
+            "The model's masks are one per rater for the confusion methods (argmax of CMᵀp), "
+            "else its single prediction.",
+            "",
+        ]
     for name, rows in results.items():
         title = (
             "Real raters (observers 1 and 2; majority vote of two = their intersection)"
@@ -563,16 +764,20 @@ def render(raw: dict[str, Any]) -> str:
             else "Simulated raters (5, from observer 1; truth = observer 1)"
         )
         lines += [f"### {title}", ""]
+        has_multi = "qubiq_dice" in next(iter(rows.values()))["runs"][0]
+        mh = (" | " + " | ".join(n for _k, n, _s in MULTI)) if has_multi else ""
+        ms = "---:|" * len(MULTI) if has_multi else ""
         if name == "real":
             lines += [
                 "| training target | vessel Dice vs obs 1 | vessel Dice vs obs 2 | "
-                "background Dice vs obs 1 | HD95 vs obs 1 | mean rater weights |",
-                "|---|---:|---:|---:|---:|---|",
+                f"background Dice vs obs 1 | HD95 vs obs 1 | mean rater weights{mh} |",
+                "|---|---:|---:|---:|---:|---|" + ms,
             ]
         else:
             lines += [
-                "| training target | vessel Dice | background Dice | HD95 | mean rater weights |",
-                "|---|---:|---:|---:|---|",
+                "| training target | vessel Dice | background Dice | HD95 | mean rater weights"
+                f"{mh} |",
+                "|---|---:|---:|---:|---|" + ms,
             ]
         for label, r in rows.items():
             runs = r["runs"]
@@ -586,12 +791,13 @@ def render(raw: dict[str, Any]) -> str:
             if name == "real":
                 lines.append(
                     f"| {label} | {fmt(get('dice_vessel_obs1'))} | {fmt(get('dice_vessel_obs2'))} "
-                    f"| {fmt(get('dice_bg_obs1'))} | {fmt(get('hd95_obs1'), 1.0)} | {w} |"
+                    f"| {fmt(get('dice_bg_obs1'))} | {fmt(get('hd95_obs1'), 1.0)} | {w}"
+                    f"{multi_cells(runs)} |"
                 )
             else:
                 lines.append(
                     f"| {label} | {fmt(get('dice_vessel_obs1'))} | {fmt(get('dice_bg_obs1'))} "
-                    f"| {fmt(get('hd95_obs1'), 1.0)} | {w} |"
+                    f"| {fmt(get('hd95_obs1'), 1.0)} | {w}{multi_cells(runs)} |"
                 )
         if name == "real":
             mv = rows["(b) consensus: majority vote"]["runs"]
@@ -609,8 +815,9 @@ def render(raw: dict[str, Any]) -> str:
     lines += [
         "### Gains over the majority-vote baseline vs Xiao et al. (2021)",
         "",
-        "Mean vessel-Dice gain in points over training on the majority vote (per seed, then "
-        "mean ± sd), next to the paper's mean-Dice gains on Gleason 2019 with HRNet18.",
+        "Mean vessel-Dice gain in points over training on the majority vote (paired per seed, "
+        "with its 95 % t interval and verdict), next to the paper's mean-Dice gains on Gleason "
+        "2019 with HRNet18.",
         "",
         "| method | paper (Gleason 2019) | DRIVE real observers (vs obs 1) "
         "| DRIVE simulated raters |",
@@ -622,6 +829,8 @@ def render(raw: dict[str, Any]) -> str:
         "reweight-gaf": "(e) re-weighting + GAF",
     }
     base = "(b) consensus: majority vote"
+    from crowdmed.metrics.stats import format_difference, paired_difference
+
     for key, label in labels.items():
         cells = []
         for name in ("real", "simulated"):
@@ -630,11 +839,10 @@ def render(raw: dict[str, Any]) -> str:
                 continue
             b = [x["dice_vessel_obs1"] for x in results[name][base]["runs"]]
             m = [x["dice_vessel_obs1"] for x in results[name][label]["runs"]]
-            g = np.subtract(m, b) * 100
-            sd = g.std(ddof=1) if len(g) > 1 else 0.0
-            cells.append(f"{g.mean():+.1f} ± {sd:.1f}")
+            cells.append(format_difference(paired_difference(m, b), digits=1, scale=100))
         lines.append(f"| {label[4:]} | +{PAPER_GAINS[key]:.2f} | {cells[0]} | {cells[1]} |")
-    lines += ["", *verdict(results, labels, base), "", *weights_finding(results, agreement)]
+    lines += ["", *verdict(results, labels, base), "", *paired_table(results)]
+    lines += ["", *weights_finding(results, agreement)]
     lines += ["", raw["machine"], ""]
     return "\n".join(lines)
 
