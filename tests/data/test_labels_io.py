@@ -244,7 +244,9 @@ def test_missing_label_in_table_is_dropped():
 
 def test_missing_item_id_in_table():
     df = pd.DataFrame({"item": [1, None], "annotator": ["a", "a"], "label": [0, 1]})
-    with pytest.raises(ValueError, match=r"Column 'item' \(item\) .* 1 empty cells \(lines \[2\]\)"):
+    with pytest.raises(
+        ValueError, match=r"Column 'item' \(item\) .* 1 empty cells \(lines \[2\]\)"
+    ):
         from_long_frame(df)
 
 
