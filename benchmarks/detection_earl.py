@@ -116,7 +116,12 @@ def run_seed(seed: int, args: argparse.Namespace, log: Any) -> dict[str, Any]:
 
     def fit_predict(targets: pd.DataFrame, model_seed: int) -> tuple[pd.DataFrame, float]:
         net = fcos_detector(
-            k, image_size=args.size, backbone=args.backbone, random_state=model_seed
+            k,
+            image_size=args.size,
+            backbone=args.backbone,
+            fpn_channels=getattr(args, "fpn_channels", 64),
+            head_convs=getattr(args, "head_convs", 2),
+            random_state=model_seed,
         )
         trainer = DetectorTrainer(
             net,
@@ -129,6 +134,8 @@ def run_seed(seed: int, args: argparse.Namespace, log: Any) -> dict[str, Any]:
         t0 = time.perf_counter()
         trainer.fit(d.images[tr], make_targets(targets, tr, range(k)))
         seconds = time.perf_counter() - t0
+        speed = len(tr) * args.epochs / max(seconds, 1e-9)
+        log(f"  trained on {len(tr)} canvases x {args.epochs} epochs: {speed:.0f} images/s")
         return trainer.predict(d.images[te], image_ids=te), seconds
 
     def score(pred: pd.DataFrame) -> dict[str, float]:
@@ -187,7 +194,8 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace, wall: floa
         f"Command: `python benchmarks/detection_earl.py --seeds {' '.join(map(str, args.seeds))} "
         f"--n-train {args.n_train} --n-test {args.n_test} --size {args.size} "
         f"--epochs {args.epochs} --batch-size {args.batch_size} --lr {args.lr} "
-        f"--backbone {args.backbone}"
+        f"--backbone {args.backbone} --fpn-channels {getattr(args, 'fpn_channels', 64)} "
+        f"--head-convs {getattr(args, 'head_convs', 2)}"
         f"{' --oracle' if args.oracle else ''}` "
         f"({wall / 60:.1f} min wall, {args.threads} torch thread).",
         "",
@@ -195,7 +203,9 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace, wall: floa
         f"with 1–3 digits ({args.digit_size[0]}–{args.digit_size[1]} px, scikit-learn's 8×8 "
         "digits upscaled), 10 classes, 3 readers with p = 0.8 (σ = 0.5, ζ = 0.05; misses via "
         f"`no_obj`, boxes with IoU > 0.8 to the truth); FCOS ({args.backbone} to layer3, "
-        f"64-channel FPN, random init), SGD lr {args.lr} with {args.warmup} warm-up steps and "
+        f"{getattr(args, 'fpn_channels', 64)}-channel FPN, "
+        f"{getattr(args, 'head_convs', 2)} convolutions per head branch, random init), SGD lr "
+        f"{args.lr} with {args.warmup} warm-up steps and "
         f"cosine decay, batch {args.batch_size}, {args.epochs} epochs "
         f"({int(np.ceil(args.n_train / args.batch_size)) * args.epochs} steps per model). "
         f"Mean ± sd over {len(results)} seeds (data, readers and initial weights change with "
@@ -290,8 +300,50 @@ def _render(results: list[dict[str, Any]], args: argparse.Namespace, wall: float
     return markdown(results, args, wall).replace("_VERDICT_", verdict(results, args))
 
 
+#: Detector and data presets of ``--scale``: ``small`` is the quick setting of the first runs;
+#: ``paper`` is the paper's data scale (5,000 training and 1,000 test canvases) with a longer
+#: schedule, meant for a long run on an otherwise idle machine. Any option given on the
+#: command line overrides the preset.
+DETECTOR_SCALES: dict[str, dict[str, Any]] = {
+    "small": {
+        "n_train": 256,
+        "n_test": 200,
+        "epochs": 8,
+        "batch_size": 16,
+        "lr": 0.03,
+        "warmup": 30,
+        "backbone": "resnet10",
+        "fpn_channels": 64,
+        "head_convs": 2,
+    },
+    "paper": {
+        "n_train": 5000,
+        "n_test": 1000,
+        "epochs": 12,
+        "batch_size": 32,
+        "lr": 0.02,
+        "warmup": 300,
+        "backbone": "resnet10",
+        "fpn_channels": 64,
+        "head_convs": 2,
+    },
+}
+
+
 def main(argv: list[str] | None = None) -> None:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--scale", choices=sorted(DETECTOR_SCALES), default="small")
+    scale = pre.parse_known_args(argv)[0].scale
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--scale",
+        choices=sorted(DETECTOR_SCALES),
+        default="small",
+        help="preset of data size, detector and schedule (small: quick; paper: 5,000/1,000 "
+        "canvases, long)",
+    )
+    parser.add_argument("--fpn-channels", type=int, help="FPN and head channels")
+    parser.add_argument("--head-convs", type=int, help="convolutions per head branch")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--n-train", type=int, default=256)
     parser.add_argument("--n-test", type=int, default=200)
@@ -312,6 +364,7 @@ def main(argv: list[str] | None = None) -> None:
         help="re-render the BENCHMARKS.md section from a results JSON of an earlier run "
         "(no training)",
     )
+    parser.set_defaults(**DETECTOR_SCALES[scale])
     args = parser.parse_args(argv)
     if args.from_json is not None:
         saved = json.loads(args.from_json.read_text(encoding="utf-8"))
