@@ -49,9 +49,28 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, target)
+    except (OSError, ValueError) as exc:
+        renamed = _name_target(exc, tmp_path, target)
+        if renamed is None:
+            raise
+        raise renamed from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _name_target(exc: Exception, tmp: Path, target: Path) -> Exception | None:
+    """The same error naming ``target`` where it named the temporary file (else ``None``)."""
+    if isinstance(exc, OSError) and exc.filename is not None and str(exc.filename) == str(tmp):
+        return type(exc)(exc.errno, exc.strerror, str(target))
+    text = str(exc)
+    if str(tmp) in text or tmp.name in text:
+        text = text.replace(str(tmp), str(target)).replace(tmp.name, target.name)
+        try:
+            return type(exc)(text)
+        except TypeError:  # an exception type with other arguments
+            return ValueError(text)
+    return None
 
 
 @contextlib.contextmanager

@@ -181,3 +181,18 @@ def test_parameter_messages_show_plain_numbers() -> None:
     labels = np.array([[0, 1], [1, 1]])
     with pytest.raises(ValueError, match=r"`max_iter` of DawidSkene must be .*; got -1\.$"):
         DawidSkene(max_iter=np.int64(-1)).fit(labels)
+
+
+def test_write_errors_name_the_output_not_the_temporary_file(tmp_path: Path) -> None:
+    from crowdmed._io import atomic_path
+
+    out = tmp_path / "consensus.csv"
+    with (
+        pytest.raises(ValueError, match=r"^cannot write .*/consensus\.csv$"),
+        atomic_path(out) as tmp,
+    ):
+        raise ValueError(f"cannot write {tmp}")
+    with pytest.raises(OSError, match=r"consensus\.csv/inside'$") as info, atomic_path(out) as tmp:
+        open(tmp / "inside", "w")  # noqa: SIM115  # the temporary file is not a folder
+    assert ".tmp" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
