@@ -222,3 +222,14 @@ def test_aggregate_quiz_ids_as_written(tmp_path: Path) -> None:
     assert table["annotator"].tolist() == ["01", "1"]
     quiz_col = next(c for c in table.columns if "quiz" in c)
     assert np.asarray(table[quiz_col], dtype=float).tolist() == [0.9, 0.6]
+
+
+def test_aggregate_declared_classes(tmp_path: Path) -> None:
+    text = "item,annotator,label\na,r1,0\na,r2,1\nb,r1,1\nb,r2,1.0\n"
+    result, out = _run(tmp_path, text, "-m", "majority-vote", "--classes", "0,1,2")
+    assert result.exit_code == 0, result.output
+    consensus = _text_table(out)
+    assert [c for c in consensus.columns if c.startswith("p_")] == ["p_0", "p_1", "p_2"]
+    assert consensus["p_2"].astype(float).tolist() == [0.0, 0.0]
+    result, _ = _run(tmp_path, text, "--classes", "0,2")
+    _one_line_error(result, r"labels \['1', '1.0'\] outside the classes \[0, 2\] \(line 3 and 2")
