@@ -175,14 +175,14 @@ import json, sys, time
 t0 = time.perf_counter()
 import crowdmed.cli  # everything `crowdmed aggregate` imports
 from crowdmed.aggregation import DawidSkene
-from crowdmed.data.io import read_labels, write_table
-from crowdmed.pipelines.aggregate import consensus_frame
+from crowdmed.data.io import read_labels
+from crowdmed.pipelines.aggregate import consensus_frame, write_consensus
 t1 = time.perf_counter()
 cl = read_labels(sys.argv[1])
 t2 = time.perf_counter()
 agg = DawidSkene(random_state=0).fit(cl)
 t3 = time.perf_counter()
-write_table(consensus_frame(cl, agg), sys.argv[2])
+write_consensus(consensus_frame(cl, agg), sys.argv[2])
 t4 = time.perf_counter()
 print(json.dumps({"import": t1 - t0, "read": t2 - t1, "fit": t3 - t2, "write": t4 - t3,
                   "n_iter": agg.n_iter_}))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -304,7 +305,9 @@ def read_continuous_file(
     return cl, gold
 
 
-def write_consensus(df: pd.DataFrame, path: Path, *, like: Path | None = None) -> None:
+def write_consensus(
+    df: pd.DataFrame, path: str | os.PathLike[str], *, like: str | os.PathLike[str] | None = None
+) -> None:
     """Write a consensus table (CSV or TSV, gzipped when ``.gz``; Parquet by suffix).
 
     CSV and TSV go through pyarrow's CSV writer when pyarrow is installed: text cells are
@@ -317,8 +320,9 @@ def write_consensus(df: pd.DataFrame, path: Path, *, like: Path | None = None) -
         path: Where to write (not atomically: the command line writes to a staged file).
         like: The final path whose suffixes give the format (``path`` when omitted).
     """
-    fmt = table_suffix(like or path)
-    gz = (like or path).suffix.lower() == ".gz"
+    target = Path(like if like is not None else path)
+    fmt = table_suffix(target)
+    gz = target.suffix.lower() == ".gz"
     try:
         import pyarrow as pa
         import pyarrow.csv as pcsv
