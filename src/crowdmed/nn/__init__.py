@@ -10,6 +10,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from crowdmed.nn.aggnet import AggNetCNN, dense_logits
 from crowdmed.nn.backbones import segmentation_network, size_multiple
+from crowdmed.nn.confusion import GlobalConfusion, PixelConfusion, confusion_loss
 from crowdmed.nn.detection import EarlFCOSHead, fcos_detector, load_detector_weights
 from crowdmed.nn.layers import (
     AggNetEM,
@@ -45,10 +46,13 @@ __all__ = [
     "EarlFCOSHead",
     "GaussianAttentionFocalLoss",
     "GaussianReadersEM",
+    "GlobalConfusion",
     "LabelReweightingLoss",
+    "PixelConfusion",
     "RegressionMode",
     "WeightingNetwork",
     "build_network",
+    "confusion_loss",
     "crowd_cross_entropy",
     "crowd_mse",
     "dense_logits",
