@@ -447,6 +447,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1 seed, few steps, print only")
     ap.add_argument("--only", default=None, help="comma-separated settings: real,simulated")
     ap.add_argument(
+        "--rows",
+        default=None,
+        help="comma-separated row letters to run, e.g. 'a' (single rater only) or 'b,f,g,t'; "
+        "the majority-vote row (b) is always run (the paired baseline)",
+    )
+    ap.add_argument(
         "--rerender",
         action="store_true",
         help="re-write the BENCHMARKS.md section from the saved JSON (no training)",
@@ -502,6 +508,10 @@ def main() -> None:
         ]
         if name == "simulated":  # the ceiling: training on the truth (observer 1)
             rows.append(("(t) truth (observer 1)", "consensus", 0, data["obs1"].astype(np.int64)))
+        if args.rows:
+            keep = {f"({x.strip()})" for x in args.rows.split(",")}
+            base = "(b) consensus: majority vote"
+            rows = [row for row in rows if row[0] == base or row[0].split(" ")[0] in keep]
         results[name] = {}
         for label, method, r, cons in rows:
             per_seed = []
@@ -630,12 +640,15 @@ def verdict(results: dict[str, Any], labels: dict[str, str], base: str) -> list[
         b = [x["dice_vessel_obs1"] for x in results[name][base]["runs"]]
         parts = []
         for label in labels.values():
+            if label not in results[name]:
+                continue
             m = [x["dice_vessel_obs1"] for x in results[name][label]["runs"]]
             d = paired_difference(m, b)
             word = {"better": "better", "worse": "worse"}.get(d.verdict, "no difference detected")
             ci = "" if d.n < 2 else f", 95 % CI {100 * d.low:+.1f} to {100 * d.high:+.1f}"
             parts.append(f"{label[4:]}: {word} ({100 * d.mean:+.1f} points{ci})")
-        out.append(f"- **{name}**: " + "; ".join(parts) + ".")
+        if parts:
+            out.append(f"- **{name}**: " + "; ".join(parts) + ".")
     return [
         "**Does the paper's effect reproduce here?** Read against the paper's gains above "
         "(all positive, GAF largest, both together largest of all):",
@@ -799,7 +812,7 @@ def render(raw: dict[str, Any]) -> str:
                     f"| {label} | {fmt(get('dice_vessel_obs1'))} | {fmt(get('dice_bg_obs1'))} "
                     f"| {fmt(get('hd95_obs1'), 1.0)} | {w}{multi_cells(runs)} |"
                 )
-        if name == "real":
+        if name == "real" and "(b) consensus: STAPLE" in rows:
             mv = rows["(b) consensus: majority vote"]["runs"]
             stp = rows["(b) consensus: STAPLE"]["runs"]
             if all(
@@ -834,7 +847,7 @@ def render(raw: dict[str, Any]) -> str:
     for key, label in labels.items():
         cells = []
         for name in ("real", "simulated"):
-            if name not in results:
+            if name not in results or label not in results[name]:
                 cells.append("—")
                 continue
             b = [x["dice_vessel_obs1"] for x in results[name][base]["runs"]]
