@@ -34,7 +34,8 @@ Usage::
 ``--scale paper`` (full resolution, larger U-Net, 4,000 steps, 5 seeds; writes its own
 section ``segmentation_learning_paper``) is the long run at convergence; it also compares the
 confusion-matrix methods and training on the truth, with the multi-rater metrics and paired
-per-seed differences. Not run yet on this machine at that scale.
+per-seed differences. ``--rows a`` runs only the single-rater rows (plus the majority-vote
+baseline), e.g. to check that a single-rater U-Net reaches the literature's vessel Dice.
 
 The full run writes the ``segmentation_learning`` section of BENCHMARKS.md and
 ``benchmarks/results/segmentation_learning.json``; ``--quick`` only prints.
