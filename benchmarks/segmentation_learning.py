@@ -446,6 +446,7 @@ def main() -> None:
     ap.add_argument("--k-every", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="1 seed, few steps, print only")
+    ap.add_argument("--print-only", action="store_true", help="write no files")
     ap.add_argument("--only", default=None, help="comma-separated settings: real,simulated")
     ap.add_argument(
         "--rows",
@@ -565,7 +566,7 @@ def main() -> None:
     }
     md = render(raw)
     print(md)
-    if not args.quick:
+    if not (args.quick or args.print_only):
         update_section(SCALE["section"], md)
         write_json(SCALE["json"], raw)
 
