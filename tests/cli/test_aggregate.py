@@ -365,7 +365,7 @@ ERROR_CASES = [
         r"`--max-iter` does not apply to --method majority-vote",
         id="max-iter-majority-vote",
     ),
-    pytest.param(LONG_CSV, ["--tol", "-1"], r"`tol` of DawidSkene must be", id="negative-tol"),
+    pytest.param(LONG_CSV, ["--tol", "-1"], r"`--tol` must be a number from 0", id="negative-tol"),
     pytest.param(
         CROWDKIT_CSV, ["--method", "sens-spec"], r"needs binary labels", id="sens-spec-3-classes"
     ),

@@ -71,7 +71,7 @@ def test_fuse_with_given_proficiency(runner: CliRunner, boxes_csv: Path, tmp_pat
         (lambda f: f.assign(x_max=f["x_max"].where(f.index != 0, 500)), [], "outside the image"),
         (lambda f: f.drop(columns="y_max"), [], "missing columns"),
         (lambda f: f, ["--classes", "0,1"], "Unknown class 14"),
-        (lambda f: f, ["--iou", "1.2"], "`iou_thr` must be"),
+        (lambda f: f, ["--iou", "1.2"], "`--iou` must be"),
     ],
 )
 def test_bad_input_writes_nothing_and_exits_2(

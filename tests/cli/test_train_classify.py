@@ -468,7 +468,7 @@ FEATURE_ERRORS = [
         {}, ["--method", "crowd-layer-wm"], r"`--method` must be one of", id="unknown-method"
     ),
     pytest.param({}, ["--tta"], r"`--tta` applies to --images only", id="tta-on-features"),
-    pytest.param({}, ["--epochs", 0], r"`--epochs` must be a positive integer", id="epochs"),
+    pytest.param({}, ["--epochs", 0], r"`--epochs` must be an integer from 1", id="epochs"),
     pytest.param(
         {}, ["--val-images", "x"], r"`--val-images` needs `--val-labels`", id="val-without-labels"
     ),

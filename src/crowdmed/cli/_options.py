@@ -2,19 +2,31 @@
 
 A command writes ``seed: SeedOpt = 0``: the option's name, help and metavar come from here;
 its default stays in the command's signature (and so in its ``--help``).
+
+Every numeric option has a range, checked while the command line is parsed, before any
+work: :func:`number_option` declares one (its help ends with the range), and a value out of
+range, NaN or infinite prints one line ``Error: `--lr` must be ...; got ...`` and exits with
+code 2. The ranges keep every command within what a machine can do (an image side of
+100000 pixels is refused here, not by the kernel's out-of-memory killer); sizes derived from
+several options are checked against the free memory by the pipelines
+(:func:`crowdmed.pipelines._memory.check_memory`).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 __all__ = [
+    "MAX_SEED",
     "BatchSizeOpt",
     "ChannelsOpt",
     "EpochsOpt",
+    "ImageSizeOpt",
     "ImagesOpt",
     "JsonOpt",
     "LrOpt",
@@ -24,7 +36,114 @@ __all__ = [
     "PredictOpt",
     "ResumeOpt",
     "SeedOpt",
+    "in_range",
+    "number_option",
 ]
+
+#: Largest seed (NumPy and torch both take 0 .. 2**32 - 1 everywhere).
+MAX_SEED = 2**32 - 1
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _describe(
+    lo: float | None, hi: float | None, lo_open: bool, hi_open: bool, choices: tuple[int, ...]
+) -> str:
+    if choices:
+        return " or ".join(str(c) for c in choices)
+    if lo is not None and hi is not None and not lo_open and not hi_open:
+        return f"from {_fmt(lo)} to {_fmt(hi)}"
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if lo_open else '>='} {_fmt(lo)}")
+    if hi is not None:
+        parts.append(f"{'<' if hi_open else '<='} {_fmt(hi)}")
+    return " and ".join(parts)
+
+
+def _range_text(
+    lo: float | None,
+    hi: float | None,
+    integer: bool,
+    lo_open: bool,
+    hi_open: bool,
+    choices: tuple[int, ...],
+) -> str:
+    if choices:
+        return " or ".join(str(c) for c in choices)
+    kind = "an integer" if integer else "a number"
+    return f"{kind} {_describe(lo, hi, lo_open, hi_open, choices)}"
+
+
+def in_range(
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    integer: bool = False,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    choices: tuple[int, ...] = (),
+) -> Callable[..., Any]:
+    """A typer callback that refuses a value outside ``[lo, hi]`` (and NaN or infinity).
+
+    ``None`` (an optional option not given) passes. The error is one line on stderr naming
+    the option and its range, with exit code 2, like every user error of the CLI.
+
+    Args:
+        lo: Smallest value (``None``: no lower bound).
+        hi: Largest value (``None``: no upper bound).
+        integer: Describe the range as integers.
+        lo_open: ``lo`` itself is refused.
+        hi_open: ``hi`` itself is refused.
+        choices: The only values allowed (instead of a range).
+
+    Returns:
+        The callback, for ``typer.Option(callback=...)``.
+    """
+    text = _range_text(lo, hi, integer, lo_open, hi_open, choices)
+
+    def check(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+        if value is None or ctx.resilient_parsing:
+            return value
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
+        if ok and choices:
+            ok = value in choices
+        if ok and lo is not None:
+            ok = value > lo if lo_open else value >= lo
+        if ok and hi is not None:
+            ok = value < hi if hi_open else value <= hi
+        if not ok:
+            name = param.opts[0] if param.opts else param.name
+            typer.echo(f"Error: `{name}` must be {text}; got {_fmt(value)}.", err=True)
+            raise typer.Exit(2)
+        return value
+
+    return check
+
+
+def number_option(
+    *decls: str,
+    help: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    integer: bool = False,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    choices: tuple[int, ...] = (),
+    **kwargs: Any,
+) -> Any:
+    """``typer.Option(*decls, help=...)`` with a range checked before the command runs.
+
+    The help text ends with the range, e.g. ``"Mini-batch size (an integer from 1 to
+    65536)."``. Further keywords go to ``typer.Option``.
+    """
+    check = in_range(lo, hi, integer=integer, lo_open=lo_open, hi_open=hi_open, choices=choices)
+    limits = _range_text(lo, hi, integer, lo_open, hi_open, choices)
+    text = help.rstrip().removesuffix(".")
+    return typer.Option(*decls, help=f"{text} ({limits}).", callback=check, **kwargs)
+
 
 #: ``--out`` of a training command: the model folder.
 ModelDirOpt = Annotated[
@@ -50,7 +169,13 @@ JsonOpt = Annotated[
 
 SeedOpt = Annotated[
     int,
-    typer.Option("--seed", help="Random seed (weight initialisation, data order, dropout)."),
+    number_option(
+        "--seed",
+        help="Random seed (weight initialisation, data order, dropout).",
+        lo=0,
+        hi=MAX_SEED,
+        integer=True,
+    ),
 ]
 
 _IMAGES = typer.Option(
@@ -63,26 +188,52 @@ _IMAGES = typer.Option(
 ImagesOpt = Annotated[Path, _IMAGES]
 MaybeImagesOpt = Annotated[Path | None, _IMAGES]
 
-EpochsOpt = Annotated[int, typer.Option("--epochs", help="Maximum number of epochs.")]
+EpochsOpt = Annotated[
+    int,
+    number_option("--epochs", help="Maximum number of epochs.", lo=1, hi=100_000, integer=True),
+]
 
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Mini-batch size.")]
+BatchSizeOpt = Annotated[
+    int, number_option("--batch-size", help="Mini-batch size.", lo=1, hi=65_536, integer=True)
+]
 
-LrOpt = Annotated[float, typer.Option("--lr", help="Learning rate.")]
+LrOpt = Annotated[float, number_option("--lr", help="Learning rate.", lo=0, hi=10, lo_open=True)]
 
 PatienceOpt = Annotated[
     int,
-    typer.Option(
+    number_option(
         "--patience",
         help="Stop after this many epochs without a better validation score (training loss "
         "without validation data) and keep the best epoch; 0 trains every epoch.",
+        lo=0,
+        hi=100_000,
+        integer=True,
     ),
 ]
 
 ChannelsOpt = Annotated[
     int | None,
-    typer.Option(
+    number_option(
         "--channels",
         help="Image channels: 1 (grey) or 3 (RGB).",
+        choices=(1, 3),
+        integer=True,
+        show_default=False,
+    ),
+]
+
+#: Largest image side a command resizes or synthesises to (pixels).
+MAX_IMAGE_SIDE = 8192
+
+ImageSizeOpt = Annotated[
+    int | None,
+    number_option(
+        "--image-size",
+        help="Resize images to this many pixels square; when omitted all images must have "
+        "the same size.",
+        lo=4,
+        hi=MAX_IMAGE_SIDE,
+        integer=True,
         show_default=False,
     ),
 ]

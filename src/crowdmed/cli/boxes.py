@@ -17,7 +17,7 @@ from crowdmed.cli._common import (
     run_record,
     write_run_record,
 )
-from crowdmed.cli._options import JsonOpt
+from crowdmed.cli._options import JsonOpt, number_option
 from crowdmed.pipelines.records import file_record
 
 __all__ = ["register"]
@@ -51,7 +51,10 @@ FusedOutOpt = Annotated[
     ),
 ]
 IouOpt = Annotated[
-    float, typer.Option("--iou", "--iou-thr", help="A box joins a cluster above this IoU.")
+    float,
+    number_option(
+        "--iou", "--iou-thr", help="A box joins a cluster above this IoU.", lo=0, hi=1, lo_open=True
+    ),
 ]
 
 
@@ -97,12 +100,19 @@ NoFindingOpt = Annotated[
         "Class meaning 'nothing found' (14 in VinDr-CXR): its rows are readings without boxes.",
     ),
 ]
-MaxIterOpt = Annotated[int, typer.Option("--max-iter", help="Rounds of proficiency re-estimation.")]
+MaxIterOpt = Annotated[
+    int,
+    number_option(
+        "--max-iter", help="Rounds of proficiency re-estimation.", lo=0, hi=100_000, integer=True
+    ),
+]
 MinConfidenceOpt = Annotated[
     float,
-    typer.Option(
+    number_option(
         "--min-confidence",
         help="Consensus boxes for --readers-out have an agreement (share of readers) above this.",
+        lo=0,
+        hi=1,
     ),
 ]
 

@@ -23,7 +23,7 @@ from crowdmed.cli._common import (
     save_model_folder,
     write_run_record,
 )
-from crowdmed.cli._options import LrOpt, SeedOpt
+from crowdmed.cli._options import LrOpt, SeedOpt, number_option
 from crowdmed.pipelines.model_folder import MODEL_FILES
 from crowdmed.pipelines.records import file_record
 
@@ -45,7 +45,10 @@ PackageOpt = Annotated[Path, _opt("--package", help_text="Task package folder.",
 PointsOpt = Annotated[
     Path, _opt("--points", help_text="Reference points CSV image,x,y (the known mitoses).")
 ]
-RadiusOpt = Annotated[float, typer.Option("--radius", help="Matching radius in pixels.")]
+RadiusOpt = Annotated[
+    float,
+    number_option("--radius", help="Matching radius in pixels.", lo=0, hi=10_000, lo_open=True),
+]
 QuizOpt = Annotated[
     Path | None,
     _opt("--quiz", help_text="CSV annotator,quiz_accuracy; else the accuracy on the gold tasks."),
@@ -74,10 +77,13 @@ def crowd_export(
     out: Annotated[Path, _opt("--out", "-o", help_text="Task package folder to create.")],
     threshold: Annotated[
         float | None,
-        _opt(
+        number_option(
             "--threshold",
-            help_text="Export candidates scoring at least this (a lower operating point); all "
+            help="Export candidates scoring at least this (a lower operating point); all "
             "when omitted.",
+            lo=0,
+            hi=1,
+            show_default=False,
         ),
     ] = None,
     gold: Annotated[
@@ -89,10 +95,16 @@ def crowd_export(
         ),
     ] = None,
     gold_rate: Annotated[
-        float, typer.Option("--gold-rate", help="Share of all tasks that are gold questions.")
+        float,
+        number_option(
+            "--gold-rate", help="Share of all tasks that are gold questions.", lo=0, hi=1
+        ),
     ] = 0.1,
     patch_size: Annotated[
-        int, typer.Option("--patch-size", help="Side of the context crops in pixels.")
+        int,
+        number_option(
+            "--patch-size", help="Side of the context crops in pixels.", lo=3, hi=4096, integer=True
+        ),
     ] = 99,
     label_studio: Annotated[
         bool,
@@ -168,10 +180,17 @@ def crowd_simulate(
     ],
     out: Annotated[Path, _opt("--out", "-o", help_text="Votes CSV task,annotator,label.")],
     radius: RadiusOpt = 15.0,
-    n_annotators: Annotated[int, typer.Option("--annotators", help="Simulated workers.")] = 20,
-    votes_per_task: Annotated[int, typer.Option("--votes-per-task", help="Votes per task.")] = 10,
+    n_annotators: Annotated[
+        int,
+        number_option("--annotators", help="Simulated workers.", lo=1, hi=100_000, integer=True),
+    ] = 20,
+    votes_per_task: Annotated[
+        int,
+        number_option("--votes-per-task", help="Votes per task.", lo=1, hi=10_000, integer=True),
+    ] = 10,
     spammers: Annotated[
-        float, typer.Option("--spammers", help="Share of spammers among the workers.")
+        float,
+        number_option("--spammers", help="Share of spammers among the workers.", lo=0, hi=1),
     ] = 0.25,
     seed: SeedOpt = 0,
 ) -> None:
@@ -301,13 +320,26 @@ def refine_cmd(
     ] = None,
     quiz: QuizOpt = None,
     on_error: OnErrorOpt = "raise",
-    scale: Annotated[float, typer.Option("--scale", help="Scale of the network to refine.")] = 0.33,
+    scale: Annotated[
+        float,
+        number_option("--scale", help="Scale of the network to refine.", lo=0, hi=10, lo_open=True),
+    ] = 0.33,
     lr: LrOpt = 1e-3,
     epochs: Annotated[
-        int, typer.Option("--epochs", help="EM rounds, one full-batch step each.")
+        int,
+        number_option(
+            "--epochs", help="EM rounds, one full-batch step each.", lo=1, hi=100_000, integer=True
+        ),
     ] = 50,
     tau: Annotated[
-        float, typer.Option("--tau", help="Strength of the quiz trust prior (eq. 8; 0.1-1).")
+        float,
+        number_option(
+            "--tau",
+            help="Strength of the quiz trust prior (eq. 8; 0.1-1).",
+            lo=0,
+            hi=1000,
+            lo_open=True,
+        ),
     ] = 0.5,
     seed: SeedOpt = 0,
 ) -> None:

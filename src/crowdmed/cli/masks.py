@@ -18,7 +18,7 @@ from crowdmed.cli._common import (
     run_record,
     write_run_record,
 )
-from crowdmed.cli._options import JsonOpt
+from crowdmed.cli._options import JsonOpt, number_option
 from crowdmed.pipelines.masks import ConsensusMethod
 from crowdmed.pipelines.records import file_record
 
@@ -70,24 +70,40 @@ RatersOutOpt = Annotated[
     ),
 ]
 MaxIterOpt = Annotated[
-    int, typer.Option("--max-iter", help="Maximum EM iterations (STAPLE methods).")
+    int,
+    number_option(
+        "--max-iter",
+        help="Maximum EM iterations (STAPLE methods).",
+        lo=0,
+        hi=1_000_000,
+        integer=True,
+    ),
 ]
 TolOpt = Annotated[
     float | None,
-    typer.Option(
+    number_option(
         "--tol",
         help="EM tolerance on the rater figures (1e-7 for staple, 1e-5 for multilabel-staple "
         "when omitted).",
+        lo=0,
+        hi=1,
         show_default=False,
     ),
 ]
 ThresholdOpt = Annotated[
-    float, typer.Option("--threshold", help="staple and mean: foreground where p >= threshold.")
+    float,
+    number_option(
+        "--threshold", help="staple and mean: foreground where p >= threshold.", lo=0, hi=1
+    ),
 ]
 UndecidedOpt = Annotated[
     int,
-    typer.Option(
-        "--undecided", help="multilabel-staple: label of voxels where the top classes tie."
+    number_option(
+        "--undecided",
+        help="multilabel-staple: label of voxels where the top classes tie.",
+        lo=-(2**31),
+        hi=2**31 - 1,
+        integer=True,
     ),
 ]
 

@@ -27,7 +27,7 @@ from crowdmed.cli._common import (
     save_model_folder,
     write_run_record,
 )
-from crowdmed.cli._options import BatchSizeOpt, LrOpt, ModelDirOpt, SeedOpt
+from crowdmed.cli._options import BatchSizeOpt, LrOpt, ModelDirOpt, SeedOpt, number_option
 from crowdmed.pipelines.model_folder import MODEL_FILES
 
 __all__ = ["mitosis_app", "register"]
@@ -72,7 +72,13 @@ ValPointsOpt = Annotated[
 ScalesOpt = Annotated[str, typer.Option("--scales", help="Image scales, one network each.")]
 RadiusOpt = Annotated[
     float,
-    typer.Option("--radius", help="Matching and suppression radius in pixels (30 px at 40x)."),
+    number_option(
+        "--radius",
+        help="Matching and suppression radius in pixels (30 px at 40x).",
+        lo=0,
+        hi=10_000,
+        lo_open=True,
+    ),
 ]
 StainOpt = Annotated[
     Path | None,
@@ -96,15 +102,25 @@ CandidatesOutOpt = Annotated[
 ]
 ThresholdOpt = Annotated[
     float | None,
-    _opt(
+    number_option(
         "--threshold",
-        help_text="Operating point on the detection map; the model's (chosen on validation) "
+        help="Operating point on the detection map; the model's (chosen on validation) "
         "when omitted. 0 keeps every local maximum (for ROC curves).",
+        lo=0,
+        hi=1,
+        show_default=False,
     ),
 ]
 DetectRadiusOpt = Annotated[
     float | None,
-    _opt("--radius", help_text="Suppression radius in pixels; the model's when omitted."),
+    number_option(
+        "--radius",
+        help="Suppression radius in pixels; the model's when omitted.",
+        lo=0,
+        hi=10_000,
+        lo_open=True,
+        show_default=False,
+    ),
 ]
 MapsOpt = Annotated[
     Path | None,
@@ -125,10 +141,21 @@ def synthesize(
     out: Annotated[
         Path, _opt("--out", "-o", help_text="Folder for the PNG fields and points.csv.")
     ],
-    n_images: Annotated[int, typer.Option("--n-images", "-n", help="Number of fields.")] = 20,
-    size: Annotated[int, typer.Option("--size", help="Side of each square field in pixels.")] = 256,
+    n_images: Annotated[
+        int,
+        number_option("--n-images", "-n", help="Number of fields.", lo=1, hi=100_000, integer=True),
+    ] = 20,
+    size: Annotated[
+        int,
+        number_option(
+            "--size", help="Side of each square field in pixels.", lo=32, hi=16_384, integer=True
+        ),
+    ] = 256,
     stain_variation: Annotated[
-        float, typer.Option("--stain-variation", help="Per-image stain variation (0 to 0.5).")
+        float,
+        number_option(
+            "--stain-variation", help="Per-image stain variation (0 to 0.5).", lo=0, hi=0.5
+        ),
     ] = 0.1,
     seed: SeedOpt = 0,
     prefix: Annotated[
@@ -150,6 +177,13 @@ def synthesize(
             raise ValueError(f"`--out` must be a folder; '{out}' is a file.")
         if out.is_dir() and any(out.iterdir()):
             raise ValueError(f"`--out` folder '{out}' is not empty; pass a new or empty folder.")
+        from crowdmed.pipelines._memory import check_memory
+
+        check_memory(  # RGB float64 fields while they are drawn
+            24.0 * n_images * size * size,
+            f"{n_images} fields of {size} x {size} pixels",
+            "lower --size or --n-images",
+        )
         fields = make_synthetic_fields(
             n_images,
             size=(size, size),
@@ -172,7 +206,9 @@ def train_cmd(
     val_images: ValFieldsOpt = None,
     val_points: ValPointsOpt = None,
     scales: ScalesOpt = "0.33,0.66,1.0",
-    epochs: Annotated[int, typer.Option("--epochs", help="Epochs per scale.")] = 10,
+    epochs: Annotated[
+        int, number_option("--epochs", help="Epochs per scale.", lo=1, hi=100_000, integer=True)
+    ] = 10,
     batch_size: BatchSizeOpt = 64,
     lr: LrOpt = 1e-3,
     radius: RadiusOpt = 30.0,
@@ -316,16 +352,34 @@ def evaluate_cmd(
     ],
     points: Annotated[Path, _opt("--points", help_text="Reference CSV image,x,y.", metavar="CSV")],
     radius: Annotated[
-        float, typer.Option("--radius", help="Matching radius in pixels at full resolution.")
+        float,
+        number_option(
+            "--radius",
+            help="Matching radius in pixels at full resolution.",
+            lo=0,
+            hi=10_000,
+            lo_open=True,
+        ),
     ] = 30.0,
     scale: Annotated[
         float,
-        typer.Option(
-            "--scale", help="Scale of the coordinates; the radius becomes radius x scale."
+        number_option(
+            "--scale",
+            help="Scale of the coordinates; the radius becomes radius x scale.",
+            lo=0,
+            hi=100,
+            lo_open=True,
         ),
     ] = 1.0,
     threshold: Annotated[
-        float | None, _opt("--threshold", help_text="Keep candidates with score >= this first.")
+        float | None,
+        number_option(
+            "--threshold",
+            help="Keep candidates with score >= this first.",
+            lo=0,
+            hi=1,
+            show_default=False,
+        ),
     ] = None,
     duplicates: Annotated[
         str,

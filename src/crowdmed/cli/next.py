@@ -20,7 +20,7 @@ from crowdmed.cli._common import (
     run_record,
     write_run_record,
 )
-from crowdmed.cli._options import JsonOpt
+from crowdmed.cli._options import JsonOpt, number_option
 
 __all__ = ["next_command", "register"]
 
@@ -43,7 +43,16 @@ ProbsOpt = Annotated[
     ),
 ]
 BudgetOpt = Annotated[
-    int, typer.Option("--budget", "-n", help="Number of items to return.", show_default=False)
+    int,
+    number_option(
+        "--budget",
+        "-n",
+        help="Number of items to return.",
+        lo=1,
+        hi=100_000_000,
+        integer=True,
+        show_default=False,
+    ),
 ]
 NextOutOpt = Annotated[
     Path,

@@ -16,6 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from crowdmed.cli._common import _stderr, _user_errors
+from crowdmed.cli._options import MAX_SEED, number_option
 
 __all__ = ["register", "serve_app"]
 
@@ -133,28 +134,42 @@ def init_cmd(
         typer.Option("--question", help="Question shown above every image.", show_default=False),
     ] = None,
     labels_per_item: Annotated[
-        int, typer.Option("--labels-per-item", help="Labels wanted per item.")
+        int,
+        number_option(
+            "--labels-per-item", help="Labels wanted per item.", lo=1, hi=10_000, integer=True
+        ),
     ] = 5,
     quiz_size: Annotated[
         int | None,
-        typer.Option(
+        number_option(
             "--quiz-size",
             help="Gold items in each annotator's quiz (10 with --package, 0 with --images).",
+            lo=0,
+            hi=100_000,
+            integer=True,
             show_default=False,
         ),
     ] = None,
     pass_mark: Annotated[
-        float, typer.Option("--pass-mark", help="Quiz accuracy needed to get tasks.")
+        float,
+        number_option("--pass-mark", help="Quiz accuracy needed to get tasks.", lo=0, hi=1),
     ] = 0.7,
     gold_share: Annotated[
         float | None,
-        typer.Option(
+        number_option(
             "--gold-share",
             help="Chance that a task is a hidden gold item (0.1 with --package, 0 with --images).",
+            lo=0,
+            hi=1,
             show_default=False,
         ),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the quiz and gold draws.")] = 0,
+    seed: Annotated[
+        int,
+        number_option(
+            "--seed", help="Seed of the quiz and gold draws.", lo=0, hi=MAX_SEED, integer=True
+        ),
+    ] = 0,
     database: Database = None,
     base_url: BaseUrl = "http://127.0.0.1:8000",
 ) -> None:
@@ -204,7 +219,13 @@ def invite_cmd(
     ] = None,
     count: Annotated[
         int,
-        typer.Option("--count", help="Also invite this many annotators named annotator-N."),
+        number_option(
+            "--count",
+            help="Also invite this many annotators named annotator-N.",
+            lo=0,
+            hi=100_000,
+            integer=True,
+        ),
     ] = 0,
     admin: Annotated[
         bool, typer.Option("--admin", help="Make a new administrator link instead.")
@@ -335,7 +356,9 @@ def run_cmd(
     ctx: typer.Context,
     study: StudyDir,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    port: Annotated[
+        int, number_option("--port", help="Port to listen on.", lo=1, hi=65_535, integer=True)
+    ] = 8000,
     database: Database = None,
 ) -> None:
     """Serve a study (also `crowdmed serve STUDY`). Stop with Ctrl+C.

@@ -26,6 +26,7 @@ from crowdmed.cli._options import (
     BatchSizeOpt,
     ChannelsOpt,
     EpochsOpt,
+    ImageSizeOpt,
     LrOpt,
     MaybeImagesOpt,
     ModelDirOpt,
@@ -106,15 +107,6 @@ ValImagesOpt = Annotated[
     Path | None,
     typer.Option(
         "--val-images", help="Folder with the validation images.", metavar="DIR", show_default=False
-    ),
-]
-ImageSizeOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--image-size",
-        help="Resize images to this many pixels square; when omitted all images must have "
-        "the same size.",
-        show_default=False,
     ),
 ]
 TtaOpt = Annotated[

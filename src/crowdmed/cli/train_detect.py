@@ -27,6 +27,7 @@ from crowdmed.cli._options import (
     ModelDirOpt,
     PredictOpt,
     SeedOpt,
+    number_option,
 )
 from crowdmed.pipelines.model_folder import MODEL_FILES
 
@@ -51,7 +52,12 @@ VariantOpt = Annotated[
         "boxes) or earl (consensus boxes, losses weighted by the readers' agreement).",
     ),
 ]
-IouThrOpt = Annotated[float, typer.Option("--iou-thr", help="IoU at which reader boxes are fused.")]
+IouThrOpt = Annotated[
+    float,
+    number_option(
+        "--iou-thr", help="IoU at which reader boxes are fused.", lo=0, hi=1, lo_open=True
+    ),
+]
 CheckpointOpt = Annotated[
     Path | None,
     typer.Option(
@@ -63,7 +69,10 @@ CheckpointOpt = Annotated[
     ),
 ]
 ChannelsOpt = Annotated[
-    int, typer.Option("--channels", help="Image channels: 1 (grey) or 3 (RGB).")
+    int,
+    number_option(
+        "--channels", help="Image channels: 1 (grey) or 3 (RGB).", choices=(1, 3), integer=True
+    ),
 ]
 
 

@@ -31,6 +31,7 @@ from crowdmed.cli._options import (
     PredictOpt,
     ResumeOpt,
     SeedOpt,
+    number_option,
 )
 
 if TYPE_CHECKING:
@@ -105,10 +106,13 @@ BackboneOpt = Annotated[
 ]
 KEveryOpt = Annotated[
     int,
-    typer.Option(
+    number_option(
         "--k-every",
         help="Reweight methods: the re-weighting step k grows by one every this many "
         "optimiser steps.",
+        lo=1,
+        hi=10_000_000,
+        integer=True,
     ),
 ]
 

@@ -361,6 +361,15 @@ def _read_data(
         report(completed=done, total=total)
 
     report(description="Reading inputs")
+    if isinstance(source, ImageInputs) and opts.size is not None:
+        from crowdmed.pipelines._memory import check_memory
+
+        h, w = opts.size
+        check_memory(  # float32 images and a copy while training
+            8.0 * len(cl.item_ids) * (opts.channels or 3) * h * w,
+            f"{len(cl.item_ids):,} images resized to --image-size {h}",
+            "lower --image-size",
+        )
     kw: dict[str, Any] = {"channels": opts.channels, "progress": on_image}
     x = source.take(cl.item_ids, "labelled items", size=opts.size, **kw)
     if isinstance(source, ImageInputs):  # the training size: given, or that of every image

@@ -117,7 +117,7 @@ def test_init_from_a_task_package(tmp_path, fields):
         (["--images", "IMG"], "needs --classes"),
         (["--images", "IMG", "--classes", "a"], "at least two"),
         (["--images", "IMG", "--classes", "a,b", "--quiz-size", "3"], "at most the number of gold"),
-        (["--images", "IMG", "--classes", "a,b", "--pass-mark", "1.5"], "pass_mark"),
+        (["--images", "IMG", "--classes", "a,b", "--pass-mark", "1.5"], "`--pass-mark` must be"),
         (["--images", "IMG", "--classes", "a,b", "--kind", "binar"], "`kind` must be one of"),
         ([], "Pass --package"),
         (["--package", "IMG"], "missing"),
