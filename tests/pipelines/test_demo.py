@@ -154,8 +154,9 @@ def test_report_pages(demo):
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>")
     # 4 headline figures, readers vs STAPLE, 3 more nodules, 2 detection maps, the spammer
-    # plot, every method's accuracy and 4 binary crowd sets in ROC space
-    assert page.count('src="data:image/png;base64,') == 16 == len(result.figures)
+    # plot, every method's accuracy, 4 binary crowd sets in ROC space and the gold accuracy
+    # intervals of 3 multi-class sets
+    assert page.count('src="data:image/png;base64,') == 19 == len(result.figures)
     assert "<script" not in page
     assert "http://" not in page  # self-contained: nothing to fetch
     assert "not stable across scans" in page

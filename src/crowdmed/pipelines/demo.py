@@ -933,7 +933,7 @@ def run_demo(
     step("write report")
     result = _build_result(out, crowd, lidc, masks_part, mitosis_part, skipped_notes)
     params = _run_params(run_parts, chosen, names, seed, min_labels, n_least_reliable)
-    figs = demo_figures(result, crowd.lidc_labels)
+    figs = demo_figures(result, crowd.lidc_labels, params)
     result.figures = [i.caption for i in figs.all(result)]
     result.files = _write_tables(result, out, mitosis_part)
     result.elapsed_seconds = time.perf_counter() - start

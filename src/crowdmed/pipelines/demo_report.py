@@ -35,6 +35,7 @@ class DemoFigures:
         headline: One figure per task, shown side by side under the summary.
         accuracy: All methods' accuracy on the crowd benchmark sets.
         benchmark_roc: Annotators and consensus in ROC space, one per binary benchmark set.
+        benchmark_forest: Gold accuracy with intervals, one per multi-class benchmark set.
         masks_readers: Readers against the STAPLE consensus and against each other.
         note: Why there are no figures (matplotlib missing), or ``None``.
     """
@@ -42,6 +43,7 @@ class DemoFigures:
     headline: list[Image] = field(default_factory=list)
     accuracy: list[Image] = field(default_factory=list)
     benchmark_roc: list[Image] = field(default_factory=list)
+    benchmark_forest: list[Image] = field(default_factory=list)
     masks_readers: list[Image] = field(default_factory=list)
     note: str | None = None
 
@@ -56,6 +58,7 @@ class DemoFigures:
             *mitosis_gallery,
             *self.accuracy,
             *self.benchmark_roc,
+            *self.benchmark_forest,
         ]
 
 
@@ -275,6 +278,48 @@ def _lidc_headline(lidc: CrowdLabels) -> Image:
     )
 
 
+def _gold_accuracy_intervals(table: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Gold accuracy of each eligible annotator with its Jeffreys interval."""
+    from scipy.special import betaincinv
+
+    rows = table[table["eligible"] & (table["n_gold"] > 0)].copy()
+    n = rows["n_gold"].to_numpy(dtype=float)
+    hits = np.round(rows["gold_accuracy"].to_numpy(dtype=float) * n)
+    tail = (1 - level) / 2
+    rows["low"] = betaincinv(hits + 0.5, n - hits + 0.5, tail)
+    rows["high"] = betaincinv(hits + 0.5, n - hits + 0.5, 1 - tail)
+    return rows
+
+
+def _benchmark_forest(result: DemoResult, params: dict[str, Any]) -> list[Image]:
+    """Multi-class sets: the least accurate annotators' gold accuracy with 95 % intervals."""
+    from crowdmed.report.readers import plot_reliability
+
+    images = []
+    for name, table in result.annotators.items():
+        if name in result.gold_points or "gold_accuracy" not in table:
+            continue
+        rows = _gold_accuracy_intervals(table)
+        if rows.empty:
+            continue
+        fig, ax = plot_reliability(
+            rows, value="gold_accuracy", low="low", high="high", max_rows=20,
+            label="accuracy on gold (95 % Jeffreys interval)",
+        )  # fmt: skip
+        ax.set_title(f"{name}: the 20 least accurate annotators", fontsize="medium")
+        images.append(
+            Image(
+                _png(fig),
+                alt=f"Forest plot of the gold accuracy of the {name} annotators",
+                caption=(
+                    f"{name}: the 20 annotators (with at least {params['min_labels']} labels) "
+                    "least accurate on gold, with 95 % Jeffreys intervals."
+                ),
+            )
+        )
+    return images
+
+
 def _benchmark_roc(result: DemoResult) -> list[Image]:
     from crowdmed.report.readers import plot_operating_points
 
@@ -299,7 +344,9 @@ def _benchmark_roc(result: DemoResult) -> list[Image]:
     return images
 
 
-def demo_figures(result: DemoResult, lidc: CrowdLabels | None) -> DemoFigures:
+def demo_figures(
+    result: DemoResult, lidc: CrowdLabels | None, params: dict[str, Any]
+) -> DemoFigures:
     """Draw the report's figures, or explain why there are none (matplotlib missing)."""
     try:
         import matplotlib  # noqa: F401  (optional dependency)
@@ -334,6 +381,7 @@ def demo_figures(result: DemoResult, lidc: CrowdLabels | None) -> DemoFigures:
     if result.masks:
         figs.masks_readers.append(_masks_readers_figure(result))
     figs.benchmark_roc = _benchmark_roc(result)
+    figs.benchmark_forest = _benchmark_forest(result, params)
     return figs
 
 
@@ -527,6 +575,12 @@ def _benchmark_section(
             "Each annotator against gold, as a point in ROC space with 95 % intervals, next "
             "to the consensus of majority vote and Dawid–Skene (binary data sets):",
             Gallery(figs.benchmark_roc),
+        ]
+    if figs.benchmark_forest:
+        blocks += [
+            "On the multi-class data sets, the annotators least accurate on gold, with 95 % "
+            "intervals (an interval shows how many gold items the estimate rests on):",
+            Gallery(figs.benchmark_forest),
         ]
     if not result.reliability_check.empty:
         blocks += [
