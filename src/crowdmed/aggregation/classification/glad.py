@@ -16,6 +16,13 @@ from crowdmed.data.labels import CrowdLabels
 __all__ = ["GLAD"]
 
 
+def minimize(*args: Any, **kwargs: Any) -> Any:
+    """``scipy.optimize.minimize``, imported on first use (it is slow to load)."""
+    from scipy.optimize import minimize as scipy_minimize
+
+    return scipy_minimize(*args, **kwargs)
+
+
 def _skills(alphas: np.ndarray, betas: np.ndarray) -> np.ndarray:
     """P(correct) of each annotator on an item of median difficulty."""
     from scipy.special import log_expit
@@ -215,8 +222,6 @@ class GLAD(EMAggregator):
         x0 = np.concatenate([self.alphas_, self.betas_])
         with warnings.catch_warnings(), _one_blas_thread(len(x0)):
             warnings.simplefilter("ignore", RuntimeWarning)
-            from scipy.optimize import minimize  # imported when used: it is slow to load
-
             res = minimize(
                 neg_q,
                 x0,
