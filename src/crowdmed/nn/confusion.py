@@ -66,6 +66,8 @@ class GlobalConfusion(nn.Module):
                  [0., 1.]]])
     """
 
+    fixed: torch.Tensor  # the log-identity buffer when not trainable
+
     def __init__(
         self,
         n_raters: int,
@@ -156,10 +158,13 @@ class PixelConfusion(nn.Module):
         self.body = nn.Sequential(*layers)
         k = n_classes
         self.out = conv(c, n_raters * k * k, 1, device=device, dtype=dtype)
+        bias = self.out.bias
+        if bias is None:  # pragma: no cover - Conv layers are built with a bias above
+            raise RuntimeError("the output convolution has no bias")
         with torch.no_grad():
             self.out.weight.zero_()
-            eye = torch.eye(k, device=device, dtype=self.out.bias.dtype)
-            self.out.bias.copy_((self.init_diag * eye).repeat(n_raters, 1, 1).reshape(-1))
+            eye = torch.eye(k, device=device, dtype=bias.dtype)
+            bias.copy_((self.init_diag * eye).repeat(n_raters, 1, 1).reshape(-1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Log-confusion ``(B, A, K, K, *spatial)`` of images ``(B, C, *spatial)``."""
