@@ -9,7 +9,7 @@ range, NaN or infinite prints one line ``Error: `--lr` must be ...; got ...`` an
 code 2. The ranges keep every command within what a machine can do (an image side of
 100000 pixels is refused here, not by the kernel's out-of-memory killer); sizes derived from
 several options are checked against the free memory by the pipelines
-(:func:`crowdmed.pipelines._memory.check_memory`).
+(:func:`crowdmed.pipelines.memory.check_memory`).
 """
 
 from __future__ import annotations

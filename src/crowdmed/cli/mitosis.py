@@ -177,7 +177,7 @@ def synthesize(
             raise ValueError(f"`--out` must be a folder; '{out}' is a file.")
         if out.is_dir() and any(out.iterdir()):
             raise ValueError(f"`--out` folder '{out}' is not empty; pass a new or empty folder.")
-        from crowdmed.pipelines._memory import check_memory
+        from crowdmed.pipelines.memory import check_memory
 
         check_memory(  # RGB float64 fields while they are drawn
             24.0 * n_images * size * size,

@@ -362,7 +362,7 @@ def _read_data(
 
     report(description="Reading inputs")
     if isinstance(source, ImageInputs) and opts.size is not None:
-        from crowdmed.pipelines._memory import check_memory
+        from crowdmed.pipelines.memory import check_memory
 
         h, w = opts.size
         check_memory(  # float32 images and a copy while training

@@ -100,7 +100,7 @@ def export_package(
     cands = read_point_table(candidates, "CANDIDATES", ("image", "x", "y", "score"))
     pool = None if gold is None else read_point_table(gold, "--gold", ("image", "x", "y", "label"))
     names = list(cands["image"]) + ([] if pool is None else list(pool["image"]))
-    from crowdmed.pipelines._memory import check_memory
+    from crowdmed.pipelines.memory import check_memory
 
     check_memory(  # every crop held at once: RGB bytes plus a float64 blue-ratio view
         (3 + 8) * len(names) * float(patch_size) ** 2,
