@@ -291,8 +291,8 @@ def _aggregate_figures(
         bins=np.linspace(0, 1, 21),
         xlabel="confidence (posterior of the consensus label)",
         ylabel="items",
+        legend=False,
     )
-    ax.get_legend().remove()
     ax.set_title("How sure the consensus is", fontsize="medium")
     images.append(
         Image(

@@ -288,6 +288,7 @@ def plot_histograms(
     bins: Any = 20,
     xlabel: str = "",
     ylabel: str = "count",
+    legend: bool = True,
     ax: Axes | None = None,
 ) -> tuple[Figure, Axes]:
     """Overlaid histograms, one per named sample (e.g. Dice between readers and vs consensus).
@@ -297,6 +298,7 @@ def plot_histograms(
         bins: Number of bins or bin edges (``numpy.histogram`` semantics), shared by all.
         xlabel: x-axis label.
         ylabel: y-axis label.
+        legend: Name the samples in a legend.
         ax: Axes to draw into; a new figure when omitted.
 
     Returns:
@@ -314,7 +316,8 @@ def plot_histograms(
         ax.hist(data[np.isfinite(data)], bins=bins, alpha=0.6, label=str(name))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize="small", loc="upper left")
+    if legend:
+        ax.legend(fontsize="small", loc="upper left")
     return fig, ax
 
 
