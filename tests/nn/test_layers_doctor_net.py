@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from crowdmed.nn.layers import DoctorNetHeads, GaussianReadersEM
-from crowdmed.nn.models import mlp_head, small_cnn, split_last_linear
+from crowdmed.nn.models import mlp_head, split_last_linear
 
 
 def _heads(combine: str = "vote") -> DoctorNetHeads:
@@ -127,8 +127,17 @@ def test_heads_errors(kwargs: dict, error: type, match: str) -> None:
 
 
 def test_split_last_linear() -> None:
-    trunk, last = split_last_linear(small_cnn(1, 2, width=4, depth=2))
-    assert trunk(torch.zeros(2, 1, 16, 16)).shape == (2, last.in_features)
+    # a nested Sequential ending in a linear layer (small_cnn ends like this, flat)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3),
+        torch.nn.Sequential(
+            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2)
+        ),
+    )
+    trunk, last = split_last_linear(net)
+    x = torch.zeros(2, 1, 16, 16)
+    assert trunk(x).shape == (2, last.in_features)
+    assert torch.allclose(last(trunk(x)), net(x))
     t2, l2 = split_last_linear(torch.nn.Linear(3, 2))
     assert isinstance(t2, torch.nn.Identity)
     assert l2.out_features == 2
