@@ -57,7 +57,7 @@ from crowdmed.quality import label_quality, relabel_scores
 STRATEGIES = ("random", "agreement", "activelab", "crowdmed", "crowdmed_assign")
 CONSENSUS = {
     "crowdlab": "CROWDLAB consensus",
-    "crowdmed": "crowdmed consensus (EM posterior)",
+    "crowdmed": "crowdmed EM consensus",
 }
 NIH = "nih_cxr14_expert_readers/gcs-public-data--healthcare-nih-chest-xray-labels/"
 
@@ -111,7 +111,7 @@ def load_nih(data: Path, finding: str = "Airspace opacity") -> Task:
         ]
     )
     x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-9)
-    title = f"NIH CXR14 four findings: {finding.lower()} (metadata features)"
+    title = f"NIH CXR14 {finding.lower()} (metadata features)"
     return Task("nih_" + finding.split()[0].lower(), title, coded.to_numpy(), gold, x, 2, 300, 0.1)
 
 
@@ -240,11 +240,12 @@ def summarise(task: Task, curves: dict[str, list[np.ndarray]], spent: np.ndarray
     n_items = full.shape[0]
     rng = np.random.default_rng(0)
     mv_all = float(np.mean(majority(full, task.n_classes, rng) == task.gold))
-    final = float(np.mean([c[-1] for c in curves["random"]]))
+    # every run ends with all labels revealed: the target is 0.5 point below their mean accuracy
+    final = float(np.mean([c[-1] for v in curves.values() for c in v]))
     out = {"mv_all": mv_all, "final_crowdlab": final, "n_items": n_items,
            "n_labels": int((full >= 0).sum()), "n_annotators": full.shape[1],
            "needed": {}, "pairs": {}, "per_budget": {}}  # fmt: skip
-    for target_name, target in (("mv_all", mv_all), ("final", final)):
+    for target_name, target in (("mv_all", mv_all), ("final", final - 0.005)):
         need = {s: np.array([needed(spent, c, target) for c in curves[s]]) for s in STRATEGIES}
         out["needed"][target_name] = {s: v.tolist() for s, v in need.items()}
         pairs = {}
@@ -254,7 +255,11 @@ def summarise(task: Task, curves: dict[str, list[np.ndarray]], spent: np.ndarray
                     continue
                 diff = need[s] - need[ref]
                 frac = 1.0 - need[s] / np.where(need[ref] > 0, need[ref], np.nan)
-                pairs[f"{s}-{ref}"] = {"diff": paired_ci(diff), "fewer_frac": paired_ci(frac)}
+                pairs[f"{s}-{ref}"] = {
+                    "diff": paired_ci(diff),
+                    "fewer_frac": paired_ci(frac),
+                    "n": int(np.sum(~np.isnan(frac))),
+                }
         out["pairs"][target_name] = pairs
     for s in ("crowdmed", "crowdmed_assign"):
         d = np.array(curves[s]) - np.array(curves["activelab"])  # (seeds, budgets)
@@ -282,7 +287,7 @@ def plot(results: dict, path: Path) -> None:
                 half = stats.t.ppf(0.975, len(a) - 1) * a.std(axis=0, ddof=1) / np.sqrt(len(a))
                 ax.fill_between(x, m - half, m + half, alpha=0.15)
         ax.axhline(res["summary"]["mv_all"], color="k", ls="--", lw=1, label="MV, all labels")
-        ax.set_title(res["title"], fontsize=10)
+        ax.set_title(res["title"], fontsize=9)
         ax.set_xlabel("labels spent")
         ax.set_ylabel("consensus accuracy vs gold")
         ax.grid(alpha=0.3)
@@ -325,7 +330,14 @@ def markdown(results: dict, seeds: list[int], wall: float, cpu: float) -> str:
         "",
         "![relabelling curves](benchmarks/results/relabel.png)",
         "",
+        "Goal: crowdmed needs no more labels than ActiveLab at every budget and at least 30 % "
+        "fewer than random. Per data set and consensus:",
+        "",
     ]
+    for res in results.values():
+        for line in goal_lines(res["summary"]):
+            lines.append(line.replace("- Goal check, ", f"- {res['title']}, ", 1))
+    lines.append("")
     for res in results.values():
         s = res["summary"]
         lines += [
@@ -334,12 +346,13 @@ def markdown(results: dict, seeds: list[int], wall: float, cpu: float) -> str:
             f"{s['n_items']} items, {s['n_annotators']} annotators, {s['n_labels']} labels; "
             f"batch {res['batch']} per round. Majority vote with all labels: "
             f"{100 * s['mv_all']:.1f} % accuracy; this consensus with all labels: "
-            f"{100 * s['final_crowdlab']:.1f} % (mean over seeds).",
+            f"{100 * s['final_crowdlab']:.1f} % (mean over runs; the second target is 0.5 point "
+            "below it).",
             "",
             "Extra labels (beyond the first per item) needed to reach the target, mean over "
             "seeds (NaN = some seed never reached it):",
             "",
-            "| strategy | to MV-all accuracy | to this consensus' all-labels accuracy |",
+            "| strategy | to MV-all accuracy | to all-labels accuracy - 0.5 point |",
             "|---|---:|---:|",
         ]
         for st in STRATEGIES:
@@ -348,18 +361,19 @@ def markdown(results: dict, seeds: list[int], wall: float, cpu: float) -> str:
             lines.append(f"| {st} | {np.mean(a):.0f} | {np.mean(b):.0f} |")
         lines += [
             "",
-            "Paired differences over seeds (mean [95 % interval]); 'fewer' = 1 - "
-            "needed(strategy) / needed(reference):",
+            "Paired differences over the seeds where both strategies reached the target "
+            "(n; mean [95 % interval]); 'fewer' = 1 - needed(strategy) / needed(reference):",
             "",
-            "| comparison | target | extra labels, difference | fewer labels (%) |",
-            "|---|---|---:|---:|",
+            "| comparison | target | n | extra labels, difference | fewer labels (%) |",
+            "|---|---|---:|---:|---:|",
         ]
         for target in ("mv_all", "final"):
             for key, v in s["pairs"][target].items():
                 if not key.startswith("crowdmed"):
                     continue
                 lines.append(
-                    f"| {key} | {target} | {fmt_ci(v['diff'])} | {fmt_ci(v['fewer_frac'], 100.0)} |"
+                    f"| {key} | {target} | {v['n']} | {fmt_ci(v['diff'])} | "
+                    f"{fmt_ci(v['fewer_frac'], 100.0)} |"
                 )
         lines.append("")
         for st, verdicts in s["per_budget"].items():
@@ -369,7 +383,7 @@ def markdown(results: dict, seeds: list[int], wall: float, cpu: float) -> str:
                 f"- {st} vs activelab, accuracy at each of the {len(verdicts)} budgets "
                 f"(paired 95 % interval): {desc}."
             )
-        lines += ["", *goal_lines(s), ""]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -382,13 +396,17 @@ def goal_lines(s: dict) -> list[str]:
         same = len(s["per_budget"][st]) - worse - better
         tally = f"accuracy better at {better}, worse at {worse}, no difference detected at {same}"
         first = f"holds ({tally})" if worse == 0 else f"does not hold ({tally})"
-        fewer = s["pairs"]["mv_all"][f"{st}-random"]["fewer_frac"]
-        final = s["pairs"]["final"][f"{st}-random"]["fewer_frac"]
 
-        def judge(t: tuple[float, float, float]) -> str:
-            m, lo, _ = t
+        def judge(target: str, st: str = st) -> str:
+            need_s = np.asarray(s["needed"][target][st], dtype=float)
+            need_r = np.asarray(s["needed"][target]["random"], dtype=float)
+            if np.isnan(need_s).all() or np.isnan(need_r).all():
+                return "not measurable (the target is never reached)"
+            if (need_r == 0).all():
+                return "not measurable (every strategy starts above the target)"
+            m, lo, _ = s["pairs"][target][f"{st}-random"]["fewer_frac"]
             if np.isnan(m):
-                return "not measurable (a target was never reached or reached at once)"
+                return "not measurable"
             if not np.isnan(lo) and lo >= 0.30:
                 return f"holds ({100 * m:.0f} %, interval above 30 %)"
             if m >= 0.30:
@@ -398,8 +416,8 @@ def goal_lines(s: dict) -> list[str]:
         out.append(
             f"- Goal check, {st}: no more labels than ActiveLab at every budget (paired 95 % "
             f"intervals of the accuracy difference): {first}. "
-            f">= 30 % fewer labels than random to the MV-all target: {judge(fewer)}; to the "
-            f"all-labels accuracy of this consensus: {judge(final)}."
+            f">= 30 % fewer labels than random to the MV-all target: {judge('mv_all')}; to the "
+            f"all-labels accuracy minus 0.5 point: {judge('final')}."
         )
     return out
 
@@ -418,6 +436,7 @@ def report_from_json(path: Path, data: Path) -> None:
             tasks[base] = loaders[base](data)
         curves = {st: [np.asarray(c) for c in v] for st, v in res["curves"].items()}
         res["summary"] = summarise(tasks[base], curves, np.asarray(res["spent"]))
+        res["title"] = f"{tasks[base].title}; {CONSENSUS[key.split('/')[1]]}"
     md = markdown(results, raw["seeds"], raw["wall_s"], raw["cpu_s"])
     print(md)
     plot(results, REPO / "benchmarks" / "results" / "relabel.png")
