@@ -440,6 +440,7 @@ def report_from_json(path: Path, data: Path) -> None:
     md = markdown(results, raw["seeds"], raw["wall_s"], raw["cpu_s"])
     print(md)
     plot(results, REPO / "benchmarks" / "results" / "relabel.png")
+    write_json(path, raw)  # the summaries recomputed with this script
     update_section("relabel", md)
 
 
