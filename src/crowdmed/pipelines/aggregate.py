@@ -39,8 +39,6 @@ from crowdmed.aggregation.base import BaseAggregator
 from crowdmed.aggregation.continuous import ContinuousLabels, check_continuous
 from crowdmed.data.io import read_labels, read_quiz, read_wide, write_table
 from crowdmed.data.labels import CrowdLabels
-from crowdmed.quality import annotator_table
-from crowdmed.quality.reliability import reader_operating_points
 
 __all__ = [
     "AUTO",
@@ -395,6 +393,8 @@ def operating_points(cl: CrowdLabels, agg: BaseAggregator) -> pd.DataFrame | Non
     """
     if cl.n_classes != 2:
         return None
+    from crowdmed.quality.reliability import reader_operating_points
+
     return reader_operating_points(cl, agg.posteriors_, positive=1)
 
 
@@ -408,6 +408,8 @@ def annotator_frame(cl: CrowdLabels, agg: BaseAggregator) -> pd.DataFrame:
     prior; :func:`~crowdmed.quality.reader_operating_points`) come with the sensitivity and
     specificity against the posteriors (class index 1 is positive).
     """
+    from crowdmed.quality import annotator_table
+
     table = annotator_table(cl, agg.posteriors_)
     points = operating_points(cl, agg)
     if points is not None:
@@ -490,19 +492,25 @@ class AggregateResult:
 
         Binary labels: n_positive, n_negative and sensitivity/specificity with their 95 %
         intervals; ordinal: offset and noise; continuous: bias, precision and scale; and the
-        parameters of the other models (skill, weight, alpha ...).
+        parameters of the other models (skill, weight, alpha ...). Empty when the method has
+        none of these (e.g. Dawid–Skene on more than two classes: see the annotator table).
         """
         cl, agg = self.labels, self.aggregator
-        columns: dict[str, Any] = {"annotator": cl.annotator_ids}
-        if isinstance(cl, ContinuousLabels):
-            columns["n_labels"] = cl.per_annotator().astype(np.int64)
-        else:
-            columns["n_labels"] = cl.labels_per_annotator()
+        columns: dict[str, Any] = {}
+        if not isinstance(cl, ContinuousLabels):
             points = operating_points(cl, agg)
             if points is not None:
                 for name in _RECORD_COLUMNS[2:10]:
                     columns[name] = points[name].to_numpy()
         columns.update(_model_columns(agg, cl.n_annotators))
+        if not columns:
+            return []
+        columns["annotator"] = cl.annotator_ids
+        columns["n_labels"] = (
+            cl.per_annotator().astype(np.int64)
+            if isinstance(cl, ContinuousLabels)
+            else cl.labels_per_annotator()
+        )
         frame = pd.DataFrame(columns)
         frame = frame[[c for c in _RECORD_COLUMNS if c in frame.columns]]
         return [
