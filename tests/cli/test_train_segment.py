@@ -358,3 +358,19 @@ def test_options_of_other_commands_are_unknown(
         res = _train(cli, seg_cases["images"], seg_cases["masks"], tmp_path / "m", option, value)
         assert res.exit_code == 2
         assert f"No such option: {option}" in res.output
+
+
+def test_resume_into_a_longer_run_is_refused(
+    seg_copy: dict[str, Path],
+    tmp_path: Path,
+    cli: Callable[..., Any],
+    user_error: Callable[[Any, str], None],
+) -> None:
+    out = tmp_path / "m"
+    res = _train(cli, seg_copy["images"], seg_copy["masks"], out, "-m", "consensus")
+    assert res.exit_code == 0, res.output
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    res = _train(cli, seg_copy["images"], seg_copy["masks"], out, "-m", "consensus", "--epochs", 1)
+    user_error(res, r"holds 2 finished epochs, more than --epochs 1; pass --epochs 2 or more")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert json.loads((out / "run.json").read_text())["arguments"]["epochs"] == 2

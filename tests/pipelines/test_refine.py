@@ -171,3 +171,14 @@ def test_am_mv_targets_follow_eq2_ties_positive(setup):
     n1, n = (dense == 1).sum(axis=1), (dense >= 0).sum(axis=1)
     tied = 2 * n1 == n
     assert (res.truth["label"].to_numpy()[tied] == 1).all()
+
+
+def test_refine_that_diverges_stops_with_a_clear_error(setup):
+    from crowdmed.training import NonFiniteLossError
+
+    net, x, _truth, _, _, cl, _ = setup
+    before = [p.detach().clone() for p in net.parameters()]
+    with pytest.raises(NonFiniteLossError, match=r"became (NaN|inf) (at|after) epoch \d+"):
+        refine(net, x, cl, epochs=5, lr=1e30)
+    # the network given is left as it was (refine trains a copy)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))

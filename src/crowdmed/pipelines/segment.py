@@ -689,12 +689,14 @@ def _train(
 
 
 def _fit(seg: Any, x: Any, y: Any, xv: Any, yv: Any, k: int, out: Path) -> None:
-    from crowdmed.training import CheckpointMismatchError
+    from crowdmed.training import CheckpointEpochsError, CheckpointMismatchError
 
     checkpoint_file = _checkpoint_file(out)
     try:
         seg.fit(x, y, X_val=xv, y_val=yv, n_classes=k)
     except CheckpointMismatchError as exc:
+        if isinstance(exc, CheckpointEpochsError):
+            raise  # a longer run than --epochs asks for is never replaced by a shorter one
         if not _checkpoint_is_saved(out, checkpoint_file):
             raise ValueError(
                 f"The checkpoint in '{checkpoint_file.parent}' is an unfinished run with "
