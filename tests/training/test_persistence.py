@@ -139,3 +139,32 @@ def test_never_unpickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(torch, "load", boom)
     read_folder(folder)
+
+
+def test_other_dtype_and_non_finite_weights_are_refused(tmp_path: Path) -> None:
+    folder = _save(tmp_path / "m")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["tensors"]["w"] = [[2, 3], "float64"]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"other shapes or dtypes for \['w'\]"):
+        read_folder(folder)
+    for bad in (float("nan"), float("inf")):
+        w = torch.arange(6.0).reshape(2, 3)
+        w[1, 2] = bad
+        save_folder(tmp_path / "n", task="toy", config={}, tensors={"net/w": w})
+        with pytest.raises(ValueError, match=r"holds NaN or infinite weights \(in \['net/w'\]\)"):
+            read_folder(tmp_path / "n")
+    # a fitted attribute outside any module may hold NaN ("not estimated")
+    save_folder(tmp_path / "q", task="toy", config={}, tensors={"quiz": torch.tensor([0.5, 1e400])})
+    assert torch.isinf(read_folder(tmp_path / "q")[1]["quiz"][1])
+
+
+def test_a_loader_error_names_the_config(tmp_path: Path) -> None:
+    def loader(path: Any, device: Any = None) -> Any:
+        return int(read_folder(path)[0]["classes"][0])
+
+    register_loader("toy-int", loader)
+    save_folder(tmp_path / "m", task="toy-int", config={"classes": ["a"]}, tensors={})
+    with pytest.raises(ValueError, match=r"config\.json' is not a valid toy-int config") as info:
+        load_model(tmp_path / "m")
+    _one_line(info)
