@@ -134,9 +134,10 @@ def check_data(
             raise bad("lists a class twice in `classes`")
         given = len(classes)
     else:
-        given = data.get("n_classes")
-        if not _is_int(given) or given < 1:
-            raise bad(f"has `n_classes` {given!r} (must be a positive integer)")
+        value = data.get("n_classes")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise bad(f"has `n_classes` {value!r} (must be a positive integer)")
+        given = value
     if task in ("segmentation", "detection") and data.get("channels") not in (1, 3):
         raise bad(f"has `channels` {data.get('channels')!r} (must be 1 or 3)")
     if task == "detection":
