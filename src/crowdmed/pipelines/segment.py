@@ -93,10 +93,10 @@ def parse_channels(text: str) -> tuple[int, ...]:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if len(values) < 2 or any(v < 1 for v in values):
+    if not 2 <= len(values) <= 8 or any(not 1 <= v <= 4096 for v in values):
         raise ValueError(
-            f"`--unet-channels` must be at least two positive integers separated by commas "
-            f"(e.g. 8,16,32); got {text!r}."
+            f"`--unet-channels` must be two to eight integers from 1 to 4096 separated by "
+            f"commas (e.g. 8,16,32); got {text!r}."
         )
     return values
 
