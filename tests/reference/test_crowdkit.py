@@ -91,7 +91,7 @@ def _load(root: Path, name: str) -> CrowdLabels:
         pytest.skip(f"{path} not found; set CROWDMED_DATA to the shared data folder")
     if path.is_dir():  # Zheng et al. (VLDB 2017): answer.csv + truth.csv
         cl = read_labels(path / "answer.csv", item="question", annotator="worker", label="answer")
-        truth = pd.read_csv(path / "truth.csv")
+        truth = pd.read_csv(path / "truth.csv", dtype={"question": str})  # ids are text
         gold = pd.Series(truth["truth"].to_numpy(), index=truth["question"]).reindex(cl.item_ids)
         codes = pd.Index(cl.classes).get_indexer(gold.to_numpy())
         return cl.with_gold(codes)  # -1 where no gold (or a class nobody used)

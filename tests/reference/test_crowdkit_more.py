@@ -70,7 +70,7 @@ def _load(root: Path, name: str) -> CrowdLabels:
         pytest.skip(f"{path} not found; set CROWDMED_DATA to the shared data folder")
     if path.is_dir():  # Zheng et al. (VLDB 2017): answer.csv + truth.csv
         cl = read_labels(path / "answer.csv", item="question", annotator="worker", label="answer")
-        truth = pd.read_csv(path / "truth.csv")
+        truth = pd.read_csv(path / "truth.csv", dtype={"question": str})  # ids are text
         gold = pd.Series(truth["truth"].to_numpy(), index=truth["question"]).reindex(cl.item_ids)
         return cl.with_gold(pd.Index(cl.classes).get_indexer(gold.to_numpy()))
     return read_labels(path, on_duplicate="first")
