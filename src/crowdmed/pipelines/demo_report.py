@@ -100,6 +100,7 @@ def _benchmark_facts(result: DemoResult) -> dict[str, Any] | None:
         "n_methods": int(acc["method"].nunique()),
         "best_method": best_method,
         "best": best,
+        "gmv": "gold-majority-vote" in table.columns,
     }
     if "majority-vote" in table.columns:
         gain = (best - table["majority-vote"]) * 100
@@ -153,7 +154,13 @@ def found_sentences(result: DemoResult) -> list[str]:
     if facts is not None:
         text = (
             f"Crowd benchmark sets ({facts['n_sets']} with gold labels, "
-            f"{facts['n_methods']} methods, gold never used in a fit): "
+            f"{facts['n_methods']} methods; gold is used only to score them"
+            + (
+                ", except by gold-majority-vote, which learns from half of it"
+                if facts["gmv"]
+                else ""
+            )
+            + "): "
         )
         if "gain_mean" in facts:
             text += (
