@@ -42,8 +42,9 @@ def test_train_writes_the_model_folder(box_readers: dict[str, Path], det_model: 
     targets = pd.read_csv(out / "targets.csv")
     readers = pd.read_csv(box_readers["boxes"])
     assert len(targets) < len(readers)  # fused
-    assert targets["weight"].between(0, 1).all()
-    assert (targets["weight"] < 1).any()  # readers disagree somewhere
+    # EARL weight: boxes in the fused cluster (Le et al. 2023, Algorithm 1 step 6)
+    assert targets["weight"].between(1, readers["reader"].nunique()).all()
+    assert (targets["weight"] < targets["weight"].max()).any()  # readers disagree somewhere
     history = pd.read_csv(out / "history.csv")
     assert list(history["epoch"]) == [1]
     pred = pd.read_csv(out / "predictions.csv")
@@ -80,7 +81,7 @@ def test_all_readers_from_a_checkpoint(
         (["--variant", "earll"], "Did you mean 'earl'"),
         (["--labels", "x.csv"], "No such option: --labels"),
         (["--epochs", "0"], "--epochs"),
-        (["--iou-thr", "1.5"], "`--iou-thr` must lie in (0, 1)"),
+        (["--iou-thr", "1.5"], "`--iou-thr` must be a number > 0 and < 1; got 1.5"),
         (["--predict", "nowhere"], "--predict"),
         (["--checkpoint", "missing.pt"], "--checkpoint"),
     ],
