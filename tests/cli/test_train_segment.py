@@ -341,7 +341,7 @@ def test_out_not_a_model_dir(seg_cases: dict[str, Path], tmp_path: Path, cli: An
         (("--backbone", "deeplab"), "Did you mean"),
         (("--backbone", "deeplabv3-resnet50", "--unet-channels", "4,8"), "does not apply"),
         (("--backbone", "basic-unet", "--unet-channels", "4,8"), "six integers"),
-        (("--epochs", "0"), "`--epochs` must be a positive integer"),
+        (("--epochs", "0"), "`--epochs` must be an integer from 1"),
         (("--rater", "bob"), "`--rater` applies to `--method single` only"),
     ],
 )

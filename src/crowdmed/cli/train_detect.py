@@ -55,7 +55,12 @@ VariantOpt = Annotated[
 IouThrOpt = Annotated[
     float,
     number_option(
-        "--iou-thr", help="IoU at which reader boxes are fused.", lo=0, hi=1, lo_open=True
+        "--iou-thr",
+        help="IoU at which reader boxes are fused.",
+        lo=0,
+        hi=1,
+        lo_open=True,
+        hi_open=True,
     ),
 ]
 CheckpointOpt = Annotated[
