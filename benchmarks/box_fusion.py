@@ -333,7 +333,7 @@ def main() -> None:
         seconds, theirs = run_ensemble(jobs)
         ens_times.append(seconds)
         t0 = time.perf_counter()
-        fused_default = fuse_boxes(frame, iou_thr=IOU)
+        fused_default = fuse_boxes(frame, iou_thr=IOU, estimate_proficiency=True)
         default_times.append(time.perf_counter() - t0)
     print(
         f"fuse_boxes {np.median(fuse_times):.3f} s; ensemble-boxes loop "
@@ -379,7 +379,10 @@ def main() -> None:
                 f"{k} reader{'s' if k > 1 else ''}": (counts[k] / counts.sum(axis=1)).to_numpy()
                 for k in counts.columns
             },
-            "mean confidence": fused_default.groupby("class")["confidence"].mean().to_numpy(),
+            "mean confidence (boxes)": fused_default.groupby("class")["confidence"]
+            .mean()
+            .to_numpy(),
+            "mean agreement": fused_default.groupby("class")["agreement"].mean().to_numpy(),
         }
     )
     active = per_reader[per_reader["n_boxes"] > 0]["reader"].tolist()
@@ -406,7 +409,7 @@ def main() -> None:
         {
             "method": [
                 "crowdmed fuse_boxes (given proficiency)",
-                "crowdmed fuse_boxes (estimating proficiency, default)",
+                "crowdmed fuse_boxes (estimate_proficiency=True)",
                 "crowdmed estimate_proficiency",
                 "ensemble-boxes weighted_boxes_fusion, looped per image",
                 "scored boxes: crowdmed fuse_boxes (given proficiency)",
@@ -457,8 +460,10 @@ order; ensemble-boxes on [0, 1] boxes, timed on prepared per-image lists over th
   (ensemble-boxes keeps fused boxes in float32); largest difference between ensemble-boxes'
   confidence and the weighted reader share computed from our clusters
   {cmp.get("max_confidence_difference", float("nan")):.1e}
-  ({cmp.get("n_compared_confidence", 0):,} clusters with one box per reader). Our `confidence`
-  column is the unweighted agreement (readers in the cluster / readers of the image).
+  ({cmp.get("n_compared_confidence", 0):,} clusters with one box per reader). Our `agreement`
+  column is the unweighted share (readers in the cluster / readers of the image); our
+  `confidence` column is the fused confidence of Le et al. (2023), Algorithm 1 step 6 (boxes
+  in the cluster, capped at the readers of the image).
 - Scored boxes (a seeded random score in (0.01, 1) per box in a `score` column, the same
   weights; ensemble-boxes given each image's readers as they come): speed-up
   **{speedup_scored:.1f}×** (ratio of medians). Same clusters:
@@ -468,7 +473,8 @@ order; ensemble-boxes on [0, 1] boxes, timed on prepared per-image lists over th
   of the fused score (WBF `avg`) {cmp_scored.get("max_score_difference", float("nan")):.1e}.
 
 **Agreement per class** (share of fused boxes supported by 1, 2 or 3 of the image's 3 readers;
-proficiency-weighted fusion as `fuse_boxes` does by default):
+fusion weighted by the estimated proficiencies, `estimate_proficiency=True`; `fuse_boxes`
+weighs readers equally unless proficiencies are given):
 
 {markdown_table(per_class)}
 
