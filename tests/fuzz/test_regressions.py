@@ -429,3 +429,26 @@ def test_boxes_fuse_uses_the_scores(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         outs.append(pd.read_csv(out))
     assert float(outs[0]["xmax"].iloc[0]) < float(outs[1]["xmax"].iloc[0])
+
+
+def test_legacy_mitosis_model_pt_with_nan_weights_is_refused(tmp_path: Path) -> None:
+    import torch
+
+    from crowdmed.pathology import detector as det
+
+    model = det.AggNetCNN(n_classes=2, channels=(8, 16, 32), hidden=32)
+    state = model.state_dict()
+    next(v for v in state.values() if v.is_floating_point())[...] = float("nan")
+    payload = {
+        "format": det._LEGACY_FORMAT,
+        "format_version": 1,
+        "network": {"n_classes": 2, "channels": [8, 16, 32], "hidden": 32},
+        "state_dicts": [state],
+        "scales": [1.0],
+        "radius": 30.0,
+        "threshold": 0.5,
+    }
+    path = tmp_path / "model.pt"
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match=r"model\.pt' holds NaN or infinite weights"):
+        det.load_detector(path)

@@ -23,7 +23,8 @@ def load_payload(path: Path, *, fmt: str, command: str, what: str = "model") -> 
         The payload (tensors on the CPU).
 
     Raises:
-        ValueError: The file is missing, unreadable or not of this format (one line each).
+        ValueError: The file is missing, unreadable, not of this format or holds NaN or
+            infinite weights (one line each).
     """
     import torch
 
@@ -36,7 +37,23 @@ def load_payload(path: Path, *, fmt: str, command: str, what: str = "model") -> 
         raise ValueError(f"Cannot read {what} '{path}': {first or type(exc).__name__}") from exc
     if not isinstance(payload, dict) or payload.get("format") != fmt:
         raise ValueError(f"'{path}' is not a {what} written by `{command}`.")
+    if not _all_finite(payload, torch):
+        raise ValueError(
+            f"'{path}' holds NaN or infinite weights; the training diverged, train again "
+            f"with `{command}` and a lower --lr."
+        )
     return payload
+
+
+def _all_finite(value: Any, torch: Any) -> bool:
+    """Whether every floating tensor in a nested payload is finite."""
+    if isinstance(value, torch.Tensor):
+        return not value.is_floating_point() or bool(torch.isfinite(value).all())
+    if isinstance(value, dict):
+        return all(_all_finite(v, torch) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_all_finite(v, torch) for v in value)
+    return True
 
 
 @contextlib.contextmanager
