@@ -452,3 +452,16 @@ def test_legacy_mitosis_model_pt_with_nan_weights_is_refused(tmp_path: Path) -> 
     torch.save(payload, path)
     with pytest.raises(ValueError, match=r"model\.pt' holds NaN or infinite weights"):
         det.load_detector(path)
+
+
+def test_a_write_error_names_the_output_not_its_temporary_file(tmp_path: Path) -> None:
+    from crowdmed.cli._common import _staged_outputs
+
+    def write() -> None:
+        with _staged_outputs() as stage:
+            tmp = stage(tmp_path / "out.csv")
+            raise OSError(f"[Errno 28] No space left on device: '{tmp}'")
+
+    with pytest.raises(ValueError, match=r"No space left on device: '.*/out\.csv'$"):
+        write()
+    assert list(tmp_path.iterdir()) == []

@@ -130,6 +130,14 @@ class _StagedOutputs:
             os.replace(tmp, target)
         self._pending.clear()
 
+    def outputs_named(self, exc: BaseException) -> str | None:
+        """The error's message with each temporary path replaced by its output, if any."""
+        text = _one_line(exc)
+        renamed = text
+        for tmp, target in self._pending:
+            renamed = renamed.replace(str(tmp), str(target)).replace(tmp.name, target.name)
+        return renamed if renamed != text else None
+
     def discard(self) -> None:
         for tmp, _ in self._pending:
             with contextlib.suppress(OSError):
@@ -146,8 +154,11 @@ def _staged_outputs() -> Iterator[_StagedOutputs]:
     try:
         yield stage
         stage.commit()
-    except BaseException:
+    except BaseException as exc:
+        renamed = stage.outputs_named(exc) if isinstance(exc, USER_ERRORS) else None
         stage.discard()
+        if renamed is not None:  # name the output the user gave, not its temporary file
+            raise ValueError(renamed) from None
         raise
 
 
