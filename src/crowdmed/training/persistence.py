@@ -176,6 +176,8 @@ def read_config(path: str | os.PathLike[str], *, task: str | None = None) -> dic
     folder = Path(path)
     cfg_path = folder / CONFIG_NAME
     if not folder.is_dir():
+        if folder.exists():
+            raise ValueError(f"A model is a folder; '{folder}' is a file. Pass its folder.")
         raise ValueError(f"Model folder '{folder}' does not exist; check the path.")
     if not cfg_path.is_file():
         raise ValueError(f"'{cfg_path}' is missing; '{folder}' is not a crowdmed model folder.")
