@@ -553,7 +553,8 @@ def train_segmentation(
         images: Folder with one 2-D image or 3-D volume per case.
         masks: Folder with one sub-folder of masks per rater (see :mod:`crowdmed.data.cases`).
         out: The model folder.
-        method: single, consensus, gaf, reweight or reweight-gaf.
+        method: single, consensus, gaf, reweight, reweight-gaf, confusion-pixel or
+            confusion-global.
         rater: The rater learnt from with ``method="single"``.
         val_images: Folder of validation images (early stopping by validation Dice).
         val_masks: One reference mask per validation image.
