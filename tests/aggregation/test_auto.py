@@ -145,3 +145,18 @@ def test_make_aggregator_auto() -> None:
     auto = make_aggregator("auto", n_folds=4)
     assert isinstance(auto, AutoAggregator)
     assert auto.n_folds == 4
+
+
+def test_auto_leaves_out_a_candidate_that_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A candidate whose fit raises is scored -inf, named in errors_, and not chosen."""
+    from crowdmed.aggregation.classification import glad
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("solver failed")
+
+    monkeypatch.setattr(glad, "minimize", broken)
+    cl, _ = _crowd(n_items=40)
+    auto = AutoAggregator(candidates=["glad", "majority-vote"], n_folds=2).fit(cl)
+    assert auto.scores_["glad"] == float("-inf")
+    assert auto.errors_ == {"glad": "solver failed"}
+    assert auto.chosen_ == "majority-vote"

@@ -233,7 +233,8 @@ class AutoAggregator(BaseAggregator):
                         warnings.simplefilter("ignore")
                         agg = self._make(name, seed).fit(train, gold=gold)
                     total += float(held_out_log_likelihood(agg, train, held).sum())
-            except ValueError as exc:  # e.g. a method that cannot fit this data
+            except (ValueError, ArithmeticError, RuntimeError) as exc:
+                # a method that cannot fit this data (or whose solver fails on it) is left out
                 errors[name] = " ".join(str(exc).split())
                 scores[name] = float("-inf")
                 continue
