@@ -307,7 +307,6 @@ def test_mitosis_synthesize_size_is_bounded(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- input layer
-INPUT_LAYER = "the shared input layer is being fixed"
 
 
 def _aggregate(tmp_path: Path, text: str, *extra: str) -> tuple[Any, Path]:
@@ -317,7 +316,6 @@ def _aggregate(tmp_path: Path, text: str, *extra: str) -> tuple[Any, Path]:
     return invoke("aggregate", labels, "-o", out, *extra), out
 
 
-@pytest.mark.xfail(strict=False, reason=INPUT_LAYER)
 def test_item_ids_are_kept_as_written(tmp_path: Path) -> None:
     text = "item,annotator,label\n007,01,a\n007,02,a\n1,01,b\n01,01,a\n1.0,01,b\n"
     result, out = _aggregate(tmp_path, text)
@@ -326,7 +324,6 @@ def test_item_ids_are_kept_as_written(tmp_path: Path) -> None:
     assert sorted(items) == sorted(["007", "1", "01", "1.0"])
 
 
-@pytest.mark.xfail(strict=False, reason=INPUT_LAYER)
 def test_annotator_ids_are_kept_as_written(tmp_path: Path) -> None:
     text = "item,annotator,label\na,01,x\na,1,y\nb,01,x\nb,1,x\n"
     labels = tmp_path / "labels.csv"
@@ -337,7 +334,6 @@ def test_annotator_ids_are_kept_as_written(tmp_path: Path) -> None:
     assert sorted(pd.read_csv(ann, dtype=str)["annotator"]) == ["01", "1"]
 
 
-@pytest.mark.xfail(strict=False, reason=INPUT_LAYER)
 def test_minus_one_is_missing_not_a_class(tmp_path: Path) -> None:
     text = "item,annotator,label\na,r1,0\na,r2,1\na,r3,-1\nb,r1,1\nb,r2,1\nb,r3,-1\n"
     result, out = _aggregate(tmp_path, text)
@@ -345,7 +341,6 @@ def test_minus_one_is_missing_not_a_class(tmp_path: Path) -> None:
     assert "p_-1" not in pd.read_csv(out).columns
 
 
-@pytest.mark.xfail(strict=False, reason=INPUT_LAYER)
 @pytest.mark.parametrize("odd", ["cat", "0.5", "inf"])
 def test_a_stray_label_is_an_error_listing_it(tmp_path: Path, odd: str) -> None:
     text = f"item,annotator,label\na,r1,0\na,r2,1\nb,r1,1\nb,r2,{odd}\nc,r1,0\nc,r2,0\n"
@@ -354,7 +349,6 @@ def test_a_stray_label_is_an_error_listing_it(tmp_path: Path, odd: str) -> None:
     assert not out.exists()
 
 
-@pytest.mark.xfail(strict=False, reason=INPUT_LAYER)
 def test_a_column_used_twice_is_refused(tmp_path: Path) -> None:
     text = "item,annotator,label\na,r1,x\na,r2,y\nb,r1,x\n"
     result, out = _aggregate(tmp_path, text, "--label-col", "item")
@@ -362,20 +356,45 @@ def test_a_column_used_twice_is_refused(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-@pytest.mark.xfail(strict=False, reason=INPUT_LAYER)
-def test_a_zero_byte_votes_file_is_one_line(tmp_path: Path) -> None:
-    votes = tmp_path / "votes.csv"
-    votes.write_bytes(b"")
+@pytest.fixture
+def package(tmp_path: Path) -> Path:
+    """A task package of two synthetic fields (no gold questions)."""
+    from crowdmed.pathology.synthetic import make_synthetic_fields
+
+    fields = make_synthetic_fields(2, size=(64, 64), n_mitoses=(1, 2), random_state=0)
+    fields.save(tmp_path / "fields")
+    cands = fields.points.assign(score=0.9)
+    cands.to_csv(tmp_path / "candidates.csv", index=False)
     pkg = tmp_path / "pkg"
-    pkg.mkdir()
-    (pkg / "manifest.csv").write_text("task,image,x,y,gold\nt1,a,1,1,\n", encoding="utf-8")
+    result = invoke(
+        "crowd", "export", tmp_path / "candidates.csv", "--images", tmp_path / "fields",
+        "--out", pkg, "--gold-rate", 0, "--patch-size", 15,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return pkg
+
+
+@pytest.mark.parametrize("content", [b"", b"\xef\xbb\xbf"], ids=["empty", "bom-only"])
+def test_a_zero_byte_votes_file_is_one_line(tmp_path: Path, package: Path, content: bytes) -> None:
+    votes = tmp_path / "votes.csv"
+    votes.write_bytes(content)
     out = tmp_path / "labels.csv"
-    result = invoke("crowd", "import", votes, "--package", pkg, "--out", out)
+    result = invoke("crowd", "import", votes, "--package", package, "--out", out)
     error_line(result, r"votes\.csv")
     assert not out.exists()
 
 
-@pytest.mark.xfail(strict=False, reason=INPUT_LAYER)
+def test_a_bom_in_a_votes_file_is_stripped(tmp_path: Path, package: Path) -> None:
+    tasks = pd.read_csv(package / "manifest.csv")["task"].astype(str).tolist()
+    text = "task,annotator,label\n" + "".join(f"{t},w1,mitosis\n" for t in tasks)
+    votes = tmp_path / "votes.csv"
+    votes.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    out = tmp_path / "labels.csv"
+    result = invoke("crowd", "import", votes, "--package", package, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(out)) == len(tasks)
+
+
 def test_all_minus_one_mask_is_not_annotated(tmp_path: Path) -> None:
     a = np.zeros((4, 4), dtype=np.int64)
     a[1:3, 1:3] = 1
@@ -389,7 +408,6 @@ def test_all_minus_one_mask_is_not_annotated(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.load(out).astype(int), a)
 
 
-@pytest.mark.xfail(strict=False, reason=INPUT_LAYER)
 @pytest.mark.parametrize("score", ["nan", "-0.5", "1.5"])
 def test_boxes_fuse_refuses_bad_scores(tmp_path: Path, score: str) -> None:
     boxes = tmp_path / "b.csv"
@@ -403,7 +421,6 @@ def test_boxes_fuse_refuses_bad_scores(tmp_path: Path, score: str) -> None:
     assert not out.exists()
 
 
-@pytest.mark.xfail(strict=False, reason=INPUT_LAYER)
 def test_boxes_fuse_refuses_negative_coordinates(tmp_path: Path) -> None:
     boxes = tmp_path / "b.csv"
     boxes.write_text(
@@ -415,7 +432,6 @@ def test_boxes_fuse_refuses_negative_coordinates(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-@pytest.mark.xfail(strict=False, reason=INPUT_LAYER)
 def test_boxes_fuse_uses_the_scores(tmp_path: Path) -> None:
     rows = "image,reader,label,xmin,ymin,xmax,ymax,score\n"
     low = tmp_path / "low.csv"
