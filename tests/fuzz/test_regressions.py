@@ -481,3 +481,32 @@ def test_a_write_error_names_the_output_not_its_temporary_file(tmp_path: Path) -
     with pytest.raises(ValueError, match=r"No space left on device: '.*/out\.csv'$"):
         write()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_derived_size_beyond_the_free_memory_is_refused_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    from crowdmed.pipelines import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 2**20)  # 1 MiB free
+    images = tmp_path / "images"
+    images.mkdir()
+    rows = []
+    for i in range(4):
+        Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)).save(images / f"c{i}.png")
+        rows += [(f"c{i}", "r1", i % 2), (f"c{i}", "r2", i % 2)]
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame(rows, columns=["item", "annotator", "label"]).to_csv(labels, index=False)
+    out = tmp_path / "model"
+    result = invoke(
+        "train", "classify", "--labels", labels, "--images", images, "--out", out,
+        "--image-size", 512,
+    )  # fmt: skip
+    error_line(result, r"4 images resized to --image-size 512 need about .* GiB of memory")
+    assert not out.exists()
+    fields = tmp_path / "fields"
+    result = invoke("mitosis", "synthesize", "--out", fields, "--size", 1024)
+    error_line(result, r"20 fields of 1024 x 1024 pixels need about .*; lower --size")
+    assert not fields.exists()
