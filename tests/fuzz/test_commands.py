@@ -434,6 +434,18 @@ def _points(tables: tuple[str, str]) -> None:
             record = json.loads((root / "eval.csv.json").read_text())
             assert record["crowdmed_version"]
             assert "Traceback" not in out.read_text()
+        gold = root / "gold.csv"
+        result = run(
+            ["crowd", "gold", "--points", points, "--candidates", cands, "--out", gold],
+            inputs=[cands, points],
+            outputs=[gold],
+            names=["candidates.csv", "points.csv", "--", "`", "gold"],
+        )
+        if result.exit_code == 0:
+            pool = pd.read_csv(gold, dtype=str, keep_default_na=False)
+            assert set(pool["label"]) <= {"mitosis", "not mitosis"}
+            listed = {r.split(",")[0] for t in tables for r in t.splitlines()[1:]}
+            assert set(pool["image"]) <= listed
 
 
 test_point_tables, test_point_tables_slow = both(_points, point_tables())

@@ -143,20 +143,23 @@ def gold_pool(points: Path, candidates: Path, *, radius: float = 15.0) -> tuple[
             "field of the gold pool needs its reference points (a field without mitoses "
             "once with empty x and y)."
         )
+    cands = cands.dropna(subset=["x", "y"])  # a field listed without candidates
     neg = cands.iloc[0:0]
     if len(cands):
         res = match_points(cands, ref, radius=radius, duplicates="ignore")
         tp = res.detections["tp"].fillna(False).to_numpy().astype(bool)
         neg = cands.loc[~tp]
-    pool = pd.concat(
-        [
-            ref[["image", "x", "y"]].assign(label="mitosis"),
-            neg[["image", "x", "y"]].assign(label="not mitosis"),
-        ],
-        ignore_index=True,
-    )
+    parts = [
+        ref[["image", "x", "y"]].assign(label="mitosis"),
+        neg[["image", "x", "y"]].assign(label="not mitosis"),
+    ]
+    parts = [part for part in parts if len(part)]  # no concat of empty frames (dtype warning)
+    pool = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if len(pool) == 0:
-        raise ValueError("No reference points and no negative candidates; nothing to write.")
+        raise ValueError(
+            f"`--points` '{points.name}' has no reference points and `--candidates` "
+            f"'{candidates.name}' no candidate outside them; the gold pool would be empty."
+        )
     return pool, len(neg)
 
 
