@@ -213,9 +213,11 @@ def test_staple_properties(case: tuple[int, tuple[int, ...], int]) -> None:
         est_c = STAPLE(max_iter=200).fit(~masks)
     post = est.posteriors_
     # Swapping foreground and background swaps sensitivity and specificity (global prior).
-    np.testing.assert_allclose(est_c.posteriors_, 1.0 - post, atol=1e-9)
-    np.testing.assert_allclose(est_c.sensitivity_, est.specificity_, atol=1e-9)
-    np.testing.assert_allclose(est_c.specificity_, est.sensitivity_, atol=1e-9)
+    # Equal up to where EM stops: the two fits take different paths to the same fixed point,
+    # so the tolerance is the EM stopping tolerance, not machine precision.
+    np.testing.assert_allclose(est_c.posteriors_, 1.0 - post, atol=1e-6)
+    np.testing.assert_allclose(est_c.sensitivity_, est.specificity_, atol=1e-6)
+    np.testing.assert_allclose(est_c.specificity_, est.sensitivity_, atol=1e-6)
     assert post.shape == shape
     assert np.all((post >= 0) & (post <= 1))
     np.testing.assert_allclose(est_p.posteriors_, post, atol=1e-9)
