@@ -597,3 +597,80 @@ def test_model_folders(data: st.DataObject, trained_model: dict[str, Path]) -> N
 @given(data=st.data())
 def test_model_folders_slow(data: st.DataObject, trained_model: dict[str, Path]) -> None:
     _model_folders(data, trained_model)
+
+
+# ---------------------------------------------------------------------- candidates to tasks
+def _export(tables: tuple[str, str], threshold: str | None) -> None:
+    from PIL import Image
+
+    cands_text, _ = tables
+    with workdir() as root:
+        images = root / "fields"
+        images.mkdir()
+        for name in ("f1", "007"):
+            Image.fromarray(np.full((32, 32, 3), 200, dtype=np.uint8)).save(images / f"{name}.png")
+        cands = root / "candidates.csv"
+        cands.write_text(cands_text, encoding="utf-8")
+        pkg = root / "pkg"
+        extra = ["--gold-rate", "0", "--patch-size", "9"]
+        extra += [] if threshold is None else ["--threshold", threshold]
+        result = run(
+            ["crowd", "export", cands, "--images", images, "--out", pkg, *extra],
+            inputs=[cands, images],
+            outputs=[pkg],
+            names=["candidates.csv", "CANDIDATES", "fields", "--", "`"],
+        )
+        if result.exit_code == 0:
+            manifest = pd.read_csv(pkg / "manifest.csv", dtype=str, keep_default_na=False)
+            assert len(manifest) <= max(len(cands_text.splitlines()) - 1, 0)
+            assert set(manifest["image"]) <= {"f1", "007"}
+
+
+test_export_candidates, test_export_candidates_slow = both(
+    _export, point_tables(), st.sampled_from([None, "0", "0.5", "1"])
+)
+
+
+# ---------------------------------------------------------------------- what to label next
+@st.composite
+def probability_tables(draw: st.DrawFn) -> str:
+    rows = draw(
+        st.lists(
+            st.tuples(
+                _IDS,
+                st.sampled_from(["0.2", "0.8", "0", "1", "nan", "-0.1", "1.5", "", "x"]),
+            ),
+            max_size=8,
+        )
+    )
+    header = draw(st.sampled_from(["item,p_0,p_1", "item,p_a", "a,b"]))
+    lines = [header]
+    for item, p in rows:
+        q = "" if p in ("", "x", "nan") else str(round(1 - float(p), 3))
+        lines.append(f"{item},{p},{q}" if header.count(",") == 2 else f"{item},{p}")
+    return "\n".join(lines) + "\n"
+
+
+def _next(table: tuple[str, list[str]], probs_text: str, budget: int) -> None:
+    text, _items = table
+    with workdir() as root:
+        labels, probs = root / "labels.csv", root / "probs.csv"
+        labels.write_text(text, encoding="utf-8")
+        probs.write_text(probs_text, encoding="utf-8")
+        out = root / "next.csv"
+        result = run(
+            ["next", labels, "--probs", probs, "--budget", budget, "--out", out],
+            inputs=[labels, probs],
+            outputs=[out],
+            names=["labels.csv", "probs.csv", "--", "`"],
+        )
+        if result.exit_code == 0:
+            got = pd.read_csv(out, dtype=str, keep_default_na=False)
+            assert len(got) <= budget
+            listed = {ln.split(",")[0] for ln in probs_text.splitlines()[1:]}
+            assert set(got["item"]) <= listed
+
+
+test_next_tables, test_next_tables_slow = both(
+    _next, label_tables(), probability_tables(), st.integers(1, 5)
+)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from crowdmed.pipelines.mitosis import field_stem
@@ -48,7 +49,8 @@ def read_point_table(path: Path, option: str, columns: tuple[str, ...]) -> pd.Da
     """A CSV of points with at least ``columns``; image names stay text (``'001'``).
 
     Raises:
-        ValueError: For a missing or unreadable file, missing columns or rows without image.
+        ValueError: For a missing or unreadable file, missing columns, rows without image,
+            coordinates or scores that are not finite numbers, or only one of x and y.
     """
     if not path.is_file():
         raise ValueError(f"`{option}` file '{path}' does not exist.")
@@ -67,6 +69,25 @@ def read_point_table(path: Path, option: str, columns: tuple[str, ...]) -> pd.Da
         lines = (df.index[df["image"].isna()] + 2).tolist()
         raise ValueError(f"`{option}` file '{path}' has rows without an image (lines {lines[:5]}).")
     df["image"] = df["image"].map(field_stem)
+    for col in [c for c in ("x", "y", "score") if c in df.columns]:
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = (df[col].notna() & values.isna()) | np.isinf(values)
+        if bad.any():
+            lines = (df.index[bad] + 2).tolist()
+            shown = [str(v) for v in df.loc[bad, col].head(3)]
+            raise ValueError(
+                f"`{option}` file '{path}' has {col} values that are not finite numbers "
+                f"{shown} (lines {lines[:5]})."
+            )
+        df[col] = values.astype(float)
+    if "x" in df.columns and "y" in df.columns:
+        half = df["x"].isna() != df["y"].isna()
+        if half.any():
+            lines = (df.index[half] + 2).tolist()
+            raise ValueError(
+                f"`{option}` file '{path}' has rows with only one of x and y (lines "
+                f"{lines[:5]}); give both, or leave both empty for a field without points."
+            )
     return df
 
 
@@ -108,6 +129,9 @@ def export_package(
         "lower --patch-size",
     )
     fields = read_fields(images, names)
+    _check_inside(cands, fields, f"CANDIDATES '{candidates.name}'")
+    if pool is not None and gold is not None:
+        _check_inside(pool, fields, f"`--gold` '{gold.name}'")
     return export_tasks(
         fields,
         cands,
@@ -120,6 +144,20 @@ def export_package(
         url_prefix=url_prefix,
         random_state=seed,
     )
+
+
+def _check_inside(points: pd.DataFrame, fields: dict[str, Any], what: str) -> None:
+    """Refuse points outside their field, naming the file (before any crop is cut)."""
+    for image, rows in points.dropna(subset=["x", "y"]).groupby("image", sort=True):
+        h, w = np.asarray(fields[field_stem(image)]).shape[:2]
+        x, y = rows["x"].to_numpy(dtype=float), rows["y"].to_numpy(dtype=float)
+        bad = ~((x >= 0) & (x < w) & (y >= 0) & (y < h))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(
+                f"{what} has {int(bad.sum())} point(s) outside image {image!r} ({w}x{h} "
+                f"pixels), e.g. x={x[i]:g}, y={y[i]:g}; coordinates are pixels from 0."
+            )
 
 
 def gold_pool(points: Path, candidates: Path, *, radius: float = 15.0) -> tuple[pd.DataFrame, int]:
