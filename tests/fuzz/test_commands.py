@@ -36,7 +36,7 @@ from typer.testing import CliRunner
 from crowdmed.cli import app
 
 FAST = settings(
-    max_examples=10,
+    max_examples=20,
     deadline=None,
     derandomize=True,
     database=None,
@@ -556,6 +556,7 @@ def _model_folders(data: st.DataObject, paths: dict[str, Path]) -> None:
     import shutil
 
     name = data.draw(st.sampled_from(["config.json", "data.json", "model.safetensors"]))
+    segmentation = "images" in paths
     with workdir() as root:
         model = root / "model"
         shutil.copytree(paths["model"], model)
@@ -572,6 +573,18 @@ def _model_folders(data: st.DataObject, paths: dict[str, Path]) -> None:
             value = data.draw(_JSON_VALUES)
             obj = _edit(obj, where, value, delete)
             target.write_text(json.dumps(obj), encoding="utf-8")
+        if segmentation:
+            out = root / "pred"
+            result = run(
+                ["predict", model, "--images", paths["images"], "-o", out],
+                inputs=[model, paths["images"]],
+                outputs=[out],
+                names=["model", "--", "`"],
+            )
+            if result.exit_code == 0:
+                maps = sorted(p.name for p in out.iterdir() if p.suffix == ".png")
+                assert maps == sorted(p.name for p in paths["images"].iterdir())
+            return
         out = root / "pred.csv"
         result = run(
             ["predict", model, "--features", paths["x"], "--feature-ids", paths["ids"], "-o", out],
@@ -674,3 +687,47 @@ def _next(table: tuple[str, list[str]], probs_text: str, budget: int) -> None:
 test_next_tables, test_next_tables_slow = both(
     _next, label_tables(), probability_tables(), st.integers(1, 5)
 )
+
+
+@pytest.fixture(scope="module")
+def segmentation_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("monai")
+    from PIL import Image
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("seg")
+    yy, xx = np.mgrid[:16, :16]
+    for i in range(4):
+        disc = ((yy - 6 - i) ** 2 + (xx - 8) ** 2 <= 16).astype(np.uint8)
+        (root / "images").mkdir(exist_ok=True)
+        Image.fromarray(disc * 180 + 30).save(root / "images" / f"c{i}.png")
+        for rater in ("r1", "r2"):
+            (root / "masks" / rater).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(disc).save(root / "masks" / rater / f"c{i}.png")
+    model = root / "model"
+    args = ["train", "segment", "--images", root / "images", "--masks", root / "masks"]
+    args += ["--out", model, "--epochs", "1", "--batch-size", "2", "--unet-channels", "4,8"]
+    args += ["--method", "consensus"]
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    return {"model": model, "images": root / "images"}
+
+
+@FAST
+@given(data=st.data())
+def test_segmentation_model_folders(
+    data: st.DataObject, segmentation_model: dict[str, Path]
+) -> None:
+    _model_folders(data, segmentation_model)
+
+
+@pytest.mark.slow
+@SLOW
+@given(data=st.data())
+def test_segmentation_model_folders_slow(
+    data: st.DataObject, segmentation_model: dict[str, Path]
+) -> None:
+    _model_folders(data, segmentation_model)
