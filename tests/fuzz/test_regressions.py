@@ -142,7 +142,8 @@ def test_nan_loss_stops_training_with_exit_2_and_no_model(
     out = tmp_path / "model"
     line = error_line(
         train(features, out, epochs=3),
-        r"the loss became NaN at epoch 2 step 1; lower --lr \(now 0\.001\)",
+        r"the loss became NaN at epoch 2 step 1; lower --lr \(now 0\.001\) and add "
+        r"--no-resume \(the checkpoint of the last finite epoch is kept in '.*checkpoint",
     )
     assert "Traceback" not in line
     for name in ("model.safetensors", "config.json", "annotators.csv", "run.json"):

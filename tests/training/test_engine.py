@@ -255,6 +255,7 @@ def test_nan_loss_stops_before_the_step_and_keeps_the_last_finite_checkpoint(
     with pytest.raises(NonFiniteLossError, match=r"loss became NaN at epoch 2 step 3") as info:
         Engine(epochs=4, batch_size=16, seed=0, checkpoint=ckpt).fit(task)
     assert (info.value.epoch, info.value.step, info.value.lr) == (2, 3, 0.05)
+    assert info.value.checkpoint == ckpt
     assert all(bool(torch.isfinite(p).all()) for p in task.net.parameters())
     meta, tensors = read_checkpoint(ckpt)
     assert len(meta["history"]) == 1  # the finished, finite epoch

@@ -67,7 +67,13 @@ def _one_line(exc: BaseException | str) -> str:
     where, lr = getattr(exc, "where", None), getattr(exc, "lr", None)
     if callable(where) and isinstance(lr, float):
         # NonFiniteLossError of the training engine, told in the options' words
-        return f"the {where()}; lower --lr (now {lr:g})."
+        kept = getattr(exc, "checkpoint", None)
+        if kept is None:
+            return f"the {where()}; lower --lr (now {lr:g})."
+        return (
+            f"the {where()}; lower --lr (now {lr:g}) and add --no-resume (the checkpoint of "
+            f"the last finite epoch is kept in '{kept}')."
+        )
     done, epochs = getattr(exc, "epochs_done", None), getattr(exc, "epochs", None)
     if isinstance(done, int) and isinstance(epochs, int):
         # CheckpointEpochsError: a checkpoint of a longer run than --epochs asks for

@@ -63,7 +63,11 @@ class NonFiniteLossError(ValueError):
             at the end of the epoch.
         lr: Learning rate of the optimiser's first parameter group at that step.
         value: ``"NaN"`` or ``"inf"``.
+        checkpoint: The checkpoint of the last finite epoch, kept, or ``None`` when the run
+            has none (set by the engine).
     """
+
+    checkpoint: Path | None = None
 
     def __init__(
         self, epoch: int, step: int, lr: float, value: str = "NaN", what: str = "loss"

@@ -628,7 +628,13 @@ class Engine:
             finite = self.all_reduce_sum([float(not finite)])[0] == 0
         if not finite:
             kind = "NaN" if bool(torch.isnan(value).any()) or value.numel() == 0 else "inf"
-            raise NonFiniteLossError(epoch + 1, batch, _first_lr(opt), kind)
+            raise self._kept(NonFiniteLossError(epoch + 1, batch, _first_lr(opt), kind))
+
+    def _kept(self, err: NonFiniteLossError) -> NonFiniteLossError:
+        """``err`` naming the checkpoint of the last finite epoch, when there is one."""
+        if self.checkpoint is not None and self.checkpoint.is_file():
+            err.checkpoint = self.checkpoint
+        return err
 
     def _check_weights(
         self, modules: dict[str, nn.Module], opt: torch.optim.Optimizer, epoch: int
@@ -638,7 +644,8 @@ class Engine:
             for t in module.state_dict().values():
                 if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                     kind = "NaN" if bool(torch.isnan(t).any()) else "inf"
-                    raise NonFiniteLossError(epoch + 1, 0, _first_lr(opt), kind, what="weights")
+                    err = NonFiniteLossError(epoch + 1, 0, _first_lr(opt), kind, what="weights")
+                    raise self._kept(err)
 
     # ------------------------------------------------------------------ checkpoints
     def _save(
