@@ -69,6 +69,40 @@ def test_reweight_gaf_outputs(seg_model: Path) -> None:
     assert run["outputs"]["model.safetensors"] == str((out / "model.safetensors").resolve())
 
 
+def test_k_every_fraction_and_focal_alpha_reach_the_model(
+    seg_cases: dict[str, Path], tmp_path: Path, cli: Any
+) -> None:
+    # 6 images in batches of 3, 2 epochs: 4 optimiser steps; half of the run is 2 steps
+    out = tmp_path / "m"
+    res = _train(
+        cli, seg_cases["images"], seg_cases["masks"], out,
+        "--k-every", "0.5", "--focal-alpha", "0.25", "--patience", 0, "--seed", 1,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    run = json.loads((out / "run.json").read_text())
+    assert run["params"]["k_every"] == 0.5
+    assert run["params"]["focal_alpha"] == 0.25
+    seg = load_segmentation_model(out).segmenter
+    assert seg.k_every == 0.5
+    assert seg.focal_alpha == 0.25
+    assert json.loads((out / "data.json").read_text())["k_every"] == 0.5
+    history = pd.read_csv(out / "history.csv")
+    assert history["k"].tolist() == [1.0, 2.0]  # k + 1 every 2 steps, not every step
+
+
+def test_k_every_default_is_the_papers_tenth_of_the_run(tmp_path: Path) -> None:
+    import inspect
+
+    from crowdmed.cli.train_segment import segment
+    from crowdmed.pipelines.segment import parse_k_every
+
+    assert inspect.signature(train_segmentation).parameters["k_every"].default == 0.1
+    assert parse_k_every(inspect.signature(segment).parameters["k_every"].default) == 0.1
+    assert parse_k_every("1") == 1  # a whole number counts steps
+    assert parse_k_every("1.0") == 1.0  # a fraction: the whole run
+    assert isinstance(parse_k_every("1.0"), float)
+
+
 def test_model_reloads_and_predictions(seg_model: Path, seg_cases: dict[str, Path]) -> None:
     out = seg_model
     model = load_segmentation_model(out)
@@ -343,6 +377,11 @@ def test_out_not_a_model_dir(seg_cases: dict[str, Path], tmp_path: Path, cli: An
         (("--backbone", "basic-unet", "--unet-channels", "4,8"), "six integers"),
         (("--epochs", "0"), "`--epochs` must be an integer from 1"),
         (("--rater", "bob"), "`--rater` applies to `--method single` only"),
+        (("--k-every", "1.5"), "`--k-every` must be a fraction of the run in (0, 1]"),
+        (("--k-every", "0"), "or a whole number of optimiser steps from 1 to 10000000; got '0'"),
+        (("--k-every", "nan"), "`--k-every` must be a fraction"),
+        (("--k-every", "ten"), "`--k-every` must be a fraction"),
+        (("--focal-alpha", "1.5"), "`--focal-alpha` must be a number from 0 to 1"),
     ],
 )
 def test_bad_options(

@@ -84,5 +84,5 @@ def test_segmenter_k_follows_the_fraction_of_the_run():
         torch.set_num_threads(n_threads)
     # 5 steps per epoch, 20 in all; k grows every 2 steps: after 5, 10, 15, 20 steps
     assert [h["k"] for h in seg.history_] == [2.0, 5.0, 7.0, 10.0]
-    with pytest.raises(ValueError, match=r"`k_every` must be a fraction of the run in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"`k_every` must be a fraction of the run in \(0, 1\]"):
         CrowdSegmenter(net, k_every=1.5).fit(images, raters)

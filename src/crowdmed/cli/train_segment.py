@@ -7,7 +7,7 @@ described in :mod:`crowdmed.data.cases`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -104,15 +104,42 @@ BackboneOpt = Annotated[
         metavar="NAME",
     ),
 ]
+
+
+def _k_every(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> Any:
+    """Parse ``--k-every`` while the command line is parsed (one error line, exit code 2)."""
+    if value is None or ctx.resilient_parsing:
+        return value
+    from crowdmed.pipelines.segment import parse_k_every
+
+    try:
+        return parse_k_every(value)
+    except ValueError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 KEveryOpt = Annotated[
-    int,
-    number_option(
+    str,
+    typer.Option(
         "--k-every",
-        help="Reweight methods: the re-weighting step k grows by one every this many "
-        "optimiser steps.",
-        lo=1,
-        hi=10_000_000,
-        integer=True,
+        help="Reweight methods: the re-weighting step k grows by one every this share of "
+        "the run, a fraction in (0, 1] of the planned optimiser steps (0.1: every 1,000 of "
+        "10,000 iterations, as in Xiao et al.), or every this many steps when a whole "
+        "number (1 to 10000000).",
+        metavar="FRACTION|STEPS",
+        callback=_k_every,
+    ),
+]
+FocalAlphaOpt = Annotated[
+    float | None,
+    number_option(
+        "--focal-alpha",
+        help="GAF methods: class-balance factor α of the focal loss (α for the foreground "
+        "classes, 1 - α for the background) [default: none, α_t = 1]",
+        lo=0,
+        hi=1,
+        show_default=False,
     ),
 ]
 
@@ -128,7 +155,8 @@ def segment(
     val_masks: ValMasksOpt = None,
     backbone: BackboneOpt = "unet",
     unet_channels: UnetChannelsOpt = None,
-    k_every: KEveryOpt = 100,
+    k_every: KEveryOpt = "0.1",
+    focal_alpha: FocalAlphaOpt = None,
     epochs: EpochsOpt = 30,
     batch_size: BatchSizeOpt = 8,
     lr: LrOpt = 1e-3,

@@ -101,6 +101,45 @@ def parse_channels(text: str) -> tuple[int, ...]:
     return values
 
 
+#: Largest ``k_every`` in optimiser steps.
+MAX_K_EVERY_STEPS = 10_000_000
+
+
+def parse_k_every(text: str | float) -> int | float:
+    """``--k-every`` from text: a fraction of the run (``"0.1"``) or a number of steps (``"100"``).
+
+    Integer text is a number of optimiser steps (1 to 10,000,000); other numbers are a fraction
+    of the planned steps in ``(0, 1]`` (the paper's step of 1,000 of 10,000 iterations is
+    ``0.1``; Xiao et al. 2021). A number passes through the same checks.
+
+    Examples:
+        >>> parse_k_every("0.1"), parse_k_every("250")
+        (0.1, 250)
+    """
+    value: int | float | None
+    if isinstance(text, bool):
+        value = None
+    elif isinstance(text, (int, float)):
+        value = text
+    else:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                value = None
+    ok = (isinstance(value, int) and 1 <= value <= MAX_K_EVERY_STEPS) or (
+        isinstance(value, float) and 0 < value <= 1
+    )
+    if value is None or not ok:
+        raise ValueError(
+            "`--k-every` must be a fraction of the run in (0, 1] (e.g. 0.1) or a whole number "
+            f"of optimiser steps from 1 to {MAX_K_EVERY_STEPS}; got {text!r}."
+        )
+    return value
+
+
 def _pad(arr: np.ndarray, factor: int, fill: int | None = None, dims: int = 2) -> np.ndarray:
     """Pad the last ``dims`` axes at the end to multiples of ``factor``.
 
@@ -364,21 +403,21 @@ class _Settings:
     levels: tuple[int, ...]
     backbone: str
     channels_given: bool
-    k_every: int
+    k_every: int | float
     channels: int | None
     resume: bool
+    focal_alpha: float | None = None
 
 
 def _check_settings(s: _Settings, folders: dict[str, Path | None], out: Path) -> None:
     from crowdmed.training.segmenter import SegmentationMethod
 
-    for option, value in (
-        ("--epochs", s.epochs),
-        ("--batch-size", s.batch_size),
-        ("--k-every", s.k_every),
-    ):
+    for option, value in (("--epochs", s.epochs), ("--batch-size", s.batch_size)):
         if value < 1:
             raise ValueError(f"`{option}` must be a positive integer; got {value}.")
+    s.k_every = parse_k_every(s.k_every)
+    if s.focal_alpha is not None and not 0 <= s.focal_alpha <= 1:
+        raise ValueError(f"`--focal-alpha` must be a number from 0 to 1; got {s.focal_alpha}.")
     if not (s.lr > 0 and math.isfinite(s.lr)):
         raise ValueError(f"`--lr` must be a positive number; got {s.lr}.")
     if s.patience < 0:
@@ -541,7 +580,8 @@ def train_segmentation(
     patience: int = 10,
     unet_channels: tuple[int, ...] | None = None,
     backbone: str = "unet",
-    k_every: int = 100,
+    k_every: int | float = 0.1,
+    focal_alpha: float | None = None,
     channels: int | None = None,
     predict: Path | None = None,
     resume: bool = True,
@@ -566,7 +606,12 @@ def train_segmentation(
         unet_channels: Feature channels of the levels (``None``: the backbone's default;
             16, 32, 64 for the U-Net).
         backbone: unet, basic-unet, deeplabv3-mobilenet or deeplabv3-resnet50 (2-D only).
-        k_every: Reweight methods: the re-weighting step grows every this many steps.
+        k_every: Reweight methods: the schedule step ``k`` (``λ1 = 1 / (1 + tanh k)``, Xiao
+            et al. 2021, eqs. 7-8) grows by one every ``k_every`` of the run: a fraction in
+            ``(0, 1]`` of the planned optimiser steps (the paper's 1,000 of 10,000
+            iterations: ``0.1``, the default) or an integer number of steps.
+        focal_alpha: GAF methods: the focal loss's class-balance factor ``α_t`` (``α`` for
+            the foreground classes, ``1 - α`` for the background); ``None``: ``α_t = 1``.
         channels: Image channels, 1 or 3; detected from the images when ``None``.
         predict: Folder of images to segment after training.
         resume: Continue an interrupted run from ``out/checkpoint/``.
@@ -598,6 +643,7 @@ def train_segmentation(
         k_every,
         channels,
         resume,
+        focal_alpha,
     )
     folders = {
         "--images": images,
@@ -656,6 +702,7 @@ def _train(
         batch_size=s.batch_size,
         lr=s.lr,
         k_every=s.k_every,
+        focal_alpha=s.focal_alpha,
         patience=None if s.patience == 0 else s.patience,
         random_state=s.seed,
         progress=on_epoch,
@@ -757,6 +804,7 @@ def _config(
         "batch_size": s.batch_size,
         "lr": s.lr,
         "k_every": s.k_every,
+        "focal_alpha": s.focal_alpha,
         "patience": s.patience,
         "seed": s.seed,
         "n_images": len(cases.case_ids),

@@ -163,7 +163,7 @@ class CrowdSegmenter:
         weight_decay: Weight decay of Adam.
         k_every: The schedule step ``k`` of the re-weighting framework (``λ1 = 1 / (1 + tanh
             k)``, ``λ2 = tanh k / (1 + tanh k)``, Xiao et al. 2021, eqs. 7-8) grows by one
-            every ``k_every`` of the run: a fraction in ``(0, 1)`` of the planned optimiser
+            every ``k_every`` of the run: a fraction in ``(0, 1]`` of the planned optimiser
             steps (``epochs`` × steps per epoch), so that it scales with the run (the paper:
             every 1,000 of 10,000 iterations, ``0.1``), or an integer number of steps.
         gamma: Focal-loss focusing parameter (GAF methods).
@@ -286,10 +286,10 @@ class CrowdSegmenter:
                 raise ValueError(f"`{name}` must be a positive integer; got {v!r}.")
         ke = self.k_every
         if isinstance(ke, bool) or not (
-            (isinstance(ke, int) and ke >= 1) or (isinstance(ke, float) and 0 < ke < 1)
+            (isinstance(ke, int) and ke >= 1) or (isinstance(ke, float) and 0 < ke <= 1)
         ):
             raise ValueError(
-                f"`k_every` must be a fraction of the run in (0, 1) or a positive integer "
+                f"`k_every` must be a fraction of the run in (0, 1] or a positive integer "
                 f"number of steps; got {ke!r}."
             )
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
