@@ -40,7 +40,8 @@ PredictionsOpt = Annotated[
         "--out",
         "-o",
         help="Predictions (CSV, TSV or Parquet by suffix): item, label, confidence, "
-        "p_<class>... for a classifier; image, class, xmin, ymin, xmax, ymax, score for a "
+        "p_<class>... for a classifier (then aux_<t>... for a multitask network); item, "
+        "value for a regressor; image, class, xmin, ymin, xmax, ymax, score for a "
         "detector. For a segmentation model a folder: <case>.png label maps (<case>.nii.gz "
         "for volumes) plus predictions.csv (case, fraction_<class>...).",
         show_default=False,
@@ -131,7 +132,9 @@ def predict(
     """Predict with a model trained by `crowdmed train` (any task).
 
     The task is read from MODEL_DIR: a classifier gives class probabilities,
-    a detector boxes, a segmentation model label maps. --images gives one
+    a detector boxes, a segmentation model label maps; a folder saved by
+    CrowdRegressor gives values, one saved by MultiTaskClassifier class
+    probabilities and the auxiliary outputs. --images gives one
     prediction per file (item = file name without suffix); a classifier
     resizes them to the training size, a detector needs that size, a
     segmentation model takes any size (and volumes when trained on them).
