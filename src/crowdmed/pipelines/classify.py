@@ -11,7 +11,8 @@ MLP or a small CNN with :class:`crowdmed.training.CrowdClassifier` and returns a
   inputs (read back with the classifier by :func:`load_classifier`);
 - ``history.csv``: one row per epoch;
 - ``annotators.csv``: per-annotator recall (and sensitivity/specificity for two classes) when
-  the method models annotators;
+  the method models annotators, and DL-WDN's learned averaging weight of each annotator's
+  head (``averaging_weight``) with ``method="dl-wdn"``;
 - ``checkpoint/``: the checkpoint of every epoch and the settings it was made with.
 
 Rerunning with the same settings and inputs continues an interrupted run from the checkpoint,
@@ -114,22 +115,30 @@ def cnn_depth(hw: tuple[int, int]) -> int:
     return max(1, min(4, math.floor(math.log2(min(hw))) - 1))
 
 
-def annotator_frame(cl: CrowdLabels, confusion: np.ndarray | None) -> pd.DataFrame:
-    """Per-annotator label counts and the recalls of a fitted confusion matrix.
+def annotator_frame(
+    cl: CrowdLabels, confusion: np.ndarray | None, averaging_weights: np.ndarray | None = None
+) -> pd.DataFrame:
+    """Per-annotator label counts, the recalls of a fitted confusion matrix, DL-WDN's weights.
 
     Args:
         cl: The crowd labels.
         confusion: Float array of shape ``(n_annotators, K, K)`` (see the conventions) or
             ``None`` for a method that does not model annotators.
+        averaging_weights: Float array of shape ``(n_annotators,)``: the learned averaging
+            weights of the annotators' heads (DL-WDN, Rodrigues & Pereira 2018;
+            :attr:`crowdmed.training.CrowdClassifier.averaging_weights_`), or ``None``.
 
     Returns:
-        One row per annotator: annotator, n_labels and, with ``confusion``, mean_recall,
-        sensitivity/specificity (two classes) and recall_<class>.
+        One row per annotator: annotator, n_labels, averaging_weight (with
+        ``averaging_weights``) and, with ``confusion``, mean_recall, sensitivity/specificity
+        (two classes) and recall_<class>.
     """
     frame: dict[str, Any] = {
         "annotator": cl.annotator_ids,
         "n_labels": np.bincount(cl.annotators, minlength=cl.n_annotators),
     }
+    if averaging_weights is not None:
+        frame["averaging_weight"] = np.asarray(averaging_weights, dtype=np.float64)
     if confusion is not None:
         diag = np.diagonal(confusion, axis1=1, axis2=2)
         frame["mean_recall"] = diag.mean(axis=1)
@@ -305,9 +314,10 @@ class ClassifierRun:
         targets = save_model(clf, out, stage)
         write_json(stage, out / DATA_NAME, self.data_json())
         write_table(self.history(), stage(out / "history.csv"))
-        write_table(
-            annotator_frame(self.labels, clf.annotator_confusion_), stage(out / "annotators.csv")
+        annotators = annotator_frame(
+            self.labels, clf.annotator_confusion_, getattr(clf, "averaging_weights_", None)
         )
+        write_table(annotators, stage(out / "annotators.csv"))
         # Early stopping is final: a rerun reports it instead of loading the data and network
         # again (the trainer would also train no further).
         settings = dict(self.settings)
