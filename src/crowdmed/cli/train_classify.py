@@ -148,7 +148,8 @@ def classify(
 
     MODEL_DIR gets the model (config.json, model.safetensors, data.json),
     history.csv, annotators.csv (per-annotator recall when the method
-    models annotators), run.json and checkpoint/. Rerunning the command
+    models annotators; dl-wdn's learned head weights), run.json and
+    checkpoint/. Rerunning the command
     continues an interrupted run; a larger --epochs trains longer.
 
     Example: crowdmed train classify --labels labels.csv --images imgs/
