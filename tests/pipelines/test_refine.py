@@ -182,3 +182,23 @@ def test_refine_that_diverges_stops_with_a_clear_error(setup):
         refine(net, x, cl, epochs=5, lr=1e30)
     # the network given is left as it was (refine trains a copy)
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("target", ["aggnet", "mv"])
+def test_the_last_epoch_is_kept(setup, target):
+    """The paper keeps the 'best performing' of 100 epochs but names no criterion: keep the last."""
+    net, x, cl = setup[0], setup[1], setup[5]
+
+    def run(epochs):
+        if target == "aggnet":
+            return refine(net, x, cl, preset="fast", lr=3e-3, epochs=epochs, random_state=0)
+        return fine_tune(net, x, cl, target=target, preset="fast", lr=3e-3, epochs=epochs)
+
+    two, three = run(2), run(3)
+    assert three.settings["kept_epoch"] == 3
+    assert two.settings["kept_epoch"] == 2
+    assert [h["epoch"] for h in three.history] == [1, 2, 3]
+    # the third epoch's step is in the kept weights: a run of 3 epochs is not the run of 2
+    p2, p3 = predict_proba(two.model, x), predict_proba(three.model, x)
+    assert np.abs(p3 - p2).max() > 1e-6
+    np.testing.assert_allclose(predict_proba(run(3).model, x), p3, atol=1e-7)  # seeded

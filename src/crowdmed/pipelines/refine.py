@@ -14,6 +14,12 @@ labels (AM-GT). Both reuse :class:`crowdmed.training.CrowdClassifier` (methods `
 ``dl-true``). The training settings come from a preset (:data:`REFINE_PRESETS`): ``"paper"``
 (the default) is the paper's refinement, SGD with momentum 0.9, weight decay 5e-4, learning
 rate 5e-5, the whole crowd set as one batch, 100 epochs.
+
+Kept epoch: the paper retrains the augmented models "for 100 epochs, but pick[s] the best
+performing model for each" (section III, 6) without naming the criterion or the data it is
+measured on (the validation split it describes, section III, 1, is that of the initial model),
+so the refinement and the AM-* baselines keep the weights of the last epoch
+(``settings["kept_epoch"]``).
 """
 
 from __future__ import annotations
@@ -233,6 +239,8 @@ def refine(
 
     Returns:
         The refined network, inferred truth (posterior ``μ`` of every item) and annotators.
+        The network is that of the last epoch: the paper keeps "the best performing model"
+        of its 100 epochs but names no criterion (see the module docstring).
 
     Raises:
         ValueError: If the patches and labels do not match or the labels are not binary.
@@ -287,6 +295,7 @@ def refine(
         "preset": preset,
         **run,
         "optimizer": "adam" if run["momentum"] is None else "sgd",
+        "kept_epoch": clf.best_epoch_,
         "tau": tau,
         "batch_size": batch_size or len(x),
         "random_state": random_state,
@@ -330,7 +339,8 @@ def fine_tune(
         progress: Called after every epoch as ``progress(epoch, epochs, metrics)``.
 
     Returns:
-        The fine-tuned network and its training targets.
+        The fine-tuned network (of the last epoch, as in :func:`refine`) and its training
+        targets.
     """
     from crowdmed.aggregation import GLAD, MajorityVote
     from crowdmed.aggregation.classification.sens_spec import binary_majority_vote
@@ -381,6 +391,7 @@ def fine_tune(
         "preset": preset,
         **run,
         "optimizer": "adam" if run["momentum"] is None else "sgd",
+        "kept_epoch": clf.best_epoch_,
         "batch_size": batch_size or len(x),
         "random_state": random_state,
     }
