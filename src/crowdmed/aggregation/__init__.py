@@ -4,47 +4,51 @@ NumPy/SciPy only; importing this package never imports torch.
 """
 
 from enum import Enum
+from typing import TYPE_CHECKING, Any
 
-from crowdmed.aggregation.base import BaseAggregator, argmax_ties
-from crowdmed.aggregation.classification import (
-    BCC,
-    GLAD,
-    KOS,
-    MACE,
-    MMSR,
-    AutoAggregator,
-    BinarySensSpec,
-    DawidSkene,
-    GoldMajorityVote,
-    MajorityVote,
-    OneCoinDawidSkene,
-    WeightedMajorityVote,
-    ZeroBasedSkill,
-)
-from crowdmed.aggregation.continuous import (
-    CONTINUOUS_METHODS,
-    ContinuousMean,
-    ContinuousMedian,
-    ContinuousMethod,
-    RaykarRegression,
-    ScaleBiasRegression,
-)
-from crowdmed.aggregation.detection import estimate_proficiency, fuse_boxes
-from crowdmed.aggregation.ordinal import (
-    ORDINAL_METHODS,
-    GradedResponse,
-    MedianVote,
-    OrdinalMajorityVote,
-    OrdinalMethod,
-)
-from crowdmed.aggregation.segmentation import (
-    STAPLE,
-    MultiLabelSTAPLE,
-    label_frequencies,
-    majority_vote_labels,
-    majority_vote_masks,
-    mean_masks,
-)
+from crowdmed._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from crowdmed.aggregation.base import BaseAggregator, argmax_ties
+    from crowdmed.aggregation.classification import (
+        BCC,
+        GLAD,
+        KOS,
+        MACE,
+        MMSR,
+        AutoAggregator,
+        BinarySensSpec,
+        DawidSkene,
+        GoldMajorityVote,
+        MajorityVote,
+        OneCoinDawidSkene,
+        WeightedMajorityVote,
+        ZeroBasedSkill,
+    )
+    from crowdmed.aggregation.continuous import (
+        CONTINUOUS_METHODS,
+        ContinuousMean,
+        ContinuousMedian,
+        ContinuousMethod,
+        RaykarRegression,
+        ScaleBiasRegression,
+    )
+    from crowdmed.aggregation.detection import estimate_proficiency, fuse_boxes
+    from crowdmed.aggregation.ordinal import (
+        ORDINAL_METHODS,
+        GradedResponse,
+        MedianVote,
+        OrdinalMajorityVote,
+        OrdinalMethod,
+    )
+    from crowdmed.aggregation.segmentation import (
+        STAPLE,
+        MultiLabelSTAPLE,
+        label_frequencies,
+        majority_vote_labels,
+        majority_vote_masks,
+        mean_masks,
+    )
 
 __all__ = [
     "BCC",
@@ -104,23 +108,85 @@ class Method(str, Enum):
     MMSR = "mmsr"
 
 
-METHODS: dict[Method, type[BaseAggregator]] = {
-    Method.MAJORITY_VOTE: MajorityVote,
-    Method.WAWA: WeightedMajorityVote,
-    Method.DAWID_SKENE: DawidSkene,
-    Method.ONE_COIN: OneCoinDawidSkene,
-    Method.GLAD: GLAD,
-    Method.SENS_SPEC: BinarySensSpec,
-    Method.KOS: KOS,
-    Method.ZERO_BASED_SKILL: ZeroBasedSkill,
-    Method.GOLD_MAJORITY_VOTE: GoldMajorityVote,
-    Method.MACE: MACE,
-    Method.BCC: BCC,
-    Method.MMSR: MMSR,
+#: Class name of the aggregator of each :class:`Method` (``METHODS`` maps to the classes).
+_METHOD_CLASSES = {
+    Method.MAJORITY_VOTE: "MajorityVote",
+    Method.WAWA: "WeightedMajorityVote",
+    Method.DAWID_SKENE: "DawidSkene",
+    Method.ONE_COIN: "OneCoinDawidSkene",
+    Method.GLAD: "GLAD",
+    Method.SENS_SPEC: "BinarySensSpec",
+    Method.KOS: "KOS",
+    Method.ZERO_BASED_SKILL: "ZeroBasedSkill",
+    Method.GOLD_MAJORITY_VOTE: "GoldMajorityVote",
+    Method.MACE: "MACE",
+    Method.BCC: "BCC",
+    Method.MMSR: "MMSR",
 }
 
+_CLASSIFICATION = "crowdmed.aggregation.classification"
+_lazy_getattr, __dir__ = lazy_exports(
+    __name__,
+    {
+        "crowdmed.aggregation.base": ("BaseAggregator", "argmax_ties"),
+        _CLASSIFICATION: (
+            "BCC",
+            "GLAD",
+            "KOS",
+            "MACE",
+            "MMSR",
+            "AutoAggregator",
+            "BinarySensSpec",
+            "DawidSkene",
+            "GoldMajorityVote",
+            "MajorityVote",
+            "OneCoinDawidSkene",
+            "WeightedMajorityVote",
+            "ZeroBasedSkill",
+        ),
+        "crowdmed.aggregation.continuous": (
+            "CONTINUOUS_METHODS",
+            "ContinuousMean",
+            "ContinuousMedian",
+            "ContinuousMethod",
+            "RaykarRegression",
+            "ScaleBiasRegression",
+        ),
+        "crowdmed.aggregation.detection": ("estimate_proficiency", "fuse_boxes"),
+        "crowdmed.aggregation.ordinal": (
+            "ORDINAL_METHODS",
+            "GradedResponse",
+            "MedianVote",
+            "OrdinalMajorityVote",
+            "OrdinalMethod",
+        ),
+        "crowdmed.aggregation.segmentation": (
+            "STAPLE",
+            "MultiLabelSTAPLE",
+            "label_frequencies",
+            "majority_vote_labels",
+            "majority_vote_masks",
+            "mean_masks",
+        ),
+    },
+    globals(),
+)
 
-def make_aggregator(method: "str | Method", **params: object) -> BaseAggregator:
+
+def _method_class(method: Method) -> "type[BaseAggregator]":
+    """The aggregator class of ``method``, importing only its module."""
+    return _lazy_getattr(_METHOD_CLASSES[method])  # type: ignore[no-any-return]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "METHODS":  # every class: built on first use
+        methods = {m: _method_class(m) for m in Method}
+        globals()["METHODS"] = methods
+        return methods
+    return _lazy_getattr(name)
+
+
+def make_aggregator(method: "str | Method", **params: object) -> "BaseAggregator":
     """Build an aggregator from its CLI name.
 
     Args:
@@ -140,6 +206,6 @@ def make_aggregator(method: "str | Method", **params: object) -> BaseAggregator:
     from crowdmed._validation import check_option
 
     if method == "auto":
-        return AutoAggregator().set_params(**params)
+        return _lazy_getattr("AutoAggregator")().set_params(**params)
     m = check_option(method, Method, "method")
-    return METHODS[m]().set_params(**params)
+    return _method_class(m)().set_params(**params)

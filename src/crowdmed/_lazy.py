@@ -1,0 +1,50 @@
+"""Lazy re-exports for package ``__init__`` modules (PEP 562 module ``__getattr__``).
+
+A package lists ``name -> submodule`` and imports a submodule only when one of its names is
+first used, so ``import crowdmed`` or ``import crowdmed.aggregation`` stays cheap and a
+command imports only what it runs. The public names and ``__all__`` stay the same.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+__all__ = ["lazy_exports"]
+
+
+def lazy_exports(
+    package: str, exports: Mapping[str, Iterable[str]], namespace: dict[str, Any]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """Module ``__getattr__`` and ``__dir__`` of a package that re-exports names lazily.
+
+    Args:
+        package: The package's ``__name__``.
+        exports: Submodule (absolute, or relative to ``package`` when it starts with ``.``)
+            -> the names it provides.
+        namespace: The package's ``globals()``; a loaded name is cached there.
+
+    Returns:
+        ``(__getattr__, __dir__)`` to assign in the package.
+    """
+    where = {name: module for module, names in exports.items() for name in names}
+
+    def __getattr__(name: str) -> Any:
+        module = where.get(name)
+        if module is None:
+            # A submodule not imported yet (``crowdmed.aggregation.classification``).
+            try:
+                return importlib.import_module(f"{package}.{name}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{package}.{name}":
+                    raise
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module, package), name)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(where))
+
+    return __getattr__, __dir__
