@@ -289,3 +289,29 @@ def test_vote_file_that_is_a_folder_or_not_utf8(fields, tmp_path):
         ValueError, match=r"Vote file '.*latin1\.csv' is not UTF-8 text \(byte 0xe9"
     ):
         read_votes(tmp_path / "latin1.csv", pkg.path)
+
+
+def test_label_studio_export_with_byte_order_mark(tmp_path):
+    records = [
+        {
+            "id": 1,
+            "data": {"task": "007"},
+            "annotations": [
+                {"completed_by": {"email": "a@x"}, "result": [{"value": {"choices": ["mitosis"]}}]}
+            ],
+        }
+    ]
+    path = tmp_path / "export.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(records).encode())
+    table = read_label_studio(path)
+    assert table["task"].tolist() == ["007"]
+    assert table["annotator"].tolist() == ["a@x"]
+
+
+def test_label_studio_export_errors_name_the_file(tmp_path):
+    with pytest.raises(ValueError, match="is a folder"):
+        read_label_studio(tmp_path)
+    bad = tmp_path / "latin1.json"
+    bad.write_bytes(b'[{"data": {"task": "\xe9"}}]')
+    with pytest.raises(ValueError, match=r"latin1\.json' is not UTF-8"):
+        read_label_studio(bad)

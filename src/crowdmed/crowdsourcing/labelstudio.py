@@ -110,8 +110,17 @@ def read_label_studio(source: str | os.PathLike[str] | list[Any]) -> pd.DataFram
         origin = "the Label Studio export"
     else:
         path = Path(source)
+        if path.is_dir():
+            raise ValueError(f"'{path}' is a folder; give the Label Studio JSON export file.")
+        if not path.is_file():
+            raise ValueError(f"'{path}' does not exist; give the Label Studio JSON export file.")
         try:
-            records = json.loads(path.read_text(encoding="utf-8"))
+            # utf-8-sig: a byte-order mark written by some editors is not part of the JSON.
+            records = json.loads(path.read_text(encoding="utf-8-sig"))
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"'{path}' is not UTF-8 text (byte {exc.start}); export JSON from Label Studio."
+            ) from None
         except json.JSONDecodeError as exc:
             raise ValueError(
                 f"'{path}' is not valid JSON ({exc}); export JSON from Label Studio."
