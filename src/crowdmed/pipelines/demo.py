@@ -16,6 +16,10 @@ aggregator of :data:`crowdmed.aggregation.METHODS` on each, and writes into ``ou
   ``mitosis``): the AggNet loop on synthetic high-power fields with a simulated crowd — F1
   and AUC of the unrefined, AM-MV, AM-GLAD, AM-GT and AggNet-refined networks, every
   worker's estimated spammer score against their quiz accuracy, and the detection maps;
+* ``simulated_ordinal.csv`` and ``simulated_continuous.csv`` (part ``crowd``): every
+  ordinal aggregator (with Dawid–Skene and majority vote as nominal baselines) and every
+  continuous aggregator scored on simulated readers with known truth
+  (:mod:`crowdmed.pipelines.demo_ordinal_continuous`);
 * ``readers_vs_gold.csv``: every annotator of each binary crowd data set, and the
   majority-vote and Dawid–Skene consensus, against gold (sensitivity and specificity with
   95 % intervals);
@@ -136,6 +140,9 @@ class DemoResult:
             (:func:`~crowdmed.quality.reader_operating_points`).
         gold_consensus_points: Per binary crowd data set, the same for the majority-vote and
             Dawid–Skene consensus (index: the method).
+        simulated: Settings and headline numbers of the simulated ordinal and continuous
+            readers (empty without the ``crowd`` part); the tables are in
+            ``simulated_ordinal`` and ``simulated_continuous``.
         notes: Why a part was skipped (e.g. PyTorch missing).
         files: Name -> path of every file written.
         figures: Titles of the figures embedded in ``report.html`` (empty without
@@ -163,6 +170,9 @@ class DemoResult:
     mitosis_images: list[Image] = field(default_factory=list)
     gold_points: dict[str, pd.DataFrame] = field(default_factory=dict)
     gold_consensus_points: dict[str, pd.DataFrame] = field(default_factory=dict)
+    simulated: dict[str, Any] = field(default_factory=dict)
+    simulated_ordinal: pd.DataFrame = field(default_factory=pd.DataFrame)
+    simulated_continuous: pd.DataFrame = field(default_factory=pd.DataFrame)
     notes: list[str] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
@@ -475,6 +485,15 @@ def _summary(result: DemoResult, params: dict[str, Any], out_dir: Path) -> str:
             "  Note: LIDC reader ids are slots within a nodule, not people, so per-reader "
             "reliability is not reported.",
         ]
+    if not result.simulated_ordinal.empty:
+        o = result.simulated_ordinal.set_index("method")
+        c = result.simulated_continuous.set_index("method")
+        lines.append(
+            "Simulated readers with known truth: exact accuracy on 5 grades, graded-response "
+            f"{_fmt(o.loc['graded-response', 'exact_accuracy'])} vs majority vote "
+            f"{_fmt(o.loc['majority-vote', 'exact_accuracy'])}; MAE of continuous readings, "
+            f"Raykar {_fmt(c.loc['raykar', 'mae'])} vs mean {_fmt(c.loc['mean', 'mae'])}."
+        )
     if result.masks:
         m = result.masks
         lines.append(
@@ -774,6 +793,8 @@ def _write_tables(result: DemoResult, out: Path, mitosis_part: Any) -> dict[str,
         ("lidc_masks_readers.csv", result.masks_readers),
         ("mitosis_metrics.csv", result.mitosis_metrics),
         ("mitosis_annotators.csv", result.mitosis_annotators),
+        ("simulated_ordinal.csv", result.simulated_ordinal),
+        ("simulated_continuous.csv", result.simulated_continuous),
     ):
         if not table.empty:
             files[key] = out / key
@@ -833,6 +854,15 @@ def _write_results_json(
         ),
         "masks": result.masks,
         "mitosis": result.mitosis,
+        "simulated_readers": (
+            {
+                **result.simulated,
+                "ordinal": result.simulated_ordinal,
+                "continuous": result.simulated_continuous,
+            }
+            if result.simulated
+            else {}
+        ),
         "notes": result.notes,
         "figures": result.figures,
         "files": sorted(result.files),
@@ -904,7 +934,8 @@ def run_demo(
         0      MS  majority-vote     0.690
         1      MS           wawa     0.793
         >>> written  # doctest: +NORMALIZE_WHITESPACE
-        ['accuracy.csv', 'annotators_MS.csv', 'report.html', 'report.md', 'results.json']
+        ['accuracy.csv', 'annotators_MS.csv', 'report.html', 'report.md', 'results.json',
+         'simulated_continuous.csv', 'simulated_ordinal.csv']
     """
     start = time.perf_counter()
     started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -920,6 +951,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     optional = ("masks" in run_parts) + ("mitosis" in run_parts)
     total = len(names) * (1 + len(chosen)) + (LIDC in names) + optional + 1  # + 1: the report
+    total += "crowd" in run_parts  # the simulated ordinal and continuous readers
     step = _Steps(progress, total)
 
     crowd = _run_crowd(names, chosen, seed, min_labels, n_least_reliable, step)
@@ -927,11 +959,21 @@ def run_demo(
     if crowd.lidc_labels is not None:
         step("LIDC-IDRI agreement and consensus")
         lidc = _lidc_analysis(crowd.lidc_labels, crowd.lidc_fits, seed)
+    sim_part = None
+    if "crowd" in run_parts:
+        step("ordinal and continuous methods on simulated readers")
+        from crowdmed.pipelines.demo_ordinal_continuous import run_ordinal_continuous_part
+
+        sim_part = run_ordinal_continuous_part(random_state=seed)
     masks_part = _run_masks(step) if "masks" in run_parts else None
     mitosis_part = _run_mitosis(seed, step) if "mitosis" in run_parts else None
 
     step("write report")
     result = _build_result(out, crowd, lidc, masks_part, mitosis_part, skipped_notes)
+    if sim_part is not None:
+        result.simulated = sim_part.summary
+        result.simulated_ordinal = sim_part.ordinal
+        result.simulated_continuous = sim_part.continuous
     params = _run_params(run_parts, chosen, names, seed, min_labels, n_least_reliable)
     figs = demo_figures(result, crowd.lidc_labels, params)
     result.figures = [i.caption for i in figs.all(result)]
