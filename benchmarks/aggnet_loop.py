@@ -7,7 +7,9 @@ refined with AggNet's aggregation layer (full batch, small learning rate) and fi
 majority vote, GLAD and reference labels -> every network re-scores the detector's candidates on
 held-out test fields (F1 at p >= 0.5 with a 15 px matching radius, candidate ROC AUC).
 
-Run: python benchmarks/aggnet_loop.py [--seeds 3] [--quick]
+Run: python benchmarks/aggnet_loop.py [--seeds 3] [--quick] [--from-json]
+
+``--from-json`` re-writes the section from ``benchmarks/results/aggnet_loop.json`` (no training).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from _paired import paired, paired_cell, verdict_counts
 from _report import REPO, machine_line, update_section, write_json
 
 CONFIG: dict[str, Any] = {
@@ -141,7 +144,7 @@ def render(res: dict[str, Any]) -> str:
         "TP as in the paper; ROC AUC over candidates); "
         "`truth acc.` is the accuracy of the labels each model was trained on, over the crowd "
         "tasks. The first row is the fused three-scale detector at 0.5, for reference. "
-        "Mean ± sd over seeds.",
+        "Mean ± sd over seeds; the comparisons are the paired differences below.",
         "",
         "| model | F1 | precision | recall | AUC | truth acc. |",
         "|---|---|---|---|---|---|",
@@ -156,19 +159,19 @@ def render(res: dict[str, Any]) -> str:
             f"{_ms([r['recall'] for r in rows])} | {_ms([r['auc'] for r in rows])} | "
             f"{_ms([r['truth_accuracy'] for r in rows])} |"
         )
-    d_auc = [
-        next(m["auc"] for m in s["metrics"] if m["model"] == "AggNet")
-        - next(m["auc"] for m in s["metrics"] if m["model"] == "unrefined")
-        for s in seeds
-    ]
+    lines += ["", *_paired_table(seeds)]
+    d_auc = [_metric(s, "AggNet", "auc") - _metric(s, "unrefined", "auc") for s in seeds]
+    acc_post = [s["truth_accuracy"]["AggNet posterior"] for s in seeds]
+    acc_mv = [s["truth_accuracy"]["majority vote"] for s in seeds]
     lines += [
         "",
         f"AUC gain of AggNet refinement over the unrefined 0.33 network, per seed: "
-        f"{', '.join(f'{d:+.3f}' for d in d_auc)}.",
+        f"{', '.join(f'{d:+.3f}' for d in d_auc)}; paired: "
+        f"{paired_cell(_col(seeds, 'AggNet', 'auc'), _col(seeds, 'unrefined', 'auc'))}.",
         "",
         "Truth inference on the crowd tasks (non-gold): AggNet posterior "
-        f"{_ms([s['truth_accuracy']['AggNet posterior'] for s in seeds])}, majority vote "
-        f"{_ms([s['truth_accuracy']['majority vote'] for s in seeds])}.",
+        f"{_ms(acc_post)}, majority vote {_ms(acc_mv)}; paired difference "
+        f"{paired_cell(acc_post, acc_mv)}.",
         "",
         "Fig. 8 analogue (annotators): estimated spammer score "
         "(α + β − 1)² from the refined aggregation layer — mean for spammers "
@@ -188,6 +191,42 @@ def render(res: dict[str, Any]) -> str:
     lines += res.get("notes", [])
     lines += ["", PREVIOUS]
     return "\n".join(lines) + "\n"
+
+
+def _metric(seed_run: dict[str, Any], model: str, key: str) -> float:
+    row = next((m for m in seed_run["metrics"] if m["model"] == model), None)
+    v = None if row is None else row.get(key)
+    return float("nan") if v is None else float(v)
+
+
+def _col(seeds: list[dict[str, Any]], model: str, key: str) -> list[float]:
+    return [_metric(s, model, key) for s in seeds]
+
+
+def _paired_table(seeds: list[dict[str, Any]]) -> list[str]:
+    """Each refined network against AM-MV (the paper's Table IV baseline), paired per seed."""
+    out = [
+        f"Against AM-MV, paired per seed ({len(seeds)} seeds): mean difference with its 95 % t "
+        "interval; a model is better or worse only when the interval excludes 0.",
+        "",
+        "| model − AM-MV | F1 | AUC |",
+        "|---|---|---|",
+    ]
+    verdicts = []
+    for name in ("unrefined", "AM-GLAD", "AM-GT", "AggNet"):
+        cells = []
+        for key in ("f1", "auc"):
+            a, b = _col(seeds, name, key), _col(seeds, "AM-MV", key)
+            cells.append(paired_cell(a, b))
+            if name != "unrefined":
+                verdicts.append(paired(a, b).verdict)
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    out += [
+        "",
+        "Verdicts of AM-GLAD, AM-GT and AggNet against AM-MV on F1 and AUC: "
+        f"{verdict_counts(verdicts)}.",
+    ]
+    return out
 
 
 def _preset_text(cfg: dict[str, Any]) -> str:
@@ -221,7 +260,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="tiny sizes, 1 seed, writes nothing")
+    ap.add_argument(
+        "--from-json",
+        action="store_true",
+        help="re-write the section from benchmarks/results/aggnet_loop.json (no training)",
+    )
     args = ap.parse_args(argv)
+    if args.from_json:
+        import json
+
+        res = json.loads((REPO / "benchmarks/results/aggnet_loop.json").read_text())
+        md = render(res)
+        print(md)
+        update_section("aggnet_loop", md)
+        return 0
     import torch
 
     torch.set_num_threads(1)
