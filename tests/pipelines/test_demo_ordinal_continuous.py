@@ -124,4 +124,3 @@ def test_demo_writes_the_tables_and_reports_them(demo):
     )
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "simulated_continuous.csv" in page
-
