@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crowdmed._tables import LINE_OFFSET, read_table, resolve_columns, table_suffix
+from crowdmed._tables import (
+    ALIASES,
+    LINE_OFFSET,
+    parse_labels,
+    read_table,
+    resolve_columns,
+    table_suffix,
+)
 from crowdmed._validation import check_option
 from crowdmed.aggregation import (
     CONTINUOUS_METHODS,
@@ -207,6 +214,13 @@ def read_label_file(
             "`--gold-col` applies to wide files only; in a long file name the gold column "
             f"'gold' (got {gold_col!r})."
         )
+    if quiz is None:
+        fast = _read_plain_long(
+            path, item_col=item_col, annotator_col=annotator_col, label_col=label_col,
+            classes=classes,
+        )  # fmt: skip
+        if fast is not None:
+            return fast
     try:
         return read_labels(
             path,
@@ -225,6 +239,113 @@ def read_label_file(
                 "pass --format wide."
             ) from exc
         raise
+
+
+#: Header names that make a CSV a long label file with a header (as ``read_labels``).
+_LONG_HEADER = {name for names in ALIASES.values() for name in names} | {"gold", "quiz_accuracy"}
+
+
+def _read_plain_long(
+    path: Path,
+    *,
+    item_col: str | None,
+    annotator_col: str | None,
+    label_col: str | None,
+    classes: list[Any] | None,
+) -> CrowdLabels | None:
+    """A plain long CSV/TSV read by pyarrow: the same labels as ``read_labels``, faster.
+
+    Plain: a header naming the item, annotator and label columns, no gold or quiz column,
+    every row with its item and annotator id, labels that ``parse_labels`` accepts and no
+    repeated (item, annotator) pair. Ids are encoded by pyarrow (each distinct id becomes
+    one Python string) and labels are parsed once per distinct cell. ``None`` for anything
+    else (or without pyarrow): ``read_labels`` then reads the file, and names any problem
+    with its line.
+    """
+    if not path.is_file() or table_suffix(path) in (".parquet", ".pq"):
+        return None
+    try:
+        if path.stat().st_size == 0:
+            return None
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+    except (ImportError, OSError):
+        return None
+    parse = pcsv.ParseOptions(delimiter="\t" if table_suffix(path) in (".tsv", ".tab") else ",")
+    try:
+        with pcsv.open_csv(
+            path, read_options=pcsv.ReadOptions(block_size=1 << 16), parse_options=parse
+        ) as reader:
+            raw = list(reader.schema.names)
+        names = [n.strip() for n in raw]
+        given = {str(c).lower() for c in (item_col, annotator_col, label_col) if c is not None}
+        lower = {n.lower() for n in names}
+        if len(set(names)) != len(names) or not lower & (_LONG_HEADER | given):
+            return None
+        if {"gold", "quiz_accuracy"} & set(names):
+            return None
+        roles = resolve_columns(
+            names,
+            {"item": item_col, "annotator": annotator_col, "label": label_col},
+            required=("item", "annotator", "label"),
+        )
+        wanted = [raw[names.index(roles[r])] for r in ("item", "annotator", "label")]
+        table = pcsv.read_csv(
+            path,
+            read_options=pcsv.ReadOptions(block_size=1 << 22),
+            parse_options=parse,
+            convert_options=pcsv.ConvertOptions(
+                include_columns=wanted,
+                column_types=dict.fromkeys(wanted, pa.string()),
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+                null_values=[""],
+            ),
+        )
+    except (pa.ArrowException, OSError, ValueError):
+        return None
+    if table.num_rows == 0:
+        return None
+    encoded = [table.column(c).combine_chunks().dictionary_encode() for c in wanted]
+    if encoded[0].null_count or encoded[1].null_count:
+        return None
+    # Labels: parsed once per distinct cell (an empty cell is NaN, as the pandas reader has it).
+    cells = encoded[2].dictionary.to_numpy(zero_copy_only=False).astype(object, copy=False)
+    label_idx = encoded[2].indices
+    if label_idx.null_count:
+        cells = np.append(cells, np.nan)
+        label_idx = label_idx.fill_null(len(cells) - 1)
+    try:
+        cell_codes, cls = parse_labels(
+            pd.Series(cells, dtype=object), classes, column=roles["label"]
+        )
+    except ValueError:
+        return None
+    codes = cell_codes[label_idx.to_numpy(zero_copy_only=False)]
+    keep = codes >= 0
+    if not keep.any():
+        return None
+    ids = []
+    for enc in encoded[:2]:
+        # Codes in order of first appearance among the labelled rows, as read_labels has them.
+        idx, first = pd.factorize(enc.indices.to_numpy(zero_copy_only=False)[keep], sort=False)
+        distinct = enc.dictionary.to_numpy(zero_copy_only=False).astype(object, copy=False)
+        ids.append((idx, distinct[first]))
+    (items, item_ids), (anns, ann_ids) = ids
+    try:  # refuses a repeated (item, annotator) pair
+        return CrowdLabels.from_triplets(
+            items,
+            anns,
+            codes[keep].astype(np.int64),
+            n_items=len(item_ids),
+            n_annotators=len(ann_ids),
+            n_classes=len(cls),
+            item_ids=item_ids,
+            annotator_ids=ann_ids,
+            classes=cls,
+        )
+    except ValueError:
+        return None
 
 
 def read_continuous_file(
