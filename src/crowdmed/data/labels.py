@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import scipy.sparse as sp
 
 from crowdmed._text import short_list
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 __all__ = ["MISSING", "CrowdLabels"]
 
@@ -405,6 +407,8 @@ class CrowdLabels:
         """
         key = "incidence"
         if key not in self._cache:
+            import scipy.sparse as sp  # only the EM code needs it: imported on first use
+
             cols = self.annotators * self.n_classes + self.labels
             mat = sp.csr_matrix(
                 (np.ones(self.n_labels), (self.items, cols)),
