@@ -25,7 +25,8 @@ Variants, each trained with the same schedule and seed:
 
 Evaluation: COCO mAP at IoU 0.4 and mAP@[.5:.95] (101-point interpolation, faster-coco-eval)
 on held-out test canvases with the true boxes. Mean ± sd over seeds (each seed draws new data,
-readers and initial weights).
+readers and initial weights); every variant is compared with (a) by the per-seed paired
+difference with its 95 % t interval (better or worse only when the interval excludes 0).
 
 Usage::
 
@@ -49,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _paired import paired, paired_cell, section_line
 from _report import machine_line, update_section, write_json
 
 BOX = ["xmin", "ymin", "xmax", "ymax"]
@@ -207,7 +209,47 @@ def _mean_sd(values: list[float]) -> str:
     return f"{a.mean():.3f} ± {sd:.3f}"
 
 
-def markdown(results: list[dict[str, Any]], args: argparse.Namespace, wall: float) -> str:
+def _head_options(args: argparse.Namespace) -> str:
+    """The detector-head options of the command (runs saved before they existed have none)."""
+    out = ""
+    if getattr(args, "fpn_channels", None) is not None:
+        out += f" --fpn-channels {args.fpn_channels}"
+    if getattr(args, "head_convs", None) is not None:
+        out += f" --head-convs {args.head_convs}"
+    return out
+
+
+def _paired_table(results: list[dict[str, Any]], names: list[str]) -> list[str]:
+    """Every variant against (a), the paper's baseline, paired per seed."""
+    base = "all-readers"
+    out = [
+        f"Against (a), paired per seed ({len(results)} seeds; same seed = same canvases, "
+        "readers and initial weights): mean of the per-seed differences with its 95 % t "
+        "interval; a variant is better or worse only when the interval excludes 0.",
+        "",
+        "| Variant − (a) | mAP@0.4 | mAP@[.5:.95] |",
+        "|---|---|---|",
+    ]
+    for name in names:
+        if name == base:
+            continue
+        cells = [
+            paired_cell(
+                [r["variants"][name][key] for r in results],
+                [r["variants"][base][key] for r in results],
+            )
+            for key in ("map_40", "map_50_95")
+        ]
+        out.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
+    return out
+
+
+def markdown(
+    results: list[dict[str, Any]],
+    args: argparse.Namespace,
+    wall: float,
+    machine: str | None = None,
+) -> str:
     names = [*VARIANTS, *(["truth"] if args.oracle else [])]
     lines = [
         "## Detection from several readers: EARL on MED-MNIST (Le et al. 2023)",
@@ -215,8 +257,7 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace, wall: floa
         f"Command: `python benchmarks/detection_earl.py --seeds {' '.join(map(str, args.seeds))} "
         f"--n-train {args.n_train} --n-test {args.n_test} --size {args.size} "
         f"--epochs {args.epochs} --batch-size {args.batch_size} --lr {args.lr} "
-        f"--backbone {args.backbone} --fpn-channels {getattr(args, 'fpn_channels', 64)} "
-        f"--head-convs {getattr(args, 'head_convs', 2)}"
+        f"--backbone {args.backbone}{_head_options(args)}"
         f"{' --oracle' if args.oracle else ''}` "
         f"({wall / 60:.1f} min wall, {args.threads} torch thread).",
         "",
@@ -225,12 +266,18 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace, wall: floa
         "digits upscaled), 10 classes, 3 readers with p = 0.8 (σ = 0.5, ζ = 0.05; misses via "
         f"`no_obj`, boxes with IoU > 0.8 to the truth); FCOS ({args.backbone} to layer3, "
         f"{getattr(args, 'fpn_channels', 64)}-channel FPN, "
-        f"{getattr(args, 'head_convs', 2)} convolutions per head branch, random init), SGD lr "
+        + (
+            f"{args.head_convs} convolutions per head branch, "
+            if getattr(args, "head_convs", None) is not None
+            else ""
+        )
+        + "random init), SGD lr "
         f"{args.lr} with {args.warmup} warm-up steps and "
         f"cosine decay, batch {args.batch_size}, {args.epochs} epochs "
         f"({int(np.ceil(args.n_train / args.batch_size)) * args.epochs} steps per model). "
         f"Mean ± sd over {len(results)} seeds (data, readers and initial weights change with "
-        "the seed). The paper: 5,000 / 1,000 / 1,000 canvases and YOLOv5-S.",
+        "the seed; the comparisons are the paired differences below). The paper: 5,000 / "
+        "1,000 / 1,000 canvases and YOLOv5-S.",
         "",
         "| Variant | mAP@0.4 | mAP@[.5:.95] | train s / seed |",
         "|---|---|---|---|",
@@ -253,6 +300,8 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace, wall: floa
         "Paper, Table 1 (MED-MNIST, YOLOv5-S): baseline 0.975 / 0.815, WBF + EARL "
         "0.980 / 0.849 (mAP@0.4 / mAP@[.5:.95]).",
         "",
+        *_paired_table(results, names),
+        "",
     ]
     q = [r["fused_quality"] for r in results]
     conf_keys = sorted({k for x in q for k in x if k.startswith("precision_at_conf_")})
@@ -269,74 +318,84 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace, wall: floa
         + "; ".join(parts)
         + "."
     )
-    lines += ["", "_VERDICT_", "", PREVIOUS, "", machine_line(), ""]
+    lines += ["", "_VERDICT_", "", PREVIOUS, "", machine or machine_line(), ""]
     return "\n".join(lines)
 
 
 def verdict(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    """What reproduces and what does not, worded from the numbers of this run."""
+    """What reproduces and what does not, worded from the paired differences of this run."""
     n = len(results)
 
     def per_seed(name: str, key: str) -> np.ndarray:
         return np.array([r["variants"][name][key] for r in results])
 
-    def diffs(a: str, b: str, key: str) -> np.ndarray:
-        return per_seed(a, key) - per_seed(b, key)
+    def ci(a: str, b: str, key: str) -> str:
+        x, y = per_seed(a, key), per_seed(b, key)
+        if n < 2:
+            return f"{(x - y).mean():+.3f} (one seed, no interval)"
+        r = paired(x, y)
+        return f"{r.mean:+.3f} (95 % CI {r.low:+.3f} to {r.high:+.3f}; {r.verdict})"
 
-    def times(x: np.ndarray) -> str:
-        k = int((x > 0).sum())
-        return "in every seed" if k == n else f"in {k} of {n} seeds"
-
-    d_all = diffs("earl", "all-readers", "map_50_95")
-    d_fused = diffs("earl", "fused", "map_50_95")
-    d_ens = diffs("earl", "reader-ensemble", "map_50_95")
-    m40 = diffs("earl", "all-readers", "map_40").mean()
+    m40 = (per_seed("earl", "map_40") - per_seed("all-readers", "map_40")).mean()
+    m5095 = (per_seed("earl", "map_50_95") - per_seed("all-readers", "map_50_95")).mean()
     best = max(VARIANTS, key=lambda v: per_seed(v, "map_40").mean())
     steps = int(np.ceil(args.n_train / args.batch_size)) * args.epochs
-    direction = "agrees with" if d_all.mean() > 0 and m40 > 0 else "does not agree with"
-    spread = max(per_seed(v, "map_50_95").std(ddof=1) for v in VARIANTS) if n > 1 else 0.0
+    direction = "agrees with" if m5095 > 0 and m40 > 0 else "does not agree with"
+    verdicts = (
+        [
+            paired(per_seed(v, key), per_seed("all-readers", key)).verdict
+            for v in VARIANTS
+            if v != "all-readers"
+            for key in ("map_40", "map_50_95")
+        ]
+        if n > 1
+        else []
+    )
+    detected = [v for v in verdicts if v != "no difference detected"]
     q = [r["fused_quality"] for r in results]
     single_share = float(np.mean([x.get("share_at_conf_1", 0.0) for x in q]))
     single_right = float(np.mean([x.get("precision_at_conf_1", float("nan")) for x in q]))
-    d_share = diffs("earl", "earl-share", "map_50_95")
-    d_share40 = diffs("earl", "earl-share", "map_40")
-
-    def ci(x: np.ndarray) -> str:
-        if n < 2:
-            return f"{x.mean():+.3f} (one seed, no interval)"
-        from scipy import stats
-
-        half = stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / np.sqrt(n)
-        lo, hi = x.mean() - half, x.mean() + half
-        word = "no difference detected" if lo <= 0 <= hi else "the interval excludes 0"
-        return f"{x.mean():+.3f} (95% CI {lo:+.3f} to {hi:+.3f}; {word})"
-
+    ranking = (
+        f"none of the {len(verdicts)} paired comparisons with (a) in the table above detects "
+        "a difference, so the ranking of the variants is not established"
+        if verdicts and not detected
+        else f"{len(detected)} of the {len(verdicts)} paired comparisons with (a) in the table "
+        "above detect a difference"
+        if verdicts
+        else "one seed gives no interval, so the ranking is not established"
+    )
     return (
-        f"What reproduces at this scale: the direction of the effect {direction} the paper. "
-        f"EARL (d) minus every-reader training (a) is {m40:+.3f} mAP@0.4 and "
-        f"{d_all.mean():+.3f} mAP@[.5:.95] (paper: +0.005 and +0.034 over its baseline); "
-        f"on mAP@[.5:.95] EARL is ahead of (a) {times(d_all)} "
-        f"({', '.join(f'{x:+.3f}' for x in d_all)}), of unweighted fused boxes (c) "
-        f"{times(d_fused)} ({', '.join(f'{x:+.3f}' for x in d_fused)}) and of the reader "
-        f"ensemble (b) {times(d_ens)}. The highest mean mAP@0.4 is {LABELS[best]}. "
+        f"What reproduces at this scale: the sign of the mean effect {direction} the paper. "
+        f"EARL (d) minus every-reader training (a) is {ci('earl', 'all-readers', 'map_40')} "
+        f"on mAP@0.4 and {ci('earl', 'all-readers', 'map_50_95')} on mAP@[.5:.95] (paper: "
+        "+0.005 and +0.034 over its baseline, one run); against unweighted fused boxes (c) "
+        f"{ci('earl', 'fused', 'map_50_95')} and against the reader ensemble (b) "
+        f"{ci('earl', 'reader-ensemble', 'map_50_95')} on mAP@[.5:.95]. The highest mean "
+        f"mAP@0.4 is {LABELS[best]}; {ranking}. "
         f"What does not reproduce: the absolute level (best mean mAP@0.4 "
         f"{per_seed(best, 'map_40').mean():.3f} here vs 0.98 in the paper). A small FCOS "
         f"trained from scratch for {steps} steps on {args.n_train} canvases is far from a "
-        f"converged YOLOv5-S on 5,000, and with {n} seeds and differences of the size of the "
-        f"seed-to-seed sd (up to {spread:.3f}) the ranking is suggestive, not established. "
+        f"converged YOLOv5-S on 5,000. "
         f"Why EARL can help: {single_share:.0%} of the fused training boxes were drawn by one "
         f"reader only and {single_right:.0%} of those are right; EARL gives them a third of "
         "the weight of a box all three readers drew, the unweighted fused variant trains on "
         "them fully. Ablation of the weight's form, paired per seed: the paper's count "
         "(1 to 3, background 1) minus the normalised share (1/3 to 1, background 1) is "
-        f"{ci(d_share40)} on mAP@0.4 and {ci(d_share)} on mAP@[.5:.95]. The count is the "
+        f"{ci('earl', 'earl-share', 'map_40')} on mAP@0.4 and "
+        f"{ci('earl', 'earl-share', 'map_50_95')} on mAP@[.5:.95]. The count is the "
         "default because it is the paper's and it keeps every positive at least as heavy as a "
         "background location."
     )
 
 
-def _render(results: list[dict[str, Any]], args: argparse.Namespace, wall: float) -> str:
-    return markdown(results, args, wall).replace("_VERDICT_", verdict(results, args))
+def _render(
+    results: list[dict[str, Any]],
+    args: argparse.Namespace,
+    wall: float,
+    machine: str | None = None,
+) -> str:
+    text = markdown(results, args, wall, machine)
+    return text.replace("_VERDICT_", verdict(results, args))
 
 
 #: Detector and data presets of ``--scale``: ``small`` is the quick setting of the first runs;
@@ -408,7 +467,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.from_json is not None:
         saved = json.loads(args.from_json.read_text(encoding="utf-8"))
         args = argparse.Namespace(**{**saved["args"], "from_json": args.from_json})
-        text = _render(saved["results"], args, saved["wall_seconds"])
+        # the machine of the run, not of the re-rendering (older files do not hold it)
+        machine = saved.get("machine") or section_line("detection_earl", "Machine:")
+        text = _render(saved["results"], args, saved["wall_seconds"], machine)
         print(text)
         update_section("detection_earl", text)
         return
@@ -424,14 +485,21 @@ def main(argv: list[str] | None = None) -> None:
         results.append(run_seed(seed, args, log))
         log(f"seed {seed} done after {(time.perf_counter() - started) / 60:.1f} min")
     wall = time.perf_counter() - started
-    text = _render(results, args, wall)
+    machine = machine_line()
+    text = _render(results, args, wall, machine)
     print(text)
     if args.quick:
         return
     update_section("detection_earl", text)
     write_json(
         "benchmarks/results/detection_earl.json",
-        {"args": vars(args), "wall_seconds": wall, "results": results, "paper_table1": PAPER},
+        {
+            "args": vars(args),
+            "wall_seconds": wall,
+            "results": results,
+            "paper_table1": PAPER,
+            "machine": machine,
+        },
     )
     log("wrote BENCHMARKS.md section detection_earl and benchmarks/results/detection_earl.json")
 
