@@ -42,7 +42,7 @@ def test_outputs_exist(demo):
     expected = {"results.json", "accuracy.csv", "report.md", "report.html", "lidc_consensus.csv"}
     expected |= {"lidc_masks_nodules.csv", "lidc_masks_readers.csv"}
     expected |= {"mitosis_metrics.csv", "mitosis_annotators.csv", "mitosis_maps.npz"}
-    expected |= {"readers_vs_gold.csv"}
+    expected |= {"readers_vs_gold.csv", "simulated_ordinal.csv", "simulated_continuous.csv"}
     expected |= {f"annotators_{n}.csv" for n in CROWD}
     assert {p.name for p in out.iterdir()} == expected  # no leftover temporary files
     assert set(result.files) == expected
