@@ -7,8 +7,8 @@ import pytest
 import scipy.sparse as sp
 
 from crowdmed.data.labels import CrowdLabels
-from crowdmed.quality import RelabelScores, relabel_scores
-from crowdmed.quality.relabel import _information_gain
+from crowdmed.quality import RelabelScores, label_quality, relabel_scores
+from crowdmed.quality.relabel import _accuracy_gain
 
 
 def crowd(seed, n_items=150, n_annotators=6, n_classes=3):
@@ -34,13 +34,35 @@ def test_activelab_by_hand_when_every_item_has_one_label():
     np.testing.assert_array_equal(r.select(3), [1, 2, 0])
 
 
-def test_information_gain_by_hand():
-    # a 50/50 item and a perfect annotator: one label tells everything, I = log 2;
-    # an annotator who answers at random tells nothing.
-    post = np.array([[0.5, 0.5], [0.5, 0.5], [1.0, 0.0]])
+def test_accuracy_gain_by_hand():
+    # K = 2, belief [0.6, 0.4], one-hot labels (p_consensus = 1), the label weighs 1.
+    # Item 0 (total weight 1), a perfect reader: the label always wins, so the consensus
+    # becomes the truth: 1.0 - 0.6. Item 1, a reader answering at random: label 0 keeps
+    # class 0 (right w.p. 0.6 * 0.5), label 1 flips to class 1 (right w.p. 0.4 * 0.5):
+    # 0.5 - 0.6 < 0. Item 2 (total weight 10): one label cannot flip [6, 4]: 0.
+    post = np.array([[0.6, 0.4]] * 3)
     perfect, coin = np.eye(2), np.full((2, 2), 0.5)
-    gain = _information_gain(post, np.stack([perfect, coin, perfect]))
-    np.testing.assert_allclose(gain, [np.log(2), 0.0, 0.0], atol=1e-9)
+    conf = np.stack([perfect, coin, perfect])
+    total, new_w = np.array([1.0, 1.0, 10.0]), np.ones(3)
+    gain = _accuracy_gain(post, total, new_w, 1.0, conf, 1)
+    np.testing.assert_allclose(gain, [0.4, -0.1, 0.0], atol=1e-12)
+    # two labels (gain of both together): item 0 as before; item 1 flips only on (1, 1):
+    # 3 * 0.6 * 0.25 + 0.4 * 0.25 - 0.6 = -0.05; item 2 with total weight 1.5: the pair
+    # (1, 1) flips [0.9, 0.6 + 2]: 0.4 again.
+    total2 = np.array([1.0, 1.0, 1.5])
+    two = _accuracy_gain(post, total2, new_w, 1.0, conf, 2)
+    np.testing.assert_allclose(two, [0.4, -0.05, 0.4], atol=1e-12)
+
+
+def test_posteriors_are_the_crowdlab_consensus():
+    # the score is computed under the posterior of the consensus label_quality reports
+    labels, probs, _, _ = crowd(4)
+    labels = labels[(labels >= 0).any(axis=1)]
+    probs = probs[: len(labels)]
+    r = relabel_scores(labels, probs)
+    lq = label_quality(labels, probs, calibrate=True, random_state=0)
+    assert (r.posteriors.argmax(axis=1) != probs.argmax(axis=1)).sum() > 5  # not the model
+    np.testing.assert_array_equal(r.posteriors.argmax(axis=1), lq.consensus)
 
 
 def test_scores_for_every_item_and_no_annotator_twice():

@@ -69,7 +69,7 @@ NextMethodOpt = Annotated[
     typer.Option(
         "--method",
         "-m",
-        help="crowdmed (information gain under annotator confusion matrices) or activelab.",
+        help="crowdmed (expected gain in consensus accuracy) or activelab.",
     ),
 ]
 AssignOpt = Annotated[

@@ -9,18 +9,27 @@ Two scores for every item, labelled or not:
   probability. cleanlab ranks by this quality (low = label next); here
   ``scores = 1 - quality`` so that every method ranks high = label next. The temperature
   search counts vote shares by class index, as noted in :mod:`crowdmed.quality.label_quality`.
-* ``"crowdmed"``: the expected information about the true class carried by one more label,
-  ``I(Y; L) = H(L) - H(L | Y)``, under a posterior that combines the (temperature-calibrated)
-  model with per-annotator confusion matrices fitted by EM. Each confusion matrix is shrunk
-  towards the annotator's one-coin accuracy, itself shrunk towards the crowd's mean, so a
-  reader with few labels is treated as an average reader. The next label's distribution is
-  that of the annotators still available for the item (all who have not labelled it, or the
-  ``available`` mask), or of the single annotator ``assign=True`` chooses: the available one
-  with the highest estimated accuracy.
+* ``"crowdmed"``: the expected gain in the accuracy of the CROWDLAB consensus (the one
+  :func:`crowdmed.quality.label_quality` reports with ``calibrate=True``) from one more
+  label, or per label from two more where two annotators are still available and
+  ``K <= 16``, whichever is larger. The
+  truth is drawn from CROWDLAB's own posterior (model weight plus annotator weights; while no
+  item has two labels, ActiveLab's convention: model and label weigh 1, the label is one-hot).
+  What an annotator would answer comes from per-annotator confusion matrices fitted by EM with
+  the (temperature-calibrated) model as each item's prior, each shrunk towards the annotator's
+  one-coin accuracy, itself shrunk towards the crowd's mean, so a reader with few labels is
+  treated as an average reader. The new label is pooled into the consensus as CROWDLAB pools
+  a label: with the annotator's CROWDLAB weight, ``p_consensus`` on the class it names. The
+  next label comes from the annotators still available for the item (all who have not
+  labelled it, or the ``available`` mask; their mean confusion matrix and weight), or from
+  the single annotator ``assign=True`` chooses: the available one with the highest estimated
+  accuracy. Items that neither one nor two more labels could change are ordered by ActiveLab's
+  score (added with weight ``1e-6``).
 
-Unlike ActiveLab's quality, the information gain is low both for an item whose class is
-already certain and for an item only unreliable annotators can still label, and it accounts for
-what each annotator tends to confuse.
+Unlike ActiveLab's quality, the expected gain is low both for an item whose consensus is
+already settled and for an item only unreliable annotators can still label, it accounts for
+what each annotator tends to confuse, and it can be negative: a label from a reader who is
+likely wrong may move the consensus away from the truth.
 """
 
 from __future__ import annotations
@@ -52,12 +61,16 @@ __all__ = ["RelabelMethod", "RelabelScores", "relabel_scores"]
 
 #: Floor of probabilities inside logarithms.
 _EPS = 1e-12
+#: Weight of ActiveLab's score, which orders items that no one or two labels could change.
+_TIE_BREAK = 1e-6
+#: Largest number of classes for which the two-label look-ahead (K^2 outcomes) is computed.
+_LOOKAHEAD_MAX_K = 16
 
 
 class RelabelMethod(str, Enum):
     """How :func:`relabel_scores` scores an item."""
 
-    #: Expected information gain under annotator confusion matrices (see the module docs).
+    #: Expected gain in CROWDLAB consensus accuracy (see the module docs).
     CROWDMED = "crowdmed"
     #: ActiveLab, the reference (cleanlab's ``get_active_learning_scores``).
     ACTIVELAB = "activelab"
@@ -73,8 +86,9 @@ class RelabelScores:
         eligible: Bool array of shape ``(n_items,)``: some annotator can still label the item.
         annotator: Integer array of shape ``(n_items,)``: the suggested annotator
             (``assign=True``), else ``-1``; ``-1`` too where none is available.
-        posteriors: Float array of shape ``(n_items, K)``: the method's current belief about
-            each item's class (CROWDLAB posterior or calibrated model for ``"activelab"``).
+        posteriors: Float array of shape ``(n_items, K)``: the current belief about each
+            item's class: the CROWDLAB posterior of a labelled item, the calibrated model of an
+            unlabelled one.
         reliability: Float array of shape ``(n_annotators,)``: estimated accuracy of each
             annotator (``"crowdmed"``) or their CROWDLAB weight (``"activelab"``).
         temperature: Temperature applied to ``pred_probs``.
@@ -270,14 +284,77 @@ def _fit_confusions(
     return post, conf, acc
 
 
-def _entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
-    return -(p * np.log(np.clip(p, _EPS, None))).sum(axis=axis)
+def _crowdlab_state(
+    cl: CrowdLabels, pp: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """CROWDLAB's posterior and the weights that a new label would be pooled with.
+
+    Returns:
+        Posteriors ``(n_items, K)``, each item's total weight (model plus its annotators),
+        annotator weights (``NaN`` without labels), the share ``p_consensus`` that a label
+        puts on the class it names, and the temperature. While no item has two labels the
+        weights cannot be estimated; ActiveLab's convention then holds: model and every
+        annotator weigh 1 and a label is one-hot.
+    """
+    k = pp.shape[1]
+    n = cl.labels_per_item()
+    labelled = n > 0
+    weights = np.where(np.bincount(cl.annotators, minlength=cl.n_annotators) > 0, 1.0, np.nan)
+    if not (n > 1).any():
+        post = pp.copy()
+        rows = cl.items
+        post[rows] = (pp[rows] + np.eye(k)[cl.labels]) / 2.0
+        return post, 1.0 + n, weights, 1.0, 1.0
+    rows = np.flatnonzero(labelled)
+    new_index = np.full(cl.n_items, -1)
+    new_index[rows] = np.arange(len(rows))
+    sub = CrowdLabels.from_triplets(
+        new_index[cl.items], cl.annotators, cl.labels,
+        n_items=len(rows), n_annotators=cl.n_annotators, n_classes=k,
+    )  # fmt: skip
+    c = Coo.build(sub, k)
+    temperature = best_temperature(c, pp[rows])
+    post = temperature_scale(pp, temperature)
+    _, stats, _ = crowdlab(
+        c, post[rows], ConsensusMethod.BEST_QUALITY, QualityMethod.CROWDLAB,
+        ScoreMethod.SELF_CONFIDENCE, np.random.default_rng(0),
+    )  # fmt: skip
+    post[rows] = stats.posteriors
+    total = np.full(cl.n_items, stats.model_weight)
+    total[rows] += np.bincount(
+        c.it, weights=np.nan_to_num(stats.annotator_weight)[c.an], minlength=len(rows)
+    )
+    p_consensus = float(stats.agreement[c.n != 1].mean())
+    return post, total, stats.annotator_weight, p_consensus, temperature
 
 
-def _information_gain(post: np.ndarray, conf: np.ndarray) -> np.ndarray:
-    """``I(Y; L)`` per item for the next label drawn from ``conf`` of shape ``(n, K, K)``."""
-    p_label = np.einsum("ik,ikl->il", post, conf)
-    return _entropy(p_label) - np.einsum("ik,ik->i", post, _entropy(conf, axis=2))
+def _accuracy_gain(
+    post: np.ndarray,
+    total: np.ndarray,
+    new_w: np.ndarray,
+    p_consensus: float,
+    next_conf: np.ndarray,
+    n_next: int,
+) -> np.ndarray:
+    """Expected gain in consensus accuracy from ``n_next`` more labels (CROWDLAB's pooling).
+
+    The labels are drawn from ``next_conf`` ``(n, K, K)`` given the true class (drawn from
+    ``post``); the new consensus is the top class of ``post`` pooled with the labels, each of
+    weight ``new_w``, as CROWDLAB pools an annotator's label.
+    """
+    n, k = post.shape
+    rows = np.arange(n)
+    share = np.full((k, k), (1.0 - p_consensus) / max(k - 1, 1))
+    np.fill_diagonal(share, p_consensus)
+    pooled = total[:, None] * post
+    after = np.zeros(n)
+    for said in np.ndindex(*(k,) * n_next):
+        top = (pooled + new_w[:, None] * share[list(said)].sum(axis=0)).argmax(axis=1)
+        chance = post[rows, top]
+        for lab in said:
+            chance = chance * next_conf[rows, top, lab]
+        after += chance
+    return after - post.max(axis=1)
 
 
 def _crowdmed(
@@ -289,34 +366,32 @@ def _crowdmed(
     strength: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
     k = pp.shape[1]
-    n = cl.labels_per_item()
-    temperature = 1.0
-    labelled = n > 0
-    if (n[labelled] > 1).any():
-        rows = np.flatnonzero(labelled)
-        new_index = np.full(cl.n_items, -1)
-        new_index[rows] = np.arange(len(rows))
-        sub = CrowdLabels.from_triplets(
-            new_index[cl.items], cl.annotators, cl.labels,
-            n_items=len(rows), n_annotators=cl.n_annotators, n_classes=k,
-        )  # fmt: skip
-        temperature = best_temperature(Coo.build(sub, k), pp[rows])
+    post, total, weights, p_consensus, temperature = _crowdlab_state(cl, pp)
+    # who is likely to say what: EM confusion matrices with the calibrated model as prior
     scaled = temperature_scale(pp, temperature)
-    post, conf, _acc = _fit_confusions(cl, np.log(np.clip(scaled, _EPS, None)), n_iter, strength)
+    em_post, conf, _acc = _fit_confusions(cl, np.log(np.clip(scaled, _EPS, None)), n_iter, strength)
     # an annotator's worth: accuracy weighted by how often each class occurs
-    prior = post.mean(axis=0)
-    reliability = np.einsum("k,akk->a", prior, conf)
+    reliability = np.einsum("k,akk->a", em_post.mean(axis=0), conf)
+    known = np.isfinite(weights)
+    w = np.where(known, weights, np.mean(weights[known]) if known.any() else 1.0)
     chosen = np.full(cl.n_items, -1)
     if assign:
         chosen = pool.best(reliability)
         next_conf = conf[np.maximum(chosen, 0)]
+        new_w = w[np.maximum(chosen, 0)]
     else:
-        flat = conf.reshape(cl.n_annotators, k * k)
+        flat = np.column_stack([conf.reshape(cl.n_annotators, k * k), w])
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean_conf = pool.total(flat) / pool.count[:, None]
-        next_conf = np.nan_to_num(mean_conf, nan=1.0 / k).reshape(cl.n_items, k, k)
-    gain = _information_gain(post, next_conf)
-    gain = np.where(pool.count > 0, np.maximum(gain, 0.0), 0.0)
+            mean = pool.total(flat) / pool.count[:, None]
+        next_conf = np.nan_to_num(mean[:, :-1], nan=1.0 / k).reshape(cl.n_items, k, k)
+        new_w = np.nan_to_num(mean[:, -1], nan=1.0)
+    gain = _accuracy_gain(post, total, new_w, p_consensus, next_conf, 1)
+    if k <= _LOOKAHEAD_MAX_K:
+        two = _accuracy_gain(post, total, new_w, p_consensus, next_conf, 2) / 2.0
+        gain = np.where(pool.count >= 2, np.maximum(gain, two), gain)
+    # once no one or two labels could change an item's consensus, ActiveLab's order decides
+    gain = gain + _TIE_BREAK * (1.0 - _activelab(cl, pp)[0])
+    gain = np.where(pool.count > 0, gain, 0.0)
     return gain, post, reliability, chosen, temperature
 
 
@@ -344,7 +419,8 @@ def relabel_scores(
             who may label which item. Everyone by default. Annotators who already labelled an
             item are never available for it.
         assign: Also choose the annotator: the available one with the highest estimated
-            accuracy; ``"crowdmed"`` then scores the item for that annotator.
+            accuracy; ``"crowdmed"`` then scores the item for that annotator (its look-ahead
+            assumes a second label like the first).
         n_iter: EM iterations of the ``"crowdmed"`` confusion matrices.
         prior_strength: Pseudo-labels pulling each confusion row towards the annotator's
             one-coin accuracy, and that accuracy towards the crowd's mean.
