@@ -195,8 +195,10 @@ def timed(name, fn):
 pipe.read_label_file = timed("read", pipe.read_label_file)
 pipe.write_consensus = timed("write", pipe.write_consensus)
 BaseAggregator.fit = timed("fit", BaseAggregator.fit)
+out = sys.argv[2]
+sys.argv = ["crowdmed", "aggregate", sys.argv[1], "-m", "dawid-skene", "-o", out]
 try:
-    crowdmed.cli.root.main(["aggregate", sys.argv[1], "-m", "dawid-skene", "-o", sys.argv[2]])
+    crowdmed.cli.root.main()  # as the console script runs it
 except SystemExit as exc:
     assert not exc.code, exc.code
 t_end = time.perf_counter()
@@ -206,7 +208,7 @@ print(json.dumps({
     "write": m["write1"] - m["write0"], "import_numpy_pandas": t_np_pd - t0,
     "import_scipy_sparse": t_sp - t1, "options": m["read0"] - t_sp,
     "other": (m["fit0"] - m["read1"]) + (m["write0"] - m["fit1"]) + (t_end - m["write1"]),
-    "n_iter": json.load(open(sys.argv[2] + ".json"))["fit"]["n_iter"],
+    "n_iter": json.load(open(out + ".json"))["fit"]["n_iter"],
 }))
 """
 
