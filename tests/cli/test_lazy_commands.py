@@ -84,6 +84,23 @@ def test_aggregate_imports_only_its_module(tmp_path) -> None:
     assert commands == {"crowdmed.cli._common", "crowdmed.cli._options", "crowdmed.cli.aggregate",
                         "crowdmed.cli.root"}  # fmt: skip
     assert not {m.split(".")[0] for m in mods} & {"torch", "matplotlib"}
+    # Output captured (not a terminal): no progress display, and rich's progress not loaded.
+    assert "rich.progress" not in mods
+
+
+def test_reporter_shows_progress_on_a_terminal_only() -> None:
+    import io
+
+    from rich.console import Console
+
+    from crowdmed.cli._common import _reporter
+
+    for terminal in (False, True):
+        buffer = io.StringIO()
+        console = Console(file=buffer, force_terminal=terminal, width=80)
+        with _reporter(console, "Fitting [x]") as report:
+            report(completed=3, description="EM iteration 3", metrics="ll -1.5")
+        assert ("EM iteration 3" in buffer.getvalue()) is terminal
 
 
 def test_import_crowdmed_is_light() -> None:

@@ -25,14 +25,6 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from crowdmed._io import to_jsonable
 from crowdmed._version import __version__
@@ -223,8 +215,26 @@ def _reporter(console: Console, description: str) -> Iterator[Callable[..., None
     """A progress bar for a library call; yields its ``progress(**fields)`` callback.
 
     The callback takes the keywords of ``rich.progress.Progress.update``: ``description``,
-    ``completed``, ``total`` and ``metrics`` (text shown after the bar).
+    ``completed``, ``total`` and ``metrics`` (text shown after the bar). Without a terminal
+    nothing is shown (no spinner frames in logs or captured output): the callback does
+    nothing and rich's progress display is not imported.
     """
+    if not console.is_terminal:
+
+        def ignore(**fields: Any) -> None:
+            del fields
+
+        yield ignore
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -234,7 +244,6 @@ def _reporter(console: Console, description: str) -> Iterator[Callable[..., None
         TimeElapsedColumn(),
         console=console,
         transient=True,
-        disable=not console.is_terminal,  # no spinner frames in logs or captured output
     ) as progress:
         task = progress.add_task(escape(description), total=None, metrics="")
 
