@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from enum import Enum
@@ -12,7 +13,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-import pandas as pd
 
 __all__ = ["atomic_path", "atomic_write", "to_jsonable"]
 
@@ -102,9 +102,10 @@ def to_jsonable(value: Any) -> Any:
         >>> to_jsonable({"a": np.float64("nan"), "b": np.arange(2), "c": Path("x")})
         {'a': None, 'b': [0, 1], 'c': 'x'}
     """
-    if value is None or value is pd.NA:
+    pd = sys.modules.get("pandas")  # a pandas value exists only once pandas is imported
+    if value is None or (pd is not None and value is pd.NA):
         return None
-    if isinstance(value, pd.DataFrame):
+    if pd is not None and isinstance(value, pd.DataFrame):
         frame = value.reset_index() if value.index.name is not None else value
         return [to_jsonable(r) for r in frame.to_dict(orient="records")]
     if isinstance(value, dict):

@@ -24,12 +24,15 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from crowdmed._text import short_list
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "ALIASES",
@@ -53,8 +56,6 @@ ALIASES = {
 #: File line of the first data row of a table with a header (line 1 is the header).
 LINE_OFFSET = 2
 
-#: Cell texts pandas reads as missing in the columns that are not text columns.
-_DEFAULT_NA = sorted(pd._libs.parsers.STR_NA_VALUES)  # type: ignore[attr-defined]  # public list
 #: Texts of non-finite numbers (compared lower-case): refused as labels.
 _NON_FINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
 
@@ -88,6 +89,8 @@ def _is_parquet(p: Path) -> bool:
 
 def _wrap(exc: Exception, p: Path, what: str) -> ValueError:
     """A one-line ``ValueError`` naming the file for a codec, parser or OS error."""
+    import pandas as pd
+
     if isinstance(exc, pd.errors.EmptyDataError):
         return ValueError(f"{what} '{p}' is empty; it needs a header row and one row per entry.")
     if isinstance(exc, UnicodeDecodeError):
@@ -108,6 +111,8 @@ def _wrap(exc: Exception, p: Path, what: str) -> ValueError:
 
 
 def _read_parquet(p: Path, what: str, text_columns: Iterable[Any]) -> pd.DataFrame:
+    import pandas as pd
+
     if p.is_dir() and not any(
         f.suffix.lower() in (".parquet", ".pq") for f in p.rglob("*") if f.is_file()
     ):
@@ -172,6 +177,8 @@ def read_table(
         ValueError: A missing path, a folder where a file is expected, an empty, undecodable
             or malformed file; the message names the file.
     """
+    import pandas as pd
+
     p = check_file(path, what, folder=folder)
     text = {c.lower() if isinstance(c, str) else c for c in (text_columns or ())}
     if _is_parquet(p):
@@ -200,7 +207,7 @@ def read_table(
             if all_text or (name.lower() if isinstance(name, str) else name) in text:
                 na[raw], dtype[raw] = [""], str
             else:
-                na[raw] = _DEFAULT_NA
+                na[raw] = _default_na()
         df = pd.read_csv(
             p, sep=sep, header=0 if header else None, dtype=dtype or None, encoding="utf-8-sig",
             keep_default_na=False, na_values=na, **engine,
@@ -215,6 +222,13 @@ def read_table(
 
 
 # ---------------------------------------------------------------------- column roles
+def _default_na() -> list[str]:
+    """Cell texts pandas reads as missing in the columns that are not text columns."""
+    import pandas as pd
+
+    return sorted(pd._libs.parsers.STR_NA_VALUES)  # type: ignore[attr-defined]  # public list
+
+
 def find_column(df: pd.DataFrame, role: str, given: str | None) -> str:
     """The column of ``df`` for ``role`` (``given`` if passed, else the first alias present)."""
     if given is not None:
@@ -251,7 +265,7 @@ def resolve_columns(
         ValueError: A given column is not in the table, a required role has no column, or two
             roles resolve to one column.
     """
-    frame = pd.DataFrame(columns=list(columns))
+    frame = SimpleNamespace(columns=list(columns))
     need = set(required)
     out: dict[str, str] = {}
     for role, name in given.items():
@@ -274,6 +288,27 @@ def resolve_columns(
 
 
 # ---------------------------------------------------------------------- labels
+def _factorize(values: Any) -> tuple[np.ndarray, list[Any]]:
+    """Codes in order of first appearance (``-1``: missing), as ``pd.factorize`` has them.
+
+    A pandas Series goes through ``pd.factorize``; a plain sequence (the distinct cells of a
+    column read by pyarrow) is factorized here, so that pandas need not be imported.
+    """
+    if not isinstance(values, np.ndarray | list | tuple):
+        import pandas as pd
+
+        codes, uniques = pd.factorize(values.reset_index(drop=True), use_na_sentinel=True)
+        return codes, list(uniques)
+    position: dict[Any, int] = {}
+    codes = np.empty(len(values), dtype=np.int64)
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, float | np.floating) and math.isnan(v)):
+            codes[i] = -1
+        else:
+            codes[i] = position.setdefault(v, len(position))
+    return codes, list(position)
+
+
 def _number(v: Any) -> float:
     """``v`` as a float (NaN when it is not a number)."""
     if isinstance(v, bool | np.bool_):
@@ -338,6 +373,7 @@ def parse_labels(
         ValueError: Non-finite numbers, mixed kinds, or labels outside ``classes``.
 
     Examples:
+        >>> import pandas as pd
         >>> codes, cls = parse_labels(pd.Series(["1", "0", "-1", "", "1.0"]))
         >>> codes.tolist(), cls.tolist()
         ([1, 0, -1, -1, 1], [0, 1])
@@ -345,7 +381,7 @@ def parse_labels(
     n = len(values)
     line_no = np.arange(1, n + 1) if lines is None else np.asarray(lines)
     # Work on the distinct cells (a few classes), then map back to the rows.
-    row_code, uniques = pd.factorize(values.reset_index(drop=True), use_na_sentinel=True)
+    row_code, uniques = _factorize(values)
     cells = [v.strip() if isinstance(v, str) else _plain(v) for v in uniques]
     num = np.array([_number(c) for c in cells], dtype=np.float64)
     empty = np.array([isinstance(c, str) and c == "" for c in cells], dtype=bool)
@@ -432,5 +468,6 @@ def parse_labels(
         return to_rows(u_code), uniq
     texts = [str(cells[j]) for j in np.flatnonzero(u_present)]
     uniq_t = np.asarray(sorted(set(texts)), dtype=object)
-    u_code[u_present] = pd.Index(uniq_t).get_indexer(texts)
+    position = {t: k for k, t in enumerate(uniq_t.tolist())}
+    u_code[u_present] = [position[t] for t in texts]
     return to_rows(u_code), uniq_t

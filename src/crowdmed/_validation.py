@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import difflib
 import numbers
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any, TypeVar
 
 import numpy as np
-import pandas as pd
 
 from crowdmed._text import short_list
 from crowdmed.data.labels import CrowdLabels
@@ -21,9 +21,16 @@ __all__ = [
     "check_params",
     "check_random_state",
     "interval",
+    "is_frame",
 ]
 
 E = TypeVar("E", bound=Enum)
+
+
+def is_frame(value: Any) -> bool:
+    """Whether ``value`` is a pandas DataFrame (without importing pandas: none exists before)."""
+    pd = sys.modules.get("pandas")
+    return pd is not None and isinstance(value, pd.DataFrame)
 
 
 def check_labels(labels: Any, *, n_classes: int | None = None, min_classes: int = 2) -> CrowdLabels:
@@ -69,7 +76,7 @@ def check_labels(labels: Any, *, n_classes: int | None = None, min_classes: int 
                 gold=cl.gold,
                 quiz_accuracy=cl.quiz_accuracy,
             )
-    elif isinstance(labels, pd.DataFrame):
+    elif is_frame(labels):
         from crowdmed.data.io import from_long_frame
 
         cl = from_long_frame(labels)

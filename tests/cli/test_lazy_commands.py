@@ -106,3 +106,37 @@ def test_reporter_shows_progress_on_a_terminal_only() -> None:
 def test_import_crowdmed_is_light() -> None:
     mods = _modules_after("import crowdmed")
     assert not {m.split(".")[0] for m in mods} & {*HEAVY, "pandas"}
+
+
+def test_aggregate_on_a_plain_csv_does_not_import_pandas(tmp_path) -> None:
+    labels = tmp_path / "labels.csv"
+    # Three classes: binary labels add operating points (pandas and scipy) to the record.
+    cells = ["007,r1,cat", "007,r2,cat", "7,r1,dog", "7,r2,dog", "7,r3,", "8,r1,owl", "8,r3,owl"]
+    labels.write_text("item,annotator,label\n" + "\n".join(cells) + "\n")
+    out = tmp_path / "out.csv"
+    code = (
+        "from crowdmed.cli import main\ntry:\n"
+        f"    main(['aggregate', {str(labels)!r}, '-m', 'dawid-skene', '-o', {str(out)!r}])\n"
+        "except SystemExit as exc:\n    assert not exc.code"
+    )
+    mods = _modules_after(code)
+    assert "pandas" not in mods
+    rows = [line.split(",")[:2] for line in out.read_text().splitlines()]
+    assert rows == [['"item"', '"label"'], ['"007"', '"cat"'], ['"7"', '"dog"'], ['"8"', '"owl"']]
+    assert '"pandas": "' in (tmp_path / "out.csv.json").read_text()
+
+
+def test_aggregate_result_consensus_is_a_table_built_on_access(tmp_path) -> None:
+    import pandas as pd
+
+    from crowdmed.pipelines.aggregate import aggregate_file, consensus_frame
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("item,annotator,label\n007,r1,1\n007,r2,1\n7,r1,0\n7,r2,1\n")
+    result = aggregate_file(labels, "majority-vote")
+    assert isinstance(result.consensus_columns(), dict)
+    pd.testing.assert_frame_equal(
+        result.consensus, consensus_frame(result.labels, result.aggregator)
+    )
+    assert result.consensus is result.consensus
+    assert result.consensus["item"].tolist() == ["007", "7"]

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -318,7 +318,7 @@ def aggregate(
             console.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
         record = _record(ctx, result, labels, quiz, input_format.value, out, annotators, json_out)
         with _staged_outputs() as stage:
-            write_consensus(result.consensus, stage(out), like=out)
+            write_consensus(result.consensus_columns(), stage(out), like=out)
             if annotators is not None:
                 write_table(result.annotators(), stage(annotators))
             write_run_record(ctx, json_out, record, stage)
@@ -357,8 +357,18 @@ def _record(
             "annotators": None if annotators is None else annotators.resolve(),
             "json": json_out.resolve(),
         },
-        versions={"pandas": pd.__version__},
+        versions={"pandas": _pandas_version()},
     )
+
+
+def _pandas_version() -> str:
+    """The version of pandas for the run record (without importing it if the run did not)."""
+    pd = sys.modules.get("pandas")
+    if pd is not None:
+        return str(pd.__version__)
+    from importlib.metadata import version
+
+    return version("pandas")
 
 
 def _input_record(labels: Path) -> dict[str, Any]:
@@ -422,6 +432,7 @@ def _aggregate_on_dask(
         for warning in result.fit["warnings"]:
             console.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
         import dask
+        import pandas as pd
 
         record = run_record(
             ctx,

@@ -24,10 +24,12 @@ import gzip
 import io
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["write_csv"]
 
@@ -70,6 +72,8 @@ def _quote_chars(sep: str) -> str:
 
 def _fast_columns(df: pd.DataFrame, sep: str) -> list[str] | None:
     """Kinds of the columns (``"f"``, ``"i"``, ``"b"``, ``"s"``), or ``None`` for pandas."""
+    import pandas as pd
+
     if len(df) == 0 or df.shape[1] < 2 or len(sep) != 1:
         return None
     if not isinstance(df.columns, pd.Index) or isinstance(df.columns, pd.MultiIndex):

@@ -18,11 +18,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from crowdmed._io import atomic_path
 from crowdmed._tables import (
@@ -37,6 +36,9 @@ from crowdmed._tables import (
 from crowdmed._text import short_list
 from crowdmed.data._csv import write_csv
 from crowdmed.data.labels import MISSING, CrowdLabels
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "from_long_frame",
@@ -70,6 +72,8 @@ def _resolve_duplicates(
     df: pd.DataFrame, c_item: str, c_ann: str, c_lab: str, on_duplicate: str
 ) -> tuple[pd.DataFrame, tuple[np.ndarray, pd.Index], tuple[np.ndarray, pd.Index]]:
     """The table without repeated (item, annotator) pairs, with item and annotator codes."""
+    import pandas as pd
+
     items, item_ids = pd.factorize(df[c_item], sort=False)
     anns, ann_ids = pd.factorize(df[c_ann], sort=False)
     # Repeated (item, annotator) pairs, found from the codes: a sort of integers is several
@@ -106,6 +110,8 @@ def _gold_codes(
     lines: np.ndarray,
 ) -> np.ndarray | None:
     """Gold class codes per item (``-1`` = unknown) from the optional gold column."""
+    import pandas as pd
+
     n_items = len(item_ids)
     gold_arr = None
     if gold is not None and gold in df.columns:
@@ -133,6 +139,8 @@ def _quiz_values(
     df: pd.DataFrame, quiz_accuracy: str | None, anns: np.ndarray, ann_ids: pd.Index
 ) -> np.ndarray | None:
     """Quiz accuracy per annotator (``NaN`` = none) from the optional quiz column."""
+    import pandas as pd
+
     n_ann = len(ann_ids)
     quiz_arr = None
     if quiz_accuracy is not None and quiz_accuracy in df.columns:
@@ -191,6 +199,8 @@ def from_long_frame(
         (array([[ 0,  1],
                [ 1, -1]]), ['cat', 'dog'])
     """
+    import pandas as pd
+
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"`df` must be a pandas DataFrame; got {type(df).__name__}.")
     where = str(df.attrs.get(_SOURCE, "the label table"))
@@ -389,6 +399,8 @@ def read_quiz(path: str | os.PathLike[str], annotator_ids: npt.ArrayLike) -> np.
     Returns:
         Float array of shape ``(n_annotators,)``; ``NaN`` for annotators not in the file.
     """
+    import pandas as pd
+
     p = Path(path)
     df = read_table(p, all_text=True)
     c_ann = find_column(df, "annotator", None)
@@ -436,6 +448,8 @@ def read_wide(
     Returns:
         The labels.
     """
+    import pandas as pd
+
     p = Path(path)
     df = read_table(p, all_text=True, what="Wide file")
     if df.shape[1] < 2:
@@ -499,6 +513,8 @@ def write_labels(labels: CrowdLabels, path: str | os.PathLike[str]) -> Path:
     Returns:
         The path written.
     """
+    import pandas as pd
+
     p = Path(path)
     df = labels.to_long()
     if labels.gold is not None:

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from crowdmed._text import short_list
 
 if TYPE_CHECKING:
+    import pandas as pd
     import scipy.sparse as sp
 
 __all__ = ["MISSING", "CrowdLabels"]
@@ -32,10 +32,23 @@ def _ids(values: Sequence[Any] | npt.ArrayLike | None, n: int, name: str) -> np.
     arr = np.asarray(values)
     if arr.ndim != 1 or len(arr) != n:
         raise ValueError(f"`{name}` must have length {n}; got shape {arr.shape}.")
-    if len(pd.unique(arr)) != n:
+    if _n_distinct(arr) != n:
+        import pandas as pd
+
         dup = pd.Series(arr)[pd.Series(arr).duplicated()].unique()[:5].tolist()
         raise ValueError(f"`{name}` must be unique; got repeated ids {dup}.")
     return arr
+
+
+def _n_distinct(arr: np.ndarray) -> int:
+    """Number of distinct values (as ``pd.unique`` counts them; NumPy or a set when it can)."""
+    if arr.dtype.kind in "biuf":
+        return len(np.unique(arr))
+    if arr.dtype.kind in "USO":
+        return len(set(arr.tolist()))
+    import pandas as pd
+
+    return len(pd.unique(arr))
 
 
 def _int_array(value: npt.ArrayLike, name: str) -> np.ndarray:
@@ -69,6 +82,8 @@ def _check_unique_pairs(
     key = it * n_annotators + an
     sorted_key = np.sort(key)  # a sort is much faster than np.unique's hashing here
     if (sorted_key[1:] == sorted_key[:-1]).any():
+        import pandas as pd
+
         s = pd.Series(key)
         dup = s[s.duplicated()].unique()[:5]
         item_ids_arr = _ids(item_ids, n_items, "item_ids")
@@ -386,6 +401,8 @@ class CrowdLabels:
         Returns:
             One row per annotation.
         """
+        import pandas as pd
+
         if decode:
             return pd.DataFrame(
                 {

@@ -17,13 +17,12 @@ import difflib
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from crowdmed._tables import (
     ALIASES,
@@ -46,6 +45,9 @@ from crowdmed.aggregation.base import BaseAggregator
 from crowdmed.aggregation.continuous import ContinuousLabels, check_continuous
 from crowdmed.data.io import read_labels, read_quiz, read_wide, write_table
 from crowdmed.data.labels import CrowdLabels
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "AUTO",
@@ -310,26 +312,24 @@ def _read_plain_long(
     if encoded[0].null_count or encoded[1].null_count:
         return None
     # Labels: parsed once per distinct cell (an empty cell is NaN, as the pandas reader has it).
-    cells = encoded[2].dictionary.to_numpy(zero_copy_only=False).astype(object, copy=False)
-    label_idx = encoded[2].indices
-    if label_idx.null_count:
+    cells = _arrow_strings(encoded[2].dictionary)
+    label_idx = _arrow_ints(encoded[2].indices)
+    if encoded[2].indices.null_count:
         cells = np.append(cells, np.nan)
-        label_idx = label_idx.fill_null(len(cells) - 1)
+        label_idx[label_idx < 0] = len(cells) - 1
     try:
-        cell_codes, cls = parse_labels(
-            pd.Series(cells, dtype=object), classes, column=roles["label"]
-        )
+        cell_codes, cls = parse_labels(cells, classes, column=roles["label"])
     except ValueError:
         return None
-    codes = cell_codes[label_idx.to_numpy(zero_copy_only=False)]
+    codes = cell_codes[label_idx]
     keep = codes >= 0
     if not keep.any():
         return None
     ids = []
     for enc in encoded[:2]:
         # Codes in order of first appearance among the labelled rows, as read_labels has them.
-        idx, first = pd.factorize(enc.indices.to_numpy(zero_copy_only=False)[keep], sort=False)
-        distinct = enc.dictionary.to_numpy(zero_copy_only=False).astype(object, copy=False)
+        idx, first = _first_appearance(_arrow_ints(enc.indices), keep)
+        distinct = _arrow_strings(enc.dictionary)
         ids.append((idx, distinct[first]))
     (items, item_ids), (anns, ann_ids) = ids
     try:  # refuses a repeated (item, annotator) pair
@@ -346,6 +346,70 @@ def _read_plain_long(
         )
     except ValueError:
         return None
+
+
+# pyarrow's own conversions to and from NumPy (to_numpy, pa.array, fill_null with a Python
+# value) import pandas when it is installed; these go through the buffers instead.
+def _arrow_ints(arr: Any) -> np.ndarray:
+    """An integer pyarrow array (dictionary indices) as ``int64``; ``-1`` where null."""
+    width = arr.type.bit_width // 8
+    dtype = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}[width]
+    buffers = arr.buffers()
+    values = np.frombuffer(buffers[1], dtype=dtype, count=len(arr), offset=arr.offset * width)
+    values = values.astype(np.int64)
+    if arr.null_count:
+        bits = np.unpackbits(np.frombuffer(buffers[0], dtype=np.uint8), bitorder="little")
+        values[~bits[arr.offset : arr.offset + len(arr)].astype(bool)] = -1
+    return values
+
+
+def _arrow_strings(arr: Any) -> np.ndarray:
+    """A pyarrow string array as an object array of ``str``."""
+    out = np.empty(len(arr), dtype=object)
+    out[:] = arr.to_pylist()
+    return out
+
+
+def _arrow_column(values: Any) -> Any:
+    """A consensus column as a pyarrow array, as ``pa.Table.from_pandas`` makes it.
+
+    Numbers without NaN and text go through the buffers (no pandas import); anything else
+    through ``pa.array(..., from_pandas=True)``.
+    """
+    import pyarrow as pa
+
+    v = np.asarray(values)
+    if v.ndim == 1 and v.dtype.kind in "iuf" and not (v.dtype.kind == "f" and np.isnan(v).any()):
+        v = np.ascontiguousarray(v)
+        kind = pa.from_numpy_dtype(v.dtype)
+        return pa.Array.from_buffers(kind, len(v), [None, pa.py_buffer(v)])
+    if v.ndim == 1 and v.dtype.kind == "O" and all(type(x) is str for x in v.tolist()):
+        encoded = [x.encode() for x in v.tolist()]
+        offsets = np.zeros(len(v) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, encoded), np.int64, len(v)), out=offsets[1:])
+        large = offsets[-1] >= 2**31
+        kind = pa.large_string() if large else pa.string()
+        offsets = offsets if large else offsets.astype(np.int32)
+        data = pa.py_buffer(b"".join(encoded))
+        return pa.Array.from_buffers(kind, len(v), [None, pa.py_buffer(offsets), data])
+    return pa.array(v, from_pandas=True)
+
+
+def _first_appearance(codes: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``codes[keep]`` renumbered in order of first appearance, and the old code of each.
+
+    pyarrow's dictionary codes are already in that order over all rows: kept as they are
+    when every row is kept (and checked to be), else renumbered with ``np.unique``.
+    """
+    if keep.all():
+        running = np.maximum.accumulate(codes)
+        if codes[0] == 0 and not (np.diff(running) > 1).any():
+            return codes.astype(np.int64), np.arange(int(running[-1]) + 1)
+    uniq, first, inverse = np.unique(codes[keep], return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[inverse.reshape(-1)], uniq[order]
 
 
 def read_continuous_file(
@@ -383,6 +447,8 @@ def read_continuous_file(
                 f"`{option}` does not apply to --label-type continuous; pass a long file of "
                 "item, annotator and numeric label columns."
             )
+    import pandas as pd
+
     df = read_table(path, all_text=True)
     cols = resolve_columns(
         df.columns,
@@ -425,7 +491,10 @@ def read_continuous_file(
 
 
 def write_consensus(
-    df: pd.DataFrame, path: str | os.PathLike[str], *, like: str | os.PathLike[str] | None = None
+    df: pd.DataFrame | Mapping[str, np.ndarray],
+    path: str | os.PathLike[str],
+    *,
+    like: str | os.PathLike[str] | None = None,
 ) -> None:
     """Write a consensus table (CSV or TSV, gzipped when ``.gz``; Parquet by suffix).
 
@@ -435,7 +504,7 @@ def write_consensus(
     values are empty. Without pyarrow, or for Parquet, :func:`~crowdmed.data.io.write_table`.
 
     Args:
-        df: The table.
+        df: The table, or its columns (:meth:`AggregateResult.consensus_columns`).
         path: Where to write (not atomically: the command line writes to a staged file).
         like: The final path whose suffixes give the format (``path`` when omitted).
     """
@@ -448,9 +517,16 @@ def write_consensus(
     except ImportError:
         pa = None
     if fmt in (".parquet", ".pq") or pa is None or not hasattr(pcsv, "WriteOptions"):
+        if isinstance(df, Mapping):
+            import pandas as pd
+
+            df = pd.DataFrame(df)
         write_table(df, path)
         return
-    table = pa.Table.from_pandas(df, preserve_index=False)
+    if isinstance(df, Mapping):  # as from_pandas has them: NaN is a missing value
+        table = pa.table({k: _arrow_column(v) for k, v in df.items()})
+    else:
+        table = pa.Table.from_pandas(df, preserve_index=False)
     options = pcsv.WriteOptions(
         delimiter="\t" if fmt in (".tsv", ".tab") else ",", quoting_style="needed"
     )
@@ -461,8 +537,8 @@ def write_consensus(
         pcsv.write_csv(table, str(path), write_options=options)
 
 
-def consensus_frame(cl: CrowdLabels, agg: BaseAggregator) -> pd.DataFrame:
-    """item, label, confidence, p_<class>... and gold (when known) of a fitted aggregator."""
+def _consensus_columns(cl: CrowdLabels, agg: BaseAggregator) -> dict[str, np.ndarray]:
+    """item, label, confidence and p_<class>... of a fitted aggregator, as arrays."""
     post = np.asarray(agg.posteriors_, dtype=np.float64)
     frame: dict[str, Any] = {
         "item": cl.item_ids,
@@ -471,7 +547,14 @@ def consensus_frame(cl: CrowdLabels, agg: BaseAggregator) -> pd.DataFrame:
     }
     for k, value in enumerate(cl.classes):
         frame[f"p_{value}"] = post[:, k]
-    df = pd.DataFrame(frame)
+    return frame
+
+
+def consensus_frame(cl: CrowdLabels, agg: BaseAggregator) -> pd.DataFrame:
+    """item, label, confidence, p_<class>... and gold (when known) of a fitted aggregator."""
+    import pandas as pd
+
+    df = pd.DataFrame(_consensus_columns(cl, agg))
     if cl.gold is not None:
         known = cl.gold >= 0
         gold = pd.Series(cl.classes[np.maximum(cl.gold, 0)])
@@ -488,6 +571,8 @@ def continuous_consensus_frame(
 
     ``sd`` is the posterior standard deviation (models that have one); gold when known.
     """
+    import pandas as pd
+
     frame: dict[str, Any] = {"item": cl.item_ids, "value": np.asarray(agg.labels_, float)}
     variances = getattr(agg, "posterior_variances_", None)
     if variances is not None:
@@ -557,6 +642,8 @@ def continuous_annotator_frame(cl: ContinuousLabels, agg: Any) -> pd.DataFrame:
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_dev = cl.per_annotator(residual) / n
         rmse = np.sqrt(cl.per_annotator(residual**2) / n)
+    import pandas as pd
+
     table = pd.DataFrame(
         {
             "annotator": cl.annotator_ids,
@@ -602,6 +689,14 @@ class AggregateResult:
     evaluation: dict[str, float] = dataclasses.field(default_factory=dict)
     gold_values: np.ndarray | None = None
 
+    def consensus_columns(self) -> pd.DataFrame | dict[str, np.ndarray]:
+        """The consensus as its columns when the table was not built yet, else the table.
+
+        :func:`write_consensus` writes either; without pandas for the columns.
+        """
+        value = self.__dict__["_consensus"]
+        return dict(value) if isinstance(value, dict) else value
+
     def annotators(self) -> pd.DataFrame:
         """One row per annotator (:func:`annotator_frame`)."""
         if self.label_type == LabelType.CONTINUOUS.value:
@@ -632,6 +727,8 @@ class AggregateResult:
             if isinstance(cl, ContinuousLabels)
             else cl.labels_per_annotator()
         )
+        import pandas as pd
+
         frame = pd.DataFrame(columns)
         frame = frame[[c for c in _RECORD_COLUMNS if c in frame.columns]]
         return [
@@ -660,6 +757,26 @@ class AggregateResult:
             "classes": cl.classes,
             "n_gold": self.n_gold,
         }
+
+
+def _get_consensus(self: AggregateResult) -> pd.DataFrame:
+    value = self.__dict__["_consensus"]
+    if isinstance(value, dict):  # built from its columns on first access
+        import pandas as pd
+
+        value = self.__dict__["_consensus"] = pd.DataFrame(value)
+    return value
+
+
+def _set_consensus(self: AggregateResult, value: Any) -> None:
+    self.__dict__["_consensus"] = value
+
+
+# The consensus is held as its columns until it is read: the command line writes the columns
+# and need not import pandas.
+AggregateResult.consensus = property(  # type: ignore[assignment]
+    _get_consensus, _set_consensus, doc="The consensus table (see the class attributes)."
+)
 
 
 def make_method(
@@ -818,4 +935,6 @@ def aggregate_file(
         known = cl.gold >= 0
         accuracy = float(np.mean(agg.labels_[known] == cl.gold[known]))
     fit = _fit_record(agg, use_gold, seconds, caught)
-    return AggregateResult(cl, agg, name, consensus_frame(cl, agg), accuracy, n_gold, fit, t.value)
+    # Without gold the table is kept as its columns: the DataFrame is built on first access.
+    consensus = consensus_frame(cl, agg) if cl.gold is not None else _consensus_columns(cl, agg)
+    return AggregateResult(cl, agg, name, consensus, accuracy, n_gold, fit, t.value)

@@ -6,14 +6,16 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import pandas as pd
 
 from crowdmed._params import ParamsMixin
-from crowdmed._validation import check_params
+from crowdmed._validation import check_params, is_frame
 from crowdmed.exceptions import NotFittedError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 if sys.version_info >= (3, 11):
     from typing import Self
@@ -108,7 +110,7 @@ def check_continuous(labels: Any, *, annotator_ids: Any = None) -> ContinuousLab
     """
     if isinstance(labels, ContinuousLabels):
         cl = labels
-    elif isinstance(labels, pd.DataFrame):
+    elif is_frame(labels):
         cl = _from_frame(labels, annotator_ids)
     elif isinstance(labels, (np.ndarray, list, tuple)):
         arr = np.asarray(labels, dtype=np.float64)
@@ -142,6 +144,8 @@ def check_continuous(labels: Any, *, annotator_ids: Any = None) -> ContinuousLab
 
 
 def _from_frame(df: pd.DataFrame, known_annotators: Any = None) -> ContinuousLabels:
+    import pandas as pd
+
     value_col = next((c for c in _VALUE_COLUMNS if c in df.columns), None)
     if "item" not in df.columns or "annotator" not in df.columns or value_col is None:
         raise ValueError(
@@ -247,7 +251,7 @@ class BaseContinuousAggregator(ParamsMixin, ABC):
             Float array of shape ``(n_items,)``.
         """
         self._check_is_fitted()
-        known = self.annotator_ids_ if isinstance(labels, pd.DataFrame) else None
+        known = self.annotator_ids_ if is_frame(labels) else None
         cl = check_continuous(labels, annotator_ids=known)
         if cl.n_annotators != self.n_annotators_:
             raise ValueError(
