@@ -351,13 +351,16 @@ def _read_plain_long(
 # pyarrow's own conversions to and from NumPy (to_numpy, pa.array, fill_null with a Python
 # value) import pandas when it is installed; these go through the buffers instead.
 def _arrow_ints(arr: Any) -> np.ndarray:
-    """An integer pyarrow array (dictionary indices) as ``int64``; ``-1`` where null."""
+    """An integer pyarrow array (dictionary indices) as NumPy; ``-1`` where null.
+
+    Without nulls a read-only view of the array's buffer, else an ``int64`` copy.
+    """
     width = arr.type.bit_width // 8
     dtype = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}[width]
     buffers = arr.buffers()
     values = np.frombuffer(buffers[1], dtype=dtype, count=len(arr), offset=arr.offset * width)
-    values = values.astype(np.int64)
     if arr.null_count:
+        values = values.astype(np.int64)
         bits = np.unpackbits(np.frombuffer(buffers[0], dtype=np.uint8), bitorder="little")
         values[~bits[arr.offset : arr.offset + len(arr)].astype(bool)] = -1
     return values
@@ -404,7 +407,7 @@ def _first_appearance(codes: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, 
     if keep.all():
         running = np.maximum.accumulate(codes)
         if codes[0] == 0 and not (np.diff(running) > 1).any():
-            return codes.astype(np.int64), np.arange(int(running[-1]) + 1)
+            return codes, np.arange(int(running[-1]) + 1)
     uniq, first, inverse = np.unique(codes[keep], return_index=True, return_inverse=True)
     order = np.argsort(first, kind="stable")
     rank = np.empty(len(order), dtype=np.int64)
