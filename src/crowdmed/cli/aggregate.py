@@ -243,11 +243,9 @@ def aggregate(
         from crowdmed._tables import parse_class_list
         from crowdmed.pipelines.aggregate import (
             InputFormat,
-            LabelType,
             aggregate_file,
             make_method,
             resolve_method,
-            write_consensus,
         )
 
         kind, method = resolve_method(method, label_type)
@@ -255,21 +253,10 @@ def aggregate(
         make_method(method, seed=seed, max_iter=max_iter, tol=tol, label_type=kind.value)
         class_list = parse_class_list(classes)
         json_out = json_path if json_path is not None else out.with_name(out.name + ".json")
-        outputs = {"--out": out}
-        if annotators is not None:
-            outputs["--annotators"] = annotators
-        outputs["--json"] = json_out
+        outputs = {"--out": out, "--annotators": annotators, "--json": json_out}
+        outputs = {option: path for option, path in outputs.items() if path is not None}
         _check_outputs([labels] if quiz is None else [labels, quiz], outputs)
         if scheduler is not None:
-            options = {
-                f"--label-type {kind.value}": kind is not LabelType.NOMINAL,
-                "--classes": class_list is not None,
-                "--format wide": fmt == "wide",
-                "--gold-col": gold_col is not None,
-                "--quiz": quiz is not None,
-                "--use-gold": use_gold,
-                "--on-duplicate": on_duplicate != "error",
-            }
             _aggregate_on_dask(
                 ctx,
                 console,
@@ -284,19 +271,21 @@ def aggregate(
                 max_iter=max_iter,
                 tol=tol,
                 columns=(item_col, annotator_col, label_col),
-                refused=[option for option, given in options.items() if given],
+                refused=_refused_on_dask(
+                    kind, class_list, fmt, gold_col, quiz, use_gold, on_duplicate
+                ),
             )
             return
-        read = {
-            "fmt": fmt,
-            "item_col": item_col,
-            "annotator_col": annotator_col,
-            "label_col": label_col,
-            "gold_col": gold_col,
-            "quiz": quiz,
-            "on_duplicate": on_duplicate,
-            "classes": class_list,
-        }
+        read = dict(
+            fmt=fmt,
+            item_col=item_col,
+            annotator_col=annotator_col,
+            label_col=label_col,
+            gold_col=gold_col,
+            quiz=quiz,
+            on_duplicate=on_duplicate,
+            classes=class_list,
+        )
         with _em_progress(console, f"Fitting {method} on {labels.name}") as on_iteration:
             result = aggregate_file(
                 labels,
@@ -309,20 +298,61 @@ def aggregate(
                 callback=on_iteration,
                 label_type=kind.value,
             )
-        if quiz is not None and method != Method.SENS_SPEC.value:
-            console.print(
-                f"[yellow]Note:[/] --quiz is used by sens-spec only; {method} reports it in "
-                "the annotator table."
-            )
-        for warning in result.fit["warnings"]:
-            console.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
+        _print_notes(console, result, method, quiz)
         record = _record(ctx, result, labels, quiz, input_format.value, out, annotators, json_out)
-        with _staged_outputs() as stage:
-            write_consensus(result.consensus_columns(), stage(out), like=out)
-            if annotators is not None:
-                write_table(result.annotators(), stage(annotators))
-            write_run_record(ctx, json_out, record, stage)
+        _write_outputs(ctx, result, record, out, annotators, json_out)
     _print_summary(console, result, use_gold, record, outputs)
+
+
+def _refused_on_dask(
+    kind: Any,
+    class_list: list[str] | None,
+    fmt: str,
+    gold_col: str | None,
+    quiz: Path | None,
+    use_gold: bool,
+    on_duplicate: str,
+) -> list[str]:
+    """The options given that a fit on Dask does not support (named as typed)."""
+    options = {
+        f"--label-type {kind.value}": kind.value != "nominal",
+        "--classes": class_list is not None,
+        "--format wide": fmt == "wide",
+        "--gold-col": gold_col is not None,
+        "--quiz": quiz is not None,
+        "--use-gold": use_gold,
+        "--on-duplicate": on_duplicate != "error",
+    }
+    return [option for option, given in options.items() if given]
+
+
+def _write_outputs(
+    ctx: typer.Context,
+    result: Any,
+    record: dict[str, Any],
+    out: Path,
+    annotators: Path | None,
+    json_out: Path,
+) -> None:
+    """Write the consensus, the annotator table and the run record together (all or none)."""
+    from crowdmed.pipelines.aggregate import write_consensus
+
+    with _staged_outputs() as stage:
+        write_consensus(result.consensus_columns(), stage(out), like=out)
+        if annotators is not None:
+            write_table(result.annotators(), stage(annotators))
+        write_run_record(ctx, json_out, record, stage)
+
+
+def _print_notes(console: Console, result: Any, method: str, quiz: Path | None) -> None:
+    """Print the note on --quiz and the fit's warnings to stderr."""
+    if quiz is not None and method != Method.SENS_SPEC.value:
+        console.print(
+            f"[yellow]Note:[/] --quiz is used by sens-spec only; {method} reports it in "
+            "the annotator table."
+        )
+    for warning in result.fit["warnings"]:
+        console.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
 
 
 def _record(

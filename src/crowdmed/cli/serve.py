@@ -92,84 +92,99 @@ def _serve(ctx: typer.Context) -> None:
         raise typer.Exit(0)
 
 
+# Options of `serve init`.
+PackageOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--package",
+        help="Task package from `crowdmed crowd export` (its gold tasks make the quiz and "
+        "the hidden gold).",
+        show_default=False,
+    ),
+]
+ImagesOpt = Annotated[
+    Path | None,
+    typer.Option("--images", help="Folder of images, one item each.", show_default=False),
+]
+StudyClassesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--classes",
+        help="Comma-separated class names (with --images), in order for --kind ordinal.",
+        show_default=False,
+    ),
+]
+KindOpt = Annotated[
+    str, typer.Option("--kind", help="binary, multiclass or ordinal (with --images).")
+]
+GoldFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--gold", help="CSV item,label of gold answers (with --images).", show_default=False
+    ),
+]
+StudyNameOpt = Annotated[
+    str | None, typer.Option("--name", help="Title of the study.", show_default=False)
+]
+QuestionOpt = Annotated[
+    str | None,
+    typer.Option("--question", help="Question shown above every image.", show_default=False),
+]
+LabelsPerItemOpt = Annotated[
+    int,
+    number_option(
+        "--labels-per-item", help="Labels wanted per item.", lo=1, hi=10_000, integer=True
+    ),
+]
+QuizSizeOpt = Annotated[
+    int | None,
+    number_option(
+        "--quiz-size",
+        help="Gold items in each annotator's quiz (10 with --package, 0 with --images).",
+        lo=0,
+        hi=100_000,
+        integer=True,
+        show_default=False,
+    ),
+]
+PassMarkOpt = Annotated[
+    float,
+    number_option("--pass-mark", help="Quiz accuracy needed to get tasks.", lo=0, hi=1),
+]
+GoldShareOpt = Annotated[
+    float | None,
+    number_option(
+        "--gold-share",
+        help="Chance that a task is a hidden gold item (0.1 with --package, 0 with --images).",
+        lo=0,
+        hi=1,
+        show_default=False,
+    ),
+]
+StudySeedOpt = Annotated[
+    int,
+    number_option(
+        "--seed", help="Seed of the quiz and gold draws.", lo=0, hi=MAX_SEED, integer=True
+    ),
+]
+
+
 @serve_app.command("init")
 def init_cmd(
     ctx: typer.Context,
     study: StudyDir,
-    package: Annotated[
-        Path | None,
-        typer.Option(
-            "--package",
-            help="Task package from `crowdmed crowd export` (its gold tasks make the quiz and "
-            "the hidden gold).",
-            show_default=False,
-        ),
-    ] = None,
-    images: Annotated[
-        Path | None,
-        typer.Option("--images", help="Folder of images, one item each.", show_default=False),
-    ] = None,
-    classes: Annotated[
-        str | None,
-        typer.Option(
-            "--classes",
-            help="Comma-separated class names (with --images), in order for --kind ordinal.",
-            show_default=False,
-        ),
-    ] = None,
-    kind: Annotated[
-        str, typer.Option("--kind", help="binary, multiclass or ordinal (with --images).")
-    ] = "multiclass",
-    gold: Annotated[
-        Path | None,
-        typer.Option(
-            "--gold", help="CSV item,label of gold answers (with --images).", show_default=False
-        ),
-    ] = None,
-    name: Annotated[
-        str | None, typer.Option("--name", help="Title of the study.", show_default=False)
-    ] = None,
-    question: Annotated[
-        str | None,
-        typer.Option("--question", help="Question shown above every image.", show_default=False),
-    ] = None,
-    labels_per_item: Annotated[
-        int,
-        number_option(
-            "--labels-per-item", help="Labels wanted per item.", lo=1, hi=10_000, integer=True
-        ),
-    ] = 5,
-    quiz_size: Annotated[
-        int | None,
-        number_option(
-            "--quiz-size",
-            help="Gold items in each annotator's quiz (10 with --package, 0 with --images).",
-            lo=0,
-            hi=100_000,
-            integer=True,
-            show_default=False,
-        ),
-    ] = None,
-    pass_mark: Annotated[
-        float,
-        number_option("--pass-mark", help="Quiz accuracy needed to get tasks.", lo=0, hi=1),
-    ] = 0.7,
-    gold_share: Annotated[
-        float | None,
-        number_option(
-            "--gold-share",
-            help="Chance that a task is a hidden gold item (0.1 with --package, 0 with --images).",
-            lo=0,
-            hi=1,
-            show_default=False,
-        ),
-    ] = None,
-    seed: Annotated[
-        int,
-        number_option(
-            "--seed", help="Seed of the quiz and gold draws.", lo=0, hi=MAX_SEED, integer=True
-        ),
-    ] = 0,
+    package: PackageOpt = None,
+    images: ImagesOpt = None,
+    classes: StudyClassesOpt = None,
+    kind: KindOpt = "multiclass",
+    gold: GoldFileOpt = None,
+    name: StudyNameOpt = None,
+    question: QuestionOpt = None,
+    labels_per_item: LabelsPerItemOpt = 5,
+    quiz_size: QuizSizeOpt = None,
+    pass_mark: PassMarkOpt = 0.7,
+    gold_share: GoldShareOpt = None,
+    seed: StudySeedOpt = 0,
     database: Database = None,
     base_url: BaseUrl = "http://127.0.0.1:8000",
 ) -> None:
