@@ -142,6 +142,16 @@ FocalAlphaOpt = Annotated[
         show_default=False,
     ),
 ]
+TraceWeightOpt = Annotated[
+    float,
+    number_option(
+        "--trace-weight",
+        help="Confusion methods: weight λ of the trace regulariser, the mean trace of the "
+        "raters' confusion matrices added to the loss (Zhang et al. 2020)",
+        lo=0,
+        hi=100,
+    ),
+]
 
 
 def segment(
@@ -157,6 +167,7 @@ def segment(
     unet_channels: UnetChannelsOpt = None,
     k_every: KEveryOpt = "0.1",
     focal_alpha: FocalAlphaOpt = None,
+    trace_weight: TraceWeightOpt = 0.01,
     epochs: EpochsOpt = 30,
     batch_size: BatchSizeOpt = 8,
     lr: LrOpt = 1e-3,

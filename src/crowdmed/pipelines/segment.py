@@ -407,6 +407,7 @@ class _Settings:
     channels: int | None
     resume: bool
     focal_alpha: float | None = None
+    trace_weight: float = 0.01
 
 
 def _check_settings(s: _Settings, folders: dict[str, Path | None], out: Path) -> None:
@@ -418,6 +419,8 @@ def _check_settings(s: _Settings, folders: dict[str, Path | None], out: Path) ->
     s.k_every = parse_k_every(s.k_every)
     if s.focal_alpha is not None and not 0 <= s.focal_alpha <= 1:
         raise ValueError(f"`--focal-alpha` must be a number from 0 to 1; got {s.focal_alpha}.")
+    if not (0 <= s.trace_weight <= 100):
+        raise ValueError(f"`--trace-weight` must be a number from 0 to 100; got {s.trace_weight}.")
     if not (s.lr > 0 and math.isfinite(s.lr)):
         raise ValueError(f"`--lr` must be a positive number; got {s.lr}.")
     if s.patience < 0:
@@ -582,6 +585,7 @@ def train_segmentation(
     backbone: str = "unet",
     k_every: int | float = 0.1,
     focal_alpha: float | None = None,
+    trace_weight: float = 0.01,
     channels: int | None = None,
     predict: Path | None = None,
     resume: bool = True,
@@ -612,6 +616,7 @@ def train_segmentation(
             iterations: ``0.1``, the default) or an integer number of steps.
         focal_alpha: GAF methods: the focal loss's class-balance factor ``α_t`` (``α`` for
             the foreground classes, ``1 - α`` for the background); ``None``: ``α_t = 1``.
+        trace_weight: Confusion methods: ``λ`` of the trace regulariser (Zhang et al. 2020).
         channels: Image channels, 1 or 3; detected from the images when ``None``.
         predict: Folder of images to segment after training.
         resume: Continue an interrupted run from ``out/checkpoint/``.
@@ -644,6 +649,7 @@ def train_segmentation(
         channels,
         resume,
         focal_alpha,
+        trace_weight,
     )
     folders = {
         "--images": images,
@@ -703,6 +709,7 @@ def _train(
         lr=s.lr,
         k_every=s.k_every,
         focal_alpha=s.focal_alpha,
+        trace_weight=s.trace_weight,
         patience=None if s.patience == 0 else s.patience,
         random_state=s.seed,
         progress=on_epoch,
@@ -805,6 +812,7 @@ def _config(
         "lr": s.lr,
         "k_every": s.k_every,
         "focal_alpha": s.focal_alpha,
+        "trace_weight": s.trace_weight,
         "patience": s.patience,
         "seed": s.seed,
         "n_images": len(cases.case_ids),
