@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from crowdmed.metrics.stats import format_difference, paired_difference
+from crowdmed.metrics.stats import format_difference, holm, paired_difference
 
 
 def test_t_interval_by_hand() -> None:
@@ -89,3 +89,31 @@ def test_format_difference() -> None:
 def test_errors(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         paired_difference(**kwargs)
+
+
+def test_holm_by_hand() -> None:
+    # m = 4, p (shape (4,)) = 0.01, 0.04, 0.03, 0.005. Sorted: 0.005, 0.01, 0.03, 0.04, times
+    # 4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04; running maximum: 0.02, 0.03, 0.06, 0.06.
+    adj = holm([0.01, 0.04, 0.03, 0.005])
+    np.testing.assert_allclose(adj, [0.03, 0.06, 0.06, 0.02])
+    # at alpha = 0.05 tests 0 and 3 are rejected; plain Bonferroni (x 4) rejects only test 3
+    assert (adj <= 0.05).tolist() == [True, False, False, True]
+    # capped at 1; ties: 0.02 x 2 = 0.04, then 0.02 x 1 raised to the running maximum
+    np.testing.assert_allclose(holm([0.5, 0.6]), [1.0, 1.0])
+    np.testing.assert_allclose(holm([0.02, 0.02]), [0.04, 0.04])
+    # one test: unchanged; empty family: empty
+    np.testing.assert_allclose(holm([0.3]), [0.3])
+    assert holm([]).shape == (0,)
+
+
+@pytest.mark.parametrize(
+    ("p", "match"),
+    [
+        ([[0.1, 0.2]], r"1-D array; got shape \(1, 2\)"),
+        ([0.1, 1.5], r"lie in \[0, 1\]; got \[1.5\] at positions \[1\]"),
+        ([np.nan], r"lie in \[0, 1\]; got \[nan\]"),
+    ],
+)
+def test_holm_errors(p: list, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        holm(p)

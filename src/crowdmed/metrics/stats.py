@@ -3,7 +3,9 @@
 A method is called better than a baseline only when the confidence interval of the mean
 per-seed (paired) difference excludes 0; otherwise the verdict is "no difference detected".
 Two intervals are offered: Student's t on the differences (``method="t"``) and the
-percentile bootstrap of the mean difference (``method="bootstrap"``).
+percentile bootstrap of the mean difference (``method="bootstrap"``). When one claim rests on
+a family of such tests (a method is no worse at every budget, on every data set), :func:`holm`
+adjusts their p-values so that the family-wise error rate is controlled.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from scipy import stats as _sp_stats
 
 from crowdmed._validation import check_option, check_random_state
 
-__all__ = ["PairedDifference", "format_difference", "paired_difference"]
+__all__ = ["PairedDifference", "format_difference", "holm", "paired_difference"]
 
 BETTER = "better"
 WORSE = "worse"
@@ -189,3 +191,45 @@ def format_difference(result: PairedDifference, *, digits: int = 3, scale: float
     if result.n < 2:
         return f"{m:+.{digits}f} (n=1), {result.verdict}"
     return f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}], {result.verdict}"
+
+
+def holm(p_values: npt.ArrayLike) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values of a family of ``m`` tests.
+
+    With the p-values sorted, ``p_(1) <= ... <= p_(m)``, the adjusted value of the ``i``-th
+    is ``max_{j <= i} min(1, (m − j + 1) · p_(j))``, returned in the input order. Rejecting
+    every hypothesis whose adjusted p-value is ``<= alpha`` keeps the probability of any
+    false rejection at most ``alpha``, whatever the dependence between the tests.
+
+    Args:
+        p_values: Float array of shape ``(m,)`` with values in ``[0, 1]``.
+
+    Returns:
+        Float array of shape ``(m,)``: the adjusted p-values, each ``>=`` its raw value.
+
+    Raises:
+        ValueError: If ``p_values`` is not 1-D or holds values outside ``[0, 1]`` or NaN.
+
+    References:
+        Holm (1979), "A simple sequentially rejective multiple test procedure".
+        https://www.jstor.org/stable/4615733
+
+    Examples:
+        >>> holm([0.01, 0.04, 0.03, 0.005]).round(4)
+        array([0.03, 0.06, 0.06, 0.02])
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.ndim != 1:
+        raise ValueError(f"`p_values` must be a 1-D array; got shape {p.shape}.")
+    bad = ~((p >= 0.0) & (p <= 1.0))  # also catches NaN
+    if bad.any():
+        raise ValueError(
+            f"`p_values` must lie in [0, 1]; got {p[bad][:5].tolist()} at positions "
+            f"{np.flatnonzero(bad)[:5].tolist()}."
+        )
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out = np.empty(m)
+    out[order] = np.maximum.accumulate(scaled)
+    return out
