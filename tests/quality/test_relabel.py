@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 from crowdmed.data.labels import CrowdLabels
 from crowdmed.quality import RelabelScores, label_quality, relabel_scores
-from crowdmed.quality.relabel import _accuracy_gain
+from crowdmed.quality.relabel import _accuracy_gain, annotator_confusions
 
 
 def crowd(seed, n_items=150, n_annotators=6, n_classes=3):
@@ -147,3 +147,47 @@ def test_select_refuses_a_budget_below_one():
     r = relabel_scores(np.array([[0, 1], [1, -1]]), np.full((2, 2), 0.5))
     with pytest.raises(ValueError, match=r"`budget` must be an integer >= 1; got 0"):
         r.select(0)
+
+
+def test_annotator_confusions_start_by_hand():
+    # (3 items, 3 annotators) K = 2, no EM iteration: the model times (1 + votes), normalised.
+    # Item 0: [0.5, 0.5] * (1 + [2, 1]) = [1.5, 1.0] -> [0.6, 0.4]; item 1: [0.2, 0.8] *
+    # [1, 2] -> [0.2, 1.6] / 1.8; item 2 unlabelled keeps the model [0.3, 0.7].
+    labels = np.array([[0, 0, 1], [1, -1, -1], [-1, -1, -1]])
+    probs = np.array([[0.5, 0.5], [0.2, 0.8], [0.3, 0.7]])
+    r = annotator_confusions(labels, probs, calibrate=False, n_iter=0)
+    np.testing.assert_allclose(r.posteriors, [[0.6, 0.4], [0.2 / 1.8, 1.6 / 1.8], [0.3, 0.7]])
+    np.testing.assert_array_equal(r.consensus, [0, 1, 1])
+    assert r.temperature == 1.0
+
+
+def test_annotator_confusions_recover_the_readers_and_match_relabel_scores():
+    labels, probs, truth, acc = crowd(5, n_items=600)
+    r = annotator_confusions(labels, probs)
+    np.testing.assert_allclose(r.posteriors.sum(axis=1), 1.0)
+    np.testing.assert_allclose(r.confusion.sum(axis=2), 1.0)
+    # a wrong answer is drawn from all K = 3 classes, so a reader is right w.p. a + (1 - a) / 3
+    assert np.abs(r.accuracy - (acc + (1.0 - acc) / 3.0)).max() < 0.05
+    assert np.mean(r.consensus == truth) > np.mean(probs.argmax(axis=1) == truth)
+    # the same model relabel_scores uses: its temperature and its reliability figures
+    s = relabel_scores(labels, probs)
+    assert r.temperature == s.temperature
+    assert r.temperature == relabel_scores(labels, probs, method="activelab").temperature
+    reliability = np.einsum("k,akk->a", r.posteriors.mean(axis=0), r.confusion)
+    np.testing.assert_allclose(reliability, s.reliability)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"n_iter": -1}, r"`n_iter` must be an integer >= 0; got -1"),
+        ({"n_iter": 2.5}, r"`n_iter` must be an integer >= 0; got 2.5"),
+        ({"prior_strength": 0.0}, r"`prior_strength` must be a positive number; got 0.0"),
+    ],
+)
+def test_annotator_confusions_bad_inputs(kwargs, pattern):
+    labels = np.array([[0, 1], [1, -1], [-1, -1]])
+    with pytest.raises(ValueError, match=pattern):
+        annotator_confusions(labels, np.full((3, 2), 0.5), **kwargs)
+    with pytest.raises(ValueError, match=r"`pred_probs` must have shape"):
+        annotator_confusions(labels, np.full((2, 2), 0.5))

@@ -57,7 +57,13 @@ from crowdmed.quality._crowdlab import (
     temperature_scale,
 )
 
-__all__ = ["RelabelMethod", "RelabelScores", "relabel_scores"]
+__all__ = [
+    "AnnotatorConfusions",
+    "RelabelMethod",
+    "RelabelScores",
+    "annotator_confusions",
+    "relabel_scores",
+]
 
 #: Floor of probabilities inside logarithms.
 _EPS = 1e-12
@@ -197,6 +203,32 @@ class _Pool:
         return np.where(self.count > 0, out, -1)
 
 
+def _labelled_coo(cl: CrowdLabels, k: int) -> tuple[np.ndarray, Coo]:
+    """The labelled items alone, re-indexed (as cleanlab receives them), and their indices."""
+    rows = np.flatnonzero(cl.labels_per_item() > 0)
+    new_index = np.full(cl.n_items, -1)
+    new_index[rows] = np.arange(len(rows))
+    sub = CrowdLabels.from_triplets(
+        new_index[cl.items], cl.annotators, cl.labels,
+        n_items=len(rows), n_annotators=cl.n_annotators, n_classes=k,
+    )  # fmt: skip
+    return rows, Coo.build(sub, k)
+
+
+def _check_inputs(labels: Any, pred_probs: Any) -> tuple[CrowdLabels, np.ndarray]:
+    """Checked labels and probabilities, the labels widened to the model's classes."""
+    pp_raw = np.asarray(pred_probs)
+    cl = _check_relabel_labels(labels, pp_raw.shape[1] if pp_raw.ndim == 2 else None)
+    pp = check_pred_probs(pp_raw, cl.n_items, cl.n_classes, "pred_probs")
+    if pp.shape[1] > cl.n_classes:
+        cl = CrowdLabels.from_triplets(
+            cl.items, cl.annotators, cl.labels, n_items=cl.n_items,
+            n_annotators=cl.n_annotators, n_classes=pp.shape[1], item_ids=cl.item_ids,
+            annotator_ids=cl.annotator_ids,
+        )  # fmt: skip
+    return cl, pp
+
+
 # ----------------------------------------------------------------------------- ActiveLab
 def _activelab(cl: CrowdLabels, pp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """ActiveLab quality (low = label next), posteriors, annotator weights and temperature."""
@@ -208,15 +240,7 @@ def _activelab(cl: CrowdLabels, pp: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     weights = np.full(cl.n_annotators, np.nan)
     temperature, model_w, mean_w = 1.0, 1.0, 1.0
     if labelled.any():
-        # the labelled items alone, re-indexed, as cleanlab receives them
-        rows = np.flatnonzero(labelled)
-        new_index = np.full(cl.n_items, -1)
-        new_index[rows] = np.arange(len(rows))
-        sub = CrowdLabels.from_triplets(
-            new_index[cl.items], cl.annotators, cl.labels,
-            n_items=len(rows), n_annotators=cl.n_annotators, n_classes=k,
-        )  # fmt: skip
-        c = Coo.build(sub, k)
+        rows, c = _labelled_coo(cl, k)
         pp_l = pp[rows]
         has_labels = c.n_per_annotator > 0
         if (c.n == 1).all():
@@ -245,6 +269,20 @@ def _activelab(cl: CrowdLabels, pp: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 
 
 # ----------------------------------------------------------------------------- crowdmed
+def _m_step(cl: CrowdLabels, post: np.ndarray, strength: float) -> tuple[np.ndarray, np.ndarray]:
+    """Soft confusion counts, shrunk to a one-coin matrix itself shrunk to the crowd's mean."""
+    k = post.shape[1]
+    eye = np.eye(k)
+    counts = confusion_counts(cl, post)  # counts[a, k, l]: soft count of true k, said l
+    hits = np.einsum("akk->a", counts)
+    n_a = counts.sum(axis=(1, 2))
+    crowd_acc = hits.sum() / max(n_a.sum(), _EPS)
+    acc = (hits + strength * crowd_acc) / (n_a + strength)
+    coin = acc[:, None, None] * eye + ((1.0 - acc) / (k - 1))[:, None, None] * (1.0 - eye)
+    conf = (counts + strength * coin) / (counts.sum(axis=2, keepdims=True) + strength)
+    return conf, acc
+
+
 def _fit_confusions(
     cl: CrowdLabels,
     log_prior: np.ndarray,
@@ -262,16 +300,10 @@ def _fit_confusions(
     votes = np.bincount(it * k + lab, minlength=cl.n_items * k).reshape(-1, k)
     post = np.exp(log_prior) * (1.0 + votes)  # start: the model nudged by the votes
     post /= post.sum(axis=1, keepdims=True)
-    eye = np.eye(k)
+    if n_iter == 0:  # the start and its M-step
+        conf, acc = _m_step(cl, post, strength)
     for _ in range(n_iter):
-        # M-step: soft confusion counts, shrunk to a one-coin matrix shrunk to the crowd mean
-        counts = confusion_counts(cl, post)  # counts[a, k, l]: soft count of true k, said l
-        hits = np.einsum("akk->a", counts)
-        n_a = counts.sum(axis=(1, 2))
-        crowd_acc = hits.sum() / max(n_a.sum(), _EPS)
-        acc = (hits + strength * crowd_acc) / (n_a + strength)
-        coin = acc[:, None, None] * eye + ((1.0 - acc) / (k - 1))[:, None, None] * (1.0 - eye)
-        conf = (counts + strength * coin) / (counts.sum(axis=2, keepdims=True) + strength)
+        conf, acc = _m_step(cl, post, strength)
         # E-step in log space: products of many small probabilities underflow
         log_conf = np.log(np.clip(conf, _EPS, None))
         log_post = log_prior.copy()
@@ -282,6 +314,19 @@ def _fit_confusions(
         post = np.exp(log_post)
         post /= post.sum(axis=1, keepdims=True)
     return post, conf, acc
+
+
+def _log_prior(pp: np.ndarray, temperature: float) -> np.ndarray:
+    """Log of the temperature-scaled model probabilities: each item's class prior in EM."""
+    return np.log(np.clip(temperature_scale(pp, temperature), _EPS, None))
+
+
+def _temperature(cl: CrowdLabels, pp: np.ndarray) -> float:
+    """CROWDLAB's temperature for ``pp`` (1 while no item has two labels)."""
+    if not (cl.labels_per_item() > 1).any():
+        return 1.0
+    rows, c = _labelled_coo(cl, pp.shape[1])
+    return best_temperature(c, pp[rows])
 
 
 def _crowdlab_state(
@@ -298,21 +343,13 @@ def _crowdlab_state(
     """
     k = pp.shape[1]
     n = cl.labels_per_item()
-    labelled = n > 0
     weights = np.where(np.bincount(cl.annotators, minlength=cl.n_annotators) > 0, 1.0, np.nan)
     if not (n > 1).any():
         post = pp.copy()
         rows = cl.items
         post[rows] = (pp[rows] + np.eye(k)[cl.labels]) / 2.0
         return post, 1.0 + n, weights, 1.0, 1.0
-    rows = np.flatnonzero(labelled)
-    new_index = np.full(cl.n_items, -1)
-    new_index[rows] = np.arange(len(rows))
-    sub = CrowdLabels.from_triplets(
-        new_index[cl.items], cl.annotators, cl.labels,
-        n_items=len(rows), n_annotators=cl.n_annotators, n_classes=k,
-    )  # fmt: skip
-    c = Coo.build(sub, k)
+    rows, c = _labelled_coo(cl, k)
     temperature = best_temperature(c, pp[rows])
     post = temperature_scale(pp, temperature)
     _, stats, _ = crowdlab(
@@ -368,8 +405,7 @@ def _crowdmed(
     k = pp.shape[1]
     post, total, weights, p_consensus, temperature = _crowdlab_state(cl, pp)
     # who is likely to say what: EM confusion matrices with the calibrated model as prior
-    scaled = temperature_scale(pp, temperature)
-    em_post, conf, _acc = _fit_confusions(cl, np.log(np.clip(scaled, _EPS, None)), n_iter, strength)
+    em_post, conf, _acc = _fit_confusions(cl, _log_prior(pp, temperature), n_iter, strength)
     # an annotator's worth: accuracy weighted by how often each class occurs
     reliability = np.einsum("k,akk->a", em_post.mean(axis=0), conf)
     known = np.isfinite(weights)
@@ -447,15 +483,7 @@ def relabel_scores(
         False
     """
     m = check_option(method, RelabelMethod, "method")
-    pp_raw = np.asarray(pred_probs)
-    cl = _check_relabel_labels(labels, pp_raw.shape[1] if pp_raw.ndim == 2 else None)
-    pp = check_pred_probs(pp_raw, cl.n_items, cl.n_classes, "pred_probs")
-    if pp.shape[1] > cl.n_classes:
-        cl = CrowdLabels.from_triplets(
-            cl.items, cl.annotators, cl.labels, n_items=cl.n_items,
-            n_annotators=cl.n_annotators, n_classes=pp.shape[1], item_ids=cl.item_ids,
-            annotator_ids=cl.annotator_ids,
-        )  # fmt: skip
+    cl, pp = _check_inputs(labels, pred_probs)
     pool = _Pool(available, cl)
     eligible = pool.count > 0
     if m is RelabelMethod.ACTIVELAB:
@@ -466,3 +494,90 @@ def relabel_scores(
         return RelabelScores(1.0 - quality, eligible, chosen, post, weights, temperature, m.value)
     gain, post, rel, chosen, temperature = _crowdmed(cl, pp, pool, assign, n_iter, prior_strength)
     return RelabelScores(gain, eligible, chosen, post, rel, temperature, m.value)
+
+
+@dataclass(frozen=True)
+class AnnotatorConfusions:
+    """Result of :func:`annotator_confusions`.
+
+    Attributes:
+        posteriors: Float array of shape ``(n_items, K)``: P(true class | labels, model);
+            rows sum to 1. An unlabelled item keeps the (calibrated) model's probabilities.
+        consensus: Integer array of shape ``(n_items,)``: the argmax of ``posteriors``
+            (the lower class on ties).
+        confusion: Float array of shape ``(n_annotators, K, K)``:
+            ``confusion[a, k, l] = P(annotator a says l | true class k)``; rows sum to 1.
+        accuracy: Float array of shape ``(n_annotators,)``: each annotator's one-coin
+            accuracy, shrunk towards the crowd's mean (an annotator without labels gets
+            the mean).
+        temperature: Temperature applied to ``pred_probs`` (1 without calibration).
+    """
+
+    posteriors: np.ndarray
+    consensus: np.ndarray
+    confusion: np.ndarray
+    accuracy: np.ndarray
+    temperature: float
+
+
+def annotator_confusions(
+    labels: CrowdLabels | npt.ArrayLike,
+    pred_probs: npt.ArrayLike,
+    *,
+    calibrate: bool = True,
+    n_iter: int = 20,
+    prior_strength: float = 4.0,
+) -> AnnotatorConfusions:
+    """Per-annotator confusion matrices fitted by EM with a classifier as each item's prior.
+
+    The model :func:`relabel_scores` (``method="crowdmed"``) uses to predict what an
+    annotator would answer. Dawid–Skene EM in which the class prior of item ``i`` is the
+    classifier's (temperature-scaled) ``pred_probs[i]`` instead of one prior shared by all
+    items. Each confusion row is shrunk towards the annotator's one-coin matrix with
+    ``prior_strength`` pseudo-labels, and the one-coin accuracy towards the crowd's mean, so
+    an annotator with few labels is treated as an average one.
+
+    Args:
+        labels: A :class:`~crowdmed.data.CrowdLabels` (COO triplets) or an integer array of
+            shape ``(n_items, n_annotators)`` with ``-1`` marking a missing annotation. Items
+            and annotators without any label are allowed.
+        pred_probs: Float array of shape ``(n_items, K)`` whose rows sum to 1: a classifier's
+            out-of-sample predicted probabilities for every item.
+        calibrate: Temperature-scale ``pred_probs`` first, to best match the vote shares
+            (CROWDLAB's temperature, as :func:`relabel_scores` uses; 1 while no item has two
+            labels).
+        n_iter: Number of EM iterations (``0``: the posteriors are the model times one plus
+            the vote counts, normalised, and the confusion matrices their M-step).
+        prior_strength: Pseudo-labels of the shrinkage, ``> 0``.
+
+    Returns:
+        The posteriors, consensus and confusion matrices, see :class:`AnnotatorConfusions`.
+
+    Raises:
+        ValueError: If ``pred_probs`` does not have one row per item summing to 1 and one
+            column per class, ``n_iter`` is not an integer ``>= 0`` or ``prior_strength`` is
+            not positive.
+
+    References:
+        Dawid & Skene (1979). https://doi.org/10.2307/2346806
+
+    Examples:
+        >>> import numpy as np
+        >>> labels = np.array([[0, 0, 1], [1, 1, 0], [0, -1, 0], [-1, -1, -1]])
+        >>> probs = np.array([[0.7, 0.3], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+        >>> r = annotator_confusions(labels, probs, calibrate=False)
+        >>> r.consensus
+        array([0, 1, 0, 1])
+        >>> bool(r.accuracy[2] < r.accuracy[0])  # annotator 2 disagrees with the others
+        True
+    """
+    if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 0:
+        raise ValueError(f"`n_iter` must be an integer >= 0; got {n_iter!r}.")
+    if not np.isfinite(prior_strength) or prior_strength <= 0:
+        raise ValueError(f"`prior_strength` must be a positive number; got {prior_strength!r}.")
+    cl, pp = _check_inputs(labels, pred_probs)
+    temperature = _temperature(cl, pp) if calibrate else 1.0
+    post, conf, acc = _fit_confusions(
+        cl, _log_prior(pp, temperature), int(n_iter), float(prior_strength)
+    )
+    return AnnotatorConfusions(post, post.argmax(axis=1), conf, acc, float(temperature))
