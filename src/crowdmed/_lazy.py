@@ -8,10 +8,11 @@ command imports only what it runs. The public names and ``__all__`` stay the sam
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["lazy_exports"]
+__all__ = ["lazy_exports", "preload"]
 
 
 def lazy_exports(
@@ -48,3 +49,27 @@ def lazy_exports(
         return sorted(set(namespace) | set(where))
 
     return __getattr__, __dir__
+
+
+def preload(*modules: str) -> threading.Thread:
+    """Import ``modules`` in a background thread, so the import overlaps other work.
+
+    Meant for a heavy module the caller will need after a step that releases the GIL (a file
+    parsed by pyarrow): the main thread then finds it imported, or waits on the import lock
+    for the rest of it. A module that fails to import is left for the caller's own import to
+    raise from.
+
+    Returns:
+        The started daemon thread.
+    """
+
+    def run() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # the caller's own import reports it
+                return
+
+    thread = threading.Thread(target=run, name="crowdmed-preload", daemon=True)
+    thread.start()
+    return thread

@@ -227,10 +227,24 @@ def normalize_log(log_joint: np.ndarray) -> tuple[np.ndarray, float]:
     """Posteriors and total log-evidence from unnormalised log joint probabilities.
 
     Works in log space: products of many probabilities underflow to zero, so each row is
-    shifted by its maximum before exponentiating (the log-sum-exp trick).
+    shifted by its maximum before exponentiating (the log-sum-exp trick). The shifted
+    exponentials are computed once and serve both the evidence and the posteriors.
     """
-    lse = row_logsumexp(log_joint)
-    return np.exp(log_joint - lse), float(lse.sum())
+    n, k = log_joint.shape
+    if k > 16 or n == 0:
+        lse = row_logsumexp(log_joint)
+        return np.exp(log_joint - lse), float(lse.sum())
+    m = log_joint[:, 0].copy()
+    for j in range(1, k):
+        np.maximum(m, log_joint[:, j], out=m)
+    m[~np.isfinite(m)] = 0.0
+    post = log_joint - m[:, None]
+    np.exp(post, out=post)
+    total = post[:, 0].copy()
+    for j in range(1, k):
+        total += post[:, j]
+    post /= total[:, None]
+    return post, float((m + np.log(total)).sum())
 
 
 class EMAggregator(BaseAggregator):

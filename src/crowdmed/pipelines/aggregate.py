@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from crowdmed._lazy import preload
 from crowdmed._tables import (
     ALIASES,
     LINE_OFFSET,
@@ -298,7 +299,9 @@ def _read_plain_long(
             parse_options=parse,
             convert_options=pcsv.ConvertOptions(
                 include_columns=wanted,
-                column_types=dict.fromkeys(wanted, pa.string()),
+                # Encoded while parsed, on the reader's threads (dictionary_encode would
+                # afterwards, on one thread, and import pyarrow.compute for it).
+                column_types=dict.fromkeys(wanted, pa.dictionary(pa.int32(), pa.string())),
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
                 null_values=[""],
@@ -308,7 +311,8 @@ def _read_plain_long(
         return None
     if table.num_rows == 0:
         return None
-    encoded = [table.column(c).combine_chunks().dictionary_encode() for c in wanted]
+    table = table.unify_dictionaries()  # one dictionary per column, in order of appearance
+    encoded = [table.column(c).combine_chunks() for c in wanted]
     if encoded[0].null_count or encoded[1].null_count:
         return None
     # Labels: parsed once per distinct cell (an empty cell is NaN, as the pandas reader has it).
@@ -535,9 +539,49 @@ def write_consensus(
     )
     if gz:
         with pa.CompressedOutputStream(str(path), "gzip") as stream:
-            pcsv.write_csv(table, stream, write_options=options)
+            _write_csv_blocks(table, stream, options)
     else:
-        pcsv.write_csv(table, str(path), write_options=options)
+        with pa.OSFile(str(path), "wb") as stream:
+            _write_csv_blocks(table, stream, options)
+
+
+#: Rows below which a table is formatted in one piece (threads would not pay for themselves).
+_PARALLEL_ROWS = 50_000
+
+
+def _write_csv_blocks(table: Any, stream: Any, options: Any) -> None:
+    """Write ``table`` as CSV to ``stream``, its row blocks formatted on several cores.
+
+    pyarrow's CSV writer formats on one thread (most of it printing floats with their
+    shortest round-trip digits) and releases the GIL while it does: each block is formatted
+    to memory in its own thread and the blocks are written in order, so the bytes are those
+    of one ``write_csv`` call.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    n_blocks = min(os.cpu_count() or 1, 4, max(1, table.num_rows // _PARALLEL_ROWS))
+    if n_blocks == 1:
+        pcsv.write_csv(table, stream, write_options=options)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    size = -(-table.num_rows // n_blocks)
+    blocks = [table.slice(start, size) for start in range(0, table.num_rows, size)]
+
+    def fmt(i: int) -> Any:
+        sink = pa.BufferOutputStream()
+        opts = pcsv.WriteOptions(
+            include_header=i == 0,
+            delimiter=options.delimiter,
+            quoting_style=options.quoting_style,
+        )
+        pcsv.write_csv(blocks[i], sink, write_options=opts)
+        return sink.getvalue()
+
+    with ThreadPoolExecutor(len(blocks)) as pool:
+        for buf in pool.map(fmt, range(len(blocks))):
+            stream.write(buf)
 
 
 def _consensus_columns(cl: CrowdLabels, agg: BaseAggregator) -> dict[str, np.ndarray]:
@@ -920,6 +964,9 @@ def aggregate_file(
     agg = make_method(name, seed=seed, max_iter=max_iter, tol=tol, label_type=t.value)
     if t is LabelType.CONTINUOUS:
         return _aggregate_continuous(path, agg, name, use_gold, read or {})
+    # The EM methods' sparse products need SciPy's sparse matrices: import them while the
+    # file is parsed (pyarrow releases the GIL).
+    preload("scipy.sparse")
     cl = read_label_file(path, **(read or {}))
     has_gold = cl.gold is not None and bool((cl.gold >= 0).any())
     if use_gold and not has_gold:
