@@ -44,14 +44,21 @@ def test_accuracy_gain_by_hand():
     perfect, coin = np.eye(2), np.full((2, 2), 0.5)
     conf = np.stack([perfect, coin, perfect])
     total, new_w = np.array([1.0, 1.0, 10.0]), np.ones(3)
-    gain = _accuracy_gain(post, total, new_w, 1.0, conf, 1)
+    gain = _accuracy_gain(post, total, 1.0, [(conf, new_w)])
     np.testing.assert_allclose(gain, [0.4, -0.1, 0.0], atol=1e-12)
     # two labels (gain of both together): item 0 as before; item 1 flips only on (1, 1):
     # 3 * 0.6 * 0.25 + 0.4 * 0.25 - 0.6 = -0.05; item 2 with total weight 1.5: the pair
     # (1, 1) flips [0.9, 0.6 + 2]: 0.4 again.
     total2 = np.array([1.0, 1.0, 1.5])
-    two = _accuracy_gain(post, total2, new_w, 1.0, conf, 2)
+    two = _accuracy_gain(post, total2, 1.0, [(conf, new_w)] * 2)
     np.testing.assert_allclose(two, [0.4, -0.05, 0.4], atol=1e-12)
+    # two different readers on item 0 (total weight 1): a coin first, then a perfect reader
+    # of weight 2. The perfect label (weight 2) outvotes the coin's (weight 1) and the
+    # belief (weight 1), so the consensus becomes the truth: 0.4.
+    mixed = _accuracy_gain(
+        post[:1], total[:1], 1.0, [(coin[None], np.ones(1)), (perfect[None], np.full(1, 2.0))]
+    )
+    np.testing.assert_allclose(mixed, [0.4], atol=1e-12)
 
 
 def test_posteriors_are_the_crowdlab_consensus():

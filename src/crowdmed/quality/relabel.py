@@ -368,16 +368,15 @@ def _crowdlab_state(
 def _accuracy_gain(
     post: np.ndarray,
     total: np.ndarray,
-    new_w: np.ndarray,
     p_consensus: float,
-    next_conf: np.ndarray,
-    n_next: int,
+    readers: list[tuple[np.ndarray, np.ndarray]],
 ) -> np.ndarray:
-    """Expected gain in consensus accuracy from ``n_next`` more labels (CROWDLAB's pooling).
+    """Expected gain in consensus accuracy from one more label per reader (CROWDLAB's pooling).
 
-    The labels are drawn from ``next_conf`` ``(n, K, K)`` given the true class (drawn from
-    ``post``); the new consensus is the top class of ``post`` pooled with the labels, each of
-    weight ``new_w``, as CROWDLAB pools an annotator's label.
+    ``readers`` holds, per new label, its confusion matrices ``(n, K, K)`` and weights
+    ``(n,)``: the label is drawn from the confusion row of the true class (drawn from
+    ``post``); the new consensus is the top class of ``post`` pooled with the labels, each
+    with its weight, as CROWDLAB pools an annotator's label.
     """
     n, k = post.shape
     rows = np.arange(n)
@@ -385,11 +384,12 @@ def _accuracy_gain(
     np.fill_diagonal(share, p_consensus)
     pooled = total[:, None] * post
     after = np.zeros(n)
-    for said in np.ndindex(*(k,) * n_next):
-        top = (pooled + new_w[:, None] * share[list(said)].sum(axis=0)).argmax(axis=1)
+    for said in np.ndindex(*(k,) * len(readers)):
+        shift = sum(w[:, None] * share[lab] for lab, (_, w) in zip(said, readers, strict=True))
+        top = (pooled + shift).argmax(axis=1)
         chance = post[rows, top]
-        for lab in said:
-            chance = chance * next_conf[rows, top, lab]
+        for lab, (conf, _) in zip(said, readers, strict=True):
+            chance = chance * conf[rows, top, lab]
         after += chance
     return after - post.max(axis=1)
 
@@ -410,20 +410,27 @@ def _crowdmed(
     reliability = np.einsum("k,akk->a", em_post.mean(axis=0), conf)
     known = np.isfinite(weights)
     w = np.where(known, weights, np.mean(weights[known]) if known.any() else 1.0)
+    # the average available annotator: mean confusion matrix and weight over the pool
+    flat = np.column_stack([conf.reshape(cl.n_annotators, k * k), w])
+    pool_sum, pool_n = pool.total(flat), pool.count.astype(np.float64)
     chosen = np.full(cl.n_items, -1)
     if assign:
+        # the first label comes from the chosen annotator, a second from the rest of the pool
         chosen = pool.best(reliability)
-        next_conf = conf[np.maximum(chosen, 0)]
-        new_w = w[np.maximum(chosen, 0)]
-    else:
-        flat = np.column_stack([conf.reshape(cl.n_annotators, k * k), w])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = pool.total(flat) / pool.count[:, None]
-        next_conf = np.nan_to_num(mean[:, :-1], nan=1.0 / k).reshape(cl.n_items, k, k)
-        new_w = np.nan_to_num(mean[:, -1], nan=1.0)
-    gain = _accuracy_gain(post, total, new_w, p_consensus, next_conf, 1)
+        first = (conf[np.maximum(chosen, 0)], w[np.maximum(chosen, 0)])
+        pool_sum = pool_sum - flat[np.maximum(chosen, 0)] * (chosen >= 0)[:, None]
+        pool_n = pool_n - (chosen >= 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = pool_sum / pool_n[:, None]
+    average = (
+        np.nan_to_num(mean[:, :-1], nan=1.0 / k).reshape(cl.n_items, k, k),
+        np.nan_to_num(mean[:, -1], nan=1.0),
+    )
+    if not assign:
+        first = average
+    gain = _accuracy_gain(post, total, p_consensus, [first])
     if k <= _LOOKAHEAD_MAX_K:
-        two = _accuracy_gain(post, total, new_w, p_consensus, next_conf, 2) / 2.0
+        two = _accuracy_gain(post, total, p_consensus, [first, average]) / 2.0
         gain = np.where(pool.count >= 2, np.maximum(gain, two), gain)
     # once no one or two labels could change an item's consensus, ActiveLab's order decides
     gain = gain + _TIE_BREAK * (1.0 - _activelab(cl, pp)[0])
@@ -455,8 +462,8 @@ def relabel_scores(
             who may label which item. Everyone by default. Annotators who already labelled an
             item are never available for it.
         assign: Also choose the annotator: the available one with the highest estimated
-            accuracy; ``"crowdmed"`` then scores the item for that annotator (its look-ahead
-            assumes a second label like the first).
+            accuracy; ``"crowdmed"`` then scores the item for that annotator (its two-label
+            look-ahead takes the second label from the other available annotators).
         n_iter: EM iterations of the ``"crowdmed"`` confusion matrices.
         prior_strength: Pseudo-labels pulling each confusion row towards the annotator's
             one-coin accuracy, and that accuracy towards the crowd's mean.
