@@ -54,7 +54,16 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "crowdmed.nn.detection needs torchvision: pip install 'crowdmed[torch]'."
     ) from exc
 
-__all__ = ["EarlFCOSHead", "fcos_detector", "load_detector_weights"]
+__all__ = [
+    "DETECTORS",
+    "EarlFCOSHead",
+    "build_detector",
+    "fcos_detector",
+    "load_detector_weights",
+]
+
+#: The detector networks :func:`build_detector` builds, by ``architecture["network"]``.
+DETECTORS = ("centernet", "fcos")
 
 
 class EarlFCOSHead(FCOSHead):
@@ -334,3 +343,28 @@ def fcos_detector(
     if checkpoint is not None:
         load_detector_weights(model, checkpoint)
     return model
+
+
+def build_detector(network: str = "centernet", **kwargs: Any) -> nn.Module:
+    """Build a detector by name: ``"centernet"`` or ``"fcos"``.
+
+    Args:
+        network: ``"centernet"`` (:func:`crowdmed.nn.centernet.centernet_detector`, the
+            default: one stride-4 output, learns fastest on small canvases) or ``"fcos"``
+            (:func:`fcos_detector`).
+        **kwargs: The arguments of that function (a saved ``architecture`` without its
+            ``network`` key).
+
+    Returns:
+        The detector, with its ``architecture`` attribute.
+
+    Raises:
+        ValueError: For an unknown network.
+    """
+    if network == "fcos":
+        return fcos_detector(**kwargs)
+    if network == "centernet":
+        from crowdmed.nn.centernet import centernet_detector
+
+        return centernet_detector(**kwargs)
+    raise ValueError(f"`network` must be one of {list(DETECTORS)}; got {network!r}.")

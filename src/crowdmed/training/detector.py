@@ -66,6 +66,8 @@ __all__ = [
 #: Task of the model folders written by :meth:`CrowdDetector.save`.
 TASK = "detect"
 _BOX = ["xmin", "ymin", "xmax", "ymax"]
+#: Optimisers of :class:`CrowdDetector`.
+_OPTIMIZERS = ("sgd", "adamw")
 #: Predicted boxes narrower than this (pixels) are dropped (torchvision's ``min_size``).
 _MIN_SIDE = 1e-2
 
@@ -198,12 +200,15 @@ class CrowdDetector:
             stored by :meth:`save`); ``None`` keeps the integer labels.
         epochs: Passes over the training images.
         batch_size: Images per step.
-        lr: Peak learning rate of SGD.
-        momentum: SGD momentum.
-        weight_decay: L2 penalty.
+        lr: Peak learning rate.
+        momentum: SGD momentum (``beta1`` of AdamW).
+        weight_decay: L2 penalty (decoupled for AdamW).
         warmup: Steps of linear warm-up from ``lr / 10`` to ``lr``; a cosine decay to 0
             follows.
         clip_grad: Largest gradient norm (steadies the first steps from scratch).
+        optimizer: ``"sgd"`` (with momentum; what the FCOS needs from scratch) or
+            ``"adamw"`` (what the CenterNet of :func:`crowdmed.nn.centernet.centernet_detector`
+            learns fastest with).
         device: Torch device of the fit (see :func:`crowdmed.training.engine.resolve_device`).
         checkpoint_dir: Folder for ``checkpoint.safetensors``, written atomically after every
             epoch; a fit with the same folder, data, settings and integer ``random_state``
@@ -233,6 +238,7 @@ class CrowdDetector:
         weight_decay: float = 1e-4,
         warmup: int = 50,
         clip_grad: float = 10.0,
+        optimizer: str = "sgd",
         device: str | torch.device | None = "cpu",
         checkpoint_dir: str | os.PathLike[str] | None = None,
         resume: bool = True,
@@ -248,6 +254,7 @@ class CrowdDetector:
         self.weight_decay = weight_decay
         self.warmup = warmup
         self.clip_grad = clip_grad
+        self.optimizer = optimizer
         self.device = device
         self.checkpoint_dir = checkpoint_dir
         self.resume = resume
@@ -263,6 +270,10 @@ class CrowdDetector:
             raise ValueError(f"`lr` must be a positive number; got {self.lr!r}.")
         if self.warmup < 0:
             raise ValueError(f"`warmup` must be >= 0; got {self.warmup!r}.")
+        if self.optimizer not in _OPTIMIZERS:
+            raise ValueError(
+                f"`optimizer` must be one of {list(_OPTIMIZERS)}; got {self.optimizer!r}."
+            )
 
     def fit(self, images: Any, targets: list[dict[str, torch.Tensor]]) -> Self:
         """Train the network.
@@ -357,6 +368,7 @@ class CrowdDetector:
             "weight_decay": self.weight_decay,
             "warmup": self.warmup,
             "clip_grad": self.clip_grad,
+            "optimizer": self.optimizer,
             "random_state": self.random_state,
         }
 
@@ -364,7 +376,7 @@ class CrowdDetector:
         """Write the fitted detector as a model folder (task ``"detect"``).
 
         ``config.json`` holds ``classes``, ``architecture`` (the arguments of
-        :func:`~crowdmed.nn.detection.fcos_detector`), ``settings`` (the training
+        :func:`~crowdmed.nn.detection.build_detector`), ``settings`` (the training
         hyperparameters), ``history`` and ``n_steps``; ``model.safetensors`` the network's
         state dict. :meth:`load` and :func:`crowdmed.training.load_model` read it back.
 
@@ -385,7 +397,7 @@ class CrowdDetector:
         arch = getattr(self.network, "architecture", None)
         if not isinstance(arch, dict):
             raise ValueError(
-                "`network` must be built by crowdmed.nn.detection.fcos_detector to be saved; got "
+                "`network` must be built by crowdmed.nn.detection.build_detector to be saved; got "
                 f"a {type(self.network).__name__} without its `architecture`. Save its "
                 "state_dict yourself."
             )
@@ -422,7 +434,7 @@ class CrowdDetector:
         Raises:
             ValueError: One line naming the file when it is missing, changed or corrupt.
         """
-        from crowdmed.nn.detection import fcos_detector
+        from crowdmed.nn.detection import build_detector
         from crowdmed.training.persistence import CONFIG_NAME, WEIGHTS_NAME, read_folder
 
         folder = Path(path)
@@ -430,9 +442,7 @@ class CrowdDetector:
         try:
             if network is None:
                 arch = dict(config["architecture"])
-                if arch.pop("network", None) != "fcos":
-                    raise ValueError("the architecture is not 'fcos'")
-                network = fcos_detector(**arch)
+                network = build_detector(arch.pop("network", None), **arch)
             model = cls(network, classes=config["classes"], **config["settings"])
             history = [dict(r) for r in config["history"]]
             n_steps = int(config["n_steps"])
@@ -477,9 +487,14 @@ class _DetectionTask(TrainTask):
         o.network.to(engine.device)
         self.model = engine.wrap(o.network)
         params = [p for p in o.network.parameters() if p.requires_grad]
-        self.opt = torch.optim.SGD(
-            params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
-        )
+        if o.optimizer == "adamw":
+            self.opt: torch.optim.Optimizer = torch.optim.AdamW(
+                params, lr=o.lr, betas=(o.momentum, 0.999), weight_decay=o.weight_decay
+            )
+        else:
+            self.opt = torch.optim.SGD(
+                params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+            )
         # steps of the whole run: each process sees its shard of every epoch under torchrun
         per_rank = math.ceil(len(self.x) / engine.world_size)
         self.total = math.ceil(per_rank / engine.batch_size) * engine.epochs
@@ -501,6 +516,7 @@ class _DetectionTask(TrainTask):
             "weight_decay": o.weight_decay,
             "warmup": o.warmup,
             "clip_grad": o.clip_grad,
+            **({} if o.optimizer == "sgd" else {"optimizer": o.optimizer}),
             "data": data_digest(
                 self.x,
                 torch.tensor([len(d["labels"]) for d in t]),
