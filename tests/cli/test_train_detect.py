@@ -35,10 +35,15 @@ def test_train_writes_the_model_folder(box_readers: dict[str, Path], det_model: 
     data = json.loads((out / "data.json").read_text())
     assert data["task"] == "detection"
     assert data["variant"] == "earl"
+    assert data["detector"] == "centernet"  # the default
+    assert data["optimizer"] == "adamw"
+    assert data["lr"] == 0.002
     assert data["seed"] == 0
     assert data["image_size"] == [32, 32]
     assert data["classes"] == sorted(data["classes"], key=str)
-    assert json.loads((out / "config.json").read_text())["task"] == "detect"
+    config = json.loads((out / "config.json").read_text())
+    assert config["task"] == "detect"
+    assert config["architecture"]["network"] == "centernet"
     targets = pd.read_csv(out / "targets.csv")
     readers = pd.read_csv(box_readers["boxes"])
     assert len(targets) < len(readers)  # fused
@@ -75,10 +80,27 @@ def test_all_readers_from_a_checkpoint(
     assert first["path"] == str(det_model.resolve())
 
 
+def test_fcos_stays_selectable(
+    box_readers: dict[str, Path], tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    out = tmp_path / "model"
+    res = _train(cli, box_readers, out, "--detector", "fcos", "--predict", box_readers["new"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "data.json").read_text())
+    assert (data["detector"], data["optimizer"], data["lr"]) == ("fcos", "sgd", 0.03)
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"]["network"] == "fcos"
+    model = load_detection_model(out)
+    assert type(model.network).__name__ == "FCOS"
+    pred = pd.read_csv(out / "predictions.csv")
+    assert list(pred.columns) == ["image", "class", *BOX, "score"]
+
+
 @pytest.mark.parametrize(
     ("args", "match"),
     [
         (["--variant", "earll"], "Did you mean 'earl'"),
+        (["--detector", "yolo"], "`--detector` must be one of ['centernet', 'fcos']"),
         (["--labels", "x.csv"], "No such option: --labels"),
         (["--epochs", "0"], "--epochs"),
         (["--iou-thr", "1.5"], "`--iou-thr` must be a number > 0 and < 1; got 1.5"),

@@ -440,10 +440,10 @@ def test_changed_or_corrupt_folders_fail_with_one_line_naming_the_file(
     _one_line_error(folder, r"model\.safetensors' is missing")
 
 
-def test_only_networks_built_by_fcos_detector_can_be_saved(tmp_path: Path) -> None:
+def test_only_networks_built_by_build_detector_can_be_saved(tmp_path: Path) -> None:
     det = CrowdDetector(_FixedDetector([[0, 0, 4, 4]]))
     det.history_, det.n_steps_ = [], 0
-    with pytest.raises(ValueError, match=r"built by crowdmed\.nn\.detection\.fcos_detector"):
+    with pytest.raises(ValueError, match=r"built by crowdmed\.nn\.detection\.build_detector"):
         det.save(tmp_path / "m")
 
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -234,6 +235,7 @@ class EarlCenterNet(nn.Module):
         self.detections_per_img = detections_per_img
         self.image_mean = float(image_mean)
         self.image_std = float(image_std)
+        self.architecture: dict[str, Any] | None = None
         c = width
         self.stem = nn.Sequential(_conv_bn(in_channels, c // 2, 2), _conv_bn(c // 2, c, 2))
         self.stage4 = _Residual(c)
@@ -243,15 +245,15 @@ class EarlCenterNet(nn.Module):
         self.smooth8 = _conv_bn(2 * c, 2 * c)
         self.lateral8 = nn.Conv2d(2 * c, c, 1)
         self.smooth4 = _conv_bn(c, c)
-        self.heat_head = nn.Sequential(
-            nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(c, n_classes, 1)
-        )
-        self.box_head = nn.Sequential(
-            nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(c, 4, 1)
-        )
-        nn.init.constant_(self.heat_head[-1].bias, -float(torch.log(torch.tensor(1 / _PRIOR - 1))))
-        nn.init.zeros_(self.box_head[-1].weight)
-        nn.init.zeros_(self.box_head[-1].bias)
+        # (created in this order so that a seed gives the same weights as before)
+        heat_mid, heat_out = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, n_classes, 1)
+        box_mid, box_out = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, 4, 1)
+        prior = -float(torch.log(torch.tensor(1 / _PRIOR - 1)))
+        nn.init.constant_(heat_out.get_parameter("bias"), prior)
+        nn.init.zeros_(box_out.weight)  # every box starts as 8 x 8 pixels around its cell
+        nn.init.zeros_(box_out.get_parameter("bias"))
+        self.heat_head = nn.Sequential(heat_mid, nn.ReLU(), heat_out)
+        self.box_head = nn.Sequential(box_mid, nn.ReLU(), box_out)
         self.to(device=device, dtype=dtype)
 
     # ------------------------------------------------------------------ network
@@ -261,11 +263,11 @@ class EarlCenterNet(nn.Module):
             raise ValueError(
                 f"`images` must be (B, C, H, W) or a list of (C, H, W); got {tuple(x.shape)}."
             )
-        if x.shape[-1] % 16 or x.shape[-2] % 16:
-            raise ValueError(
-                f"The image sides must be multiples of 16; got {x.shape[-1]}x{x.shape[-2]}. "
-                "Pad the images (and keep the boxes) to a multiple of 16."
-            )
+        # zero (background) padding on the right and bottom to a multiple of 16 keeps the
+        # pixel coordinates of the boxes
+        pad_w, pad_h = -x.shape[-1] % 16, -x.shape[-2] % 16
+        if pad_w or pad_h:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
         return (x - self.image_mean) / self.image_std
 
     def features(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -314,9 +316,8 @@ class EarlCenterNet(nn.Module):
             ``heatmap`` (divided by the number of positives) and ``box`` (times
             ``box_loss_weight``, divided by the sum of the Gaussian weights).
         """
-        t = centernet_targets(
-            targets, self.n_classes, tuple(logits.shape[-2:]), device=logits.device
-        )
+        grid = (int(logits.shape[-2]), int(logits.shape[-1]))
+        t = centernet_targets(targets, self.n_classes, grid, device=logits.device)
         heat = t["heatmap"]
         pos = heat == 1.0
         # log-sigmoid forms keep the loss finite for confident logits
@@ -370,8 +371,8 @@ class EarlCenterNet(nn.Module):
         """Losses (training mode, with targets) or detections (eval mode).
 
         Args:
-            images: A ``(B, C, H, W)`` tensor or a list of ``(C, H, W)`` tensors of one size
-                (sides multiples of 16), values in ``[0, 1]``.
+            images: A ``(B, C, H, W)`` tensor or a list of ``(C, H, W)`` tensors of one size,
+                values in ``[0, 1]`` (padded with zeros to sides that are multiples of 16).
             targets: In training mode, one dict per image (see :func:`centernet_targets`).
 
         Returns:
@@ -381,13 +382,15 @@ class EarlCenterNet(nn.Module):
         Raises:
             ValueError: In training mode without targets, or for images of a bad shape.
         """
+        if self.training and targets is None:
+            raise ValueError("In training mode the detector needs `targets`.")
         x = self._batch(images)
+        first = images[0]
+        size = (int(first.shape[-2]), int(first.shape[-1]))
         logits, dist = self.features(x)
-        if self.training:
-            if targets is None:
-                raise ValueError("In training mode the detector needs `targets`.")
+        if self.training and targets is not None:
             return self.compute_loss(logits, dist, targets)
-        return self.postprocess(logits, dist, (x.shape[-2], x.shape[-1]))
+        return self.postprocess(logits, dist, size)
 
 
 def centernet_detector(
@@ -406,7 +409,7 @@ def centernet_detector(
 
     Args:
         n_classes: Number of object classes.
-        image_size: Side of the training images (recorded; any multiple of 16 works).
+        image_size: Side of the training images (recorded; any size works).
         in_channels: Image channels (1 grey, 3 RGB).
         width: Channels at stride 4.
         box_loss_weight: Weight of the box loss.
@@ -424,8 +427,8 @@ def centernet_detector(
         >>> sorted(net([torch.zeros(1, 32, 32)])[0])
         ['boxes', 'labels', 'scores']
     """
-    if int(image_size) < 16:
-        raise ValueError(f"`image_size` must be at least 16; got {image_size}.")
+    if int(image_size) < 1:
+        raise ValueError(f"`image_size` must be a positive integer; got {image_size}.")
     with torch.random.fork_rng(devices=[]):
         if random_state is not None:
             torch.manual_seed(int(random_state))

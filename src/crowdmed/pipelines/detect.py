@@ -3,8 +3,9 @@
 :func:`train_detection` is what ``crowdmed train detect`` runs: it reads the box table and the
 images, builds the training boxes of the chosen variant (every reader's boxes, their
 consensus, or the consensus with each box's loss weighted by the readers' agreement, EARL),
-trains an FCOS detector (torchvision) and returns a :class:`DetectionRun`, whose
-:meth:`DetectionRun.save` writes the model folder:
+trains a detector (by default crowdmed's small CenterNet with AdamW,
+:func:`crowdmed.nn.centernet.centernet_detector`; or torchvision's FCOS with SGD) and returns
+a :class:`DetectionRun`, whose :meth:`DetectionRun.save` writes the model folder:
 
 - ``config.json`` and ``model.safetensors``: the detector, saved by
   :meth:`crowdmed.training.CrowdDetector.save` (weights only: loading runs no code);
@@ -48,6 +49,8 @@ __all__ = [
 ]
 
 _BOX = ["xmin", "ymin", "xmax", "ymax"]
+#: Per detector: the optimiser and the default peak learning rate it learns with.
+_SCHEDULES = {"centernet": ("adamw", 0.002), "fcos": ("sgd", 0.03)}
 
 
 def _no_progress(**_: Any) -> None:
@@ -86,7 +89,7 @@ class DetectionModel:
 
     @property
     def network(self) -> Any:
-        """The FCOS (eval mode)."""
+        """The detector network (eval mode)."""
         return self.detector.network.eval()
 
 
@@ -235,6 +238,10 @@ def _check(
         if numbers[option] < 1:
             raise ValueError(f"`{option}` must be a positive integer; got {numbers[option]}.")
     lr, iou_thr, channels = numbers["--lr"], numbers["--iou-thr"], numbers["--channels"]
+    if numbers["--detector"] not in _SCHEDULES:
+        raise ValueError(
+            f"`--detector` must be one of {list(_SCHEDULES)}; got {numbers['--detector']!r}."
+        )
     if not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"`--lr` must be a positive number; got {lr}.")
     if not (0 < iou_thr < 1):
@@ -305,9 +312,10 @@ def train_detection(
     out: Path,
     *,
     variant: str = "earl",
+    detector: str = "centernet",
     epochs: int = 20,
     batch_size: int = 16,
-    lr: float = 0.03,
+    lr: float | None = None,
     seed: int = 0,
     iou_thr: float = 0.4,
     channels: int = 1,
@@ -315,7 +323,7 @@ def train_detection(
     predict: Path | None = None,
     progress: Callable[..., None] | None = None,
 ) -> DetectionRun:
-    """Train an FCOS detector on the boxes of several readers.
+    """Train a detector on the boxes of several readers.
 
     Args:
         boxes: Box table of several readers (CSV/TSV image,reader,class,xmin,ymin,xmax,ymax
@@ -323,9 +331,12 @@ def train_detection(
         images: Folder with one image per box-table image, all of one size.
         out: The model folder (checked, not written).
         variant: all-readers, fused or earl (:class:`crowdmed.training.DetectionVariant`).
+        detector: ``"centernet"`` (crowdmed's anchor-free CenterNet, one stride-4 output,
+            trained with AdamW) or ``"fcos"`` (torchvision's FCOS, trained with SGD).
         epochs: Number of epochs.
         batch_size: Mini-batch size.
-        lr: Learning rate of SGD with warm-up.
+        lr: Peak learning rate (warm-up, then cosine decay); ``None`` takes the detector's
+            (0.002 for centernet, 0.03 for fcos).
         seed: Seed of the weights and the data order.
         iou_thr: IoU at which reader boxes are fused.
         channels: Image channels, 1 or 3.
@@ -344,7 +355,10 @@ def train_detection(
     from crowdmed.training.detector import DetectionVariant
 
     v = check_option(variant, DetectionVariant, "--variant").value
+    if lr is None and detector in _SCHEDULES:
+        lr = _SCHEDULES[detector][1]
     numbers = {
+        "--detector": detector,
         "--epochs": epochs,
         "--batch-size": batch_size,
         "--lr": lr,
@@ -374,14 +388,16 @@ def train_detection(
     targets = make_targets(targets_frame, image_ids, classes)
     config = {
         "task": "detection",
-        "detector": "fcos",
+        "detector": detector,
         "variant": v,
         "network_kwargs": {
+            "network": detector,
             "n_classes": len(classes),
             "image_size": max(height, width),
             "in_channels": channels,
-            "backbone": "resnet10",
+            **({"backbone": "resnet10"} if detector == "fcos" else {}),
         },
+        "optimizer": _SCHEDULES[detector][0],
         "classes": classes,
         "image_size": [height, width],
         "channels": channels,
@@ -406,11 +422,11 @@ def _fit(
     checkpoint: Path | None,
     report: Callable[..., None],
 ) -> DetectionRun:
-    from crowdmed.nn.detection import fcos_detector
+    from crowdmed.nn.detection import build_detector
     from crowdmed.training.detector import CrowdDetector
 
     v = config["variant"]
-    network = fcos_detector(
+    network = build_detector(
         **config["network_kwargs"], checkpoint=checkpoint, random_state=config["seed"]
     )
 
@@ -425,6 +441,7 @@ def _fit(
         epochs=config["epochs"],
         batch_size=config["batch_size"],
         lr=config["lr"],
+        optimizer=config["optimizer"],
         random_state=config["seed"],
         progress=on_epoch,
     )

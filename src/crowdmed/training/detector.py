@@ -1,9 +1,11 @@
 """Seeded training of torchvision detectors on boxes from several readers, with EARL weights.
 
-:class:`DetectorTrainer` fits any torchvision detector that returns a loss dict in training
-mode, such as the EARL-weighted FCOS of :func:`crowdmed.nn.detection.fcos_detector`, with SGD
-(momentum 0.9), a linear learning-rate warm-up and a cosine decay (FCOS trained from scratch
-with AdamW was seen to collapse to empty predictions; SGD with a warm-up does not).
+:class:`DetectorTrainer` fits any detector with torchvision's interface (a loss dict in
+training mode), such as the EARL-weighted CenterNet of
+:func:`crowdmed.nn.centernet.centernet_detector` (with AdamW) or the EARL-weighted FCOS of
+:func:`crowdmed.nn.detection.fcos_detector` (with SGD: FCOS trained from scratch with AdamW
+was seen to collapse to empty predictions), with a linear learning-rate warm-up and a cosine
+decay.
 
 :func:`variant_targets` turns reader boxes into training boxes for the variants of Le et al.
 (2023): every reader's boxes (``all-readers``), fused boxes (``fused``), and fused boxes
@@ -194,8 +196,9 @@ class CrowdDetector:
     progress, ``torchrun``).
 
     Args:
-        network: A torchvision detector (e.g. :func:`crowdmed.nn.detection.fcos_detector`;
-            only a network built by ``fcos_detector`` can be saved).
+        network: A detector with torchvision's interface (only a network built by
+            :func:`crowdmed.nn.detection.build_detector`, ``centernet_detector`` or
+            ``fcos_detector`` can be saved).
         classes: Class value of each label ``0..n_classes-1`` (used by :meth:`predict` and
             stored by :meth:`save`); ``None`` keeps the integer labels.
         epochs: Passes over the training images.
@@ -388,7 +391,7 @@ class CrowdDetector:
 
         Raises:
             NotFittedError: Before ``fit``.
-            ValueError: When the network was not built by ``fcos_detector``.
+            ValueError: When the network was not built by ``build_detector``.
         """
         if not hasattr(self, "history_"):
             raise NotFittedError(
