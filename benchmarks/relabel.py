@@ -386,7 +386,7 @@ def sample_note(seeds: list[int], short: bool = False) -> str:
         return f"This run reuses seeds {reused}, so its verdicts are not an out-of-sample test."
     return (
         f"The verdicts below come from seeds {seeds[0]}-{seeds[-1]}, which played no part in "
-        "that choice (nothing was changed after they were run): an out-of-sample test."
+        "that choice (no strategy was changed after they were run): an out-of-sample test."
     )
 
 
@@ -533,7 +533,16 @@ def worse_list(fam: dict, kind: str, spent: list[int]) -> str:
 def family_text(fam: dict, spent: list[int]) -> str:
     """The verdict on 'no worse than ActiveLab at every budget', family-wise and uncorrected."""
     worse = fam["holm"].count("worse")
-    head = "holds" if worse == 0 else f"does not hold (worse at {worse} budget{'s' * (worse > 1)})"
+    head = "holds"
+    if worse:
+        at = [j for j, v in zip(fam["tested"], fam["holm"], strict=True) if v == "worse"]
+        by = sorted(-100 * fam["mean"][j] for j in at)
+        head = (
+            f"does not hold (worse at {worse} budget{'s' * (worse > 1)}, "
+            f"{', '.join(str(spent[j]) for j in at)} extra labels, by "
+            + (f"{by[0]:.2f}" if worse == 1 else f"{by[0]:.2f} to {by[-1]:.2f}")
+            + " point)"
+        )
     low, at = fam["sim_low_min"], spent[fam["sim_low_argmin"]]
     if low < 0:
         bound = (
@@ -563,14 +572,18 @@ def goal_lines(s: dict) -> list[str]:
                 return "not measurable (the target is never reached)"
             if (need_r == 0).all():
                 return "not measurable (every strategy starts above the target)"
-            m, lo, _ = s["pairs"][target][f"{st}-random"]["fewer_frac"]
-            if np.isnan(m):
-                return "not measurable"
-            if not np.isnan(lo) and lo >= 0.30:
+            pair = s["pairs"][target][f"{st}-random"]
+            m, lo, hi = pair["fewer_frac"]
+            if pair["n"] < 2:
+                return (
+                    f"not measurable (only {pair['n']} of {len(need_r)} seeds where random "
+                    "starts below the target and both reach it)"
+                )
+            if lo >= 0.30:
                 return f"holds ({100 * m:.0f} %, interval above 30 %)"
-            if m >= 0.30:
-                return f"{100 * m:.0f} % on average, but the interval reaches below 30 %"
-            return f"does not hold ({100 * m:.0f} %)"
+            if hi < 0.30:
+                return f"does not hold ({100 * m:.0f} % [{100 * lo:.0f}, {100 * hi:.0f}])"
+            return f"not shown ({100 * m:.0f} % [{100 * lo:.0f}, {100 * hi:.0f}])"
 
         out.append(
             f"- Goal check, {st}: no more labels than ActiveLab at every budget: {first}. "
