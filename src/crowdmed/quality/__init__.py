@@ -11,7 +11,8 @@
   :func:`crowd_features`.
 * Model-informed consensus and the quality of items, labels and annotators (CROWDLAB):
   :func:`label_quality`.
-* Which item to label next, and by whom: :func:`relabel_scores`.
+* Which item to label next, and by whom: :func:`relabel_scores`; the annotators' confusion
+  matrices with a classifier as each item's prior: :func:`annotator_confusions`.
 """
 
 from crowdmed.quality.agreement import cohen_kappa_matrix, fleiss_kappa, krippendorff_alpha
@@ -19,7 +20,12 @@ from crowdmed.quality.box_agreement import match_boxes, pairwise_reader_f1, read
 from crowdmed.quality.features import CrowdStat, crowd_features
 from crowdmed.quality.gold import filter_annotators, gold_accuracy
 from crowdmed.quality.label_quality import LabelQuality, label_quality
-from crowdmed.quality.relabel import RelabelScores, relabel_scores
+from crowdmed.quality.relabel import (
+    AnnotatorConfusions,
+    RelabelScores,
+    annotator_confusions,
+    relabel_scores,
+)
 from crowdmed.quality.reliability import (
     annotator_accuracy,
     confusion_matrices,
@@ -30,10 +36,12 @@ from crowdmed.quality.reliability import (
 from crowdmed.quality.table import annotator_table
 
 __all__ = [
+    "AnnotatorConfusions",
     "CrowdStat",
     "LabelQuality",
     "RelabelScores",
     "annotator_accuracy",
+    "annotator_confusions",
     "annotator_table",
     "cohen_kappa_matrix",
     "confusion_matrices",
