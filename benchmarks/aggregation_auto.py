@@ -252,7 +252,8 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 for c in crits
                 if c != "likelihood"
             )
-            + ". "
+            + ". The datasets are the same in every seed, so the interval covers only the "
+            "randomness of the folds, and the default was chosen on these datasets. "
             + INTERVAL_NOTE,
         ]
     lines += [
@@ -262,8 +263,8 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "soft posteriors instead of the hard consensus in `consensus`; other pseudo-label "
         "strengths; agreement weighted by each annotator's one-coin reliability; an accuracy "
         "estimate that inverts a pooled confusion matrix; and averaging the candidates' "
-        "posteriors. None was within 0.5 point on every dataset. The trade-off is the same in "
-        "all: a criterion that allows for class-dependent annotator errors (`kappa`, "
+        "posteriors. None was within 0.5 point on every dataset. The trade-off behind the "
+        "table: a criterion that allows for class-dependent annotator errors (`kappa`, "
         "`likelihood`, `consensus`) prefers the Dawid–Skene-like consensus on the ZenCrowd "
         "sets, where the items with a minority of positive labels are mostly negative in gold "
         "and one-coin wins; one that does not (`agreement`) prefers consensuses that favour "
