@@ -336,3 +336,73 @@ def test_forward_observed_equals_dense_forward(mode):
         / 6
     )
     torch.testing.assert_close(sparse, dense_loss)
+
+
+def test_observed_pairs_by_hand():
+    # (N=3, A=4): item 1 has the most labels (3), item 2 none
+    labels = torch.tensor([[-1, 2, -1, 0], [1, 0, -1, 3], [-1, -1, -1, -1]])
+    ann, cls = CrowdLayer.observed_pairs(labels)
+    assert ann.tolist() == [[1, 3, 0], [0, 1, 3], [0, 0, 0]]
+    assert cls.tolist() == [[2, 0, -1], [1, 0, 3], [-1, -1, -1]]
+    assert ann.dtype == cls.dtype == torch.int64
+    ann_np, cls_np = CrowdLayer.observed_pairs(labels.numpy())
+    assert torch.equal(ann_np, ann)
+    assert torch.equal(cls_np, cls)
+    with pytest.raises(ValueError, match=r"`labels` must be an integer array \(N, A\)"):
+        CrowdLayer.observed_pairs(torch.zeros(3, 2))
+
+
+def _previous_loss(layer, logits, labels):
+    """The classifier's crowd-layer loss before ``observed_nll``: gather the dense labels."""
+    items, anns = torch.nonzero(labels >= 0, as_tuple=True)
+    out = layer.forward_observed(torch.softmax(logits, 1), items, anns)
+    ce = torch.nn.functional.cross_entropy(out, labels[items, anns], reduction="sum")
+    return ce / logits.shape[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", MODES)
+def test_observed_nll_equals_previous_formulation(mode, dtype):
+    """Loss and gradients (logits and every parameter) agree to 1e-6 on a sparse crowd."""
+    g = torch.Generator().manual_seed(3)
+    n, a, k = 40, 11, 5
+    labels = torch.full((n, a), -1)
+    for i in range(n):  # 1-3 labels per item, as in LabelMe
+        who = torch.randperm(a, generator=g)[: int(torch.randint(1, 4, (1,), generator=g))]
+        labels[i, who] = torch.randint(0, k, (len(who),), generator=g)
+    layer = CrowdLayer(k, a, mode=mode, dtype=dtype)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=g, dtype=dtype))
+    logits = torch.randn(n, k, generator=g, dtype=dtype, requires_grad=True)
+    params = [logits, *layer.parameters()]
+    before = _previous_loss(layer, logits, labels)
+    grads_before = torch.autograd.grad(before, params)
+    ann, cls = CrowdLayer.observed_pairs(labels)
+    after = layer.observed_nll(logits, ann, cls)
+    grads_after = torch.autograd.grad(after, params)
+    assert abs((after - before).item()) <= 1e-6
+    for old, new in zip(grads_before, grads_after, strict=True):
+        assert float((old - new).abs().max()) <= 1e-6
+    # and both equal the dense definition: crowd_cross_entropy on every annotator's output
+    dense = crowd_cross_entropy(layer(torch.softmax(logits, 1)), labels)
+    assert abs((after - dense).item()) <= 1e-6
+    # padding is inert: a padded slot's annotator index does not matter
+    ann2 = torch.where(cls < 0, torch.full_like(ann, a - 1), ann)
+    assert layer.observed_nll(logits, ann2, cls).item() == after.item()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_observed_nll_gradcheck(mode):
+    layer = CrowdLayer(3, 4, mode=mode, dtype=torch.float64)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    ann, cls = CrowdLayer.observed_pairs(torch.tensor([[0, -1, 2, -1], [-1, 1, 1, 0]]))
+    logits = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+
+    # gradcheck perturbs its inputs in place, so the layer's own parameters can be inputs
+    def f(z, *params):
+        return layer.observed_nll(z, ann, cls)
+
+    assert torch.autograd.gradcheck(f, (logits, *layer.parameters()))

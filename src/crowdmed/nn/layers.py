@@ -160,6 +160,90 @@ class CrowdLayer(nn.Module):
             out = out + self.bias.index_select(0, annotators)
         return out
 
+    @staticmethod
+    def observed_pairs(labels: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each item's observed annotations, padded to the largest count per item.
+
+        The per-item layout :meth:`observed_nll` takes: index the result with a batch's item
+        indices instead of gathering the dense labels every step.
+
+        Args:
+            labels: Integer array of shape ``(N, A)``; ``-1`` marks a missing annotation.
+
+        Returns:
+            ``(annotators, classes)``, int64 tensors of shape ``(N, M)`` (``M``: the largest
+            number of labels of an item): each item's annotators in increasing order and
+            their labels; padding has annotator ``0`` and class ``-1``.
+
+        Examples:
+            >>> ann, cls = CrowdLayer.observed_pairs(torch.tensor([[-1, 2, 0], [1, -1, -1]]))
+            >>> ann.tolist(), cls.tolist()
+            ([[1, 2], [0, 0]], [[2, 0], [1, -1]])
+        """
+        y = torch.as_tensor(labels)
+        if y.ndim != 2 or y.dtype.is_floating_point:
+            raise ValueError(
+                f"`labels` must be an integer array (N, A); got shape {tuple(y.shape)} and "
+                f"dtype {y.dtype}."
+            )
+        obs = y >= 0
+        m = int(obs.sum(1).max()) if y.numel() else 0
+        # observed annotators first, in increasing order (a stable sort of the missing flags)
+        order = torch.sort((~obs).to(torch.int8), dim=1, stable=True).indices[:, :m]
+        keep = torch.gather(obs, 1, order)
+        annotators = torch.where(keep, order, torch.zeros_like(order))
+        classes = torch.where(keep, torch.gather(y, 1, order), torch.full_like(order, -1))
+        return annotators.long(), classes.long()
+
+    def observed_nll(
+        self, logits: torch.Tensor, annotators: torch.Tensor, classes: torch.Tensor
+    ) -> torch.Tensor:
+        """Crowd-layer training loss from the network's logits and the observed labels.
+
+        The cross-entropy of each observed ``(item, annotator)`` pair's logits (this layer
+        applied to ``softmax(logits)``), summed over the pairs and divided by the batch size:
+        equal to ``crowd_cross_entropy(self(softmax(logits)), labels)`` on the dense labels.
+        It touches only the ``B × M`` padded pairs, in a handful of tensor operations: a
+        small network's step is dominated by per-operation overhead, not arithmetic.
+
+        Args:
+            logits: Float tensor ``(B, K)`` of the network's logits.
+            annotators: int64 tensor ``(B, M)`` of annotator indices (any index where
+                ``classes`` is ``-1``), e.g. rows of :meth:`observed_pairs`.
+            classes: int64 tensor ``(B, M)`` of the labels; ``-1`` marks padding.
+
+        Returns:
+            The scalar loss.
+
+        Examples:
+            >>> import torch
+            >>> from crowdmed.nn.losses import crowd_cross_entropy
+            >>> layer = CrowdLayer(3, 2)
+            >>> labels = torch.tensor([[0, -1], [2, 1]])
+            >>> ann, cls = CrowdLayer.observed_pairs(labels)
+            >>> z = torch.randn(2, 3)
+            >>> dense = crowd_cross_entropy(layer(torch.softmax(z, 1)), labels)
+            >>> bool(torch.isclose(layer.observed_nll(z, ann, cls), dense))
+            True
+        """
+        b, m = annotators.shape
+        k = self.n_classes
+        flat = annotators.reshape(-1)
+        p = torch.softmax(logits, 1)
+        if self.mode is CrowdMode.MW:
+            assert self.weight is not None
+            w = self.weight.index_select(0, flat).view(b, m * k, k)
+            out = torch.bmm(w, p.unsqueeze(-1)).view(b * m, k)
+        else:
+            pairs = p.unsqueeze(1).expand(b, m, k)
+            if self.weight is not None:
+                pairs = pairs * self.weight.index_select(0, flat).view(b, m, k)
+            if self.bias is not None:
+                pairs = pairs + self.bias.index_select(0, flat).view(b, m, k)
+            out = pairs.reshape(b * m, k)
+        ce = nn.functional.cross_entropy(out, classes.reshape(-1), ignore_index=-1, reduction="sum")
+        return ce / b
+
     @torch.no_grad()
     def confusion_matrices(self) -> np.ndarray:
         """Estimated confusion matrices, shape ``(A, K, K)`` (see conventions).

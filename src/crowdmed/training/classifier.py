@@ -546,12 +546,10 @@ class CrowdClassifier:
             ce = nn.functional.cross_entropy(obs_logits, target[items, annotators], reduction="sum")
             return ce / logits.shape[0], None
         if isinstance(head, CrowdLayer):
-            # Only the observed (item, annotator) pairs: the sum over annotators of the
-            # cross-entropy, averaged over items (crowd_cross_entropy on the dense output).
-            items, annotators = torch.nonzero(target >= 0, as_tuple=True)
-            obs_logits = head.forward_observed(torch.softmax(logits, 1), items, annotators)
-            ce = nn.functional.cross_entropy(obs_logits, target[items, annotators], reduction="sum")
-            return ce / logits.shape[0], None
+            # ``target`` holds the batch's observed pairs (B, 2, M): annotators, then labels
+            # (-1: padding). The sum over annotators of the cross-entropy, averaged over
+            # items (crowd_cross_entropy on the dense output), on the observed pairs only.
+            return head.observed_nll(logits, target[:, 0], target[:, 1]), None
         raise NotImplementedError(f"no loss for method {method.value!r}")  # pragma: no cover
 
     # ------------------------------------------------------------------ prediction
@@ -758,6 +756,11 @@ class _ClassifierTask(TrainTask):
         if self.head is not None:
             self.head.to(device)
         self.targets = torch.as_tensor(clf._targets(self.method, self.dense, self.k))
+        # the crowd layer's batches: each item's observed (annotator, label) pairs, padded,
+        # built once (a batch indexes them instead of searching its dense labels)
+        self.batch_targets = self.targets
+        if isinstance(self.head, CrowdLayer):
+            self.batch_targets = torch.stack(CrowdLayer.observed_pairs(self.targets), dim=1)
         groups: list[dict[str, Any]] = [{"params": list(self.net.parameters())}]
         if isinstance(self.head, DoctorNetHeads):
             # the trunk and the heads; the network's own last layer is not used
@@ -818,7 +821,7 @@ class _ClassifierTask(TrainTask):
         xb = self.x[idx].to(engine.device)
         if self.clf.augment is not None:
             xb = self.clf.augment(xb)
-        tb = self.targets[idx].to(engine.device)
+        tb = self.batch_targets[idx].to(engine.device)
         out = self.trunk(xb) if self.trunk is not None else self.model(xb)
         loss, post = self.clf._loss(self.method, self.head, out, tb)
         if post is not None:
