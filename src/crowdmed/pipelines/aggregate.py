@@ -880,6 +880,7 @@ def _fit_record(agg: Any, use_gold: bool, seconds: float, caught: list[Any]) -> 
     }
     if hasattr(agg, "chosen_"):
         fit["chosen"] = agg.chosen_
+        fit["criterion"] = getattr(agg, "criterion", "likelihood")
         fit["scores"] = {k: (v if np.isfinite(v) else None) for k, v in agg.scores_.items()}
         fit["n_folds"] = agg.n_folds
         if agg.errors_:
