@@ -482,11 +482,19 @@ def main() -> None:
     if args.quick:  # a smoke test of the pipeline: few patches, one short epoch
         SCALE = {**SCALE, "patches_per_image": 4}
     PATCH, CROP = SCALE["patch"], SCALE["crop"]
+    if args.single_rater:
+        if args.rerender:
+            import json
+
+            raw = json.loads((REPO / SINGLE["json"]).read_text())
+            md = render_single(raw)
+            print(md)
+            update_section(SINGLE["section"], md)
+        else:
+            single_rater(args)
+        return
     if args.rerender:
         rerender()
-        return
-    if args.single_rater:
-        single_rater(args)
         return
 
     import torch
@@ -642,9 +650,14 @@ def single_rater_run(
         "--predict", dirs["test_images"],
     ]  # fmt: skip
     cmd = [str(c) for c in cmd]
+    import resource
+
     t0 = time.perf_counter()
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(cli + cmd, check=True)
     wall = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     pred = np.stack(
         [np.asarray(Image.open(out / "predictions" / f"{i + 1:02d}_test.png")) > 0 for i in TEST]
     )
@@ -655,6 +668,7 @@ def single_rater_run(
         "seed": seed,
         "command": "crowdmed " + " ".join(c if "/" not in c else Path(c).name for c in cmd),
         "wall_s": wall,
+        "cpu_s": cpu,
         "fit_s": float(history["seconds"].sum()),
         "epochs_run": len(history),
         "best_epoch": int(history["val_dice"].idxmax()) + 1,
@@ -748,20 +762,27 @@ def render_single(raw: dict[str, Any]) -> str:
         f"≥ {goal:.2f} (literature ≈ 0.80) in ≤ {budget:.0f} minutes per model on 2 cores.",
         "",
         "| seed | vessel Dice vs obs 1 (FOV) | vs obs 2 | background Dice | vessel HD95 (px) | "
-        "wall time (min) | epochs run / best | optimiser steps | best val Dice |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "wall time (min) | CPU time (min) | epochs run / best | optimiser steps | "
+        "best val Dice |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         lines.append(
             f"| {r['seed']} | {r['dice_vessel_obs1']:.3f} | {r['dice_vessel_obs2']:.3f} | "
             f"{r['dice_bg_obs1']:.3f} | {r['hd95_obs1']:.1f} | {r['wall_s'] / 60:.1f} | "
+            f"{r['cpu_s'] / 60:.1f} | "
             f"{r['epochs_run']} / {r['best_epoch']} | {r['steps']} | {r['best_val_dice']:.3f} |"
         )
     reached = min(d1) >= goal
     fast = max(mins) <= budget
     lines += [
         "",
-        f"Vessel Dice {fmt(d1, 1.0, 3)} over {len(runs)} seed(s): the goal of {goal:.2f} "
+        (
+            f"Vessel Dice {fmt(d1, 1.0, 3)} over {len(runs)} seeds"
+            if len(runs) > 1
+            else f"Vessel Dice {d1[0]:.3f} (one seed)"
+        )
+        + f": the goal of {goal:.2f} "
         + ("is reached" if reached else f"is not reached (short by {goal - min(d1):.3f})")
         + (" by every seed" if reached and len(runs) > 1 else "")
         + f"; {max(mins):.1f} minutes for the slowest model "
@@ -769,7 +790,8 @@ def render_single(raw: dict[str, Any]) -> str:
         + f" the {budget:.0f}-minute budget, on a shared machine). The human reference on the "
         "same 6 test images and the same resolution: observer 2 scores "
         f"{raw['observer2_vs_observer1']['dice_vessel']:.3f} against observer 1 inside the field "
-        "of view.",
+        "of view. *CPU time*: user + system time of the command (both threads); on an idle "
+        "2-core machine the wall time would be at least half of it.",
         "",
     ]
     return "\n".join(lines)
