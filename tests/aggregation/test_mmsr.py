@@ -50,6 +50,28 @@ def test_half_step_matches_crowdkit_rule(f):
         assert got[j] == pytest.approx(ref, rel=1e-12), j
 
 
+@pytest.mark.parametrize("f", [0, 1, 3])
+def test_half_step_leaves_out_co_annotators_estimated_at_zero(f):
+    # A co-annotator whose estimate is 0 gives |C_ij| / 0: its ratio is left out of the
+    # trimmed mean (crowd-kit's rule on the remaining ratios), where NaN would poison it.
+    rng = np.random.default_rng(10 + f)
+    labels = rng.integers(-1, 3, size=(40, 12))
+    labels[labels.max(axis=1) < 0, 0] = 0
+    cl = CrowdLabels.from_dense(labels)
+    pairs = _Pairs(cl)
+    other = rng.uniform(0.2, 1.0, cl.n_annotators)
+    other[[2, 5]] = 0.0
+    own = rng.uniform(0.2, 1.0, cl.n_annotators)
+    got = MMSR._half_step(pairs, other, own, f, cl.n_items)
+    assert np.isfinite(got).all()
+    for j in range(cl.n_annotators):
+        col = (pairs.cols == j) & (other[pairs.rows] > 0)
+        ref = crowdkit_trimmed_mean(
+            pairs.abs_cov[col] / other[pairs.rows[col]], f, own[j], cl.n_items
+        )
+        assert got[j] == pytest.approx(ref, rel=1e-12), j
+
+
 def one_coin(n_annotators, k, accuracy):
     conf = np.full((n_annotators, k, k), 0.0)
     conf[:] = ((1 - accuracy) / (k - 1))[:, None, None]

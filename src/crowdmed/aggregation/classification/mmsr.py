@@ -180,6 +180,9 @@ class MMSR(BaseAggregator):
         vals, work = pairs.buffers
         np.abs(pairs.cov, out=vals)
         np.take(other, pairs.rows, out=work)
+        # A co-annotator whose own estimate is 0 says nothing about this one (|C_ij| / 0):
+        # its ratio is left out of the column, which crowd-kit's NaN would poison.
+        invalid = ~(work > 0) if not bool((other > 0).all()) else None
         with np.errstate(divide="ignore", invalid="ignore"):
             np.divide(vals, work, out=vals)
             # Sort the ratios within each column with one float sort: the key is the column
@@ -187,6 +190,11 @@ class MMSR(BaseAggregator):
             np.add(vals, 1.0, out=work)
             np.divide(vals, work, out=work)
         np.fmin(work, 0.999999, out=work)  # also replaces the NaN of an infinite ratio
+        per_col = pairs.per_col
+        if invalid is not None:  # left-out ratios sort after every kept one of their column
+            work[invalid] = 0.9999995
+            vals[invalid] = np.nan  # compares neither below nor above ``a``
+            per_col = per_col - np.bincount(pairs.cols[invalid], minlength=len(own))
         work += pairs.cols
         order = np.argsort(work)
         np.take(vals, order, out=work)
@@ -203,14 +211,16 @@ class MMSR(BaseAggregator):
             r_hi[nonempty] = np.add.reduceat(sorted_vals > a, idx, dtype=np.int64)
         np.minimum(r_lo, f, out=r_lo)
         np.minimum(r_hi, f, out=r_hi)
-        count = pairs.per_col - r_lo - r_hi
+        count = per_col - r_lo - r_hi
         # Keep the sorted positions [r_lo, count - r_hi) of each column: +1 where a kept run
         # starts, -1 where it ends, and a running sum.
         delta = np.zeros(len(sorted_vals) + 1, dtype=np.int8)
         live = count > 0
         np.add.at(delta, (pairs.starts + r_lo)[live], 1)
-        np.add.at(delta, (pairs.starts + pairs.per_col - r_hi)[live], -1)
+        np.add.at(delta, (pairs.starts + per_col - r_hi)[live], -1)
         keep = np.cumsum(delta[:-1], dtype=np.int8)
+        if invalid is not None:
+            sorted_vals[np.isnan(sorted_vals)] = 0.0  # the left-out ratios, never kept
         sorted_vals *= keep
         sums = np.zeros(n)
         if len(idx):
