@@ -9,6 +9,9 @@ training on majority-vote labels (``dl-mv``) and with the crowd layer (``crowd-l
 - **CNN**: ``small_cnn(1, 4, width 8)`` on 512 synthetic 64×64 images (four classes of
   blurred shapes), 59 simulated annotators with 1-3 labels per image, batch 64.
 
+A diagnostic run on the MLP head, plain training with one more (59, K, K) parameter that
+enters the loss through three tiny operations, measures the floor of any crowd layer there.
+
 Repetitions are interleaved in a random order so load on the shared machine hits all methods
 alike; the first epoch of every fit (allocation warm-up) is dropped. The ratio of a repetition
 is the method's median thread-CPU seconds per epoch over the plain run's of the same
@@ -38,6 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine_line, update_section, write_json
 
 METHODS = {"plain (DL-MV)": "dl-mv", "CL-MW": "crowd-layer-mw", "CL-VW+B": "crowd-layer-vw+b"}
+# A diagnostic run, not a method: plain training with one more (59, K, K) parameter that enters
+# the loss through three tiny operations (0 · Σw added to the logits). Its cost is the floor of
+# any crowd layer in eager PyTorch: one more parameter for Adam and a few more graph nodes.
+FLOOR = "plain + idle 59×K×K parameter"
 BUDGET = 1.10
 JSON = "benchmarks/results/crowd_layer_overhead.json"
 
@@ -98,11 +105,31 @@ def network(kind: str, k: int, seed: int):
     return mlp_head(512, k) if kind == "MLP head" else small_cnn(1, k, width=8, depth=4)
 
 
+def with_idle_parameter(net, k: int):
+    """``net`` plus a (59, k, k) parameter added to its logits as ``0 · Σw`` (see FLOOR)."""
+    import torch
+    from torch import nn
+
+    class IdleParameter(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+            self.extra = nn.Parameter(torch.zeros(59, k, k))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x) + 0.0 * self.extra.sum()
+
+    return IdleParameter()
+
+
 def fit(kind: str, data: dict[str, Any], method: str, epochs: int, progress: Any = False):
     from crowdmed.training.classifier import CrowdClassifier
 
+    net = network(kind, data["k"], 0)
+    if method == FLOOR:
+        net, method = with_idle_parameter(net, data["k"]), "dl-mv"
     clf = CrowdClassifier(
-        network(kind, data["k"], 0),
+        net,
         method=method,
         epochs=epochs,
         batch_size=64,
@@ -121,6 +148,7 @@ def measure(datasets: dict[str, dict], epochs: dict[str, int], reps: int, log) -
     from crowdmed.metrics.stats import paired_difference
 
     runs = [(kind, name) for kind in datasets for name in METHODS]
+    runs.append(("MLP head", FLOOR))
     raw: dict[str, list[float]] = {f"{k}|{m}": [] for k, m in runs}
     rng = np.random.default_rng(0)
     for kind in datasets:  # warm-up: first-call allocations and imports
@@ -129,7 +157,7 @@ def measure(datasets: dict[str, dict], epochs: dict[str, int], reps: int, log) -
         for j in rng.permutation(len(runs)):
             kind, name = runs[j]
             clock = EpochClock()
-            fit(kind, datasets[kind], METHODS[name], epochs[kind], progress=clock)
+            fit(kind, datasets[kind], METHODS.get(name, name), epochs[kind], progress=clock)
             raw[f"{kind}|{name}"].append(float(np.median(clock.cpu[1:])))
         log(f"  repetition {rep + 1}/{reps} done")
     summary = {}
@@ -153,8 +181,7 @@ def measure(datasets: dict[str, dict], epochs: dict[str, int], reps: int, log) -
 PROFILE_KEYS = [
     ("network forward", "container.py", "forward"),
     ("loss (incl. crowd layer)", "classifier.py", "_loss"),
-    ("  CrowdLayer.forward_observed", "layers.py", "forward_observed"),
-    ("  torch.nonzero", "~", "<built-in method torch.nonzero"),
+    ("  CrowdLayer.observed_nll", "layers.py", "observed_nll"),
     ("backward", "_tensor.py", "backward"),
     ("optimizer.zero_grad", "optimizer.py", "zero_grad"),
     ("Adam.step", "adam.py", "step"),
@@ -213,8 +240,12 @@ def render(res: dict[str, Any]) -> str:
     ]
     for s in res["summary"].values():
         d = s["extra_ms"]
-        plain = s["method"].startswith("plain")
-        ok = "–" if plain else ("yes" if s["ratio_median"] <= BUDGET else "**no**")
+        plain = s["method"] == "plain (DL-MV)"
+        ok = (
+            "–"
+            if plain or s["method"] == FLOOR
+            else ("yes" if s["ratio_median"] <= BUDGET else "**no**")
+        )
         ci = "–" if plain else f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
         lines.append(
             f"| {s['kind']} | {s['method']} | {s['cpu_s_per_epoch']:.4f} | "
@@ -222,6 +253,7 @@ def render(res: dict[str, Any]) -> str:
         )
     mlp = res["summary"]["MLP head|CL-MW"]
     cnn = res["summary"]["CNN|CL-MW"]
+    floor = res["summary"][f"MLP head|{FLOOR}"]
     per_batch = mlp["extra_ms"]["mean"] / 16  # 1,000 items / batch 64
     plain_step = 1000 * res["summary"]["MLP head|plain (DL-MV)"]["cpu_s_per_epoch"] / 16
     lines += [
@@ -232,13 +264,22 @@ def render(res: dict[str, Any]) -> str:
         + ("holds" if mlp["ratio_median"] <= BUDGET else "does not hold")
         + f" on the MLP head (CL-MW {mlp['ratio_median']:.2f}×). On the MLP head the crowd "
         f"layer adds about {per_batch:.2f} CPU ms per mini-batch (16 per epoch): the softmax, "
-        "two index_select gathers, a batched matrix product and the cross-entropy over the "
-        "observed (item, annotator) pairs, their backward, and one more parameter for Adam. "
-        "These are a handful of tiny kernels whose cost is per-call dispatch, not arithmetic "
-        f"(a plain MLP step takes {plain_step:.2f} CPU ms); next to a CNN step the same fixed cost "
-        "is inside the measurement noise. Dense per-annotator logits with a masked loss, one "
-        "fused einsum, and a hand-written autograd function were each slower than the sparse "
-        "gather on this head in a micro-benchmark while this was written.",
+        "one index_select of the annotators' transforms, a batched matrix product and the "
+        "cross-entropy over the batch's B × M padded (item, annotator) pairs (M = 3, the most "
+        "labels of an item; built once per fit, so no step searches its labels), their "
+        "backward, and one more parameter for Adam. These are a handful of tiny kernels whose "
+        "cost is per-call overhead, not arithmetic (a plain MLP step takes "
+        f"{plain_step:.2f} CPU ms); next to a CNN step the same fixed cost is inside the "
+        "measurement noise. The diagnostic row *plain + idle parameter* is plain training with "
+        "one more 59 × K × K parameter that enters the loss through three tiny operations "
+        f"(0 · Σw added to the logits): it alone costs {floor['ratio_median']:.2f}× "
+        f"({floor['extra_ms']['mean']:+.2f} CPU ms per epoch), the floor of any crowd layer "
+        "run operation by operation on this head, before it computes anything. "
+        "A hand-written autograd function for the whole crowd loss (fewer graph nodes, more "
+        "Python), dense logits of all 59 annotators followed by a gather, and Adam's fused "
+        "kernel (faster for plain and crowd training alike) did not lower the ratio in a "
+        "micro-benchmark while this was written. What remains is per-operation overhead of "
+        "the kind the diagnostic row measures.",
     ]
     prof = res["profile"]
     names = list(prof)
