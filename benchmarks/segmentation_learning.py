@@ -472,6 +472,12 @@ def main() -> None:
     ap.add_argument("--patience", type=int, default=20, help="--single-rater: patience")
     ap.add_argument("--unet-channels", default="16,32,64", help="--single-rater: U-Net levels")
     ap.add_argument(
+        "--add-seeds",
+        action="store_true",
+        help="--single-rater: run seeds after those in the saved JSON (same settings) and "
+        "report all of them",
+    )
+    ap.add_argument(
         "--rerender",
         action="store_true",
         help="re-write the BENCHMARKS.md section from the saved JSON (no training)",
@@ -689,13 +695,36 @@ def single_rater(args: argparse.Namespace) -> None:
     n_seeds = args.seeds if args.seeds is not None else 1
     if args.quick:
         args.epochs, n_seeds = 1, 1
+    saved: dict[str, Any] | None = None
+    if args.add_seeds:
+        import json
+
+        saved = json.loads((REPO / SINGLE["json"]).read_text())
     data = load_drive()
     metrics = dice_fn(), hd95_fn()
+    config = {
+        "scale": args.scale,
+        "image_size": list(data["images"].shape[2:]),
+        "down": SCALE["down"],
+        "epochs": args.epochs,
+        "batch": args.batch,
+        "lr": args.lr,
+        "patience": args.patience,
+        "unet_channels": args.unet_channels,
+        "split": {"train": TRAIN, "val": VAL, "test": TEST},
+        "dice": metrics[0].source,
+    }
+    if saved is not None and saved["config"] != config:
+        raise SystemExit(
+            f"--add-seeds: the saved runs used other settings {saved['config']}; rerun "
+            "with them or without --add-seeds."
+        )
     load0 = os.getloadavg()
     runs = []
     t_start = time.perf_counter()
+    first = 0 if saved is None else 1 + max(r["seed"] for r in saved["runs"])
     with tempfile.TemporaryDirectory(prefix="drive-single-") as tmp:
-        for seed in range(n_seeds):
+        for seed in range(first, first + n_seeds):
             res = single_rater_run(args, data, seed, Path(tmp), metrics)
             res["load_after"] = os.getloadavg()
             runs.append(res)
@@ -708,29 +737,34 @@ def single_rater(args: argparse.Namespace) -> None:
     human = evaluate(data["obs2"][TEST], data["obs1"][TEST], data["fov"][TEST], *metrics)
     raw = {
         "observer2_vs_observer1": human,
-        "config": {
-            "scale": args.scale,
-            "image_size": list(data["images"].shape[2:]),
-            "down": SCALE["down"],
-            "epochs": args.epochs,
-            "batch": args.batch,
-            "lr": args.lr,
-            "patience": args.patience,
-            "unet_channels": args.unet_channels,
-            "split": {"train": TRAIN, "val": VAL, "test": TEST},
-            "dice": metrics[0].source,
-        },
+        "config": config,
         "runs": runs,
         "load_before": load0,
         "seconds_total": time.perf_counter() - t_start,
         "machine": machine_line(),
         "cpus": os.cpu_count(),
     }
+    if saved is not None:
+        raw["commands"] = saved.get("commands") or [command(saved["config"], len(saved["runs"]))]
+        raw["commands"].append(command(raw["config"], n_seeds, add=True))
+        raw["runs"] = saved["runs"] + runs
+        raw["load_before"] = saved["load_before"]
+        raw["seconds_total"] += saved["seconds_total"]
     md = render_single(raw)
     print(md)
     if not (args.quick or args.print_only):
         update_section(SINGLE["section"], md)
         write_json(SINGLE["json"], raw)
+
+
+def command(cfg: dict[str, Any], seeds: int, add: bool = False) -> str:
+    """The benchmark's command line for ``seeds`` single-rater runs with ``cfg``."""
+    return (
+        f"python benchmarks/segmentation_learning.py --single-rater --scale {cfg['scale']} "
+        f"--seeds {seeds} --epochs {cfg['epochs']} --batch {cfg['batch']} --lr {cfg['lr']:g}"
+        f" --patience {cfg['patience']} --unet-channels {cfg['unet_channels']}"
+        + (" --add-seeds" if add else "")
+    )
 
 
 def render_single(raw: dict[str, Any]) -> str:
@@ -743,12 +777,10 @@ def render_single(raw: dict[str, Any]) -> str:
         "## DRIVE: one single-rater U-Net trained by `crowdmed train segment` "
         "(`segmentation_learning --single-rater`)",
         "",
-        f"`python benchmarks/segmentation_learning.py --single-rater --scale {cfg['scale']} "
-        f"--seeds {len(runs)} --epochs {cfg['epochs']} --batch {cfg['batch']} --lr {cfg['lr']:g}"
-        f" --patience {cfg['patience']} --unet-channels {cfg['unet_channels']}` "
-        f"({raw['seconds_total'] / 60:.1f} min in total). {raw['machine']}. The command ran "
+        " then ".join(f"`{c}`" for c in raw.get("commands", [command(cfg, len(runs))]))
+        + f" ({raw['seconds_total'] / 60:.1f} min in total). {raw['machine']}. The command ran "
         f"with torch's default threads on the machine's {raw['cpus']} cores, shared with other "
-        f"jobs: load average {raw['load_before'][0]:.1f} before the run and "
+        f"jobs: load average {raw['load_before'][0]:.1f} before the first model and "
         + ", ".join(f"{r['load_after'][0]:.1f}" for r in runs)
         + " (1-minute) after each model.",
         "",
