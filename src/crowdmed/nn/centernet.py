@@ -273,8 +273,13 @@ class EarlCenterNet(nn.Module):
     def features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Heatmap logits ``(B, K, H/4, W/4)`` and box-edge distances ``(B, 4, H/4, W/4)``.
 
-        The distances (left, top, right, bottom, in pixels from each cell's centre) are
-        ``4 · exp(raw)``; ``raw`` is clamped to ``[-4, 4]``.
+        Args:
+            x: Normalised images ``(B, C, H, W)`` with sides multiples of 16 (as the
+                detector's own padding and normalisation in :meth:`forward` make them).
+
+        Returns:
+            The logits and the distances (left, top, right, bottom, in pixels from each
+            cell's centre), ``4 · exp(raw)`` with ``raw`` clamped to ``[-4, 4]``.
         """
         f4 = self.stage4(self.stem(x))
         f8 = self.stage8(f4)
