@@ -10,8 +10,14 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from crowdmed.nn.aggnet import AggNetCNN, dense_logits
 from crowdmed.nn.backbones import segmentation_network, size_multiple
+from crowdmed.nn.centernet import EarlCenterNet, centernet_detector
 from crowdmed.nn.confusion import GlobalConfusion, PixelConfusion, confusion_loss
-from crowdmed.nn.detection import EarlFCOSHead, fcos_detector, load_detector_weights
+from crowdmed.nn.detection import (
+    EarlFCOSHead,
+    build_detector,
+    fcos_detector,
+    load_detector_weights,
+)
 from crowdmed.nn.layers import (
     AggNetEM,
     CrowdLayer,
@@ -43,6 +49,7 @@ __all__ = [
     "CrowdRegressionLayer",
     "DawidSkeneEM",
     "DoctorNetHeads",
+    "EarlCenterNet",
     "EarlFCOSHead",
     "GaussianAttentionFocalLoss",
     "GaussianReadersEM",
@@ -51,7 +58,9 @@ __all__ = [
     "PixelConfusion",
     "RegressionMode",
     "WeightingNetwork",
+    "build_detector",
     "build_network",
+    "centernet_detector",
     "confusion_loss",
     "crowd_cross_entropy",
     "crowd_mse",
