@@ -784,7 +784,8 @@ def render_single(raw: dict[str, Any]) -> str:
         + ", ".join(f"{r['load_after'][0]:.1f}" for r in runs)
         + " (1-minute) after each model.",
         "",
-        f"Each seed runs `{runs[0]['command']}` (folders written by the script: the 12 "
+        "Each seed runs the command (here seed 0; each seed its own `--seed` and `--out`) "
+        f"`{runs[0]['command']}` (folders written by the script: the 12 "
         "training images as PNG with observer 1's masks as the one rater, the 2 validation "
         "images with observer 1's masks, the 6 test images to `--predict`). Images at "
         f"{h} × {w} pixels ({scale_text({'crop': (h, w), 'down': cfg['down']})}; DRIVE is "
