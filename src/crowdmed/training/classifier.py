@@ -779,6 +779,7 @@ class _ClassifierTask(TrainTask):
                         "weight_decay": 0.0,
                     }
                 )
+        self.opt: torch.optim.Optimizer
         if clf.momentum is None:
             self.opt = torch.optim.Adam(groups, lr=clf.lr, weight_decay=clf.weight_decay)
         else:  # SGD with momentum, as AggNet trains and refines its network
