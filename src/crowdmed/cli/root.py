@@ -123,7 +123,7 @@ TRAIN_COMMANDS: dict[str, CommandSpec] = {
     "detect": CommandSpec(
         "crowdmed.cli.train_detect",
         "detect",
-        "Train an FCOS detector on the boxes of several readers.",
+        "Train a detector on the boxes of several readers.",
     ),
 }
 

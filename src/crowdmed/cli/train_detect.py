@@ -82,10 +82,13 @@ DetectorOpt = Annotated[
 ]
 DetectLrOpt = Annotated[
     float | None,
-    typer.Option(
+    number_option(
         "--lr",
-        help="Peak learning rate (warm-up, then cosine decay). Default: 0.002 for centernet, "
-        "0.03 for fcos.",
+        help="Peak learning rate (warm-up, then cosine decay); default 0.002 for centernet, "
+        "0.03 for fcos",
+        lo=0,
+        hi=10,
+        lo_open=True,
         show_default=False,
     ),
 ]
