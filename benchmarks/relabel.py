@@ -42,7 +42,10 @@ Seeds 0-4 were used to choose the ``crowdmed`` score and the ``assign=True`` loo
 the section this script writes); the default run uses seeds 5-14 so that its verdicts are out
 of sample. The claim "no more
 labels than ActiveLab at every budget" is judged over the family of budgets with the
-Holm–Bonferroni adjustment (:func:`crowdmed.metrics.stats.holm`).
+Holm–Bonferroni adjustment (:func:`crowdmed.metrics.stats.holm`). Why crowdmed falls behind
+ActiveLab on NIH, and the variants of the score tried on seeds 0-14, come from
+``benchmarks/relabel_variants.py``; its ``results/relabel_variants.json`` is quoted in the
+section when present (re-render with ``--from-json benchmarks/results/relabel.json``).
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ CONSENSUS = {
     "crowdlab": "CROWDLAB consensus",
     "crowdmed": "EM consensus",
 }
+#: Development runs of the score's variants (benchmarks/relabel_variants.py), if present.
+VARIANTS_JSON = REPO / "benchmarks" / "results" / "relabel_variants.json"
 NIH = "nih_cxr14_expert_readers/gcs-public-data--healthcare-nih-chest-xray-labels/"
 
 
@@ -462,6 +467,7 @@ def markdown(results: dict, seeds: list[int], wall: float, cpu: float) -> str:
         for line in goal_lines(res["summary"]):
             lines.append(line.replace("- Goal check, ", f"- {res['title']}, ", 1))
     lines.append("")
+    lines += diagnosis_lines(VARIANTS_JSON)
     for res in results.values():
         s = res["summary"]
         lines += [
@@ -510,6 +516,127 @@ def markdown(results: dict, seeds: list[int], wall: float, cpu: float) -> str:
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def failures(dev: dict) -> dict[str, list[str]]:
+    """Per variant, the cells where it has more Holm 'worse' budgets or a larger worst shortfall.
+
+    Compared with the current score in every data set, consensus and strategy; a variant with
+    no failure would replace the score. The rule was set after the development runs were seen.
+    """
+    names = {"nih": "NIH", "labelme": "LabelMe", "acc": "CROWDLAB", "acc_em": "EM"}
+    out: dict[str, list[str]] = {}
+    for ds in ("nih", "labelme"):
+        for kind, res in dev[ds].items():
+            for key, cand in res.items():
+                strategy, variant = key.split(":")
+                if variant == "current":
+                    continue
+                cur = res[f"{strategy}:current"]
+                why = []
+                if cand["holm_worse"] > cur["holm_worse"]:
+                    why.append(f"{cand['holm_worse']} vs {cur['holm_worse']} Holm 'worse'")
+                if cand["worst_diff"] < cur["worst_diff"]:
+                    why.append(
+                        f"worst {100 * cand['worst_diff']:+.2f} at {cand['worst_budget']} vs "
+                        f"{100 * cur['worst_diff']:+.2f}"
+                    )
+                fails = out.setdefault(variant, [])
+                if why:
+                    fails.append(f"{names[ds]} {names[kind]} {strategy}: {', '.join(why)}")
+    return out
+
+
+def diagnosis_lines(path: Path) -> list[str]:
+    """The NIH shortfall explained, from ``relabel_variants.py``'s development runs."""
+    import json
+
+    if not path.exists():
+        return []
+    dev = json.loads(path.read_text())
+    sn = dev["snapshot"]
+    seeds = dev["seeds"]
+    one, two, three = sn["items_by_n_labels"][1:4]
+    pa, pc = sn["picked"]["activelab"], sn["picked"]["crowdmed"]
+    batch = sum(pc["n_labels"])
+    no, yes = sn["single"]
+    lo, hi = no["by_model"][0], [b for b in no["by_model"] if b["p1_low"] >= 0.65]
+    hi_items = sum(b["items"] for b in hi)
+    hi_gold = sum(b["items"] * b["gold_positive"] for b in hi) / max(hi_items, 1)
+    n_asym = sum(a < b for a, b in zip(sn["em_sensitivity"], sn["em_specificity"], strict=True))
+    lines = [
+        f"### Why crowdmed falls behind ActiveLab on NIH (development seeds {seeds[0]}-"
+        f"{seeds[-1]})",
+        "",
+        "`benchmarks/relabel_variants.py` (written to `benchmarks/results/relabel_variants.json`; "
+        "development seeds only, none of those of the verdicts above). A snapshot of seed "
+        f"{sn['seed']}'s crowdmed run at {sn['extra']} extra labels: {one} items hold one label, "
+        f"{two} two and {three} three. Of the {sn['eligible']} items that can still be labelled, "
+        f"{sn['gain_positive']} have a positive look-ahead gain beyond ActiveLab's tie-break and "
+        f"{sn['picks_gain_nonzero']} of the {batch} picks a non-zero one, so the tie-break does "
+        "not decide. Both scores pick nearly the same mix (crowdmed / ActiveLab: "
+        f"{pc['n_labels'][1]} / {pa['n_labels'][1]} single-labelled items, {pc['split_1_1']} / "
+        f"{pa['split_1_1']} items split one-one), but only {sn['overlap']} of the {batch} picks "
+        "coincide: they differ in which single-labelled items they choose. CROWDLAB gives the "
+        f"classifier a weight of {sn['model_weight']:.1e} (the metadata classifier errs about as "
+        "often as the minority class among the multi-labelled items), so its posterior puts "
+        f"p_consensus = {sn['p_consensus']:.2f} on the class of every single label, whoever gave "
+        f"it. Against gold a single 'no' is right for {100 * no['gold_rate_label']:.1f} % of "
+        f"{no['items']} items and a single 'yes' for {100 * yes['gold_rate_label']:.1f} % of "
+        f"{yes['items']}; among single 'no' labels the gold positive rate is "
+        f"{100 * lo['gold_positive']:.1f} % where the classifier gives p(yes) < 0.2 "
+        f"({lo['items']} items) and {100 * hi_gold:.0f} % where it gives at least 0.65 "
+        f"({hi_items} items), while CROWDLAB's posterior is {lo['crowdlab_p1']:.2f} for all of "
+        "them. The expected gain is computed under that posterior, so among single-labelled "
+        "items crowdmed's order is set by the readers still available rather than by how likely "
+        "the label is wrong; ActiveLab's score, (quality × weight + mean weight / K) / (weight + "
+        "mean weight), ranks them by the CROWDLAB weight of the reader who gave the label. "
+        f"Prevalence: {100 * sn['gold_positive']:.1f} % of the images are positive by gold but "
+        f"{100 * sn['labels_positive']:.1f} % of the reads say yes (EM sensitivity below "
+        f"specificity for {n_asym} of the {len(sn['em_sensitivity'])} readers), so a single "
+        "'no' is wrong more often than a single 'yes', while CROWDLAB's symmetric label model "
+        "puts the same p_consensus on both.",
+        "",
+        "Variants of the score on these seeds (every one keeps CROWDLAB's pooling and current "
+        "consensus and changes only what the truth is drawn from or the look-ahead): "
+        "`em_truth`, the EM posterior with the classifier as prior; `ds_truth`, the EM "
+        "confusion matrices without the classifier (class shares as prior); `shrunk_truth`, "
+        "CROWDLAB's posterior with ActiveLab's pseudo-label of mean annotator weight at 1/K, so "
+        "a label from a low-weight reader is trusted less; `shrunk_truth_one`, the same with the "
+        "one-label look-ahead only. Holm = Holm–Bonferroni over the budgets against ActiveLab; "
+        "worst = the budget with the lowest mean difference; savings to the all-labels "
+        "accuracy minus 0.5 point (mean [95 % interval]):",
+        "",
+        "| data set | consensus | strategy:variant | Holm worse / better | uncorrected worse / "
+        "better | worst budget (point) | fewer than random (%) | fewer than ActiveLab (%) |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    names = {"nih": "NIH", "labelme": "LabelMe"}
+    kinds = {"acc": "CROWDLAB", "acc_em": "EM"}
+    for ds in ("nih", "labelme"):
+        for kind in ("acc", "acc_em"):
+            for key, r in dev[ds][kind].items():
+                lines.append(
+                    f"| {names[ds]} | {kinds[kind]} | {key} | {r['holm_worse']} / "
+                    f"{r['holm_better']} | {r['uncorrected_worse']} / "
+                    f"{r['uncorrected_better']} | {r['worst_budget']} "
+                    f"({100 * r['worst_diff']:+.2f}) | {fmt_ci(r['fewer_than_random'], 100.0)} | "
+                    f"{fmt_ci(r['fewer_than_activelab'], 100.0)} |"
+                )
+    fails = failures(dev)
+    passing = sorted(v for v, f in fails.items() if not f)
+    lines += [
+        "",
+        "A variant would replace the score only if, in every data set, consensus and strategy, "
+        "it had no more Holm 'worse' budgets than the current score and no larger worst mean "
+        "shortfall (a rule set after these runs were seen). "
+        + (f"Passing: {', '.join(passing)}. " if passing else "None passed. ")
+        + "Where each failed: "
+        + "; ".join(f"`{v}`: {'; '.join(f)}" for v, f in fails.items() if f)
+        + ".",
+        "",
+    ]
+    return lines
 
 
 def tally(verdicts: list[str]) -> str:
