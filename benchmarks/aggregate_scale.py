@@ -25,6 +25,9 @@ from __future__ import annotations
 import os
 
 BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+#: Thread settings the caller gave; the cli part runs both commands with only these (the
+#: libraries' defaults otherwise), the Dask part with one thread per worker.
+CALLER_THREADS = {v: os.environ[v] for v in BLAS_VARS if v in os.environ}
 for _var in BLAS_VARS:
     os.environ.setdefault(_var, "1")
 
@@ -211,9 +214,15 @@ print(json.dumps({
 """
 
 
-def timed(cmd: list[str]) -> tuple[float, str]:
+def cli_env() -> dict[str, str]:
+    """The environment of the cli part: the caller's thread settings, nothing forced."""
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_VARS}
+    return env | CALLER_THREADS
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
     start = time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     wall = time.perf_counter() - start
     if res.returncode != 0:
         raise RuntimeError(f"{cmd[:3]} failed ({res.returncode}): {res.stderr[-2000:]}")
@@ -238,16 +247,16 @@ def run_cli(tmp: Path, repeats: int) -> dict[str, Any]:
     ]
     theirs_cmd = [sys.executable, "-c", CROWDKIT_SCRIPT, str(csv), str(tmp / "theirs.csv")]
     breakdown_cmd = [sys.executable, "-c", CROWDMED_BREAKDOWN, str(csv), str(tmp / "ours2.csv")]
-    startup = min(timed([sys.executable, "-c", "pass"])[0] for _ in range(3))
+    startup = min(timed([sys.executable, "-c", "pass"], cli_env())[0] for _ in range(3))
     ours, theirs, ours_parts, theirs_parts, loads = [], [], [], [], []
     for r in range(repeats):
         loads.append(load())
-        wall, _ = timed(ours_cmd)
+        wall, _ = timed(ours_cmd, cli_env())
         ours.append(wall)
         log(f"  crowdmed aggregate run {r + 1}: {wall:.2f} s")
-        wall, out = timed(breakdown_cmd)
+        wall, out = timed(breakdown_cmd, cli_env())
         ours_parts.append(json.loads(out))
-        wall, out = timed(theirs_cmd)
+        wall, out = timed(theirs_cmd, cli_env())
         theirs.append(wall)
         theirs_parts.append(json.loads(out))
         log(f"  crowd-kit script run {r + 1}: {wall:.2f} s")
@@ -264,6 +273,7 @@ def run_cli(tmp: Path, repeats: int) -> dict[str, Any]:
         "n_annotators": CLI_ANNOTATORS,
         "n_items": CLI_LABELS // PER_ITEM,
         "repeats": repeats,
+        "threads": ", ".join(f"{k}={v}" for k, v in CALLER_THREADS.items()) or "library defaults",
         "python_startup_s": startup,
         "ours_s": ours,
         "theirs_s": theirs,
@@ -389,7 +399,7 @@ def render(cli: dict[str, Any] | None, dsk: dict[str, Any] | None, meta: dict[st
         "## `crowdmed aggregate` end to end, and Dawid–Skene on Dask",
         "",
         f"{meta['machine']}. The last part run took {meta['elapsed_min']:.1f} min, finished "
-        f"{meta['finished']}. BLAS threads: {meta['blas']}.",
+        f"{meta['finished']}. BLAS threads of the Dask part: {meta['blas']}.",
         "",
         "Commands: " + _commands(meta),
         "",
@@ -409,7 +419,14 @@ def render(cli: dict[str, Any] | None, dsk: dict[str, Any] | None, meta: dict[st
             f"(crowdmed stopped after {po['n_iter']:.0f} iterations, crowd-kit after "
             f"{pt['n_iter']:.0f}); their consensus labels agree on "
             f"{100 * cli['label_agreement']:.2f} % of the items. Each command ran "
-            f"{cli['repeats']} times as a fresh process, alternating; **wall** is the median "
+            f"{cli['repeats']} times as a fresh process, alternating, with "
+            + (
+                "every library's default threads (no BLAS or OpenMP thread variable set; "
+                "pyarrow's reader and crowdmed's writer use the cores pyarrow counts)"
+                if cli.get("threads", "library defaults") == "library defaults"
+                else f"{cli['threads']}"
+            )
+            + "; **wall** is the median "
             "from process start to exit (Python itself starts in "
             f"{cli['python_startup_s']:.2f} s). The breakdown is the median of the same steps "
             "timed inside a second process of each (crowdmed: the command run by `main()` in "
@@ -464,16 +481,13 @@ def render(cli: dict[str, Any] | None, dsk: dict[str, Any] | None, meta: dict[st
                 "imported), and pandas is not imported on a plain long CSV. Reading is "
                 "pyarrow's CSV parser, which dictionary-encodes the id and label columns on its "
                 "threads, with each distinct id and label turned into one Python string, then "
-                "the encoding checks; writing is pyarrow's CSV writer on two blocks of rows in "
-                "two threads, most of it formatting "
+                "the encoding checks; writing is pyarrow's CSV writer on blocks of rows formatted "
+                "in parallel threads, most of it formatting "
                 f"{cli['n_items'] * (cli['k'] + 1):,} floats with round-trip digits."
             ]
             if theirs / ours < TARGET_CLI:
                 floor = (
-                    cli["python_startup_s"]
-                    + po["import_numpy_pyarrow"]
-                    + po["fit"]
-                    + po["write"]
+                    cli["python_startup_s"] + po["import_numpy_pyarrow"] + po["fit"] + po["write"]
                 )
                 where += [
                     f" At {TARGET_CLI:.0f}× the command would have {theirs / TARGET_CLI:.2f} s; "

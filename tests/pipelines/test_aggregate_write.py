@@ -30,7 +30,7 @@ def _columns(n: int) -> dict[str, np.ndarray]:
 def test_blocks_equal_one_write(tmp_path: Path, suffix: str, monkeypatch) -> None:
     n = 1_003
     columns = _columns(n)
-    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(pa, "cpu_count", lambda: 4)
     monkeypatch.setattr(pipeline, "_PARALLEL_ROWS", 100)  # 4 blocks of 251, the last 250
     blocks = tmp_path / f"blocks{suffix}"
     pipeline.write_consensus(columns, blocks)

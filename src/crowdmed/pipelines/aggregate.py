@@ -552,7 +552,8 @@ _PARALLEL_ROWS = 50_000
 def _write_csv_blocks(table: Any, stream: Any, options: Any) -> None:
     """Write ``table`` as CSV to ``stream``, its row blocks formatted on several cores.
 
-    pyarrow's CSV writer formats on one thread (most of it printing floats with their
+    As many blocks as pyarrow's thread pool has threads (at most 4). pyarrow's CSV writer
+    formats on one thread (most of it printing floats with their
     shortest round-trip digits) and releases the GIL while it does: each block is formatted
     to memory in its own thread and the blocks are written in order, so the bytes are those
     of one ``write_csv`` call.
@@ -560,7 +561,8 @@ def _write_csv_blocks(table: Any, stream: Any, options: Any) -> None:
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    n_blocks = min(os.cpu_count() or 1, 4, max(1, table.num_rows // _PARALLEL_ROWS))
+    # As many threads as pyarrow's own pool (its reader's): the cores, or OMP_NUM_THREADS.
+    n_blocks = min(pa.cpu_count(), 4, max(1, table.num_rows // _PARALLEL_ROWS))
     if n_blocks == 1:
         pcsv.write_csv(table, stream, write_options=options)
         return
