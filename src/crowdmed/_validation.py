@@ -16,6 +16,7 @@ from crowdmed._text import short_list
 from crowdmed.data.labels import CrowdLabels
 
 __all__ = [
+    "check_int",
     "check_labels",
     "check_option",
     "check_params",
@@ -114,6 +115,21 @@ def check_labels(labels: Any, *, n_classes: int | None = None, min_classes: int 
             stacklevel=3,
         )
     return cl
+
+
+def check_int(value: Any, name: str, low: int = 1) -> int:
+    """``value`` as an ``int`` when it is an integer (not a bool) of at least ``low``.
+
+    Raises:
+        TypeError: For a non-integer, with the type it got.
+        ValueError: Below ``low``, naming the bound ("a positive integer" when it is 1).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be an int; got {type(value).__name__}.")
+    if value < low:
+        bound = "a positive integer" if low == 1 else f">= {low}"
+        raise ValueError(f"`{name}` must be {bound}; got {value}.")
+    return int(value)
 
 
 def check_option(value: Any, enum: type[E], name: str) -> E:

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crowdmed._validation import check_int
+
 __all__ = ["PATCH_SIZE", "AggNetCNN", "dense_logits"]
 
 #: Side of the network's input patch in pixels.
@@ -64,10 +66,7 @@ class AggNetCNN(nn.Module):
             ("in_channels", in_channels),
             ("hidden", hidden),
         ):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"`{name}` must be an int; got {type(value).__name__}.")
-            if value < 1:
-                raise ValueError(f"`{name}` must be positive; got {value}.")
+            check_int(value, name)
         if len(channels) != 3 or not all(isinstance(c, int) and c >= 1 for c in channels):
             raise ValueError(f"`channels` must be three positive ints; got {channels!r}.")
         if n_classes < 2:

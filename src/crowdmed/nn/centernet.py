@@ -47,6 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from crowdmed._validation import check_int
+
 __all__ = ["EarlCenterNet", "centernet_detector", "centernet_targets"]
 
 #: Output stride of the heatmap and box grid.
@@ -219,10 +221,7 @@ class EarlCenterNet(nn.Module):
             ("width", width),
             ("detections_per_img", detections_per_img),
         ):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"`{name}` must be an int; got {type(value).__name__}.")
-            if value < 1:
-                raise ValueError(f"`{name}` must be a positive integer; got {value}.")
+            check_int(value, name)
         if not 0 <= score_thresh < 1:
             raise ValueError(f"`score_thresh` must lie in [0, 1); got {score_thresh}.")
         if not box_loss_weight >= 0:

@@ -32,15 +32,14 @@ from typing import Literal
 import torch
 from torch import nn
 
+from crowdmed._validation import check_int
+
 __all__ = ["GlobalConfusion", "PixelConfusion", "confusion_loss"]
 
 
 def _check_sizes(n_raters: int, n_classes: int) -> None:
-    for name, v, low in (("n_raters", n_raters, 1), ("n_classes", n_classes, 2)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"`{name}` must be an int; got {type(v).__name__}.")
-        if v < low:
-            raise ValueError(f"`{name}` must be >= {low}; got {v}.")
+    check_int(n_raters, "n_raters")
+    check_int(n_classes, "n_classes", low=2)
 
 
 class GlobalConfusion(nn.Module):

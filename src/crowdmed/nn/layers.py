@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from crowdmed._validation import check_option
+from crowdmed._validation import check_int, check_option
 
 __all__ = [
     "AggNetEM",
@@ -53,11 +53,7 @@ class RegressionMode(str, Enum):
 
 
 def _check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an int; got {type(value).__name__}.")
-    if value < 1:
-        raise ValueError(f"`{name}` must be at least 1; got {value}.")
-    return int(value)
+    return check_int(value, name)
 
 
 class CrowdLayer(nn.Module):
