@@ -189,3 +189,17 @@ def test_images_of_different_sizes_name_a_fix_that_exists(
     assert "--image-size" not in message
     assert "scale their boxes" in message
     assert not out.exists()
+
+
+def test_data_json_with_another_class_count_is_refused(det_model: Path, tmp_path: Path) -> None:
+    import shutil
+
+    edited = tmp_path / "edited"
+    shutil.copytree(det_model, edited)
+    data = json.loads((edited / "data.json").read_text())
+    n = len(data["classes"])
+    data["classes"] = [*data["classes"], "extra"]
+    (edited / "data.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=rf"lists {n + 1} classes but .* predicts {n}"):
+        load_detection_model(edited)
+    assert load_detection_model(det_model).data["classes"] == data["classes"][:-1]

@@ -113,6 +113,9 @@ def load_detection_model(model_dir: Path) -> DetectionModel:
     from crowdmed.training import load_model
 
     detector = load_model(model_dir, device="cpu")
+    arch = getattr(detector.network, "architecture", None) or {}
+    n_classes = arch.get("n_classes")
+    check_data(Path(model_dir), data, task="detection", n_classes=n_classes)
     return DetectionModel(detector, data, Path(model_dir) / "model.safetensors")
 
 
