@@ -136,7 +136,9 @@ class DawidSkene(EMAggregator):
         # log_conf[a*K + l, k] = log P(a says l | class k): one sparse product gathers and sums
         # the log-probabilities of every item's labels.
         log_conf = np.log(self.confusion_).transpose(0, 2, 1).reshape(-1, k)
-        return cl.incidence() @ log_conf + np.log(self.priors_)
+        log_joint = cl.incidence() @ log_conf
+        log_joint += np.log(self.priors_)  # in place: one (n_items, K) array per E-step
+        return log_joint
 
     def _log_param_prior(self) -> float:
         if self.smoothing == 0:
