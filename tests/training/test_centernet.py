@@ -80,6 +80,19 @@ def test_a_cell_learns_the_box_whose_gaussian_is_largest_there() -> None:
     assert float(t["box_weight"][0, 2, 6]) == 2.0
 
 
+@pytest.mark.parametrize(
+    "box",
+    [[4.0, 4.0, 6.0, 6.0], [4.5, 4.5, 5.5, 5.5], [0.0, 0.0, 2.0, 30.0], [30.0, 0.0, 32.0, 10.0]],
+)
+def test_a_box_narrower_than_a_cell_is_learned_at_its_centre_cell(box) -> None:
+    # no cell centre lies inside these boxes; the centre cell learns them all the same
+    t = centernet_targets([_target([box], [0], [2.0])], 1, (8, 8))
+    row, col = torch.nonzero(t["heatmap"][0, 0] == 1.0)[0].tolist()
+    assert float(t["box_gauss"][0, row, col]) == 1.0
+    assert torch.equal(t["boxes"][0, row, col], torch.tensor(box))
+    assert float(t["box_weight"][0, row, col]) == 2.0
+
+
 # ---------------------------------------------------------------------- EARL weights
 @pytest.fixture(scope="module")
 def net() -> EarlCenterNet:

@@ -151,6 +151,11 @@ def centernet_targets(
     inside_x = (px[None, None, :] > boxes[..., 0:1]) & (px[None, None, :] < boxes[..., 2:3])
     inside_y = (py[None, None, :] > boxes[..., 1:2]) & (py[None, None, :] < boxes[..., 3:4])
     inside = inside_y[..., :, None] & inside_x[..., None, :]
+    # a box narrower than a cell may hold no cell centre: its centre cell learns it anyway
+    centre = (ys[None, None, :, None] == cj[..., None, None]) & (
+        xs[None, None, None, :] == ci[..., None, None]
+    )
+    inside = inside | (centre & valid[..., None, None])
     g_in = gauss * inside
     box_gauss, best = g_in.max(dim=1)  # (B, H, W)
     cell_boxes = torch.gather(boxes, 1, best.reshape(b, -1, 1).expand(-1, -1, 4)).reshape(
