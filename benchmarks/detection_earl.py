@@ -458,7 +458,11 @@ def verdict(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"{ci('earl', 'reader-ensemble', 'map_50_95')} on mAP@[.5:.95]; {ranking}. "
         f"{single_share:.0%} of the fused training boxes were drawn by one "
         f"reader only and {single_right:.0%} of those are right; EARL gives them a third of "
-        "the weight of a box all three readers drew."
+        "the weight of a box all three readers drew. The paper does not say how the weighted "
+        "loss is normalised; here the positives' weights are not (the heatmap loss is divided "
+        "by the number of positives, the box loss by the sum of the Gaussians), so with "
+        "weights of 1 to 3 the positive and box terms of (d) are also larger than those of "
+        "(c): (d) − (c) mixes the re-weighting with a larger effective step on positives."
     )
     if ABLATION in names:
         text += (
