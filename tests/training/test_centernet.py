@@ -259,3 +259,11 @@ def test_learns_med_mnist_at_the_papers_scale() -> None:
     pred = model.predict(d.images[te], image_ids=te)
     truth = d.truth[d.truth["image"].isin(te)]
     assert mean_average_precision(pred, truth, iou_thresholds=0.4)["map"] >= 0.9
+
+
+def test_float32_images_into_a_float64_network() -> None:
+    net = centernet_detector(2, image_size=SIZE, random_state=0).double().eval()
+    with torch.no_grad():
+        out = net([torch.rand(1, SIZE, SIZE)])
+    assert out[0]["boxes"].dtype == torch.float64
+    assert len(out[0]["scores"]) > 0

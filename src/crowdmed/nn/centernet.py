@@ -267,6 +267,8 @@ class EarlCenterNet(nn.Module):
             raise ValueError(
                 f"`images` must be (B, C, H, W) or a list of (C, H, W); got {tuple(x.shape)}."
             )
+        # the images in the network's dtype (float32 images into a float64 or bfloat16 net)
+        x = x.to(dtype=next(self.parameters()).dtype)
         # zero (background) padding on the right and bottom to a multiple of 16 keeps the
         # pixel coordinates of the boxes
         pad_w, pad_h = -x.shape[-1] % 16, -x.shape[-2] % 16
