@@ -174,6 +174,17 @@ def test_predictions_are_clipped_boxes_of_the_unpadded_image() -> None:
     assert set(out["labels"].tolist()) <= {0, 1, 2}
 
 
+def test_padding_cells_hold_no_detection() -> None:
+    net = centernet_detector(1, image_size=40, random_state=0).eval()
+    logits = torch.full((1, 1, 12, 12), -10.0)  # a 36 x 40 image padded to 48 x 48
+    logits[0, 0, 10, 2] = 10.0  # centre at y = 42: in the padding
+    logits[0, 0, 4, 9] = 10.0  # centre at (38, 18): inside
+    dist = torch.ones(1, 4, 12, 12)
+    out = net.postprocess(logits, dist, (36, 40))[0]
+    assert len(out["scores"]) == 1
+    assert out["boxes"][0].tolist() == pytest.approx([37.0, 17.0, 39.0, 19.0], abs=1e-4)
+
+
 def test_errors() -> None:
     with pytest.raises(ValueError, match="`width` must be a positive integer; got 0"):
         EarlCenterNet(2, width=0)

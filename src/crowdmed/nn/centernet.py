@@ -352,6 +352,10 @@ class EarlCenterNet(nn.Module):
         heat = torch.sigmoid(logits)
         peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat)
         b, k, h, w = heat.shape
+        # cells of the zero padding (centre outside the image) hold no object
+        rows = (torch.arange(h, device=heat.device) + 0.5) * STRIDE < size[0]
+        cols = (torch.arange(w, device=heat.device) + 0.5) * STRIDE < size[1]
+        peaks = peaks * (rows[:, None] & cols[None, :])
         boxes = self._decode_boxes(dist).reshape(b, h * w, 4)
         top = min(self.detections_per_img, k * h * w)
         scores, idx = peaks.reshape(b, -1).topk(top, dim=1)
