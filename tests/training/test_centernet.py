@@ -13,6 +13,7 @@ from crowdmed.metrics import mean_average_precision  # noqa: E402
 from crowdmed.nn.centernet import (  # noqa: E402
     STRIDE,
     EarlCenterNet,
+    _giou_loss,
     centernet_detector,
     centernet_targets,
 )
@@ -183,6 +184,42 @@ def test_padding_cells_hold_no_detection() -> None:
     out = net.postprocess(logits, dist, (36, 40))[0]
     assert len(out["scores"]) == 1
     assert out["boxes"][0].tolist() == pytest.approx([37.0, 17.0, 39.0, 19.0], abs=1e-4)
+
+
+def test_giou_loss_by_hand() -> None:
+    # intersection 1, union 7, enclosing box 9: GIoU = 1/7 - 2/9
+    a = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 2.0]])
+    b = torch.tensor([[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 2.0, 2.0]])
+    loss = _giou_loss(a, b)
+    assert loss.tolist() == pytest.approx([1 - (1 / 7 - 2 / 9), 0.0], abs=1e-6)
+
+
+def test_the_negative_loss_of_one_cell_by_hand(net: EarlCenterNet) -> None:
+    # one box; every other cell is a negative with (1 - heat)^4 p^2 log(1 - p)
+    logits, dist = _outputs(net)
+    targets = [_target([[4.0, 4.0, 20.0, 22.0]], [1]), _target([], [])]
+    t = centernet_targets(targets, 2, logits.shape[-2:])
+    p = torch.sigmoid(logits)
+    pos = t["heatmap"] == 1.0
+    neg = -((1 - t["heatmap"]) ** 4) * p**2 * torch.log(1 - p)
+    pos_term = -((1 - p) ** 2) * torch.log(p)
+    expected = float(torch.where(pos, pos_term, neg).sum() / pos.sum())
+    got = float(net.compute_loss(logits, dist, targets)["heatmap"])
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert int(pos.sum()) == 1
+
+
+def test_score_threshold_and_detection_cap() -> None:
+    logits = torch.full((1, 1, 8, 8), -10.0)
+    logits[0, 0, 1, 1] = 2.0  # sigmoid 0.88
+    logits[0, 0, 5, 5] = 1.0  # 0.73
+    logits[0, 0, 3, 6] = -1.0  # 0.27
+    dist = torch.ones(1, 4, 8, 8)
+    for thresh, cap, n in ((0.5, 100, 2), (0.2, 100, 3), (0.2, 1, 1)):
+        net = centernet_detector(1, score_thresh=thresh, detections_per_img=cap).eval()
+        out = net.postprocess(logits, dist, (32, 32))[0]
+        assert len(out["scores"]) == n
+        assert float(out["scores"][0]) == pytest.approx(float(torch.sigmoid(torch.tensor(2.0))))
 
 
 def test_errors() -> None:
