@@ -15,6 +15,7 @@ several options are checked against the free memory by the pipelines
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -255,5 +256,39 @@ PredictOpt = Annotated[
         "written to MODEL_DIR.",
         metavar="DIR",
         show_default=False,
+    ),
+]
+
+
+def _check_device(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+    """``--device``: auto, cpu, cuda or cuda:N; CUDA only where a CUDA device exists."""
+    if value is None or ctx.resilient_parsing:
+        return value
+    name = param.opts[0] if param.opts else param.name
+    device = str(value).strip().lower()
+    if device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", device):
+        typer.echo(f"Error: `{name}` must be auto, cpu, cuda or cuda:N; got {value!r}.", err=True)
+        raise typer.Exit(2)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            typer.echo(
+                f"Error: `{name} {device}`: no CUDA device is available here; use "
+                f"`{name} cpu` (or auto).",
+                err=True,
+            )
+            raise typer.Exit(2)
+    return device
+
+
+#: ``--device`` of a training command.
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="Where to train: auto (a CUDA GPU when one is available, else the CPU), cpu, "
+        "cuda or cuda:N.",
+        callback=_check_device,
     ),
 ]

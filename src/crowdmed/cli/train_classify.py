@@ -25,6 +25,7 @@ from crowdmed.cli._common import (
 from crowdmed.cli._options import (
     BatchSizeOpt,
     ChannelsOpt,
+    DeviceOpt,
     EpochsOpt,
     ImageSizeOpt,
     LrOpt,
@@ -135,6 +136,7 @@ def classify(
     lr: LrOpt = 1e-3,
     patience: PatienceOpt = 10,
     seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
     image_size: ImageSizeOpt = None,
     channels: ChannelsOpt = None,
     tta: TtaOpt = False,

@@ -21,6 +21,7 @@ from crowdmed.cli._common import (
 )
 from crowdmed.cli._options import (
     BatchSizeOpt,
+    DeviceOpt,
     EpochsOpt,
     ImagesOpt,
     ModelDirOpt,
@@ -112,6 +113,7 @@ def detect(
     batch_size: BatchSizeOpt = 16,
     lr: DetectLrOpt = None,
     seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
     channels: ChannelsOpt = 1,
     checkpoint: CheckpointOpt = None,
     predict: PredictOpt = None,

@@ -23,6 +23,7 @@ from crowdmed.cli._common import (
 from crowdmed.cli._options import (
     BatchSizeOpt,
     ChannelsOpt,
+    DeviceOpt,
     EpochsOpt,
     ImagesOpt,
     LrOpt,
@@ -173,6 +174,7 @@ def segment(
     lr: LrOpt = 1e-3,
     patience: PatienceOpt = 10,
     seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
     channels: ChannelsOpt = None,
     predict: PredictOpt = None,
     resume: ResumeOpt = True,

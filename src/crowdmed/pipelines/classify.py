@@ -189,6 +189,7 @@ class _Options:
     channels: int
     tta: bool
     resume: bool
+    device: str = "auto"
 
 
 def _check_options(
@@ -459,6 +460,7 @@ def train_classifier(
     channels: int | None = None,
     tta: bool = False,
     resume: bool = True,
+    device: str = "auto",
     progress: ProgressCallback | None = None,
 ) -> ClassifierRun:
     """Train a network on the crowd labels of a file; checkpoint it in ``out/checkpoint/``.
@@ -489,6 +491,8 @@ def train_classifier(
         channels: Image channels, 1 or 3 (``None``: 1).
         tta: Store test-time augmentation as the model's prediction default.
         resume: Continue from a checkpoint of the same settings and inputs in ``out``.
+        device: Where to train: ``"auto"`` (a CUDA GPU when one is available, else the
+            CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         progress: Called with ``description``, ``completed``, ``total``, ``metrics`` keywords.
 
     Returns:
@@ -519,7 +523,9 @@ def train_classifier(
     if out.exists() and not out.is_dir():
         raise ValueError(f"`--out` must be a folder for the model; '{out}' is a file.")
     _import_torch(isinstance(source, ImageInputs))
-    opts = _Options(m, epochs, batch_size, lr, patience, seed, size, n_channels, tta, resume)
+    opts = _Options(
+        m, epochs, batch_size, lr, patience, seed, size, n_channels, tta, resume, device
+    )
     val_source = (
         input_source(val_features, val_feature_ids, val_images, "--val-")
         if val_labels is not None
@@ -697,6 +703,7 @@ def _classifier(
         checkpoint_dir=out / "checkpoint",
         random_state=opts.seed,
         tta=opts.tta,
+        device=None if opts.device == "auto" else opts.device,
     )
     new_epochs: list[int] = []
 

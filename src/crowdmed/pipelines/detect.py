@@ -324,6 +324,7 @@ def train_detection(
     channels: int = 1,
     checkpoint: Path | None = None,
     predict: Path | None = None,
+    device: str = "auto",
     progress: Callable[..., None] | None = None,
 ) -> DetectionRun:
     """Train a detector on the boxes of several readers.
@@ -346,6 +347,8 @@ def train_detection(
         checkpoint: Start from these detector weights (a detector model folder or a ``.pt``
             state dict).
         predict: Folder of images to find boxes on after training.
+        device: Where to train: ``"auto"`` (a CUDA GPU when one is available, else the
+            CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         progress: Called with ``description``, ``completed``, ``total`` keywords.
 
     Returns:
@@ -409,6 +412,7 @@ def train_detection(
         "lr": lr,
         "iou_thr": iou_thr,
         "seed": seed,
+        "device": device,
         "n_images": len(image_ids),
         "n_targets": len(targets_frame),
     }
@@ -445,6 +449,7 @@ def _fit(
         batch_size=config["batch_size"],
         lr=config["lr"],
         optimizer=config["optimizer"],
+        device=None if config["device"] == "auto" else config["device"],
         random_state=config["seed"],
         progress=on_epoch,
     )

@@ -408,6 +408,7 @@ class _Settings:
     resume: bool
     focal_alpha: float | None = None
     trace_weight: float = 0.01
+    device: str = "auto"
 
 
 def _check_settings(s: _Settings, folders: dict[str, Path | None], out: Path) -> None:
@@ -589,6 +590,7 @@ def train_segmentation(
     channels: int | None = None,
     predict: Path | None = None,
     resume: bool = True,
+    device: str = "auto",
     progress: Callable[..., None] | None = None,
 ) -> SegmentationRun:
     """Train a segmentation network on several raters' masks; checkpoint in ``out/checkpoint/``.
@@ -620,6 +622,8 @@ def train_segmentation(
         channels: Image channels, 1 or 3; detected from the images when ``None``.
         predict: Folder of images to segment after training.
         resume: Continue an interrupted run from ``out/checkpoint/``.
+        device: Where to train: ``"auto"`` (a CUDA GPU when one is available, else the
+            CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         progress: Called with ``description``, ``completed``, ``total`` keywords.
 
     Returns:
@@ -650,6 +654,7 @@ def train_segmentation(
         resume,
         focal_alpha,
         trace_weight,
+        device,
     )
     folders = {
         "--images": images,
@@ -710,6 +715,7 @@ def _train(
         k_every=s.k_every,
         focal_alpha=s.focal_alpha,
         trace_weight=s.trace_weight,
+        device=None if s.device == "auto" else s.device,
         patience=None if s.patience == 0 else s.patience,
         random_state=s.seed,
         progress=on_epoch,
@@ -813,6 +819,7 @@ def _config(
         "k_every": s.k_every,
         "focal_alpha": s.focal_alpha,
         "trace_weight": s.trace_weight,
+        "device": s.device,
         "patience": s.patience,
         "seed": s.seed,
         "n_images": len(cases.case_ids),
