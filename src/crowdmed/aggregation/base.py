@@ -202,6 +202,18 @@ class BaseAggregator(ParamsMixin, ABC):
         return argmax_ties(self.predict_proba(labels), self._tie_random_state())
 
 
+def _row_max(x: np.ndarray) -> np.ndarray:
+    """Maximum of each row of a narrow array, 0 where it is not finite, shape ``(n,)``.
+
+    Few classes: element-wise passes over the columns beat a reduction along a short axis.
+    """
+    m = x[:, 0].copy()
+    for k in range(1, x.shape[1]):
+        np.maximum(m, x[:, k], out=m)
+    m[~np.isfinite(m)] = 0.0
+    return m
+
+
 def row_logsumexp(x: np.ndarray) -> np.ndarray:
     """``log Σ_k exp(x[:, k])`` per row, shape ``(n, 1)``, shifted by the row maximum.
 
@@ -212,11 +224,7 @@ def row_logsumexp(x: np.ndarray) -> np.ndarray:
         m = x.max(axis=1, keepdims=True)
         m = np.where(np.isfinite(m), m, 0.0)
         return m + np.log(np.exp(x - m).sum(axis=1, keepdims=True))
-    # Few classes: element-wise passes over the columns beat a reduction along a short axis.
-    m = x[:, 0].copy()
-    for k in range(1, x.shape[1]):
-        np.maximum(m, x[:, k], out=m)
-    m[~np.isfinite(m)] = 0.0
+    m = _row_max(x)
     total = np.zeros_like(m)
     for k in range(x.shape[1]):
         total += np.exp(x[:, k] - m)
@@ -234,10 +242,7 @@ def normalize_log(log_joint: np.ndarray) -> tuple[np.ndarray, float]:
     if k > 16 or n == 0:
         lse = row_logsumexp(log_joint)
         return np.exp(log_joint - lse), float(lse.sum())
-    m = log_joint[:, 0].copy()
-    for j in range(1, k):
-        np.maximum(m, log_joint[:, j], out=m)
-    m[~np.isfinite(m)] = 0.0
+    m = _row_max(log_joint)
     post = log_joint - m[:, None]
     np.exp(post, out=post)
     total = post[:, 0].copy()

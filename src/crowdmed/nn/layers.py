@@ -52,10 +52,6 @@ class RegressionMode(str, Enum):
     S_B = "S+B"  # scale and bias
 
 
-def _check_positive_int(value: Any, name: str) -> int:
-    return check_int(value, name)
-
-
 class CrowdLayer(nn.Module):
     """Crowd layer: one learned transform per annotator after the network's softmax.
 
@@ -100,8 +96,8 @@ class CrowdLayer(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.n_classes = _check_positive_int(n_classes, "n_classes")
-        self.n_annotators = _check_positive_int(n_annotators, "n_annotators")
+        self.n_classes = check_int(n_classes, "n_classes")
+        self.n_annotators = check_int(n_annotators, "n_annotators")
         if self.n_classes < 2:
             raise ValueError(f"`n_classes` must be at least 2; got {n_classes}.")
         self.mode = check_option(mode, CrowdMode, "mode")
@@ -299,7 +295,7 @@ class CrowdRegressionLayer(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.n_annotators = _check_positive_int(n_annotators, "n_annotators")
+        self.n_annotators = check_int(n_annotators, "n_annotators")
         self.mode = check_option(mode, RegressionMode, "mode")
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
         self.scale = (
@@ -382,8 +378,8 @@ class DawidSkeneEM(nn.Module):
         init_confusion: np.ndarray | None = None,
     ) -> None:
         super().__init__()
-        self.n_classes = _check_positive_int(n_classes, "n_classes")
-        self.n_annotators = _check_positive_int(n_annotators, "n_annotators")
+        self.n_classes = check_int(n_classes, "n_classes")
+        self.n_annotators = check_int(n_annotators, "n_annotators")
         if smoothing < 0:
             raise ValueError(f"`smoothing` must be >= 0; got {smoothing}.")
         self.smoothing = float(smoothing)
@@ -499,7 +495,7 @@ class AggNetEM(nn.Module):
         init_specificity: float | np.ndarray = 0.8,
     ) -> None:
         super().__init__()
-        self.n_annotators = _check_positive_int(n_annotators, "n_annotators")
+        self.n_annotators = check_int(n_annotators, "n_annotators")
         if tau < 0:
             raise ValueError(f"`tau` must be >= 0; got {tau}.")
         self.tau = float(tau)
@@ -644,9 +640,9 @@ class DoctorNetHeads(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.in_features = _check_positive_int(in_features, "in_features")
-        self.n_classes = _check_positive_int(n_classes, "n_classes")
-        self.n_annotators = _check_positive_int(n_annotators, "n_annotators")
+        self.in_features = check_int(in_features, "in_features")
+        self.n_classes = check_int(n_classes, "n_classes")
+        self.n_annotators = check_int(n_annotators, "n_annotators")
         if combine not in ("vote", "weighted"):
             raise ValueError(f"`combine` must be 'vote' or 'weighted'; got {combine!r}.")
         self.combine = combine
@@ -808,7 +804,7 @@ class GaussianReadersEM(nn.Module):
         min_variance: float = 1e-6,
     ) -> None:
         super().__init__()
-        self.n_annotators = _check_positive_int(n_annotators, "n_annotators")
+        self.n_annotators = check_int(n_annotators, "n_annotators")
         a = self.n_annotators
         self.bias = bool(bias)
         if not min_variance > 0:
