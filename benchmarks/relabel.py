@@ -175,18 +175,23 @@ def em_consensus(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
         return annotator_confusions(labels, probs).consensus
 
 
+def first_annotations(full: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One shown annotation per item (the first of a random order), and the held-back ones."""
+    has = full >= 0
+    key = np.where(has, rng.random(full.shape), np.inf)
+    first = key.argmin(axis=1)
+    rows = np.arange(full.shape[0])
+    current = np.full_like(full, -1)
+    current[rows, first] = full[rows, first]
+    return current, has & (current < 0)
+
+
 def run(task: Task, strategy: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Extra labels spent and accuracy of the CROWDLAB and crowdmed consensus each round."""
     rng = np.random.default_rng(seed)
     full = task.labels
-    n_items, n_ann = full.shape
-    has = full >= 0
-    # a random order of each item's annotators: the first is shown, the rest are held back
-    key = np.where(has, rng.random(full.shape), np.inf)
-    first = key.argmin(axis=1)
-    current = np.full_like(full, -1)
-    current[np.arange(n_items), first] = full[np.arange(n_items), first]
-    held = has & (current < 0)
+    n_ann = full.shape[1]
+    current, held = first_annotations(full, rng)
     spent, acc, acc_em = [], [], []
     extra = 0
     while True:

@@ -135,13 +135,8 @@ def snapshot(task: B.Task, seed: int = 0, stop: int = 2400) -> dict:
     warnings.simplefilter("ignore")
     rng = np.random.default_rng(seed)
     full, gold = task.labels, task.gold
-    n_items, n_ann = full.shape
-    has = full >= 0
-    key = np.where(has, rng.random(full.shape), np.inf)
-    first = key.argmin(axis=1)
-    current = np.full_like(full, -1)
-    current[np.arange(n_items), first] = full[np.arange(n_items), first]
-    held = has & (current < 0)
+    n_ann = full.shape[1]
+    current, held = B.first_annotations(full, rng)
     extra = 0
     while True:  # the loop of relabel.run, stopped at `stop`
         mv = B.majority(current, task.n_classes, rng)
@@ -216,7 +211,7 @@ def snapshot(task: B.Task, seed: int = 0, stop: int = 2400) -> dict:
         "p_consensus": p_consensus,
         "temperature": temperature,
         "gold_positive": float(gold.mean()),
-        "labels_positive": float((full == 1).sum() / has.sum()),
+        "labels_positive": float((full == 1).sum() / (full >= 0).sum()),
         "em_sensitivity": em.confusion[:, 1, 1].tolist(),
         "em_specificity": em.confusion[:, 0, 0].tolist(),
         "single": single,
