@@ -10,6 +10,7 @@ from crowdmed.training._checkpoint import (
     CheckpointMismatchError,
     NonFiniteLossError,
 )
+from crowdmed.training.augment import flip_rotate
 from crowdmed.training.classifier import CrowdClassifier, TrainMethod, tta_views
 from crowdmed.training.detector import (
     CrowdDetector,
@@ -43,6 +44,7 @@ __all__ = [
     "SegmentationMethod",
     "TrainMethod",
     "TrainTask",
+    "flip_rotate",
     "fuse_model_predictions",
     "load_model",
     "make_targets",
