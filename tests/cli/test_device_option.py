@@ -60,3 +60,26 @@ def test_the_device_reaches_the_trainer_and_the_records(
     assert seen == ["cpu"]
     assert json.loads((out / "run.json").read_text())["params"]["device"] == "cpu"
     assert json.loads((out / "data.json").read_text())["device"] == "cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_auto_is_recorded_as_the_device_it_resolved_to(
+    cli: Callable[..., Any], box_readers: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "model"
+    res = cli(
+        "train", "detect", "--boxes", box_readers["boxes"], "--images", box_readers["images"],
+        "--out", out, "--epochs", 1, "--batch-size", 4,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    record = json.loads((out / "run.json").read_text())
+    assert record["params"]["device"] == "auto"  # what was asked
+    assert record["fit"]["device"] == "cpu"  # where it ran
+
+
+def test_fit_device_resolves_auto() -> None:
+    from crowdmed.pipelines.model_folder import fit_device
+
+    expected = "cuda:0" if torch.cuda.is_available() else "cpu"
+    assert fit_device("auto") == (None, expected)
+    assert fit_device("cpu") == ("cpu", "cpu")

@@ -56,6 +56,7 @@ from crowdmed.data.labels import CrowdLabels
 from crowdmed.pipelines.model_folder import (
     DATA_NAME,
     check_data,
+    fit_device,
     read_data,
     save_model,
     write_json,
@@ -615,6 +616,7 @@ def _train(
     run.fit = {
         "epochs_run": len(clf.history_),
         "resumed_from_epoch": len(clf.history_) - len(new_epochs) if resumed else None,
+        "device": fit_device(opts.device)[1],
         "best_epoch": clf.best_epoch_,
         "stopped_early": clf.stopped_early_,
         "best": clf.history_[clf.best_epoch_ - 1] if clf.history_ else {},
@@ -703,7 +705,7 @@ def _classifier(
         checkpoint_dir=out / "checkpoint",
         random_state=opts.seed,
         tta=opts.tta,
-        device=None if opts.device == "auto" else opts.device,
+        device=fit_device(opts.device)[0],
     )
     new_epochs: list[int] = []
 

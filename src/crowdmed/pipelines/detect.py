@@ -34,6 +34,7 @@ from crowdmed.pipelines.model_folder import (
     DATA_NAME,
     MODEL_FILES,
     check_data,
+    fit_device,
     read_data,
     save_model,
     write_json,
@@ -449,13 +450,17 @@ def _fit(
         batch_size=config["batch_size"],
         lr=config["lr"],
         optimizer=config["optimizer"],
-        device=None if config["device"] == "auto" else config["device"],
+        device=fit_device(config["device"])[0],
         random_state=config["seed"],
         progress=on_epoch,
     )
     fit_start = time.perf_counter()
     trainer.fit(x, targets)
-    fit = {"seconds": time.perf_counter() - fit_start, "steps": trainer.n_steps_}
+    fit = {
+        "seconds": time.perf_counter() - fit_start,
+        "steps": trainer.n_steps_,
+        "device": fit_device(config["device"])[1],
+    }
     return DetectionRun(trainer, network, config, pd.DataFrame(), {}, fit)
 
 

@@ -146,3 +146,20 @@ def check_data(
             raise bad("has no `image_size` [height, width]")
     if n_classes is not None and given != n_classes:
         raise bad(f"lists {given} classes but '{model_dir / MODEL_FILES[1]}' predicts {n_classes}")
+
+
+def fit_device(device: str) -> tuple[str | None, str]:
+    """A command's ``--device`` as the trainer's argument and as the device it resolves to.
+
+    ``"auto"`` is ``None`` for the trainer (a CUDA GPU when one is available, else the CPU);
+    the second value (``"cpu"``, ``"cuda:0"`` ...) is the one the run record keeps.
+    """
+    from crowdmed.training.engine import resolve_device
+
+    arg = None if device == "auto" else device
+    dev = resolve_device(arg)
+    if dev.type == "cuda" and dev.index is None:
+        import torch
+
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return arg, str(dev)

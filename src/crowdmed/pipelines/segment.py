@@ -46,6 +46,7 @@ from crowdmed.data.cases import (
 from crowdmed.pipelines.model_folder import (
     DATA_NAME,
     check_data,
+    fit_device,
     read_data,
     save_model,
     write_json,
@@ -715,7 +716,7 @@ def _train(
         k_every=s.k_every,
         focal_alpha=s.focal_alpha,
         trace_weight=s.trace_weight,
-        device=None if s.device == "auto" else s.device,
+        device=fit_device(s.device)[0],
         patience=None if s.patience == 0 else s.patience,
         random_state=s.seed,
         progress=on_epoch,
@@ -733,6 +734,7 @@ def _train(
         "seconds": time.perf_counter() - fit_start,
         "epochs_run": len(seg.history_),
         "resumed_from_epoch": len(seg.history_) - len(new_epochs) or None,
+        "device": fit_device(s.device)[1],
     }
     report(description="Computing rater weights")
     weights = _rater_weights(seg, x, y, s.batch_size)
