@@ -116,6 +116,8 @@ SCALES: dict[str, dict[str, Any]] = {
         "seeds": 5,
         "lr": 2e-3,
         "augment": True,
+        # the paper's schedule: k + 1 every tenth of the run (every 1,000 of 10,000 steps)
+        "k_every": 0.1,
         "section": "segmentation_learning_converge",
         "json": "benchmarks/results/segmentation_learning_converge.json",
     },
@@ -325,7 +327,7 @@ def run_one(
     consensus_full: np.ndarray | None,
     steps: int,
     batch: int,
-    k_every: int,
+    k_every: float,
     metrics: tuple[Any, Any],
     other_raters: np.ndarray | None = None,
 ) -> dict[str, Any]:
@@ -476,7 +478,13 @@ def main() -> None:
         help="optimiser steps per run, rounded to epochs; default: 150 (half) or 4000 (paper)",
     )
     ap.add_argument("--batch", type=int, default=None, help="default: 8 (4 for converge)")
-    ap.add_argument("--k-every", type=int, default=30)
+    ap.add_argument(
+        "--k-every",
+        type=float,
+        default=None,
+        help="re-weighting schedule: k + 1 every N steps (N >= 1) or every fraction of the run "
+        "(< 1); default: 30 steps (half, paper) or 0.1 of the run (converge)",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="1 seed, few steps, print only")
     ap.add_argument("--print-only", action="store_true", help="write no files")
@@ -548,6 +556,10 @@ def main() -> None:
         return
     if args.batch is None:
         args.batch = SCALE.get("batch", 8)
+    if args.k_every is None:
+        args.k_every = SCALE.get("k_every", 30)
+    elif args.k_every >= 1:
+        args.k_every = int(args.k_every)
     if args.merge:
         merge_parts(args.merge.split(","))
         return
@@ -709,8 +721,13 @@ def merge_parts(parts: list[str]) -> None:
     raw["parts"] = {p: r["seconds_total"] for p, r in zip(parts, raws, strict=True)}
     raw["seconds_total"] = max(r["seconds_total"] for r in raws)
     raw["cpu_seconds"] = sum(
-        x["seconds"] for rows in raw["results"].values() for r in rows.values() for x in r["runs"]
+        x["seconds"]
+        for rows in raw["results"].values()
+        for r in rows.values()
+        if not r.get("same_as")
+        for x in r["runs"]
     )
+    raw["figure"] = plot_curves(raw["results"], SCALE["json"].replace(".json", "_curves.png"))
     write_json(SCALE["json"], raw)
     md = render(raw)
     print(md)
@@ -1029,6 +1046,117 @@ def verdict(results: dict[str, Any], labels: dict[str, str], base: str) -> list[
     ]
 
 
+CONFUSION_ROWS = ("(f) confusion matrices, pixel-wise", "(g) confusion matrices, global")
+
+
+def confusion_goal(results: dict[str, Any]) -> list[str]:
+    """The issue's goal on the simulated raters: ≥ 3 points over MV, within 2 of the truth."""
+    from crowdmed.metrics.stats import format_difference, paired_difference
+
+    sim = results.get("simulated", {})
+    base, truth = "(b) consensus: majority vote", "(t) truth (observer 1)"
+    if base not in sim or truth not in sim:
+        return []
+    b = [x["dice_vessel_obs1"] for x in sim[base]["runs"]]
+    t = [x["dice_vessel_obs1"] for x in sim[truth]["runs"]]
+    out = [
+        "**Goal on the simulated raters** (a confusion-matrix method beats the majority vote by "
+        "≥ 3 Dice points and comes within 2 points of training on the truth; mean per-seed "
+        "difference, 95 % t interval):"
+    ]
+    for label in CONFUSION_ROWS:
+        if label not in sim:
+            continue
+        m = [x["dice_vessel_obs1"] for x in sim[label]["runs"]]
+        vs_mv, vs_t = paired_difference(m, b), paired_difference(m, t)
+        met = 100 * vs_mv.mean >= 3 and 100 * vs_t.mean >= -2
+        out.append(
+            f"- {label[4:]}: vs majority vote "
+            f"{format_difference(vs_mv, digits=1, scale=100)}; vs the truth "
+            f"{format_difference(vs_t, digits=1, scale=100)}: goal "
+            + ("**met** (on the means)" if met else "**not met**")
+            + "."
+        )
+    return out
+
+
+def convergence_lines(results: dict[str, Any], figure: str | None) -> list[str]:
+    """Where the validation Dice peaked, per method: is the run long enough?"""
+    lines = [
+        "**Convergence.** Validation vessel Dice (2 images, observer 1) per epoch; the table "
+        "gives the epoch whose weights were kept (mean over seeds) and the mean validation Dice "
+        "of the last three epochs against the best."
+        + (f" Curves: [{Path(figure).name}]({figure})." if figure else ""),
+        "",
+        "| setting | method | kept epoch (of N) | best val Dice | mean of last 3 epochs |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name, rows in results.items():
+        for label, r in rows.items():
+            runs = [x for x in r["runs"] if x.get("val_curve")]
+            if not runs or r.get("same_as"):
+                continue
+            best = [max(v for v in x["val_curve"] if v is not None) for x in runs]
+            last = [float(np.mean(x["val_curve"][-3:])) for x in runs]
+            kept = np.mean([x["best_epoch"] for x in runs])
+            lines.append(
+                f"| {name} | {label} | {kept:.1f} (of {runs[0]['epochs']}) | "
+                f"{np.mean(best):.3f} | {np.mean(last):.3f} |"
+            )
+    return lines
+
+
+def plot_curves(results: dict[str, Any], path: str) -> str:
+    """Validation Dice per epoch, mean over seeds, one panel per setting (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
+    for ax, (name, rows) in zip(axes[0], results.items(), strict=True):
+        for label, r in rows.items():
+            curves = [x["val_curve"] for x in r["runs"] if x.get("val_curve")]
+            if not curves or r.get("same_as"):
+                continue
+            n = min(len(c) for c in curves)
+            mean = np.mean([[np.nan if v is None else v for v in c[:n]] for c in curves], 0)
+            ax.plot(np.arange(1, n + 1), mean, label=label, lw=1.4)
+        ax.set_title(f"DRIVE, {name} raters")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation vessel Dice (obs 1)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = REPO / path
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return path
+
+
+def parts_text(raw: dict[str, Any]) -> str:
+    if "parts" not in raw:
+        return ""
+    each = ", ".join(f"{p} {sec / 60:.1f} min" for p, sec in raw["parts"].items())
+    return (
+        f" (the settings in parallel, one process with 1 torch thread each on the 2 cores: "
+        f"{each}; {raw['cpu_seconds'] / 60:.0f} min of training in all)"
+    )
+
+
+def k_text(k_every: float) -> str:
+    return f"{k_every:g} of the run" if k_every < 1 else f"{int(k_every)} steps"
+
+
+def aug_text(cfg: dict[str, Any]) -> str:
+    if not cfg.get("augment"):
+        return ""
+    return f"; training batches randomly flipped and rotated by 90° (`{cfg['augment']}`)"
+
+
 def scale_text(cfg: dict[str, Any]) -> str:
     ch, cw = cfg["crop"]
     if cfg.get("down", 2) == 2:
@@ -1099,7 +1227,9 @@ def render(raw: dict[str, Any]) -> str:
         "## Segmentation from several raters: re-weighting"
         + (", GAF loss and confusion matrices" if has_confusion else " and GAF loss")
         + " on DRIVE"
-        + ("" if cfg.get("scale", "half") == "half" else " (paper scale)"),
+        + {"half": "", "paper": " (paper scale)", "converge": " at convergence"}[
+            cfg.get("scale", "half")
+        ],
         "",
         "Xiao et al. (2021) label re-weighting framework and Gaussian attention focal loss "
         "(`crowdmed.training.CrowdSegmenter`) against single-rater and consensus training, on "
@@ -1110,13 +1240,13 @@ def render(raw: dict[str, Any]) -> str:
         f"field-of-view patches per training image; {cfg['network']} (MONAI has no HRNet); "
         f"Adam lr {cfg['lr']:g}, batch {cfg['batch']}, {n_ep} epochs of {per_ep} steps "
         f"({n_ep * per_ep} "
-        f"optimiser steps per run), re-weighting k + 1 every {cfg['k_every']} steps (k ends at "
-        f"{k_end}); best epoch by vessel Dice on the 2 validation images "
+        f"optimiser steps per run), re-weighting k + 1 every {k_text(cfg['k_every'])} (k ends "
+        f"at {k_end}){aug_text(cfg)}; best epoch by vessel Dice on the 2 validation images "
         f"(observer 1); {len(cfg['seeds'])} seeds (network init, patches, order); 1 torch thread. "
         f"Test metrics inside the field of view, mean ± sd over seeds: Dice in points, HD95 in "
         f"pixels at the {'half' if cfg.get('down', 2) == 2 else 'full'} resolution (Dice: "
         f"`{cfg['dice']}`, HD95: `{cfg['hd95']}`). Wall time "
-        f"{total / 60:.1f} min.",
+        f"{total / 60:.1f} min{parts_text(raw)}.",
         "",
         "**Rater agreement.** DRIVE observer 1 vs observer 2, full resolution: mean Dice "
         f"{agreement['drive_obs1_vs_obs2_full_res'][0]:.3f} "
@@ -1228,6 +1358,13 @@ def render(raw: dict[str, Any]) -> str:
             cells.append(format_difference(paired_difference(m, b), digits=1, scale=100))
         lines.append(f"| {label[4:]} | +{PAPER_GAINS[key]:.2f} | {cells[0]} | {cells[1]} |")
     lines += ["", *verdict(results, labels, base), "", *paired_table(results)]
+    goal = confusion_goal(results)
+    if goal:
+        lines += ["", *goal]
+    if any(
+        x.get("val_curve") for rows in results.values() for r in rows.values() for x in r["runs"]
+    ):
+        lines += ["", *convergence_lines(results, raw.get("figure"))]
     lines += ["", *weights_finding(results, agreement)]
     lines += ["", raw["machine"], ""]
     return "\n".join(lines)

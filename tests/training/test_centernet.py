@@ -81,6 +81,16 @@ def test_a_cell_learns_the_box_whose_gaussian_is_largest_there() -> None:
     assert float(t["box_weight"][0, 2, 6]) == 2.0
 
 
+def test_two_boxes_with_one_centre_cell_give_it_to_the_first_listed() -> None:
+    # both Gaussians peak (= 1) at cell (2, 2): the tie goes to the first box of the list
+    big, small = [0.0, 0.0, 20.0, 20.0], [6.0, 6.0, 14.0, 14.0]
+    for first, second in ((big, small), (small, big)):
+        t = centernet_targets([_target([first, second], [0, 0], [1.0, 3.0])], 1, (8, 8))
+        assert torch.equal(t["boxes"][0, 2, 2], torch.tensor(first))
+        assert float(t["box_weight"][0, 2, 2]) == 1.0
+        assert float(t["pos_weight"][0, 0, 2, 2]) == 3.0  # the heavier positive weight
+
+
 @pytest.mark.parametrize(
     "box",
     [[4.0, 4.0, 6.0, 6.0], [4.5, 4.5, 5.5, 5.5], [0.0, 0.0, 2.0, 30.0], [30.0, 0.0, 32.0, 10.0]],

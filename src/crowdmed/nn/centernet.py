@@ -106,7 +106,10 @@ def centernet_targets(
     Returns:
         ``heatmap`` ``(B, K, H, W)`` (Gaussian targets, 1 at each box's centre cell),
         ``pos_weight`` ``(B, K, H, W)`` (the box weight at the positives, 0 elsewhere),
-        ``boxes`` ``(B, H, W, 4)`` (the box each cell learns), ``box_gauss`` ``(B, H, W)``
+        ``boxes`` ``(B, H, W, 4)`` (the box each cell learns: of the boxes that cover the
+        cell, the one whose Gaussian is largest there; on a tie, such as two boxes with the
+        same centre cell, the one listed first, where TTFNet gives the cell to the smaller
+        box), ``box_gauss`` ``(B, H, W)``
         (its Gaussian value there, 0 for cells that learn no box) and ``box_weight``
         ``(B, H, W)`` (the weight of that box).
     """
