@@ -174,6 +174,29 @@ def test_consensus_seeded_runs_reproduce(
     assert not (tmp_path / "a" / "predictions").exists()
 
 
+def test_augment_is_seeded_recorded_and_changes_the_training(
+    seg_cases: dict[str, Path], tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    losses = {}
+    for name, extra in (("a", ["--augment"]), ("b", ["--augment"]), ("plain", [])):
+        res = _train(
+            cli, seg_cases["images"], seg_cases["masks"], tmp_path / name, "-m", "consensus",
+            *extra,
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        losses[name] = pd.read_csv(tmp_path / name / "history.csv")["loss"].to_numpy()
+    np.testing.assert_array_equal(losses["a"], losses["b"])  # seeded
+    assert not np.array_equal(losses["a"], losses["plain"])  # the batches were turned
+    assert json.loads((tmp_path / "a" / "data.json").read_text())["augment"] is True
+    assert json.loads((tmp_path / "plain" / "data.json").read_text())["augment"] is False
+    # a finished augmented run is not resumed as a plain one: the plain run trains anew
+    res = _train(cli, seg_cases["images"], seg_cases["masks"], tmp_path / "a", "-m", "consensus")
+    assert res.exit_code == 0, res.output
+    again = pd.read_csv(tmp_path / "a" / "history.csv")["loss"].to_numpy()
+    np.testing.assert_array_equal(again, losses["plain"])
+    assert json.loads((tmp_path / "a" / "data.json").read_text())["augment"] is False
+
+
 def test_image_channels_detected(tmp_path: Path, write_png: Callable[..., Path]) -> None:
     write_png(tmp_path / "g" / "a.png", np.zeros((SIZE, SIZE)))
     assert image_channels(tmp_path / "g", ["a"]) == 1

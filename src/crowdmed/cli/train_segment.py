@@ -155,6 +155,16 @@ TraceWeightOpt = Annotated[
 ]
 
 
+AugmentOpt = Annotated[
+    bool,
+    typer.Option(
+        "--augment/--no-augment",
+        help="Train on randomly flipped and 90°-rotated batches (images and masks together, "
+        "seeded); for images without a preferred orientation.",
+    ),
+]
+
+
 def segment(
     ctx: typer.Context,
     images: ImagesOpt,
@@ -178,6 +188,7 @@ def segment(
     channels: ChannelsOpt = None,
     predict: PredictOpt = None,
     resume: ResumeOpt = True,
+    augment: AugmentOpt = False,
 ) -> None:
     """Train a segmentation network on the masks of several raters.
 

@@ -410,6 +410,7 @@ class _Settings:
     focal_alpha: float | None = None
     trace_weight: float = 0.01
     device: str = "auto"
+    augment: bool = False
 
 
 def _check_settings(s: _Settings, folders: dict[str, Path | None], out: Path) -> None:
@@ -592,6 +593,7 @@ def train_segmentation(
     predict: Path | None = None,
     resume: bool = True,
     device: str = "auto",
+    augment: bool = False,
     progress: Callable[..., None] | None = None,
 ) -> SegmentationRun:
     """Train a segmentation network on several raters' masks; checkpoint in ``out/checkpoint/``.
@@ -625,6 +627,8 @@ def train_segmentation(
         resume: Continue an interrupted run from ``out/checkpoint/``.
         device: Where to train: ``"auto"`` (a CUDA GPU when one is available, else the
             CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        augment: Train on randomly flipped and 90°-rotated batches
+            (:func:`crowdmed.training.flip_rotate`).
         progress: Called with ``description``, ``completed``, ``total`` keywords.
 
     Returns:
@@ -656,6 +660,7 @@ def train_segmentation(
         focal_alpha,
         trace_weight,
         device,
+        augment,
     )
     folders = {
         "--images": images,
@@ -691,6 +696,7 @@ def _train(
     report: Callable[..., None],
 ) -> SegmentationRun:
     from crowdmed.nn.backbones import size_multiple
+    from crowdmed.training.augment import flip_rotate
     from crowdmed.training.segmenter import CrowdSegmenter
 
     pred_names = [] if folders[4] is None else list_cases(folders[4])
@@ -718,6 +724,7 @@ def _train(
         trace_weight=s.trace_weight,
         device=fit_device(s.device)[0],
         patience=None if s.patience == 0 else s.patience,
+        augment=flip_rotate if s.augment else None,
         random_state=s.seed,
         progress=on_epoch,
         checkpoint_dir=out / "checkpoint",
@@ -822,6 +829,7 @@ def _config(
         "focal_alpha": s.focal_alpha,
         "trace_weight": s.trace_weight,
         "device": s.device,
+        "augment": s.augment,
         "patience": s.patience,
         "seed": s.seed,
         "n_images": len(cases.case_ids),
