@@ -470,7 +470,14 @@ def main() -> None:
         help="half: 2x downsampled, small U-Net (the quick setting); paper: full resolution, "
         "larger U-Net, many steps, 5 seeds (long)",
     )
-    ap.add_argument("--seeds", type=int, default=None, help="default: 3 (half) or 5 (paper)")
+    ap.add_argument(
+        "--seeds", type=int, default=None, help="default: 3 (half) or 5 (paper, converge)"
+    )
+    ap.add_argument(
+        "--seed-list",
+        default=None,
+        help="comma-separated seeds to run instead of 0..N-1 (e.g. one seed in its own --part)",
+    )
     ap.add_argument(
         "--steps",
         type=int,
@@ -574,6 +581,8 @@ def main() -> None:
 
     n_seeds = args.seeds if args.seeds is not None else SCALE["seeds"]
     seeds = [0] if args.quick else list(range(n_seeds))
+    if args.seed_list:
+        seeds = [int(x) for x in args.seed_list.split(",")]
     steps = 10 if args.quick else (args.steps if args.steps is not None else SCALE["steps"])
     t_start = time.perf_counter()
     data = load_drive()
@@ -710,7 +719,22 @@ def merge_parts(parts: list[str]) -> None:
 
     raws = [json.loads((REPO / part_json(p)).read_text()) for p in parts]
     raw = dict(raws[0])
-    raw["results"] = {k: v for r in raws for k, v in r["results"].items()}
+    # parts may split a setting by seeds: their runs are joined in seed order
+    raw["results"] = {}
+    seeds_of: dict[str, list[int]] = {}
+    for r in raws:
+        for name, rows in r["results"].items():
+            seeds_of.setdefault(name, []).extend(r["config"]["seeds"])
+            into = raw["results"].setdefault(name, {})
+            for label, row in rows.items():
+                if label in into:
+                    into[label] = {**into[label], "runs": into[label]["runs"] + row["runs"]}
+                else:
+                    into[label] = row
+    for name, got in seeds_of.items():
+        if sorted(got) != sorted(set(got)):
+            raise ValueError(f"parts repeat a seed of the {name} setting: {sorted(got)}")
+    raw["config"] = {**raw["config"], "seeds": sorted(set(next(iter(seeds_of.values()))))}
     real, sim = raw["results"].get("real", {}), raw["results"].get("simulated")
     t_label, a_label = "(t) truth (observer 1)", "(a) single: observer 1"
     if sim is not None and t_label not in sim and a_label in real:
@@ -718,7 +742,14 @@ def merge_parts(parts: list[str]) -> None:
         # setting's truth row: its runs, with the multi-rater metrics against the 5 raters
         runs = [{**x, **x["multi_other"]} for x in real[a_label]["runs"]]
         sim[t_label] = {"method": "consensus", "rater": 0, "runs": runs, "same_as": a_label}
-    raw["parts"] = {p: r["seconds_total"] for p, r in zip(parts, raws, strict=True)}
+    raw["parts"] = {
+        p: {
+            "seconds": r["seconds_total"],
+            "settings": list(r["results"]),
+            "seeds": r["config"]["seeds"],
+        }
+        for p, r in zip(parts, raws, strict=True)
+    }
     raw["seconds_total"] = max(r["seconds_total"] for r in raws)
     raw["cpu_seconds"] = sum(
         x["seconds"]
@@ -1140,10 +1171,14 @@ def plot_curves(results: dict[str, Any], path: str) -> str:
 def parts_text(raw: dict[str, Any]) -> str:
     if "parts" not in raw:
         return ""
-    each = ", ".join(f"{p} {sec / 60:.1f} min" for p, sec in raw["parts"].items())
+    each = "; ".join(
+        f"{'/'.join(v['settings'])} seeds {','.join(map(str, v['seeds']))}: "
+        f"{v['seconds'] / 60:.1f} min"
+        for v in raw["parts"].values()
+    )
     return (
-        f" (the settings in parallel, one process with 1 torch thread each on the 2 cores: "
-        f"{each}; {raw['cpu_seconds'] / 60:.0f} min of training in all)"
+        f" (parts run in parallel processes, 1 torch thread each, on the 2 cores: {each}; "
+        f"{raw['cpu_seconds'] / 60:.0f} min of training in all)"
     )
 
 
@@ -1261,6 +1296,19 @@ def render(raw: dict[str, Any]) -> str:
         + ".",
         "",
     ]
+    if cfg.get("scale") == "converge":
+        lines += [
+            "Compared with the section above (the same comparison after 240 optimiser steps, "
+            "before the networks had learned): wider U-Net (16, 32, 64), 128-pixel patches, "
+            "random flips and rotations, 5 times the steps and the paper's re-weighting "
+            "schedule; the simulated setting trains one single rater (careful), and its truth "
+            "row is the real setting's observer-1 run (the same patches, initialisation, order "
+            "and target), scored against the simulated raters for the multi-rater metrics. "
+            "Command: `python benchmarks/segmentation_learning.py --scale converge --only real "
+            "--singles 0 --part real`, the same with `--only simulated --no-truth` split into "
+            "parts by `--seed-list`, then `--scale converge --merge` of the parts.",
+            "",
+        ]
     if "qubiq_dice" in first:
         lines += [
             "**Multi-rater metrics** (against all raters of the setting, inside the field of "
@@ -1324,7 +1372,12 @@ def render(raw: dict[str, Any]) -> str:
                 lines += [
                     "",
                     "With two raters STAPLE returned the same consensus as the majority vote "
-                    "(their intersection), so rows (b) coincide.",
+                    "(their intersection), so rows (b) coincide"
+                    + (
+                        " (the same runs, not trained twice)."
+                        if rows["(b) consensus: STAPLE"].get("same_as")
+                        else "."
+                    ),
                 ]
         lines.append("")
     # gains against the paper
