@@ -31,7 +31,8 @@ def test_images_and_masks_move_together_through_all_eight_symmetries():
         seen.add(hit[0])
         # the mask went through the same symmetry as the image
         assert np.array_equal(ya.numpy(), _views(y.numpy())[hit[0]])
-        assert xa.is_contiguous() and ya.dtype == y.dtype
+        assert xa.is_contiguous()
+        assert ya.dtype == y.dtype
     assert seen == set(range(8))
 
 
@@ -41,7 +42,8 @@ def test_rectangles_keep_their_shape():
     y = (x > 0).long()
     for _ in range(50):
         xa, ya = flip_rotate(x, y)
-        assert xa.shape == x.shape and ya.shape == y.shape
+        assert xa.shape == x.shape
+        assert ya.shape == y.shape
         assert torch.equal((xa > 0).long(), ya)
 
 

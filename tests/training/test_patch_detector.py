@@ -72,14 +72,15 @@ def test_training_is_reproducible_with_a_seed():
     for pa, pb in zip(a.models[0].parameters(), b.models[0].parameters(), strict=True):
         torch.testing.assert_close(pa, pb)
     assert _without_seconds(a.history) == _without_seconds(b.history)
-    # the numbers of the loop this one replaced (crowdmed before the training engine)
+    # the numbers of the loop this one replaced (crowdmed before the training engine); the
+    # tolerance allows for another CPU's float kernels (seen: 6e-6 relative after two epochs)
     rec = a.history[0.5]
     assert [r["loss"] for r in rec] == pytest.approx(
-        [0.6860575257203518, 0.6581391649368482], rel=1e-6
+        [0.6860575257203518, 0.6581391649368482], rel=1e-4
     )
     assert [r["accuracy"] for r in rec] == [0.5153846153846153, 0.6153846153846154]
     assert a.models[0].fc2.bias.tolist() == pytest.approx(
-        [0.11296208202838898, -0.10354956984519958], rel=1e-5
+        [0.11296208202838898, -0.10354956984519958], rel=1e-3
     )
     c = train_detector(train.as_dict(), train.points, **{**kw, "random_state": 4})
     assert c.history[0.5][0]["loss"] != rec[0]["loss"]
