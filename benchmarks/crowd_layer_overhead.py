@@ -29,6 +29,7 @@ Writes the ``crowd_layer_overhead`` section of ``BENCHMARKS.md`` and
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -213,16 +214,30 @@ def profile(data: dict[str, Any], epochs: int) -> dict[str, dict[str, float]]:
     return out
 
 
+def load_text(load: list[float] | None) -> str:
+    """What the load averages say about other jobs during the run."""
+    shared = (
+        "Per-op dispatch costs (what a crowd layer adds) grow when other jobs share the cores, "
+        "so read the ratios of a tiny MLP step as an upper range."
+    )
+    if load is None:  # runs saved before the load was recorded
+        return "The 2 cores were shared with other jobs during the run. " + shared
+    before, after = load
+    text = f"Load average (1 min) {before:.1f} before the run and {after:.1f} after it"
+    # the run itself keeps one core busy: a load above about 1.5 means other jobs ran too
+    if max(before, after) > 1.5:
+        return text + ": the cores were shared with other jobs. " + shared
+    return text + ": no other job was running."
+
+
 def render(res: dict[str, Any]) -> str:
     lines = [
         "## Crowd-layer overhead per epoch: MLP head and CNN",
         "",
         f"`python benchmarks/crowd_layer_overhead.py --reps {res['reps']} --epochs "
         f"{res['epochs']['MLP head']} --cnn-epochs {res['epochs']['CNN']}` "
-        f"({res['wall_s']:.0f} s wall). {res['machine']}. torch with 1 thread. The 2 cores "
-        "were shared with other jobs during the run: per-op dispatch costs (what a crowd "
-        "layer adds) grow under contention, so read the ratios of a tiny MLP step as an "
-        "upper range.",
+        f"({res['wall_s']:.0f} s wall). {res['machine']}. torch with 1 thread. "
+        + load_text(res.get("load")),
         "",
         "Both networks in one run, trained by `CrowdClassifier` (Adam, batch 64, fixed epochs, "
         "no validation, seed 0), repetitions interleaved in a random order, first epoch of "
@@ -321,13 +336,18 @@ def main() -> None:
     if args.quick:
         args.reps, args.epochs, args.cnn_epochs = 2, 4, 2
     t0 = time.perf_counter()
+    load0 = os.getloadavg()[0]
     datasets = {"MLP head": labelme(), "CNN": synthetic_images()}
     epochs = {"MLP head": args.epochs, "CNN": args.cnn_epochs}
     res: dict[str, Any] = measure(datasets, epochs, args.reps, print)
     res["profile_epochs"] = args.epochs
     res["profile"] = profile(datasets["MLP head"], args.epochs)
     res.update(
-        reps=args.reps, epochs=epochs, wall_s=time.perf_counter() - t0, machine=machine_line()
+        reps=args.reps,
+        epochs=epochs,
+        wall_s=time.perf_counter() - t0,
+        machine=machine_line(),
+        load=[load0, os.getloadavg()[0]],
     )
     md = render(res)
     print(md)
