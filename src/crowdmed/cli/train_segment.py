@@ -148,7 +148,8 @@ TraceWeightOpt = Annotated[
     number_option(
         "--trace-weight",
         help="Confusion methods: weight λ of the trace regulariser, the mean trace of the "
-        "raters' confusion matrices added to the loss (Zhang et al. 2020)",
+        "raters' confusion matrices added to the loss (Zhang et al. 2020); keep it small: a "
+        "large one can make the segmentation nearly all foreground",
         lo=0,
         hi=100,
     ),

@@ -186,7 +186,9 @@ class CrowdSegmenter:
             (:class:`~crowdmed.nn.confusion.PixelConfusion` or
             :class:`~crowdmed.nn.confusion.GlobalConfusion`); defaults to the one the method
             names. Trained jointly with ``network``.
-        trace_weight: ``λ`` of the confusion methods' trace regulariser.
+        trace_weight: ``λ`` of the confusion methods' trace regulariser. Keep it small: a
+            large ``λ`` lets a pixel-wise head explain the masks with a degenerate
+            segmentation (nearly all foreground); choose it by the validation Dice.
         random_state: Seed of the data order, the weighting network's initialisation, dropout
             and ``augment``'s draws from the (forked) global torch RNG (build ``network``
             under ``torch.manual_seed`` for a fully seeded run).
