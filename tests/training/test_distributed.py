@@ -117,6 +117,13 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
         str(tmp_path),
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = all((tmp_path / f"rank{r}.json").is_file() for r in (0, 1))
+    if proc.returncode != 0 and done and "terminate called without" in proc.stderr:
+        # gloo can abort a rank while the process exits, after the script finished (seen in
+        # 1 of 65 runs on 2 cores before the engine met at a barrier before destroying the
+        # group, 0 of 100 since). One more run tells that apart from a training failure.
+        cmd[cmd.index("--master_port") + 1] = str(_free_port())
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in runs] == [2, 2]

@@ -78,7 +78,9 @@ on rank 0 only.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
+import datetime
 import json
 import math
 import os
@@ -822,8 +824,20 @@ def _first_lr(opt: torch.optim.Optimizer) -> float:
 
 
 def _destroy_group() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    """Destroy the process group at exit, every rank together.
+
+    A gloo rank that closes its connections while its peer is still tearing down can make
+    the peer abort ("terminate called without an active exception"), so that a finished run
+    ends with a failed status; the ranks first meet at a barrier (bounded: a rank that stopped
+    early does not hold the others).
+    """
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_backend() == "gloo":
+        with contextlib.suppress(RuntimeError):
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+    dist.destroy_process_group()
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
