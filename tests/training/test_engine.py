@@ -313,3 +313,33 @@ def test_checkpoint_with_changed_state_is_one_value_error(tmp_path: Path, change
     with pytest.raises(ValueError, match=r"ckpt\.safetensors") as info:
         Engine(epochs=2, batch_size=32, seed=0, checkpoint=ckpt).fit(LinearTask())
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("backend", "barrier_fails", "calls"),
+    [
+        ("gloo", False, ["barrier", "destroy"]),
+        ("gloo", True, ["barrier", "destroy"]),  # a rank that stopped early: destroy anyway
+        ("nccl", False, ["destroy"]),
+    ],
+)
+def test_exit_hook_meets_at_a_barrier_before_destroying_a_gloo_group(
+    monkeypatch: pytest.MonkeyPatch, backend: str, barrier_fails: bool, calls: list[str]
+) -> None:
+    from crowdmed.training import engine as engine_module
+
+    dist = torch.distributed
+    seen: list[str] = []
+
+    def barrier(timeout: Any = None) -> None:
+        seen.append("barrier")
+        assert timeout is not None  # bounded: never waits for a dead rank forever
+        if barrier_fails:
+            raise RuntimeError("rank 1 failed to pass monitoredBarrier")
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_backend", lambda *a: backend)
+    monkeypatch.setattr(dist, "monitored_barrier", barrier)
+    monkeypatch.setattr(dist, "destroy_process_group", lambda *a: seen.append("destroy"))
+    engine_module._destroy_group()
+    assert seen == calls
