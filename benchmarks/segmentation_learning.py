@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
 import sys
 import time
@@ -557,6 +558,16 @@ def main() -> None:
         help="re-write the BENCHMARKS.md section from the saved JSON (no training)",
     )
     args = ap.parse_args()
+    if args.trace_sweep is not None:
+        try:
+            weights = [float(x) for x in args.trace_sweep.split(",")]
+        except ValueError:
+            weights = []
+        if not weights or not all(math.isfinite(w) and w >= 0 for w in weights):
+            ap.error(
+                f"--trace-sweep must be comma-separated non-negative numbers, e.g. "
+                f"0.001,0.01,0.1; got {args.trace_sweep!r}"
+            )
     global SCALE, PATCH, CROP
     SCALE = SCALES[args.scale]
     if args.quick:  # a smoke test of the pipeline: few patches, one short epoch
