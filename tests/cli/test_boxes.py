@@ -36,6 +36,9 @@ def test_fuse_writes_consensus_readers_pairwise_and_record(
     np.testing.assert_allclose(fused[["xmin", "ymax"]], expected[["xmin", "ymax"]])
     assert fused["agreement"].tolist() == pytest.approx([1.0, 2 / 3])  # r2 read b, no box
     assert fused["confidence"].tolist() == [3.0, 2.0]  # boxes in the cluster
+    # the summary line reports the share of readers as agreement, not the box count
+    assert "mean agreement 0.833 of the readers" in " ".join(result.output.split())
+    assert "mean confidence 2.50 boxes" in " ".join(result.output.split())
     readers = pd.read_csv(tmp_path / "readers.tsv", sep="\t")
     assert readers["reader"].tolist() == ["r1", "r2", "r3"]
     assert readers.loc[1, "sensitivity"] == 0.5

@@ -201,11 +201,16 @@ def fuse(
             if result.pairwise is not None and pairwise_out is not None:
                 _write(result.pairwise.reset_index(), stage(pairwise_out))
             write_run_record(ctx, json_out, record, stage)
-    mean = result.summary["mean_confidence"]
+    agreement = result.summary["mean_agreement"]
     console.print(
         f"Fused {result.data['n_boxes']:,} boxes of {result.data['n_readers']} readers into "
         f"{len(result.fused):,} consensus boxes"
-        + (f" (mean agreement {mean:.3f})" if mean is not None else "")
+        + (
+            f" (mean agreement {agreement:.3f} of the readers, mean confidence "
+            f"{result.summary['mean_confidence']:.2f} boxes)"
+            if agreement is not None
+            else ""
+        )
         + f": {out}"
     )
 

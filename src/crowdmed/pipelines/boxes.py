@@ -97,6 +97,7 @@ def _summary(fused: pd.DataFrame) -> dict[str, Any]:
     return {
         "n_fused": len(fused),
         "mean_confidence": float(fused["confidence"].mean()) if len(fused) else None,
+        "mean_agreement": float(fused["agreement"].mean()) if len(fused) else None,
         "n_readers_histogram": {str(k): int(v) for k, v in histogram.items()},
     }
 
