@@ -388,6 +388,19 @@ ERROR_CASES = [
     pytest.param(
         LONG_CSV, ["--quiz", "quiz.csv"], r"File 'quiz\.csv' does not exist", id="missing-quiz"
     ),
+    pytest.param(
+        LONG_CSV,
+        ["--annotators", "annotators.xlsx"],
+        r"`--annotators` 'annotators\.xlsx' must be named as a \.csv, \.tsv or \.parquet "
+        r"table \(got '\.xlsx'\); name it e\.g\. 'annotators\.csv'",
+        id="annotators-not-a-table-name",
+    ),
+    pytest.param(
+        LONG_CSV,
+        ["-o", "consensus"],
+        r"`--out` 'consensus' must be named as a .*got 'no suffix'",
+        id="out-without-suffix",
+    ),
 ]
 
 

@@ -104,6 +104,14 @@ def test_bad_inputs_are_one_line_errors(cli, user_error, files, tmp_path, probs,
     assert not out.exists()
 
 
+@pytest.mark.parametrize("name", ["next.xlsx", "next.json", "next"])
+def test_out_must_be_named_as_a_table(cli, user_error, files, tmp_path, name):
+    out = tmp_path / name
+    result = cli("next", files["labels"], "--probs", files["probs"], "-n", 1, "-o", out)
+    user_error(result, r"`--out` .* must be named as a \.csv, \.tsv or \.parquet table")
+    assert not out.exists()
+
+
 def test_bad_method_suggests_the_closest(cli, user_error, files, tmp_path):
     result = cli(
         "next", files["labels"], "--probs", files["probs"], "-n", 1, "-o", tmp_path / "n.csv",

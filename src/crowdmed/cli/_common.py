@@ -179,6 +179,31 @@ def _check_outputs(inputs: Sequence[Path], outputs: dict[str, Path]) -> None:
         seen[r] = option
 
 
+#: Suffixes of the tables the commands write (``.gz`` may follow the CSV and TSV ones).
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".parquet", ".pq")
+
+
+def _check_table_outputs(outputs: dict[str, Path | None]) -> None:
+    """Fail before any work when a table output's name does not say CSV, TSV or Parquet.
+
+    A CSV written under another suffix (``consensus.xlsx``, ``out.json``) would mislead every
+    program that opens it by its name.
+    """
+    from crowdmed._tables import table_suffix
+
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        suffix = table_suffix(path)
+        parquet_gz = suffix in (".parquet", ".pq") and path.suffix.lower() == ".gz"
+        if suffix not in TABLE_SUFFIXES or parquet_gz:
+            raise ValueError(
+                f"`{option}` '{path}' must be named as a .csv, .tsv or .parquet table (got "
+                f"{''.join(path.suffixes) or 'no suffix'!r}); name it e.g. "
+                f"'{path.name.split('.')[0] or 'table'}.csv'."
+            )
+
+
 def _environment(**versions: str) -> dict[str, str]:
     """Python, NumPy and platform versions for a run record, plus the given ones."""
     return {

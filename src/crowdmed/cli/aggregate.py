@@ -22,6 +22,7 @@ from crowdmed._validation import check_option
 from crowdmed.aggregation import CONTINUOUS_METHODS, ORDINAL_METHODS, Method
 from crowdmed.cli._common import (
     _check_outputs,
+    _check_table_outputs,
     _format_float,
     _reporter,
     _staged_outputs,
@@ -256,6 +257,7 @@ def aggregate(
         outputs = {"--out": out, "--annotators": annotators, "--json": json_out}
         outputs = {option: path for option, path in outputs.items() if path is not None}
         _check_outputs([labels] if quiz is None else [labels, quiz], outputs)
+        _check_table_outputs({"--out": out, "--annotators": annotators})
         if scheduler is not None:
             _aggregate_on_dask(
                 ctx,

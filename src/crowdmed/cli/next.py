@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from crowdmed.cli._common import (
     _check_outputs,
+    _check_table_outputs,
     _staged_outputs,
     _stderr,
     _user_errors,
@@ -104,6 +105,7 @@ def next_command(
             raise ValueError(f"`--budget` must be an integer >= 1; got {budget}.")
         json_out = json_path if json_path is not None else out.with_name(out.name + ".json")
         _check_outputs([labels, probs], {"--out": out, "--json": json_out})
+        _check_table_outputs({"--out": out})
         plan = next_items(labels, probs, budget=budget, method=method, assign=assign)
         record = run_record(
             ctx,

@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from crowdmed.cli._common import (
     _check_outputs,
+    _check_table_outputs,
     _import_torch,
     _reporter,
     _staged_outputs,
@@ -112,6 +113,7 @@ def _check_out(
     files = [p for p in (inputs["--features"], inputs["--feature-ids"], model_file) if p]
     if task != "segmentation":
         _check_outputs(files, {"--out": out, "--json": json_out})
+        _check_table_outputs({"--out": out})
         return {"predictions": out, "json": json_out}
     _check_segmentation_out(out, json_out, {"--images": inputs["--images"], "MODEL_DIR": model_dir})
     table = out / "predictions.csv"
