@@ -32,6 +32,11 @@ d,0.1,0.9
 e,0.6,0.4
 """
 
+# the same with a third class that no label uses
+PROBS_BIRD = "item,p_cat,p_dog,p_bird\n" + "".join(
+    f"{line},0\n" for line in PROBS.strip().splitlines()[1:]
+)
+
 
 @pytest.fixture
 def files(tmp_path: Path) -> dict[str, Path]:
@@ -91,7 +96,17 @@ def test_activelab_method_matches_the_library(cli, files, tmp_path):
         (PROBS, 0, r"`--budget` must be an integer (>= 1|from 1 to \d+); got 0"),
         (PROBS.replace("d,0.1,0.9\n", ""), 2, r"must have a row for every labelled item.*'d'"),
         (PROBS.replace("0.8,0.2", "0.8,0.4"), 2, r"rows must sum to 1; got 1\.2 for item .a."),
-        (PROBS.replace(",p_dog", ",p_bird"), 2, r"p_<class> column for every class.*'dog'"),
+        (
+            PROBS.replace(",p_dog", ",p_bird"),
+            2,
+            r"p_<class> column for every class.*'dog'\] \(columns \['p_cat', 'p_bird'\]\)",
+        ),
+        (
+            PROBS_BIRD,
+            2,
+            r"classes that LABELS neither uses nor declares: \['p_bird'\]; declare every "
+            r"class with --classes cat,dog,bird",
+        ),
         (PROBS.replace("item,", "case,"), 2, r"`--probs` must have an 'item' column"),
         (PROBS + "a,0.5,0.5\n", 2, r"repeated items \['a'\]"),
     ],
@@ -102,6 +117,37 @@ def test_bad_inputs_are_one_line_errors(cli, user_error, files, tmp_path, probs,
     result = cli("next", files["labels"], "--probs", files["probs"], "-n", budget, "-o", out)
     user_error(result, pattern)
     assert not out.exists()
+
+
+def test_label_file_options_match_aggregate(cli, user_error, files, tmp_path):
+    out = tmp_path / "next.csv"
+    # a class no one has used yet is declared with --classes; the model has a column for it
+    files["probs"].write_text(PROBS_BIRD, encoding="utf-8")
+    result = cli(
+        "next", files["labels"], "--probs", files["probs"], "-n", 5, "-o", out,
+        "--classes", "cat,dog,bird",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert set(pd.read_csv(out)["consensus"]) <= {"cat", "dog"}
+    # other column names, and a repeated (item, annotator) pair
+    renamed = LABELS.replace("item,annotator,label", "case,reader,grade") + "a,r1,dog\n"
+    files["labels"].write_text(renamed, encoding="utf-8")
+    base = ["next", files["labels"], "--probs", files["probs"], "-n", 5, "-o", out]
+    base += ["--classes", "cat,dog,bird"]
+    cols = ["--item-col", "case", "--annotator-col", "reader", "--label-col", "grade"]
+    user_error(cli(*base, *cols), r"--on-duplicate")
+    user_error(
+        cli(*base, *cols, "--on-duplicate", "frist"),
+        r"`--on-duplicate` must be one of .*Did you mean 'first'",
+    )
+    result = cli(*base, *cols, "--on-duplicate", "first")
+    assert result.exit_code == 0, result.output
+    first = pd.read_csv(out)
+    result = cli(*base, *cols, "--on-duplicate", "last")
+    assert result.exit_code == 0, result.output
+    last = pd.read_csv(out)
+    # a's first labels are cat, cat; with the last of r1's it is split cat/dog
+    assert first.set_index("item").loc["a", "score"] != last.set_index("item").loc["a", "score"]
 
 
 @pytest.mark.parametrize("name", ["next.xlsx", "next.json", "next"])

@@ -395,6 +395,36 @@ def test_resume_refuses_other_settings(
     assert json.loads((model / "run.json").read_text())["fit"]["resumed_from_epoch"] is None
 
 
+def test_classes_and_duplicates_are_read_as_in_aggregate(
+    cli: Callable[..., Any],
+    tmp_path: Path,
+    crowd_features: dict[str, Path],
+    user_error: Callable[..., None],
+) -> None:
+    # a repeated (item, annotator) pair, and a class that no label uses yet
+    paths = dict(crowd_features)
+    text = crowd_features["labels"].read_text()
+    first = text.splitlines()[1]
+    paths["labels"] = tmp_path / "labels.csv"
+    paths["labels"].write_text(text + first + "\n", encoding="utf-8")
+    model = tmp_path / "model"
+    user_error(train_features(cli, paths, model, epochs=1), r"--on-duplicate")
+    assert not model.exists()
+    result = train_features(
+        cli, paths, model, "--on-duplicate", "first", "--classes", "neg,pos,unsure", epochs=1
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads((model / "data.json").read_text())
+    assert data["classes"] == ["neg", "pos", "unsure"]
+    run = json.loads((model / "run.json").read_text())
+    assert run["network"]["kwargs"]["n_classes"] == 3
+    config = json.loads((model / "checkpoint" / "config.json").read_text())
+    assert config["read"] == {"classes": ["neg", "pos", "unsure"], "on_duplicate": "first"}
+    # resuming with the labels read another way is refused
+    result = train_features(cli, paths, model, "--on-duplicate", "last", epochs=2)
+    user_error(result, r"other settings or inputs .*--no-resume")
+
+
 def test_rerun_after_early_stopping_trains_nothing(
     cli: Callable[..., Any], tmp_path: Path, crowd_features: dict[str, Path]
 ) -> None:

@@ -24,15 +24,20 @@ import typer
 
 __all__ = [
     "MAX_SEED",
+    "AnnotatorColOpt",
     "BatchSizeOpt",
     "ChannelsOpt",
     "EpochsOpt",
     "ImageSizeOpt",
     "ImagesOpt",
+    "ItemColOpt",
     "JsonOpt",
+    "LabelClassesOpt",
+    "LabelColOpt",
     "LrOpt",
     "MaybeImagesOpt",
     "ModelDirOpt",
+    "OnDuplicateOpt",
     "PatienceOpt",
     "PredictOpt",
     "ResumeOpt",
@@ -164,6 +169,46 @@ JsonOpt = Annotated[
     typer.Option(
         "--json",
         help="Run record (version, params, seed, input checksums); <out>.json when omitted.",
+        show_default=False,
+    ),
+]
+
+# Reading a long label file: its columns, its classes and repeated (item, annotator) pairs.
+ItemColOpt = Annotated[
+    str | None,
+    typer.Option("--item-col", help="Item column (detected when omitted).", show_default=False),
+]
+AnnotatorColOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--annotator-col",
+        help="Annotator column of a long file (detected when omitted).",
+        show_default=False,
+    ),
+]
+LabelColOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--label-col",
+        help="Label column of a long file (detected when omitted).",
+        show_default=False,
+    ),
+]
+OnDuplicateOpt = Annotated[
+    str,
+    typer.Option(
+        "--on-duplicate",
+        help="Repeated (item, annotator) pairs: error, first, last, or drop the pair when its "
+        "labels conflict.",
+    ),
+]
+#: ``--classes`` of a command that reads nominal labels (``aggregate`` has its own, for grades).
+LabelClassesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--classes",
+        help="Every class value, comma-separated or repeated (e.g. 0,1,2 or normal,abnormal), "
+        "also classes no label uses yet. The sorted labels when omitted.",
         show_default=False,
     ),
 ]

@@ -31,7 +31,15 @@ from crowdmed.cli._common import (
     run_record,
     write_run_record,
 )
-from crowdmed.cli._options import MAX_SEED, JsonOpt, number_option
+from crowdmed.cli._options import (
+    MAX_SEED,
+    AnnotatorColOpt,
+    ItemColOpt,
+    JsonOpt,
+    LabelColOpt,
+    OnDuplicateOpt,
+    number_option,
+)
 from crowdmed.data.io import write_table
 from crowdmed.pipelines.records import file_record, files_record
 
@@ -116,14 +124,6 @@ def _column(name: str, help_text: str, *short: str) -> Any:
     return typer.Option(name, *short, help=help_text, show_default=False)
 
 
-ItemColOpt = Annotated[str | None, _column("--item-col", "Item column (detected when omitted).")]
-AnnotatorColOpt = Annotated[
-    str | None,
-    _column("--annotator-col", "Annotator column of a long file (detected when omitted)."),
-]
-LabelColOpt = Annotated[
-    str | None, _column("--label-col", "Label column of a long file (detected when omitted).")
-]
 GoldColOpt = Annotated[
     str | None,
     _column(
@@ -141,14 +141,6 @@ UseGoldOpt = Annotated[
         help="Use the gold labels in the fit: gold items are clamped to their gold label "
         "(gold-majority-vote, which needs it, learns each annotator's weight from them). By "
         "default gold labels are used only to report accuracy.",
-    ),
-]
-OnDuplicateOpt = Annotated[
-    str,
-    typer.Option(
-        "--on-duplicate",
-        help="Repeated (item, annotator) pairs: error, first, last, or drop the pair when its "
-        "labels conflict.",
     ),
 ]
 MaxIterOpt = Annotated[

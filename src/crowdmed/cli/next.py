@@ -21,7 +21,15 @@ from crowdmed.cli._common import (
     run_record,
     write_run_record,
 )
-from crowdmed.cli._options import JsonOpt, number_option
+from crowdmed.cli._options import (
+    AnnotatorColOpt,
+    ItemColOpt,
+    JsonOpt,
+    LabelClassesOpt,
+    LabelColOpt,
+    OnDuplicateOpt,
+    number_option,
+)
 
 __all__ = ["next_command", "register"]
 
@@ -89,6 +97,11 @@ def next_command(
     out: NextOutOpt,
     method: NextMethodOpt = "crowdmed",
     assign: AssignOpt = False,
+    classes: LabelClassesOpt = None,
+    item_col: ItemColOpt = None,
+    annotator_col: AnnotatorColOpt = None,
+    label_col: LabelColOpt = None,
+    on_duplicate: OnDuplicateOpt = "error",
     json_path: JsonOpt = None,
 ) -> None:
     """Rank items by how much one more annotation would improve their consensus.
@@ -97,7 +110,10 @@ def next_command(
     """
     console = _stderr()
     with _user_errors(ctx):
+        from crowdmed._tables import parse_class_list
+        from crowdmed._validation import check_option
         from crowdmed.data.io import write_table
+        from crowdmed.pipelines.aggregate import OnDuplicate
         from crowdmed.pipelines.next import next_items
         from crowdmed.pipelines.records import file_record
 
@@ -106,7 +122,14 @@ def next_command(
         json_out = json_path if json_path is not None else out.with_name(out.name + ".json")
         _check_outputs([labels, probs], {"--out": out, "--json": json_out})
         _check_table_outputs({"--out": out})
-        plan = next_items(labels, probs, budget=budget, method=method, assign=assign)
+        read = {
+            "item": item_col,
+            "annotator": annotator_col,
+            "label": label_col,
+            "classes": parse_class_list(classes),
+            "on_duplicate": check_option(on_duplicate, OnDuplicate, "--on-duplicate").value,
+        }
+        plan = next_items(labels, probs, budget=budget, method=method, assign=assign, read=read)
         record = run_record(
             ctx,
             params=run_params(ctx),

@@ -28,9 +28,11 @@ from crowdmed.cli._options import (
     DeviceOpt,
     EpochsOpt,
     ImageSizeOpt,
+    LabelClassesOpt,
     LrOpt,
     MaybeImagesOpt,
     ModelDirOpt,
+    OnDuplicateOpt,
     PatienceOpt,
     ResumeOpt,
     SeedOpt,
@@ -141,6 +143,8 @@ def classify(
     channels: ChannelsOpt = None,
     tta: TtaOpt = False,
     resume: ResumeOpt = True,
+    classes: LabelClassesOpt = None,
+    on_duplicate: OnDuplicateOpt = "error",
 ) -> None:
     """Train a classifier on the labels of many annotators.
 

@@ -34,7 +34,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from crowdmed._io import to_jsonable
+from crowdmed._tables import parse_class_list
 from crowdmed._text import short_list
 from crowdmed._validation import check_option
 from crowdmed.data.features import (
@@ -191,6 +192,8 @@ class _Options:
     tta: bool
     resume: bool
     device: str = "auto"
+    #: How the label file is read: ``classes`` and ``on_duplicate`` of ``read_labels``.
+    read: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _check_options(
@@ -362,7 +365,7 @@ def _read_data(
     report: ProgressCallback,
 ) -> tuple[CrowdLabels, np.ndarray, Any, list[Any], list[str]]:
     report(description=f"Reading {labels.name}")
-    cl = read_labels(labels)
+    cl = read_labels(labels, **opts.read)
     if cl.n_classes < 2:
         raise ValueError(
             f"`--labels` must hold at least two classes to train a classifier; got "
@@ -462,6 +465,8 @@ def train_classifier(
     tta: bool = False,
     resume: bool = True,
     device: str = "auto",
+    classes: Sequence[Any] | None = None,
+    on_duplicate: str = "error",
     progress: ProgressCallback | None = None,
 ) -> ClassifierRun:
     """Train a network on the crowd labels of a file; checkpoint it in ``out/checkpoint/``.
@@ -494,6 +499,10 @@ def train_classifier(
         resume: Continue from a checkpoint of the same settings and inputs in ``out``.
         device: Where to train: ``"auto"`` (a CUDA GPU when one is available, else the
             CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        classes: Every class in order, also classes no label uses (``["0,1,2"]`` as the
+            command line gives them, or the values); the sorted labels when omitted.
+        on_duplicate: Repeated ``(item, annotator)`` pairs in ``labels``: ``"error"``,
+            ``"first"``, ``"last"`` or ``"drop"`` the pair when its labels conflict.
         progress: Called with ``description``, ``completed``, ``total``, ``metrics`` keywords.
 
     Returns:
@@ -524,8 +533,14 @@ def train_classifier(
     if out.exists() and not out.is_dir():
         raise ValueError(f"`--out` must be a folder for the model; '{out}' is a file.")
     _import_torch(isinstance(source, ImageInputs))
+    from crowdmed.pipelines.aggregate import OnDuplicate
+
+    read = {
+        "classes": parse_class_list(None if classes is None else [str(c) for c in classes]),
+        "on_duplicate": check_option(on_duplicate, OnDuplicate, "--on-duplicate").value,
+    }
     opts = _Options(
-        m, epochs, batch_size, lr, patience, seed, size, n_channels, tta, resume, device
+        m, epochs, batch_size, lr, patience, seed, size, n_channels, tta, resume, device, read
     )
     val_source = (
         input_source(val_features, val_feature_ids, val_images, "--val-")
@@ -644,6 +659,12 @@ def _run_settings(
         "network_kwargs": net_kwargs,
         "image_size": opts.size if is_images else None,
         "inputs": {name: None if rec is None else rec["sha256"] for name, rec in inputs.items()},
+        # how the labels were read, when not the default (checkpoints made before keep working)
+        **(
+            {"read": opts.read}
+            if opts.read.get("classes") or opts.read.get("on_duplicate", "error") != "error"
+            else {}
+        ),
     }
 
 

@@ -14,6 +14,7 @@ Examples:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,13 +114,22 @@ def _align(cl: CrowdLabels, probs: pd.DataFrame) -> tuple[CrowdLabels, np.ndarra
             "every item of LABELS."
         )
     label_classes = [str(c) for c in cl.classes]
+    columns = [f"{_PREFIX}{c}" for c in probs.columns]
     absent = [c for c in label_classes if c not in probs.columns]
     if absent:
         raise ValueError(
             f"`--probs` must have a p_<class> column for every class of LABELS; got none for "
-            f"{short_list(absent)} (columns {short_list(list(probs.columns))})."
+            f"{short_list(absent)} (columns {short_list(columns)})."
         )
-    class_order = label_classes + [c for c in probs.columns if c not in label_classes]
+    extra = [c for c in probs.columns if c not in label_classes]
+    if extra:
+        every = ",".join(label_classes + extra)
+        raise ValueError(
+            f"`--probs` has columns for classes that LABELS neither uses nor declares: "
+            f"{short_list([f'{_PREFIX}{c}' for c in extra])}; declare every class with "
+            f"--classes {every}, or drop those columns."
+        )
+    class_order = label_classes
     item_pos = probs.index.get_indexer(label_items)
     aligned = CrowdLabels.from_triplets(
         item_pos[cl.items],
@@ -199,16 +209,21 @@ def next_items(
     budget: int,
     method: str = "crowdmed",
     assign: bool = False,
+    read: Mapping[str, Any] | None = None,
 ) -> NextPlan:
     """Read a label file and a probability table and choose the items to label next.
 
     Args:
         labels_path: Long label file (``item, annotator, label``; CSV, TSV or Parquet).
         probs_path: Probability table: ``item`` and one ``p_<class>`` column per class; its
-            items are the candidates (items without any label included).
+            items are the candidates (items without any label included). Every class of the
+            labels (declared with ``read["classes"]`` or used) needs a column, and every
+            column a class.
         budget: Number of items to return.
         method: ``"crowdmed"`` or ``"activelab"``.
         assign: Also choose the annotator: the most reliable one who has not labelled the item.
+        read: Options of :func:`crowdmed.data.io.read_labels` for the label file (``item``,
+            ``annotator``, ``label``, ``classes``, ``on_duplicate``).
 
     Returns:
         The plan; see :class:`NextPlan`.
@@ -216,6 +231,6 @@ def next_items(
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
         raise ValueError(f"`--budget` must be an integer >= 1; got {budget!r}.")
     return plan_next(
-        read_labels(labels_path), read_probs(probs_path), budget=budget, method=method,
-        assign=assign,
+        read_labels(labels_path, **dict(read or {})), read_probs(probs_path), budget=budget,
+        method=method, assign=assign,
     )  # fmt: skip
