@@ -134,7 +134,7 @@ def test_missing_file_and_subprocess(
         app, ["masks", "consensus", files[0], str(tmp_path / "nope.npy"), "-o", str(out)]
     )
     assert res.exit_code == 2
-    assert "does not exist" in res.output
+    assert "does not exist; check the path." in " ".join(res.output.split())
     proc = subprocess.run(
         [sys.executable, "-m", "crowdmed", "masks", "consensus", *files, "-o", str(out)],
         capture_output=True,

@@ -89,7 +89,7 @@ def read_mask(path: str | os.PathLike[str]) -> MaskFile:
     if p.is_dir():
         raise ValueError(f"Mask file '{p}' is a folder, not a file; pass the mask file inside it.")
     if not p.is_file():
-        raise FileNotFoundError(f"Mask file '{p}' does not exist.")
+        raise FileNotFoundError(f"Mask file '{p}' does not exist; check the path.")
     if mask_suffix(p) not in SUFFIXES:
         raise ValueError(
             f"'{p}' has an unsupported suffix {mask_suffix(p)!r}; use one of {', '.join(SUFFIXES)}."
